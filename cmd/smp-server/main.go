@@ -1,0 +1,285 @@
+// Command smp-server runs an SMP relay (SPEC §11):
+//
+//	smp-server start --data DIR --listen HOST:PORT [flags]
+//
+// It creates DIR and a server transport key when they are absent, writes the
+// key's fingerprint to DIR/fingerprint, prints "listening on HOST:PORT" once
+// it accepts connections, and on SIGTERM or SIGINT stops and exits 0.
+package main
+
+import (
+	"context"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/smprelay/smprelay/codec"
+	"github.com/smprelay/smprelay/engine"
+)
+
+const usage = `smp-server runs a Simplex Messaging Protocol relay.
+
+Usage:
+  smp-server start [flags]   start the relay (creates the data directory and key if absent)
+  smp-server help            show this help
+
+Run 'smp-server start -h' for the flags of start.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "start":
+		return start(args[1:], stdout, stderr)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "smp-server: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+}
+
+// config is what start's flags say.
+type config struct {
+	data             string
+	listen           string
+	blockSize        int
+	fsync            string
+	quota            int
+	messageTTL       time.Duration
+	suspendedTTL     time.Duration
+	handshakeTimeout time.Duration
+	keyType          string
+	logLevel         string
+}
+
+func parseStart(args []string, stderr io.Writer) (config, error) {
+	var c config
+	fl := flag.NewFlagSet("smp-server start", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	fl.StringVar(&c.data, "data", "data", "data `directory`: server key, fingerprint (created 0700 if absent)")
+	fl.StringVar(&c.listen, "listen", "0.0.0.0:5223", "TCP `address` to listen on, HOST:PORT (PORT 0 picks a free port)")
+	fl.IntVar(&c.blockSize, "block-size", codec.DefaultBlockSize, "transport block `bytes`: a power of two from 4096 to 65536")
+	fl.StringVar(&c.fsync, "fsync", "always", "log durability: always, interval or never. This build keeps state in memory\n"+
+		"only (nothing survives a restart), so the mode is checked but has no effect yet")
+	fl.IntVar(&c.quota, "quota", engine.DefaultLimits.Quota, "messages a queue may hold before SEND gets ERR QUOTA")
+	fl.DurationVar(&c.messageTTL, "message-ttl", engine.DefaultLimits.MessageTTL, "delete stored messages older than this")
+	fl.DurationVar(&c.suspendedTTL, "suspended-ttl", engine.DefaultLimits.SuspendedTTL, "delete queues suspended (OFF) for longer than this")
+	fl.DurationVar(&c.handshakeTimeout, "handshake-timeout", 10*time.Second, "close connections whose client hello is not complete by then")
+	fl.StringVar(&c.keyType, "key-type", "mlkem768x25519", "transport key kind when the key is created: mlkem768x25519, x25519 or rsa")
+	fl.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error; only debug logs client data (IDs, addresses, commands)")
+	fl.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: smp-server start [flags]\n\nFlags:\n")
+		fl.PrintDefaults()
+	}
+	if err := fl.Parse(args); err != nil {
+		return c, err
+	}
+	if fl.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q", fl.Arg(0))
+	}
+	switch {
+	case !codec.ValidBlockSize(c.blockSize):
+		return c, fmt.Errorf("--block-size %d: must be a power of two from %d to %d", c.blockSize, codec.MinBlockSize, codec.MaxBlockSize)
+	case c.fsync != "always" && c.fsync != "interval" && c.fsync != "never":
+		return c, fmt.Errorf("--fsync %q: must be always, interval or never", c.fsync)
+	case c.quota <= 0:
+		return c, fmt.Errorf("--quota %d: must be at least 1", c.quota)
+	case c.messageTTL <= 0:
+		return c, fmt.Errorf("--message-ttl %s: must be positive", c.messageTTL)
+	case c.suspendedTTL <= 0:
+		return c, fmt.Errorf("--suspended-ttl %s: must be positive", c.suspendedTTL)
+	case c.handshakeTimeout <= 0:
+		return c, fmt.Errorf("--handshake-timeout %s: must be positive", c.handshakeTimeout)
+	}
+	if _, err := codec.ParseKEMType(c.keyType); err != nil {
+		return c, fmt.Errorf("--key-type %q: must be mlkem768x25519, x25519 or rsa", c.keyType)
+	}
+	if _, _, err := net.SplitHostPort(c.listen); err != nil {
+		return c, fmt.Errorf("--listen %q: must be HOST:PORT", c.listen)
+	}
+	if _, err := parseLevel(c.logLevel); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	switch s {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info":
+		return slog.LevelInfo, nil
+	case "warn":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("--log-level %q: must be debug, info, warn or error", s)
+}
+
+func start(args []string, stdout, stderr io.Writer) int {
+	c, err := parseStart(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "smp-server: %v\n", err)
+		return 2
+	}
+	level, _ := parseLevel(c.logLevel)
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	debug := level == slog.LevelDebug
+	if debug {
+		log.Warn("debug logging is on: client data (queue IDs, addresses, commands) will be logged; do not use in production")
+	}
+
+	key, created, err := loadOrCreateKey(c.data, c.keyType)
+	if err != nil {
+		log.Error("server key", "err", err)
+		return 1
+	}
+	if !created && key.Public().Type().String() != c.keyType {
+		log.Info("using the existing server key; --key-type applies only when a key is created",
+			"key-type", key.Public().Type().String())
+	}
+	fp := key.Public().Fingerprint()
+	if err := writeFileAtomic(filepath.Join(c.data, "fingerprint"), []byte(fp+"\n"), 0o600); err != nil {
+		log.Error("writing the fingerprint", "err", err)
+		return 1
+	}
+
+	e, err := engine.New(engine.Options{
+		BlockSize:     c.blockSize,
+		Limits:        engine.Limits{Quota: c.quota, MessageTTL: c.messageTTL, SuspendedTTL: c.suspendedTTL},
+		Logger:        log,
+		LogClientData: debug,
+	})
+	if err != nil {
+		log.Error("starting the engine", "err", err)
+		return 1
+	}
+	srv, err := engine.NewServer(engine.ServerOptions{
+		Engine: e, Key: key, HandshakeTimeout: c.handshakeTimeout, Logger: log, LogClientData: debug,
+	})
+	if err != nil {
+		log.Error("starting the server", "err", err)
+		return 1
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			log.Error("shutting down", "err", err)
+		}
+	}()
+
+	err = srv.Serve(c.listen, func(addr net.Addr) {
+		log.Info("relay started", "fingerprint", fp, "key-type", key.Public().Type().String(),
+			"block-size", c.blockSize, "store", "memory")
+		// SPEC §11: tools wait for this exact line; stdout is unbuffered.
+		fmt.Fprintf(stdout, "smp-server: listening on %s\n", addr)
+	})
+	if err != nil {
+		log.Error("serving", "err", err)
+		return 1
+	}
+	log.Info("stopped")
+	return 0
+}
+
+// keyFile is the server transport key in the data directory: one PEM block
+// whose bytes are codec.KEMPrivateKey.MarshalBinary (type byte, then the key).
+const (
+	keyFile  = "server.key"
+	pemLabel = "SMP SERVER KEY"
+)
+
+// loadOrCreateKey reads DIR/server.key, or creates DIR (0700) and a new key of
+// kind keyType (0600) when there is none.
+func loadOrCreateKey(dir, keyType string) (*codec.KEMPrivateKey, bool, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, false, fmt.Errorf("creating data directory: %w", err)
+	}
+	path := filepath.Join(dir, keyFile)
+	b, err := os.ReadFile(path)
+	if err == nil {
+		blk, _ := pem.Decode(b)
+		if blk == nil || blk.Type != pemLabel {
+			return nil, false, fmt.Errorf("%s: not a %q PEM block", path, pemLabel)
+		}
+		k, err := codec.ParseKEMPrivateKey(blk.Bytes)
+		if err != nil {
+			return nil, false, fmt.Errorf("%s: %w", path, err)
+		}
+		return k, false, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, false, fmt.Errorf("reading server key: %w", err)
+	}
+	t, err := codec.ParseKEMType(keyType)
+	if err != nil {
+		return nil, false, err
+	}
+	k, err := codec.GenerateKEMKey(t)
+	if err != nil {
+		return nil, false, fmt.Errorf("generating a %s key: %w", keyType, err)
+	}
+	der, err := k.MarshalBinary()
+	if err != nil {
+		return nil, false, err
+	}
+	if err := writeFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: pemLabel, Bytes: der}), 0o600); err != nil {
+		return nil, false, fmt.Errorf("writing server key: %w", err)
+	}
+	return k, true, nil
+}
+
+// writeFileAtomic writes b to a temporary file, syncs it and renames it over
+// path, so a crash leaves either the old file or the new one.
+func writeFileAtomic(path string, b []byte, mode fs.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+

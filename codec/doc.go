@@ -1,0 +1,49 @@
+// Package codec turns SMP v1 bytes into values and back (SPEC §2–§4, §6). It
+// does no I/O: the engine and the client feed it bytes they read and write the
+// bytes it returns.
+//
+// What it holds:
+//
+//   - transmissions: Parser (block plaintext -> Transmission) and the Append*
+//     encoders (server transmissions and signed client commands);
+//   - protocol errors: Error, one value for each row of SPEC §6;
+//   - blocks: BlockCipher (AES-256-GCM with a per-direction counter nonce) and padding;
+//   - the handshake: ServerHello and ClientHello;
+//   - keys: typed KEM keys (rsa, x25519, mlkem768x25519) that seal the client
+//     hello, and signature keys (Ed25519, RSA-PSS) with timing-safe verification.
+//
+// # Wire format
+//
+// Server hello, plaintext, sent by the server on accept (big-endian):
+//
+//	+------------+------------+-----------+--------+----------------+
+//	| minVersion | maxVersion | blockSize | keyLen | typed KEM key  |
+//	|  2 bytes   |  2 bytes   |  4 bytes  | 2 bytes| keyLen bytes   |
+//	+------------+------------+-----------+--------+----------------+
+//
+// Client hello: 2-byte sealedLen, then the 94-byte plaintext below sealed to
+// the server key:
+//
+//	+---------+-----------+--------+----------+--------+----------+
+//	| version | blockSize | c2sKey | c2sNonce | s2cKey | s2cNonce |
+//	|    2    |     4     |   32   |    12    |   32   |    12    |
+//	+---------+-----------+--------+----------+--------+----------+
+//
+// Then blocks of exactly blockSize bytes in each direction:
+//
+//	+------------------------------------------------------+---------+
+//	| AES-256-GCM(plaintext), nonce = base XOR (0^4 ‖ i)    | tag 16  |
+//	+------------------------------------------------------+---------+
+//	plaintext = transmission* '#'*        (blockSize − 16 bytes)
+//
+// A transmission (signature empty on every server transmission):
+//
+//	signature CRLF corrId CRLF queueId CRLF msg CRLF
+//	          |<------------ signed ------------>|
+//	msg = CMD [SP params]                       one line, or
+//	msg = CMD SP ... size CRLF body CRLF        a binary body (SEND, MSG)
+//
+// Invariants: a transmission never spans two blocks; a parser never reads past
+// the slice it is given; every malformed input yields a SPEC §6 Error, never
+// a panic.
+package codec

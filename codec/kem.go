@@ -1,0 +1,333 @@
+package codec
+
+import (
+	"crypto/ecdh"
+	"crypto/hpke"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strconv"
+)
+
+// KEMType is the first byte of a typed KEM key (SPEC §2). It names how a
+// short secret is sealed to the key.
+type KEMType byte
+
+// Typed KEM key kinds; the values are part of the wire format.
+const (
+	// KEMRSA is RSA-OAEP (SHA-256, MGF1-SHA-256, empty label); key bytes are
+	// X.509 SubjectPublicKeyInfo DER of a 2048–4096-bit key.
+	KEMRSA KEMType = 0x01
+	// KEMX25519 is HPKE base mode with DHKEM(X25519, HKDF-SHA256); key bytes
+	// are the 32-byte RFC 9180 SerializePublicKey output.
+	KEMX25519 KEMType = 0x02
+	// KEMMLKEM768X25519 is HPKE base mode with the MLKEM768-X25519 (X-Wing)
+	// hybrid KEM; key bytes are the 1216-byte SerializePublicKey output.
+	KEMMLKEM768X25519 KEMType = 0x03
+)
+
+// Key sizes of the HPKE kinds; part of the wire format.
+const (
+	x25519KeySize         = 32
+	mlkem768x25519KeySize = 1216
+)
+
+// RSA key limits of SPEC §2, shared by KEM keys and signature keys.
+const (
+	minRSABits = 2048
+	maxRSABits = 4096
+	rsaExp     = 65537
+)
+
+// Errors of the KEM key functions. They are returned wrapped with context;
+// compare with errors.Is.
+var (
+	// ErrKEMType reports an unknown type byte or type name.
+	ErrKEMType = errors.New("codec: unknown KEM key type")
+	// ErrKEMKey reports key bytes that do not form a valid key of their type.
+	ErrKEMKey = errors.New("codec: invalid KEM key")
+	// ErrKEMOpen reports sealed data that does not open with the key.
+	ErrKEMOpen = errors.New("codec: sealed data does not open")
+)
+
+// String returns the name used on the command line: "rsa", "x25519" or
+// "mlkem768x25519".
+func (t KEMType) String() string {
+	switch t {
+	case KEMRSA:
+		return "rsa"
+	case KEMX25519:
+		return "x25519"
+	case KEMMLKEM768X25519:
+		return "mlkem768x25519"
+	}
+	return "KEMType(" + strconv.Itoa(int(t)) + ")"
+}
+
+// ParseKEMType returns the type named by name, as spelled by String.
+func ParseKEMType(name string) (KEMType, error) {
+	for _, t := range [...]KEMType{KEMRSA, KEMX25519, KEMMLKEM768X25519} {
+		if name == t.String() {
+			return t, nil
+		}
+	}
+	return 0, fmt.Errorf("%w: %q", ErrKEMType, name)
+}
+
+// hpkeKEM returns the HPKE KEM of an HPKE type, or nil for other types.
+func (t KEMType) hpkeKEM() hpke.KEM {
+	switch t {
+	case KEMX25519:
+		return hpke.DHKEM(ecdh.X25519())
+	case KEMMLKEM768X25519:
+		return hpke.MLKEM768X25519()
+	}
+	return nil
+}
+
+// hpkeKDF and hpkeAEAD complete the HPKE suite of SPEC §2: HKDF-SHA256 (0x0001)
+// and AES-256-GCM (0x0002), the same for both HPKE kinds.
+func hpkeKDF() hpke.KDF   { return hpke.HKDFSHA256() }
+func hpkeAEAD() hpke.AEAD { return hpke.AES256GCM() }
+
+// KEMPublicKey is a parsed typed KEM key. It is immutable and safe for
+// concurrent use.
+type KEMPublicKey struct {
+	typed []byte         // type byte ‖ key bytes, owned
+	rsa   *rsa.PublicKey // set for KEMRSA
+	hpke  hpke.PublicKey // set for the HPKE kinds
+}
+
+// ParseKEMPublicKey parses a typed KEM key:
+//
+//	+------+-------------------------------------------------+
+//	| type | key bytes                                       |
+//	|  1   | rsa: SPKI DER; x25519: 32; mlkem768x25519: 1216 |
+//	+------+-------------------------------------------------+
+//
+// It copies typed. RSA keys must have 2048–4096 bits and e = 65537.
+func ParseKEMPublicKey(typed []byte) (*KEMPublicKey, error) {
+	if len(typed) < 1 {
+		return nil, fmt.Errorf("%w: empty", ErrKEMKey)
+	}
+	t, body := KEMType(typed[0]), typed[1:]
+	k := &KEMPublicKey{typed: append([]byte(nil), typed...)}
+	switch t {
+	case KEMRSA:
+		pub, err := x509.ParsePKIXPublicKey(body)
+		if err != nil {
+			return nil, fmt.Errorf("%w: rsa: %v", ErrKEMKey, err)
+		}
+		rk, ok := pub.(*rsa.PublicKey)
+		if !ok {
+			return nil, fmt.Errorf("%w: rsa: SPKI holds %T", ErrKEMKey, pub)
+		}
+		if err := checkRSAPublic(rk); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrKEMKey, err)
+		}
+		k.rsa = rk
+	case KEMX25519, KEMMLKEM768X25519:
+		// NewPublicKey checks the exact length; the explicit check keeps the
+		// error message clear.
+		want := x25519KeySize
+		if t == KEMMLKEM768X25519 {
+			want = mlkem768x25519KeySize
+		}
+		if len(body) != want {
+			return nil, fmt.Errorf("%w: %v key is %d bytes, want %d", ErrKEMKey, t, len(body), want)
+		}
+		pub, err := t.hpkeKEM().NewPublicKey(body)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v: %v", ErrKEMKey, t, err)
+		}
+		k.hpke = pub
+	default:
+		return nil, fmt.Errorf("%w: 0x%02x", ErrKEMType, typed[0])
+	}
+	return k, nil
+}
+
+// checkRSAPublic applies the limits of SPEC §2. Go's own checks accept keys
+// from 1024 bits and any odd e, which the spec does not.
+func checkRSAPublic(k *rsa.PublicKey) error {
+	if k.N == nil || k.N.Sign() <= 0 || k.N.Bit(0) == 0 {
+		return errors.New("rsa: modulus is not odd and positive")
+	}
+	if bits := k.N.BitLen(); bits < minRSABits || bits > maxRSABits {
+		return fmt.Errorf("rsa: %d-bit modulus, want %d..%d", bits, minRSABits, maxRSABits)
+	}
+	if k.E != rsaExp {
+		return fmt.Errorf("rsa: exponent %d, want %d", k.E, rsaExp)
+	}
+	return nil
+}
+
+// Type returns the key's type.
+func (k *KEMPublicKey) Type() KEMType {
+	if k == nil || len(k.typed) == 0 {
+		return 0 // zero value: no type
+	}
+	return KEMType(k.typed[0])
+}
+
+// Bytes returns the typed key bytes, type byte first. The caller must not
+// modify them.
+func (k *KEMPublicKey) Bytes() []byte { return k.typed }
+
+// Fingerprint returns the key's fingerprint (SPEC §2).
+func (k *KEMPublicKey) Fingerprint() string { return Fingerprint(k.typed) }
+
+// Fingerprint returns base64 (standard, padded) of SHA-256 of the typed key
+// bytes, type byte included (SPEC §2). It does not check that typed is a key.
+func Fingerprint(typed []byte) string {
+	sum := sha256.Sum256(typed)
+	return base64.StdEncoding.EncodeToString(sum[:])
+}
+
+// Seal seals plaintext to the key with the method of its type (SPEC §2). For
+// HPKE kinds the result is enc ‖ ciphertext and info is bound into the key
+// schedule; RSA ignores info.
+func (k *KEMPublicKey) Seal(info, plaintext []byte) ([]byte, error) {
+	if k == nil || (k.rsa == nil && k.hpke == nil) {
+		return nil, fmt.Errorf("%w: nil key", ErrKEMKey)
+	}
+	if k.rsa != nil {
+		out, err := rsa.EncryptOAEP(sha256.New(), rand.Reader, k.rsa, plaintext, nil)
+		if err != nil {
+			return nil, fmt.Errorf("codec: rsa seal: %w", err)
+		}
+		return out, nil
+	}
+	out, err := hpke.Seal(k.hpke, hpkeKDF(), hpkeAEAD(), info, plaintext)
+	if err != nil {
+		return nil, fmt.Errorf("codec: %v seal: %w", k.Type(), err)
+	}
+	return out, nil
+}
+
+// KEMPrivateKey is the private half of a typed KEM key. It is immutable and
+// safe for concurrent use.
+type KEMPrivateKey struct {
+	pub  *KEMPublicKey
+	rsa  *rsa.PrivateKey // set for KEMRSA
+	hpke hpke.PrivateKey // set for the HPKE kinds
+}
+
+// GenerateKEMKey generates a key of type t; RSA keys have 2048 bits.
+func GenerateKEMKey(t KEMType) (*KEMPrivateKey, error) {
+	switch t {
+	case KEMRSA:
+		rk, err := rsa.GenerateKey(rand.Reader, minRSABits)
+		if err != nil {
+			return nil, fmt.Errorf("codec: generate rsa key: %w", err)
+		}
+		return newRSAKEMKey(rk)
+	case KEMX25519, KEMMLKEM768X25519:
+		hk, err := t.hpkeKEM().GenerateKey()
+		if err != nil {
+			return nil, fmt.Errorf("codec: generate %v key: %w", t, err)
+		}
+		return newHPKEKEMKey(t, hk)
+	}
+	return nil, fmt.Errorf("%w: 0x%02x", ErrKEMType, byte(t))
+}
+
+func newRSAKEMKey(rk *rsa.PrivateKey) (*KEMPrivateKey, error) {
+	if err := checkRSAPublic(&rk.PublicKey); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrKEMKey, err)
+	}
+	spki, err := x509.MarshalPKIXPublicKey(&rk.PublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("%w: rsa: %v", ErrKEMKey, err)
+	}
+	pub := &KEMPublicKey{typed: append([]byte{byte(KEMRSA)}, spki...), rsa: &rk.PublicKey}
+	return &KEMPrivateKey{pub: pub, rsa: rk}, nil
+}
+
+func newHPKEKEMKey(t KEMType, hk hpke.PrivateKey) (*KEMPrivateKey, error) {
+	hp := hk.PublicKey()
+	pub := &KEMPublicKey{typed: append([]byte{byte(t)}, hp.Bytes()...), hpke: hp}
+	return &KEMPrivateKey{pub: pub, hpke: hk}, nil
+}
+
+// Public returns the public half.
+func (k *KEMPrivateKey) Public() *KEMPublicKey { return k.pub }
+
+// Open opens data sealed by [KEMPublicKey.Seal] with the same info. Any
+// failure wraps ErrKEMOpen.
+func (k *KEMPrivateKey) Open(info, sealed []byte) ([]byte, error) {
+	if k == nil || (k.rsa == nil && k.hpke == nil) {
+		return nil, fmt.Errorf("%w: nil key", ErrKEMOpen)
+	}
+	var (
+		out []byte
+		err error
+	)
+	if k.rsa != nil {
+		out, err = rsa.DecryptOAEP(sha256.New(), nil, k.rsa, sealed, nil)
+	} else {
+		out, err = hpke.Open(k.hpke, hpkeKDF(), hpkeAEAD(), info, sealed)
+	}
+	if err != nil {
+		// The cause is not shown: OAEP failure detail must not reach a peer.
+		return nil, fmt.Errorf("%w (%v, %d bytes)", ErrKEMOpen, k.pub.Type(), len(sealed))
+	}
+	return out, nil
+}
+
+// MarshalBinary returns the private key for storage:
+//
+//	+------+-------------------------------------------------------+
+//	| type | rsa: PKCS#8 DER; HPKE kinds: RFC 9180                 |
+//	|  1   | SerializePrivateKey (x25519: 32, mlkem768x25519: 32)  |
+//	+------+-------------------------------------------------------+
+func (k *KEMPrivateKey) MarshalBinary() ([]byte, error) {
+	if k == nil || (k.rsa == nil && k.hpke == nil) {
+		return nil, fmt.Errorf("%w: empty private key", ErrKEMKey)
+	}
+	t := k.pub.Type()
+	var (
+		body []byte
+		err  error
+	)
+	if k.rsa != nil {
+		body, err = x509.MarshalPKCS8PrivateKey(k.rsa)
+	} else {
+		body, err = k.hpke.Bytes()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("codec: marshal %v private key: %w", t, err)
+	}
+	return append([]byte{byte(t)}, body...), nil
+}
+
+// ParseKEMPrivateKey parses the output of [KEMPrivateKey.MarshalBinary].
+func ParseKEMPrivateKey(b []byte) (*KEMPrivateKey, error) {
+	if len(b) < 1 {
+		return nil, fmt.Errorf("%w: empty private key", ErrKEMKey)
+	}
+	t, body := KEMType(b[0]), b[1:]
+	switch t {
+	case KEMRSA:
+		pk, err := x509.ParsePKCS8PrivateKey(body)
+		if err != nil {
+			return nil, fmt.Errorf("%w: rsa private key: %v", ErrKEMKey, err)
+		}
+		rk, ok := pk.(*rsa.PrivateKey)
+		if !ok {
+			return nil, fmt.Errorf("%w: PKCS#8 holds %T", ErrKEMKey, pk)
+		}
+		return newRSAKEMKey(rk)
+	case KEMX25519, KEMMLKEM768X25519:
+		hk, err := t.hpkeKEM().NewPrivateKey(body)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v private key: %v", ErrKEMKey, t, err)
+		}
+		return newHPKEKEMKey(t, hk)
+	}
+	return nil, fmt.Errorf("%w: 0x%02x", ErrKEMType, b[0])
+}

@@ -1,0 +1,269 @@
+package codec
+
+import (
+	"crypto"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"math/big"
+	"sync"
+)
+
+// SigAlg is the algorithm of a signature key (SPEC §2).
+type SigAlg uint8
+
+// Signature algorithms. The values are local to this package; on the wire
+// the algorithm is named by the key's SubjectPublicKeyInfo.
+const (
+	// SigEd25519 is pure Ed25519 (RFC 8032).
+	SigEd25519 SigAlg = iota + 1
+	// SigRSA is RSASSA-PSS with SHA-256, MGF1-SHA-256 and a 32-byte salt.
+	SigRSA
+)
+
+// String returns "ed25519" or "rsa".
+func (a SigAlg) String() string {
+	switch a {
+	case SigEd25519:
+		return "ed25519"
+	case SigRSA:
+		return "rsa"
+	}
+	return fmt.Sprintf("SigAlg(%d)", uint8(a))
+}
+
+// ErrSigKey reports a signature key that SPEC §2 does not allow. It is
+// returned wrapped with the reason.
+var ErrSigKey = errors.New("codec: unsupported signature key")
+
+// pssOptions are the RSASSA-PSS parameters of SPEC §2; salt length exactly
+// 32 (verification rejects any other) and MGF1 with the message hash.
+var pssOptions = &rsa.PSSOptions{SaltLength: 32, Hash: crypto.SHA256}
+
+// VerifyKey is a signature-verification key (RK or SK), parsed once when a
+// queue is created or secured. It is immutable and safe for concurrent use.
+type VerifyKey struct {
+	alg    SigAlg
+	ed     ed25519.PublicKey // 32 bytes, for SigEd25519
+	rsa    *rsa.PublicKey    // for SigRSA
+	sigLen int
+}
+
+// ParseVerifyKey parses X.509 SubjectPublicKeyInfo DER holding an Ed25519
+// key or an RSA key of 2048–4096 bits with e = 65537. Anything else is an
+// error wrapping ErrSigKey.
+func ParseVerifyKey(spkiDER []byte) (*VerifyKey, error) {
+	pub, err := x509.ParsePKIXPublicKey(spkiDER)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSigKey, err)
+	}
+	switch p := pub.(type) {
+	case ed25519.PublicKey:
+		if len(p) != ed25519.PublicKeySize {
+			return nil, fmt.Errorf("%w: ed25519 key of %d bytes", ErrSigKey, len(p))
+		}
+		// Copied so that no caller buffer aliases the key.
+		return &VerifyKey{alg: SigEd25519, ed: append(ed25519.PublicKey(nil), p...), sigLen: ed25519.SignatureSize}, nil
+	case *rsa.PublicKey:
+		if err := checkRSAPublic(p); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrSigKey, err)
+		}
+		return &VerifyKey{alg: SigRSA, rsa: p, sigLen: p.Size()}, nil
+	}
+	return nil, fmt.Errorf("%w: %T", ErrSigKey, pub)
+}
+
+// Alg returns the key's algorithm.
+func (k *VerifyKey) Alg() SigAlg { return k.alg }
+
+// SigLen returns the length of every valid signature: 64 for Ed25519, the
+// modulus length in bytes for RSA.
+func (k *VerifyKey) SigLen() int { return k.sigLen }
+
+// Verify reports whether sig is a valid signature of signed. It does not
+// allocate for a valid Ed25519 signature.
+func (k *VerifyKey) Verify(signed, sig []byte) bool {
+	if k == nil || len(sig) != k.sigLen {
+		return false
+	}
+	switch k.alg {
+	case SigEd25519:
+		return ed25519.Verify(k.ed, signed, sig)
+	case SigRSA:
+		digest := sha256.Sum256(signed)
+		return rsa.VerifyPSS(k.rsa, crypto.SHA256, digest[:], sig, pssOptions) == nil
+	}
+	return false
+}
+
+// VerifyTimingSafe verifies sig over signed with k. When k is nil or
+// len(sig) != k.SigLen() it spends the work of a failed verification against
+// a dummy key of the algorithm and size the signature suggests (SPEC §7) and
+// returns false: 64 bytes is Ed25519, 256..512 bytes is RSA with a modulus of
+// exactly len(sig)*8 bits, and any other length (empty included) costs one
+// Ed25519 verification of a fixed garbage signature.
+func VerifyTimingSafe(k *VerifyKey, signed, sig []byte) bool {
+	if k != nil && len(sig) == k.sigLen {
+		return k.Verify(signed, sig)
+	}
+	switch n := len(sig); {
+	case n == ed25519.SignatureSize:
+		dummyEd25519().Verify(signed, sig)
+	case n >= minRSABits/8 && n <= maxRSABits/8:
+		dummyRSA(n).Verify(signed, sig)
+	default:
+		dummyEd25519().Verify(signed, dummyEdSig[:])
+	}
+	return false
+}
+
+// dummyEdSig is the garbage signature for lengths that suggest no algorithm.
+// Its S half is canonical (top byte zero, so S < l) so that verification
+// runs the full scalar multiplication instead of failing at the S check.
+var dummyEdSig = func() (s [ed25519.SignatureSize]byte) {
+	for i := range s {
+		s[i] = byte(0xa5 ^ i)
+	}
+	s[63] = 0
+	return s
+}()
+
+var (
+	dummyEdOnce sync.Once
+	dummyEdKey  *VerifyKey
+
+	// One dummy per RSA signature length in 256..512 bytes.
+	dummyRSAOnce [maxRSABits/8 - minRSABits/8 + 1]sync.Once
+	dummyRSAKeys [maxRSABits/8 - minRSABits/8 + 1]*VerifyKey
+)
+
+// dummyEd25519 returns a real, freshly generated Ed25519 public key whose
+// private half is discarded, so no signature verifies under it.
+func dummyEd25519() *VerifyKey {
+	dummyEdOnce.Do(func() {
+		pub, _, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			// crypto/rand does not fail on supported platforms; a fixed
+			// point that decodes still yields the same verification work.
+			pub = append(ed25519.PublicKey(nil), ed25519Basepoint...)
+		}
+		dummyEdKey = &VerifyKey{alg: SigEd25519, ed: pub, sigLen: ed25519.SignatureSize}
+	})
+	return dummyEdKey
+}
+
+// ed25519Basepoint is the encoding of the Ed25519 base point, a valid key
+// used only if crypto/rand fails.
+var ed25519Basepoint = []byte{
+	0x58, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66,
+	0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66,
+}
+
+// dummyRSA returns an RSA public key with a modulus of exactly n bytes (top
+// bit set), 256 <= n <= 512. Verification only needs N odd and e = 65537, so
+// a random odd number stands in for a product of primes: no private key is
+// ever generated and nothing can verify under it except by chance.
+func dummyRSA(n int) *VerifyKey {
+	i := n - minRSABits/8
+	dummyRSAOnce[i].Do(func() {
+		b := make([]byte, n)
+		rand.Read(b) // never fails (Go 1.24+); zeros would still be fixed below
+		b[0] |= 0x80 // exactly n*8 bits
+		b[n-1] |= 1  // odd, as crypto/rsa requires
+		pub := &rsa.PublicKey{N: new(big.Int).SetBytes(b), E: rsaExp}
+		dummyRSAKeys[i] = &VerifyKey{alg: SigRSA, rsa: pub, sigLen: n}
+	})
+	return dummyRSAKeys[i]
+}
+
+// Signer signs transmissions, for clients and tests. It is immutable and
+// safe for concurrent use.
+type Signer struct {
+	ed   ed25519.PrivateKey // for SigEd25519
+	rsa  *rsa.PrivateKey    // for SigRSA
+	spki []byte
+	vk   *VerifyKey
+}
+
+// GenerateSigner generates a key of algorithm alg; rsaBits (2048–4096) is
+// ignored for Ed25519.
+func GenerateSigner(alg SigAlg, rsaBits int) (*Signer, error) {
+	switch alg {
+	case SigEd25519:
+		_, priv, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, fmt.Errorf("codec: generate ed25519 key: %w", err)
+		}
+		return NewSigner(priv)
+	case SigRSA:
+		if rsaBits < minRSABits || rsaBits > maxRSABits {
+			return nil, fmt.Errorf("%w: rsa: %d bits, want %d..%d", ErrSigKey, rsaBits, minRSABits, maxRSABits)
+		}
+		priv, err := rsa.GenerateKey(rand.Reader, rsaBits)
+		if err != nil {
+			return nil, fmt.Errorf("codec: generate rsa key: %w", err)
+		}
+		return NewSigner(priv)
+	}
+	return nil, fmt.Errorf("%w: %v", ErrSigKey, alg)
+}
+
+// NewSigner wraps an *rsa.PrivateKey or ed25519.PrivateKey whose public key
+// SPEC §2 allows.
+func NewSigner(priv crypto.Signer) (*Signer, error) {
+	s := &Signer{}
+	var pub any
+	switch p := priv.(type) {
+	case ed25519.PrivateKey:
+		if len(p) != ed25519.PrivateKeySize {
+			return nil, fmt.Errorf("%w: ed25519 private key of %d bytes", ErrSigKey, len(p))
+		}
+		s.ed = p
+		pub = p.Public()
+	case *rsa.PrivateKey:
+		if p == nil {
+			return nil, fmt.Errorf("%w: nil rsa key", ErrSigKey)
+		}
+		s.rsa = p
+		pub = &p.PublicKey
+	default:
+		return nil, fmt.Errorf("%w: %T", ErrSigKey, priv)
+	}
+	spki, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrSigKey, err)
+	}
+	vk, err := ParseVerifyKey(spki)
+	if err != nil {
+		return nil, err
+	}
+	s.spki, s.vk = spki, vk
+	return s, nil
+}
+
+// Sign returns the signature of signed (SPEC §2).
+func (s *Signer) Sign(signed []byte) ([]byte, error) {
+	if s == nil || (s.ed == nil && s.rsa == nil) {
+		return nil, fmt.Errorf("%w: empty signer", ErrSigKey)
+	}
+	if s.ed != nil {
+		return ed25519.Sign(s.ed, signed), nil
+	}
+	digest := sha256.Sum256(signed)
+	sig, err := rsa.SignPSS(rand.Reader, s.rsa, crypto.SHA256, digest[:], pssOptions)
+	if err != nil {
+		return nil, fmt.Errorf("codec: rsa sign: %w", err)
+	}
+	return sig, nil
+}
+
+// PublicSPKI returns a copy of the public key as SubjectPublicKeyInfo DER,
+// the bytes NEW and KEY carry in base64.
+func (s *Signer) PublicSPKI() []byte { return append([]byte(nil), s.spki...) }
+
+// VerifyKey returns the verification key of the signer.
+func (s *Signer) VerifyKey() *VerifyKey { return s.vk }

@@ -1,0 +1,31 @@
+// Package engine is the relay: the queue store, the command semantics of
+// SPEC §5 (subscriptions, one-at-a-time delivery, OFF, DEL, quota, expiry),
+// the timing-safe authentication of §7, and the gnet event handler that runs
+// the encrypted block transport of §3 for every connection.
+//
+// Layers, from the socket in:
+//
+//	Server (server.go)   gnet handler: handshake, block open/seal, per-connection state
+//	Session (session.go) one connection's protocol state: commands in, responses out
+//	Engine (engine.go)   the queues, shared by all sessions; expiry
+//	Writer (writer.go)   packs responses into blocks and blocks into one write
+//	Store (store.go)     persistence of state changes; MemoryStore keeps none
+//
+// Ownership and locking:
+//
+//   - A connection, its ciphers, block counters, Session and subscriptions set
+//     belong to the gnet event loop that accepted it; only that loop touches them.
+//   - The queue map is split into shards, each with its own mutex; each queue
+//     has its own mutex for its mutable fields. No code holds two of these locks
+//     at once, so there is no lock order to get wrong, and no lock is held
+//     during a signature verification or a socket write.
+//   - A SEND whose message must be pushed to a subscriber on another connection
+//     posts an event to that Session's outbox (a mutex-guarded slice) and wakes
+//     its loop with gnet's Conn.Wake; the subscriber's loop then encodes and
+//     seals the MSG itself, so every byte a connection sends is produced on its
+//     own loop, in block-counter order.
+//
+// Hot-path invariants: no goroutine per connection, no allocation per block or
+// per transmission except the copy of a stored message body, signature keys
+// parsed once at NEW or KEY, and every ERR AUTH costs one signature check.
+package engine

@@ -1,0 +1,244 @@
+package engine
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/smprelay/smprelay/codec"
+)
+
+// Limits is the part of the configuration that governs queues (SPEC §5, §11).
+type Limits struct {
+	Quota        int           // messages a queue may hold (default 128)
+	MessageTTL   time.Duration // a stored message older than this is deleted (default 21 days)
+	SuspendedTTL time.Duration // a queue suspended longer than this is deleted (default 7 days)
+}
+
+// DefaultLimits are SPEC §5 and §11's defaults.
+var DefaultLimits = Limits{Quota: 128, MessageTTL: 21 * 24 * time.Hour, SuspendedTTL: 7 * 24 * time.Hour}
+
+// Engine holds the queues and carries out commands (SPEC §5). It knows nothing
+// of sockets: a Session per connection feeds it parsed transmissions and
+// receives the responses. All methods are safe for concurrent use; the queue
+// map is sharded and each queue has its own lock.
+type Engine struct {
+	limits  Limits
+	blockSz int
+	now     func() time.Time
+	store   Store
+	log     *slog.Logger
+	debug   bool // log client data (IDs, commands): only at --log-level debug (SPEC §11)
+
+	queues *queueMap
+
+	sessions atomic.Int64 // open sessions, for shutdown and tests
+}
+
+// Options configures an Engine.
+type Options struct {
+	BlockSize int              // block size of the transport; bounds message bodies
+	Limits    Limits           // zero fields take DefaultLimits
+	Now       func() time.Time // clock; nil means time.Now (tests inject one)
+	Store     Store            // nil means MemoryStore
+	Logger    *slog.Logger     // nil discards
+	// LogClientData allows logging of IDs and commands. Production mode (SPEC §8) leaves it false.
+	LogClientData bool
+}
+
+// New returns an Engine with the state its Store replays.
+func New(o Options) (*Engine, error) {
+	if o.BlockSize == 0 {
+		o.BlockSize = codec.DefaultBlockSize
+	}
+	if !codec.ValidBlockSize(o.BlockSize) {
+		return nil, fmt.Errorf("engine: block size %d is not a power of two in [%d, %d]",
+			o.BlockSize, codec.MinBlockSize, codec.MaxBlockSize)
+	}
+	l := o.Limits
+	if l.Quota == 0 {
+		l.Quota = DefaultLimits.Quota
+	}
+	if l.MessageTTL == 0 {
+		l.MessageTTL = DefaultLimits.MessageTTL
+	}
+	if l.SuspendedTTL == 0 {
+		l.SuspendedTTL = DefaultLimits.SuspendedTTL
+	}
+	if l.Quota < 0 || l.MessageTTL < 0 || l.SuspendedTTL < 0 {
+		return nil, errors.New("engine: quota and TTLs must be positive")
+	}
+	e := &Engine{
+		limits:  l,
+		blockSz: o.BlockSize,
+		now:     o.Now,
+		store:   o.Store,
+		log:     o.Logger,
+		debug:   o.LogClientData,
+		queues:  newQueueMap(),
+	}
+	if e.now == nil {
+		e.now = time.Now
+	}
+	if e.store == nil {
+		e.store = MemoryStore{}
+	}
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	if err := e.store.Load(e.replay); err != nil {
+		return nil, fmt.Errorf("engine: loading state: %w", err)
+	}
+	return e, nil
+}
+
+// BlockSize returns the transport block size the engine was built for.
+func (e *Engine) BlockSize() int { return e.blockSz }
+
+// Queues returns the number of live queues. Safe for concurrent use.
+func (e *Engine) Queues() int { return e.queues.count() }
+
+// replay applies one stored record at start; it runs before any session exists.
+func (e *Engine) replay(r *Record) error {
+	switch r.Kind {
+	case RecQueueCreated:
+		q := &queue{rid: r.RID, sid: r.SID, rk: r.RecipientKey}
+		if !e.queues.add(q.rid, q) {
+			return fmt.Errorf("engine: replay: duplicate queue ID")
+		}
+		if !e.queues.add(q.sid, q) {
+			e.queues.remove(q.rid, q)
+			return fmt.Errorf("engine: replay: duplicate queue ID")
+		}
+		return nil
+	}
+	q := e.queues.get(r.RID[:])
+	if q == nil || q.rid != r.RID {
+		return fmt.Errorf("engine: replay: record %d for an unknown queue", r.Kind)
+	}
+	switch r.Kind {
+	case RecQueueSecured:
+		q.sk = r.SenderKey
+	case RecQueueSuspended:
+		q.suspended, q.suspendedAt = true, r.Time
+	case RecQueueDeleted:
+		e.unlink(q)
+	case RecMessageStored:
+		q.msgs.push(message{id: r.MsgID, ts: r.Time, body: r.Body})
+	case RecMessageDeleted:
+		if q.msgs.len() == 0 || q.msgs.front().id != r.MsgID {
+			return fmt.Errorf("engine: replay: deleted message is not the oldest of its queue")
+		}
+		q.msgs.pop()
+	default:
+		return fmt.Errorf("engine: replay: unknown record kind %d", r.Kind)
+	}
+	return nil
+}
+
+// unlink removes q's IDs from the map. The caller has marked it deleted.
+func (e *Engine) unlink(q *queue) {
+	e.queues.remove(q.rid, q)
+	e.queues.remove(q.sid, q)
+}
+
+// newQueue creates a queue with fresh random IDs and maps both of them.
+func (e *Engine) newQueue(rk *codec.VerifyKey) (*queue, error) {
+	q := &queue{rk: rk}
+	for range 8 {
+		if _, err := rand.Read(q.rid[:]); err != nil {
+			return nil, err
+		}
+		if _, err := rand.Read(q.sid[:]); err != nil {
+			return nil, err
+		}
+		if q.rid == q.sid || !e.queues.add(q.rid, q) {
+			continue
+		}
+		if e.queues.add(q.sid, q) {
+			return q, nil
+		}
+		e.queues.remove(q.rid, q)
+	}
+	return nil, errors.New("engine: could not draw unique queue IDs")
+}
+
+// recipientQueue authenticates a recipient command (SUB KEY ACK OFF DEL): the
+// queueId must be a RID and the signature must verify with its RK. Whatever
+// the outcome, it costs one signature verification (SPEC §7): a missing
+// queue, an SID, or a signature that does not fit the key is checked against
+// a dummy key. It returns nil when the command gets ERR AUTH.
+func (e *Engine) recipientQueue(t *codec.Transmission) *queue {
+	q := e.queues.get(t.QueueID)
+	var key *codec.VerifyKey
+	if q != nil && string(q.rid[:]) == string(t.QueueID) {
+		key = q.rk
+	}
+	if !codec.VerifyTimingSafe(key, t.Signed, t.Signature) || key == nil {
+		return nil
+	}
+	return q
+}
+
+// Expire deletes messages older than the message TTL and queues suspended for
+// longer than the suspended TTL, as of now. A delivered message that expires
+// frees the subscriber for the next one. The server calls it periodically;
+// tests call it with an injected clock.
+func (e *Engine) Expire(now time.Time) {
+	msgCutoff := now.Add(-e.limits.MessageTTL).Unix()
+	suspCutoff := now.Add(-e.limits.SuspendedTTL).Unix()
+	e.queues.each(func(q *queue) {
+		var push *Session
+		var seq uint64
+		q.mu.Lock()
+		if q.deleted {
+			q.mu.Unlock()
+			return
+		}
+		if q.suspended && q.suspendedAt <= suspCutoff {
+			if e.store.Append(Record{Kind: RecQueueDeleted, RID: q.rid}) == nil {
+				sub := q.sub
+				e.deleteLocked(q)
+				q.mu.Unlock()
+				e.unlink(q)
+				if sub != nil {
+					sub.post(event{kind: evDrop, q: q})
+				}
+				return
+			}
+		}
+		expired := false
+		for q.msgs.len() > 0 && q.msgs.front().ts <= msgCutoff {
+			m := q.msgs.front()
+			if e.store.Append(Record{Kind: RecMessageDeleted, RID: q.rid, MsgID: m.id}) != nil {
+				break
+			}
+			if q.delivered {
+				q.delivered = false
+				expired = true
+			}
+			q.msgs.pop()
+		}
+		if expired && q.sub != nil && q.msgs.len() > 0 {
+			q.delivered = true
+			q.seq++
+			push, seq = q.sub, q.seq
+		}
+		q.mu.Unlock()
+		if push != nil {
+			push.post(event{kind: evDeliver, q: q, seq: seq})
+		}
+	})
+}
+
+// deleteLocked marks q deleted and drops its messages at once (SPEC §8). The
+// caller holds q.mu and unlinks q after releasing it.
+func (e *Engine) deleteLocked(q *queue) {
+	q.deleted = true
+	q.msgs.clear()
+	q.sub = nil
+	q.delivered = false
+}

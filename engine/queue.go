@@ -1,0 +1,162 @@
+package engine
+
+import (
+	"sync"
+
+	"github.com/smprelay/smprelay/codec"
+)
+
+// queueID is a RID or SID.
+type queueID = [codec.QueueIDSize]byte
+
+// message is one stored message. All its fields are immutable once stored, so
+// a reader that took the message under the queue lock may keep reading its
+// body after unlocking: an ACK or DEL drops the reference, never the bytes.
+type message struct {
+	id   [codec.MsgIDSize]byte // random, unique within the queue
+	ts   int64                 // server receive time, Unix seconds
+	body []byte                // opaque to the server
+}
+
+// queue is one simplex queue. rid, sid and rk never change after creation and
+// may be read without the lock; everything else is guarded by mu. mu is held
+// only for short, non-blocking sections: signatures are verified outside it.
+type queue struct {
+	rid, sid queueID
+	rk       *codec.VerifyKey // recipient key, set by NEW
+
+	mu          sync.Mutex
+	sk          *codec.VerifyKey // sender key, set once by KEY; nil until secured
+	suspended   bool             // OFF was applied
+	suspendedAt int64            // Unix seconds of OFF, for the suspended-queue TTL
+	deleted     bool             // DEL or expiry removed it; every later command is AUTH
+	msgs        fifo             // stored messages, oldest first
+	sub         *Session         // the one subscriber, or nil
+	delivered   bool             // the oldest message was sent to sub and awaits ACK
+	seq         uint64           // delivery generation: pushes carry it so a stale push is dropped
+}
+
+// fifo is a queue of messages: append at the tail, pop at the head.
+type fifo struct {
+	buf  []message
+	head int
+}
+
+func (f *fifo) len() int { return len(f.buf) - f.head }
+
+func (f *fifo) front() *message { return &f.buf[f.head] }
+
+func (f *fifo) push(m message) {
+	if f.head > 0 && len(f.buf) == cap(f.buf) {
+		// Reuse the popped prefix before growing.
+		n := copy(f.buf, f.buf[f.head:])
+		clear(f.buf[n:])
+		f.buf = f.buf[:n]
+		f.head = 0
+	}
+	f.buf = append(f.buf, m)
+}
+
+func (f *fifo) pop() {
+	f.buf[f.head] = message{} // drop the body so the GC can take it at once (SPEC §8)
+	f.head++
+	if f.head == len(f.buf) {
+		f.buf = f.buf[:0]
+		f.head = 0
+	}
+}
+
+func (f *fifo) clear() {
+	clear(f.buf)
+	f.buf = nil
+	f.head = 0
+}
+
+// numShards splits the ID map so that event loops rarely wait on one lock.
+// IDs are uniformly random, so the first byte spreads them evenly.
+const numShards = 256
+
+// queueMap maps both IDs of every live queue to the queue. Each shard's map is
+// guarded by its own mutex; no code holds a shard lock and a queue lock at the
+// same time.
+type queueMap struct {
+	shards [numShards]struct {
+		mu  sync.Mutex
+		ids map[queueID]*queue
+		_   [40]byte // keep neighbouring shards' locks off one cache line
+	}
+}
+
+func newQueueMap() *queueMap {
+	m := &queueMap{}
+	for i := range m.shards {
+		m.shards[i].ids = make(map[queueID]*queue)
+	}
+	return m
+}
+
+// get returns the queue that id names (as RID or SID), or nil.
+func (m *queueMap) get(id []byte) *queue {
+	if len(id) != codec.QueueIDSize {
+		return nil
+	}
+	k := queueID(id)
+	s := &m.shards[k[0]]
+	s.mu.Lock()
+	q := s.ids[k]
+	s.mu.Unlock()
+	return q
+}
+
+// add maps id to q unless id is taken, and reports whether it did.
+func (m *queueMap) add(id queueID, q *queue) bool {
+	s := &m.shards[id[0]]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, taken := s.ids[id]; taken {
+		return false
+	}
+	s.ids[id] = q
+	return true
+}
+
+// remove unmaps id if it still names q.
+func (m *queueMap) remove(id queueID, q *queue) {
+	s := &m.shards[id[0]]
+	s.mu.Lock()
+	if s.ids[id] == q {
+		delete(s.ids, id)
+	}
+	s.mu.Unlock()
+}
+
+// each calls f for every live queue once (by its RID), outside the shard locks.
+func (m *queueMap) each(f func(q *queue)) {
+	var batch []*queue
+	for i := range m.shards {
+		s := &m.shards[i]
+		batch = batch[:0]
+		s.mu.Lock()
+		for id, q := range s.ids {
+			if id == q.rid {
+				batch = append(batch, q)
+			}
+		}
+		s.mu.Unlock()
+		for _, q := range batch {
+			f(q)
+		}
+	}
+}
+
+// count returns the number of live queues.
+func (m *queueMap) count() int {
+	n := 0
+	for i := range m.shards {
+		s := &m.shards[i]
+		s.mu.Lock()
+		n += len(s.ids)
+		s.mu.Unlock()
+	}
+	return n / 2
+}

@@ -1,0 +1,438 @@
+package engine
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"sync"
+
+	"github.com/smprelay/smprelay/codec"
+)
+
+// eventKind is what another connection (or the expiry sweep) asks a session's
+// owner to do on its own loop.
+type eventKind uint8
+
+const (
+	evDeliver eventKind = iota + 1 // push the queue's oldest message, if seq still matches
+	evEnd                          // another connection subscribed: send END, forget the queue
+	evDrop                         // the queue was deleted: forget it silently
+)
+
+type event struct {
+	kind eventKind
+	q    *queue
+	seq  uint64
+}
+
+// Session is the protocol state of one connection: its subscriptions and the
+// outbox through which other connections hand it pushes. Everything but the
+// outbox is owned by the connection's event loop; the outbox is guarded by mu
+// and may be posted to from any goroutine.
+type Session struct {
+	e    *Engine
+	wake func() // asks the owner's loop to call Drain soon; safe from any goroutine
+
+	subs map[*queue]struct{} // queues this session subscribed to; owned by the loop
+
+	mu     sync.Mutex
+	outbox []event // pushes waiting for the loop
+	spare  []event // the outbox's previous backing array, reused by Drain
+	closed bool
+}
+
+// NewSession starts a session. wake is called, from whatever goroutine posts,
+// when the outbox goes from empty to non-empty; the owner then calls Drain on
+// its loop. Safe for concurrent use.
+func (e *Engine) NewSession(wake func()) *Session {
+	e.sessions.Add(1)
+	return &Session{e: e, wake: wake}
+}
+
+// post hands an event to the session's loop. Safe from any goroutine.
+func (s *Session) post(ev event) { s.postFrom(nil, ev) }
+
+// postFrom is post from the session from, which skips the wake-up when from is
+// the receiver itself: its loop drains after the current batch anyway.
+func (s *Session) postFrom(from *Session, ev event) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	first := len(s.outbox) == 0
+	s.outbox = append(s.outbox, ev)
+	s.mu.Unlock()
+	if first && from != s && s.wake != nil {
+		s.wake()
+	}
+}
+
+// Process parses the transmissions in one block's plaintext, carries them out
+// and writes the responses to w, in order. p's scratch space is reused. Call it
+// on the session's loop only.
+func (s *Session) Process(plain []byte, p *codec.Parser, t *codec.Transmission, w *Writer) {
+	for codec.More(plain) {
+		n := p.Parse(plain, t)
+		plain = plain[n:]
+		s.handle(t, w)
+	}
+}
+
+// Drain writes the pushes other connections posted. Call it on the session's
+// loop only, after Process and whenever the loop is woken.
+func (s *Session) Drain(w *Writer) {
+	s.mu.Lock()
+	evs := s.outbox
+	s.outbox = s.spare[:0]
+	s.mu.Unlock()
+	for i := range evs {
+		ev := &evs[i]
+		switch ev.kind {
+		case evDeliver:
+			s.push(ev.q, ev.seq, w)
+		case evEnd:
+			// A stale END (this session subscribed again since) is dropped.
+			ev.q.mu.Lock()
+			stale := ev.q.sub == s
+			ev.q.mu.Unlock()
+			if !stale {
+				delete(s.subs, ev.q)
+				w.room(codec.MaxResponse(codec.QueueIDSize))
+				w.buf = codec.AppendEND(w.buf, ev.q.rid[:])
+			}
+		case evDrop:
+			ev.q.mu.Lock()
+			stale := ev.q.sub == s
+			ev.q.mu.Unlock()
+			if !stale {
+				delete(s.subs, ev.q)
+			}
+		}
+		evs[i] = event{}
+	}
+	s.mu.Lock()
+	s.spare = evs[:0]
+	s.mu.Unlock()
+}
+
+// push writes the oldest message of q as a MSG with an empty corrId, if this
+// session is still the subscriber of the same delivery.
+func (s *Session) push(q *queue, seq uint64, w *Writer) {
+	q.mu.Lock()
+	if q.sub != s || q.seq != seq || !q.delivered || q.msgs.len() == 0 {
+		q.mu.Unlock()
+		return
+	}
+	m := *q.msgs.front()
+	q.mu.Unlock()
+	w.room(codec.MSGSize(nil, q.rid[:], len(m.body)))
+	w.buf = codec.AppendMSG(w.buf, nil, q.rid[:], m.id[:], m.ts, m.body)
+}
+
+// Close ends the session: its subscriptions end and later posts are dropped.
+// Call it on the session's loop, once.
+func (s *Session) Close() {
+	s.mu.Lock()
+	s.closed = true
+	s.outbox, s.spare = nil, nil
+	s.mu.Unlock()
+	for q := range s.subs {
+		q.mu.Lock()
+		if q.sub == s {
+			q.sub = nil
+			q.delivered = false
+		}
+		q.mu.Unlock()
+	}
+	s.subs = nil
+	s.e.sessions.Add(-1)
+}
+
+func (s *Session) subscribe(q *queue) {
+	if s.subs == nil {
+		s.subs = make(map[*queue]struct{})
+	}
+	s.subs[q] = struct{}{}
+}
+
+// handle carries out one parsed transmission and writes its response.
+func (s *Session) handle(t *codec.Transmission, w *Writer) {
+	if s.e.debug {
+		s.e.log.Debug("command", "cmd", t.Cmd.String(), "corrId", string(t.CorrID),
+			"queueId", base64.StdEncoding.EncodeToString(t.QueueID), "err", t.Err.String())
+	}
+	if t.Err != codec.ErrNone {
+		s.fail(t, t.Err, w)
+		return
+	}
+	switch t.Cmd {
+	case codec.CmdPING:
+		w.room(codec.MaxResponse(0))
+		w.buf = codec.AppendPONG(w.buf, t.CorrID)
+	case codec.CmdNEW:
+		s.cmdNew(t, w)
+	case codec.CmdSEND:
+		s.cmdSend(t, w)
+	case codec.CmdSUB, codec.CmdKEY, codec.CmdACK, codec.CmdOFF, codec.CmdDEL:
+		q := s.e.recipientQueue(t)
+		if q == nil {
+			s.fail(t, codec.ErrAuth, w)
+			return
+		}
+		switch t.Cmd {
+		case codec.CmdSUB:
+			s.cmdSub(t, q, w)
+		case codec.CmdKEY:
+			s.cmdKey(t, q, w)
+		case codec.CmdACK:
+			s.cmdAck(t, q, w)
+		case codec.CmdOFF:
+			s.cmdOff(t, q, w)
+		case codec.CmdDEL:
+			s.cmdDel(t, q, w)
+		}
+	default:
+		// Parse lets only client commands through on the server side.
+		s.fail(t, codec.ErrInternal, w)
+	}
+}
+
+// fail writes ERR e, echoing the corrId and queueId that were valid.
+func (s *Session) fail(t *codec.Transmission, e codec.Error, w *Writer) {
+	w.room(codec.MaxResponse(len(t.QueueID)))
+	w.buf = codec.AppendERR(w.buf, t.CorrID, t.QueueID, e)
+}
+
+func (s *Session) ok(t *codec.Transmission, w *Writer) {
+	w.room(codec.MaxResponse(len(t.QueueID)))
+	w.buf = codec.AppendOK(w.buf, t.CorrID, t.QueueID)
+}
+
+// cmdNew creates a queue and subscribes this session to it (SPEC §5 NEW).
+func (s *Session) cmdNew(t *codec.Transmission, w *Writer) {
+	if len(t.Signature) > 0 && !codec.VerifyTimingSafe(t.Key, t.Signed, t.Signature) {
+		s.fail(t, codec.ErrAuth, w)
+		return
+	}
+	q, err := s.e.newQueue(t.Key)
+	if err != nil {
+		s.e.log.Error("creating a queue", "err", err)
+		s.fail(t, codec.ErrInternal, w)
+		return
+	}
+	q.mu.Lock()
+	err = s.e.store.Append(Record{Kind: RecQueueCreated, RID: q.rid, SID: q.sid, RecipientKey: q.rk})
+	if err != nil {
+		s.e.deleteLocked(q)
+		q.mu.Unlock()
+		s.e.unlink(q)
+		s.e.log.Error("logging a new queue", "err", err)
+		s.fail(t, codec.ErrInternal, w)
+		return
+	}
+	q.sub = s
+	q.mu.Unlock()
+	s.subscribe(q)
+	w.room(codec.MaxResponse(0))
+	w.buf = codec.AppendIDS(w.buf, t.CorrID, q.rid[:], q.sid[:])
+}
+
+// cmdSub makes this session the queue's only subscriber and answers with the
+// oldest message (again, with the same msgId, if it was delivered before) or OK.
+func (s *Session) cmdSub(t *codec.Transmission, q *queue, w *Writer) {
+	q.mu.Lock()
+	if q.deleted {
+		q.mu.Unlock()
+		s.fail(t, codec.ErrAuth, w)
+		return
+	}
+	old := q.sub
+	q.sub = s
+	q.seq++
+	q.delivered = q.msgs.len() > 0
+	var m *message
+	if q.delivered {
+		head := *q.msgs.front()
+		m = &head
+	}
+	q.mu.Unlock()
+	s.subscribe(q)
+	if old != nil && old != s {
+		old.post(event{kind: evEnd, q: q})
+	}
+	s.answerWith(t, q, m, w)
+}
+
+// answerWith answers t with m as a MSG, or with OK when m is nil.
+func (s *Session) answerWith(t *codec.Transmission, q *queue, m *message, w *Writer) {
+	if m == nil {
+		s.ok(t, w)
+		return
+	}
+	w.room(codec.MSGSize(t.CorrID, q.rid[:], len(m.body)))
+	w.buf = codec.AppendMSG(w.buf, t.CorrID, q.rid[:], m.id[:], m.ts, m.body)
+}
+
+// cmdKey secures the queue with the sender's key, once.
+func (s *Session) cmdKey(t *codec.Transmission, q *queue, w *Writer) {
+	q.mu.Lock()
+	if q.deleted || q.suspended || q.sk != nil {
+		q.mu.Unlock()
+		s.fail(t, codec.ErrAuth, w)
+		return
+	}
+	if err := s.e.store.Append(Record{Kind: RecQueueSecured, RID: q.rid, SenderKey: t.Key}); err != nil {
+		q.mu.Unlock()
+		s.internal(t, err, w)
+		return
+	}
+	q.sk = t.Key
+	q.mu.Unlock()
+	s.ok(t, w)
+}
+
+// cmdAck deletes the delivered message and answers with the next one or OK.
+func (s *Session) cmdAck(t *codec.Transmission, q *queue, w *Writer) {
+	q.mu.Lock()
+	if q.deleted {
+		q.mu.Unlock()
+		s.fail(t, codec.ErrAuth, w)
+		return
+	}
+	if q.sub != s || !q.delivered || q.msgs.len() == 0 {
+		q.mu.Unlock()
+		s.fail(t, codec.ErrProhibited, w)
+		return
+	}
+	if err := s.e.store.Append(Record{Kind: RecMessageDeleted, RID: q.rid, MsgID: q.msgs.front().id}); err != nil {
+		q.mu.Unlock()
+		s.internal(t, err, w)
+		return
+	}
+	q.msgs.pop()
+	q.seq++
+	q.delivered = q.msgs.len() > 0
+	var m *message
+	if q.delivered {
+		head := *q.msgs.front()
+		m = &head
+	}
+	q.mu.Unlock()
+	s.answerWith(t, q, m, w)
+}
+
+// cmdOff suspends the queue; OFF again is OK.
+func (s *Session) cmdOff(t *codec.Transmission, q *queue, w *Writer) {
+	q.mu.Lock()
+	if q.deleted {
+		q.mu.Unlock()
+		s.fail(t, codec.ErrAuth, w)
+		return
+	}
+	if !q.suspended {
+		now := s.e.now().Unix()
+		if err := s.e.store.Append(Record{Kind: RecQueueSuspended, RID: q.rid, Time: now}); err != nil {
+			q.mu.Unlock()
+			s.internal(t, err, w)
+			return
+		}
+		q.suspended, q.suspendedAt = true, now
+	}
+	q.mu.Unlock()
+	s.ok(t, w)
+}
+
+// cmdDel deletes the queue and its messages before answering OK.
+func (s *Session) cmdDel(t *codec.Transmission, q *queue, w *Writer) {
+	q.mu.Lock()
+	if q.deleted {
+		q.mu.Unlock()
+		s.fail(t, codec.ErrAuth, w)
+		return
+	}
+	if err := s.e.store.Append(Record{Kind: RecQueueDeleted, RID: q.rid}); err != nil {
+		q.mu.Unlock()
+		s.internal(t, err, w)
+		return
+	}
+	sub := q.sub
+	s.e.deleteLocked(q)
+	q.mu.Unlock()
+	s.e.unlink(q)
+	if sub == s {
+		delete(s.subs, q)
+	} else if sub != nil {
+		sub.post(event{kind: evDrop, q: q})
+	}
+	s.ok(t, w)
+}
+
+// cmdSend stores a message (SPEC §5 SEND). Every path to ERR AUTH costs one
+// signature verification (SPEC §7), and the verification runs outside the
+// queue lock; the state it was checked against is checked again under it.
+func (s *Session) cmdSend(t *codec.Transmission, w *Writer) {
+	q := s.e.queues.get(t.QueueID)
+	if q == nil || string(q.sid[:]) != string(t.QueueID) {
+		codec.VerifyTimingSafe(nil, t.Signed, t.Signature)
+		s.fail(t, codec.ErrAuth, w)
+		return
+	}
+	q.mu.Lock()
+	sk, closed := q.sk, q.deleted || q.suspended
+	q.mu.Unlock()
+	switch {
+	case closed || (sk == nil && len(t.Signature) > 0):
+		codec.VerifyTimingSafe(sk, t.Signed, t.Signature)
+		s.fail(t, codec.ErrAuth, w)
+		return
+	case sk != nil && !codec.VerifyTimingSafe(sk, t.Signed, t.Signature):
+		s.fail(t, codec.ErrAuth, w)
+		return
+	}
+
+	var m message
+	if _, err := rand.Read(m.id[:]); err != nil {
+		s.internal(t, err, w)
+		return
+	}
+	m.ts = s.e.now().Unix()
+
+	q.mu.Lock()
+	if q.deleted || q.suspended || q.sk != sk {
+		q.mu.Unlock()
+		s.fail(t, codec.ErrAuth, w)
+		return
+	}
+	if q.msgs.len() >= s.e.limits.Quota {
+		q.mu.Unlock()
+		s.fail(t, codec.ErrQuota, w)
+		return
+	}
+	m.body = append(make([]byte, 0, len(t.Body)), t.Body...) // the one allocation a SEND must make
+	if err := s.e.store.Append(Record{Kind: RecMessageStored, RID: q.rid, MsgID: m.id, Time: m.ts, Body: m.body}); err != nil {
+		q.mu.Unlock()
+		s.internal(t, err, w)
+		return
+	}
+	q.msgs.push(m)
+	var sub *Session
+	var seq uint64
+	if q.sub != nil && !q.delivered {
+		q.delivered = true
+		q.seq++
+		sub, seq = q.sub, q.seq
+	}
+	q.mu.Unlock()
+	if sub != nil {
+		// A push to this very session waits in its own outbox for the Drain at
+		// the end of this batch; waking its loop would only cost a spare call.
+		sub.postFrom(s, event{kind: evDeliver, q: q, seq: seq})
+	}
+	s.ok(t, w)
+}
+
+// internal answers ERR INTERNAL after a failure of the server itself.
+func (s *Session) internal(t *codec.Transmission, err error, w *Writer) {
+	s.e.log.Error("command failed", "cmd", t.Cmd.String(), "err", err)
+	s.fail(t, codec.ErrInternal, w)
+}
