@@ -25,8 +25,8 @@ func newClock() *clock {
 	return c
 }
 
-func (c *clock) now() time.Time             { return time.Unix(c.t.Load(), 0) }
-func (c *clock) advance(d time.Duration)    { c.t.Add(int64(d / time.Second)) }
+func (c *clock) now() time.Time          { return time.Unix(c.t.Load(), 0) }
+func (c *clock) advance(d time.Duration) { c.t.Add(int64(d / time.Second)) }
 func newTestEngine(t testing.TB, l Limits) (*Engine, *clock) {
 	t.Helper()
 	c := newClock()

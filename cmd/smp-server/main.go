@@ -282,4 +282,3 @@ func writeFileAtomic(path string, b []byte, mode fs.FileMode) error {
 	}
 	return os.Rename(tmp.Name(), path)
 }
-
