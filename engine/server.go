@@ -208,12 +208,22 @@ func (h *handler) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 }
 
 func (h *handler) OnClose(gc gnet.Conn, _ error) gnet.Action {
+	defer h.contain("closing")
 	if c, ok := gc.Context().(*conn); ok {
+		gc.SetContext(nil)
 		c.timer.Stop()
 		c.sess.Close()
-		gc.SetContext(nil)
 	}
 	return gnet.None
+}
+
+// contain stops a panic in one connection's handling from taking the process
+// (and every other connection) down with it. It is deferred by handlers
+// whose result needs no change; OnTraffic has its own to close the connection.
+func (h *handler) contain(what string) {
+	if r := recover(); r != nil {
+		h.s.log.Error("connection handler panicked", "while", what, "panic", fmt.Sprint(r))
+	}
 }
 
 // OnTraffic handles everything that reached one connection: the client hello,
