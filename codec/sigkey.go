@@ -1,6 +1,7 @@
 package codec
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -50,6 +51,7 @@ type VerifyKey struct {
 	alg    SigAlg
 	ed     ed25519.PublicKey // 32 bytes, for SigEd25519
 	rsa    *rsa.PublicKey    // for SigRSA
+	n      []byte            // for SigRSA: the modulus, big-endian, sigLen bytes
 	sigLen int
 }
 
@@ -72,7 +74,7 @@ func ParseVerifyKey(spkiDER []byte) (*VerifyKey, error) {
 		if err := checkRSAPublic(p); err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrSigKey, err)
 		}
-		return &VerifyKey{alg: SigRSA, rsa: p, sigLen: p.Size()}, nil
+		return newRSAVerifyKey(p), nil
 	}
 	return nil, fmt.Errorf("%w: %T", ErrSigKey, pub)
 }
@@ -95,9 +97,26 @@ func (k *VerifyKey) Verify(signed, sig []byte) bool {
 		return ed25519.Verify(k.ed, signed, sig)
 	case SigRSA:
 		digest := sha256.Sum256(signed)
+		if bytes.Compare(sig, k.n) >= 0 {
+			// crypto/rsa rejects a signature not below the modulus before any
+			// exponentiation. Spend that work anyway on a value that is below it
+			// (top byte cleared; the modulus's top byte is not zero), so the cost of a
+			// failure does not depend on where sig falls against this key's
+			// modulus, which a dummy key's differs from (SPEC §7).
+			var buf [maxRSABits / 8]byte
+			low := buf[:len(sig)]
+			copy(low, sig)
+			low[0] = 0
+			_ = rsa.VerifyPSS(k.rsa, crypto.SHA256, digest[:], low, pssOptions)
+			return false
+		}
 		return rsa.VerifyPSS(k.rsa, crypto.SHA256, digest[:], sig, pssOptions) == nil
 	}
 	return false
+}
+
+func newRSAVerifyKey(p *rsa.PublicKey) *VerifyKey {
+	return &VerifyKey{alg: SigRSA, rsa: p, sigLen: p.Size(), n: p.N.FillBytes(make([]byte, p.Size()))}
 }
 
 // VerifyTimingSafe verifies sig over signed with k. When k is nil or
@@ -175,7 +194,7 @@ func dummyRSA(n int) *VerifyKey {
 		b[0] |= 0x80 // exactly n*8 bits
 		b[n-1] |= 1  // odd, as crypto/rsa requires
 		pub := &rsa.PublicKey{N: new(big.Int).SetBytes(b), E: rsaExp}
-		dummyRSAKeys[i] = &VerifyKey{alg: SigRSA, rsa: pub, sigLen: n}
+		dummyRSAKeys[i] = newRSAVerifyKey(pub)
 	})
 	return dummyRSAKeys[i]
 }

@@ -328,6 +328,7 @@ func TestVerifyTimingSafeCost(t *testing.T) {
 	rsaGarbage[0] &= 0x3f // below both moduli: both do the exponentiation
 	edGarbage := bytes.Clone(dummyEdSig[:])
 	odd := make([]byte, 100)
+	rsaHigh := bytes.Repeat([]byte{0xff}, 256) // not below any modulus: crypto/rsa alone would fail fast
 	for _, tc := range []struct {
 		name        string
 		real, dummy func()
@@ -335,6 +336,9 @@ func TestVerifyTimingSafeCost(t *testing.T) {
 		{"rsa-2048",
 			func() { rs.VerifyKey().Verify(msg, rsaGarbage) },
 			func() { VerifyTimingSafe(nil, msg, rsaGarbage) }},
+		{"rsa-2048 signature above the modulus",
+			func() { rs.VerifyKey().Verify(msg, rsaGarbage) },
+			func() { rs.VerifyKey().Verify(msg, rsaHigh) }},
 		{"ed25519",
 			func() { ed.VerifyKey().Verify(msg, edGarbage) },
 			func() { VerifyTimingSafe(nil, msg, edGarbage) }},
