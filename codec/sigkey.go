@@ -52,6 +52,7 @@ type VerifyKey struct {
 	ed     ed25519.PublicKey // 32 bytes, for SigEd25519
 	rsa    *rsa.PublicKey    // for SigRSA
 	n      []byte            // for SigRSA: the modulus, big-endian, sigLen bytes
+	spki   []byte            // the DER it was parsed from; nil for dummy keys
 	sigLen int
 }
 
@@ -59,6 +60,15 @@ type VerifyKey struct {
 // key or an RSA key of 2048–4096 bits with e = 65537. Anything else is an
 // error wrapping ErrSigKey.
 func ParseVerifyKey(spkiDER []byte) (*VerifyKey, error) {
+	k, err := parseVerifyKey(spkiDER)
+	if err != nil {
+		return nil, err
+	}
+	k.spki = bytes.Clone(spkiDER)
+	return k, nil
+}
+
+func parseVerifyKey(spkiDER []byte) (*VerifyKey, error) {
 	pub, err := x509.ParsePKIXPublicKey(spkiDER)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrSigKey, err)
@@ -81,6 +91,10 @@ func ParseVerifyKey(spkiDER []byte) (*VerifyKey, error) {
 
 // Alg returns the key's algorithm.
 func (k *VerifyKey) Alg() SigAlg { return k.alg }
+
+// SPKI returns the SubjectPublicKeyInfo DER the key was parsed from, for the
+// log to store. The caller must not modify it.
+func (k *VerifyKey) SPKI() []byte { return k.spki }
 
 // SigLen returns the length of every valid signature: 64 for Ed25519, the
 // modulus length in bytes for RSA.

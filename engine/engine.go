@@ -34,6 +34,7 @@ type Engine struct {
 	debug   bool // log client data (IDs, commands): only at --log-level debug (SPEC §11)
 
 	queues *queueMap
+	stats  counters
 
 	sessions atomic.Int64 // open sessions, for shutdown and tests
 }
@@ -92,6 +93,9 @@ func New(o Options) (*Engine, error) {
 	if err := e.store.Load(e.replay); err != nil {
 		return nil, fmt.Errorf("engine: loading state: %w", err)
 	}
+	if err := e.store.Attach(e); err != nil {
+		return nil, fmt.Errorf("engine: attaching the store: %w", err)
+	}
 	return e, nil
 }
 
@@ -99,25 +103,38 @@ func New(o Options) (*Engine, error) {
 func (e *Engine) BlockSize() int { return e.blockSz }
 
 // Queues returns the number of live queues. Safe for concurrent use.
-func (e *Engine) Queues() int { return e.queues.count() }
+func (e *Engine) Queues() int { return int(e.stats.queues.Load()) }
 
-// replay applies one stored record at start; it runs before any session exists.
+// replay applies one stored record at start; it runs before any session
+// exists. It is idempotent, because a log compacted while commands ran holds a
+// snapshot and then the records appended since it began, some of which the
+// snapshot already shows (see Snapshotter): a queue created twice, a message
+// stored twice, or a change to a queue that is already gone is skipped.
 func (e *Engine) replay(r *Record) error {
-	switch r.Kind {
-	case RecQueueCreated:
+	if r.Kind == RecQueueCreated {
+		if r.RecipientKey == nil {
+			return errors.New("engine: replay: queue without a recipient key")
+		}
+		if q := e.queues.get(r.RID[:]); q != nil {
+			if q.rid != r.RID || q.sid != r.SID {
+				return errors.New("engine: replay: queue ID collides with another queue")
+			}
+			return nil
+		}
 		q := &queue{rid: r.RID, sid: r.SID, rk: r.RecipientKey}
-		if !e.queues.add(q.rid, q) {
-			return fmt.Errorf("engine: replay: duplicate queue ID")
+		if r.RID == r.SID || !e.queues.add(q.rid, q) {
+			return errors.New("engine: replay: queue ID collides with another queue")
 		}
 		if !e.queues.add(q.sid, q) {
 			e.queues.remove(q.rid, q)
-			return fmt.Errorf("engine: replay: duplicate queue ID")
+			return errors.New("engine: replay: queue ID collides with another queue")
 		}
+		e.stats.queues.Add(1)
 		return nil
 	}
 	q := e.queues.get(r.RID[:])
 	if q == nil || q.rid != r.RID {
-		return fmt.Errorf("engine: replay: record %d for an unknown queue", r.Kind)
+		return nil // deleted before the snapshot this record follows
 	}
 	switch r.Kind {
 	case RecQueueSecured:
@@ -125,14 +142,21 @@ func (e *Engine) replay(r *Record) error {
 	case RecQueueSuspended:
 		q.suspended, q.suspendedAt = true, r.Time
 	case RecQueueDeleted:
+		e.dropMessages(q)
+		e.deleteLocked(q)
 		e.unlink(q)
 	case RecMessageStored:
-		q.msgs.push(message{id: r.MsgID, ts: r.Time, body: r.Body})
-	case RecMessageDeleted:
-		if q.msgs.len() == 0 || q.msgs.front().id != r.MsgID {
-			return fmt.Errorf("engine: replay: deleted message is not the oldest of its queue")
+		for i := q.msgs.head; i < len(q.msgs.buf); i++ {
+			if q.msgs.buf[i].id == r.MsgID {
+				return nil
+			}
 		}
-		q.msgs.pop()
+		q.msgs.push(message{id: r.MsgID, ts: r.Time, body: r.Body})
+		e.stats.addMessage(len(r.Body))
+	case RecMessageDeleted:
+		if n, ok := q.msgs.removeID(r.MsgID); ok {
+			e.stats.dropMessage(n)
+		}
 	default:
 		return fmt.Errorf("engine: replay: unknown record kind %d", r.Kind)
 	}
@@ -159,6 +183,7 @@ func (e *Engine) newQueue(rk *codec.VerifyKey) (*queue, error) {
 			continue
 		}
 		if e.queues.add(q.sid, q) {
+			e.stats.queues.Add(1)
 			return q, nil
 		}
 		e.queues.remove(q.rid, q)
@@ -199,8 +224,9 @@ func (e *Engine) Expire(now time.Time) {
 			return
 		}
 		if q.suspended && q.suspendedAt <= suspCutoff {
-			if e.store.Append(Record{Kind: RecQueueDeleted, RID: q.rid}) == nil {
+			if _, err := e.store.Append(Record{Kind: RecQueueDeleted, RID: q.rid}, nil); err == nil {
 				sub := q.sub
+				e.dropMessages(q)
 				e.deleteLocked(q)
 				q.mu.Unlock()
 				e.unlink(q)
@@ -213,9 +239,10 @@ func (e *Engine) Expire(now time.Time) {
 		expired := false
 		for q.msgs.len() > 0 && q.msgs.front().ts <= msgCutoff {
 			m := q.msgs.front()
-			if e.store.Append(Record{Kind: RecMessageDeleted, RID: q.rid, MsgID: m.id}) != nil {
+			if _, err := e.store.Append(Record{Kind: RecMessageDeleted, RID: q.rid, MsgID: m.id}, nil); err != nil {
 				break
 			}
+			e.stats.dropMessage(len(m.body))
 			if q.delivered {
 				q.delivered = false
 				expired = true
@@ -235,10 +262,91 @@ func (e *Engine) Expire(now time.Time) {
 }
 
 // deleteLocked marks q deleted and drops its messages at once (SPEC §8). The
-// caller holds q.mu and unlinks q after releasing it.
+// caller holds q.mu, has counted the messages out with dropMessages, and
+// unlinks q after releasing the lock.
 func (e *Engine) deleteLocked(q *queue) {
 	q.deleted = true
 	q.msgs.clear()
 	q.sub = nil
 	q.delivered = false
+	e.stats.queues.Add(-1)
+}
+
+// dropMessages takes q's stored messages out of the statistics. The caller holds q.mu.
+func (e *Engine) dropMessages(q *queue) {
+	for i := q.msgs.head; i < len(q.msgs.buf); i++ {
+		e.stats.dropMessage(len(q.msgs.buf[i].body))
+	}
+}
+
+// Snapshot implements Snapshotter.
+func (e *Engine) Snapshot(emit func(r *Record) error) error {
+	var recs []Record
+	var err error
+	e.queues.each(func(q *queue) {
+		if err != nil {
+			return
+		}
+		recs = recs[:0]
+		q.mu.Lock()
+		if !q.deleted {
+			recs = append(recs, Record{Kind: RecQueueCreated, RID: q.rid, SID: q.sid, RecipientKey: q.rk})
+			if q.sk != nil {
+				recs = append(recs, Record{Kind: RecQueueSecured, RID: q.rid, SenderKey: q.sk})
+			}
+			if q.suspended {
+				recs = append(recs, Record{Kind: RecQueueSuspended, RID: q.rid, Time: q.suspendedAt})
+			}
+			for i := q.msgs.head; i < len(q.msgs.buf); i++ {
+				m := &q.msgs.buf[i]
+				recs = append(recs, Record{Kind: RecMessageStored, RID: q.rid, MsgID: m.id, Time: m.ts, Body: m.body})
+			}
+		}
+		q.mu.Unlock()
+		for i := range recs {
+			if err = emit(&recs[i]); err != nil {
+				return
+			}
+		}
+	})
+	return err
+}
+
+// Estimated encoded sizes behind LiveBytes: IDs, keys and framing.
+const (
+	liveQueueBytes   = 2*codec.QueueIDSize + 96
+	liveMessageBytes = codec.MsgIDSize + 8 + codec.QueueIDSize + 16
+)
+
+// LiveBytes implements Snapshotter.
+func (e *Engine) LiveBytes() int64 {
+	return e.stats.queues.Load()*liveQueueBytes + e.stats.messages.Load()*liveMessageBytes + e.stats.bodyBytes.Load()
+}
+
+// Stats are the engine's aggregate counters; no per-queue or per-client
+// figure is kept (SPEC §8). Safe for concurrent use.
+type Stats struct {
+	Queues    int64 // live queues
+	Messages  int64 // stored messages, delivered or not
+	BodyBytes int64 // bytes of stored message bodies
+}
+
+// Stats returns the current counters.
+func (e *Engine) Stats() Stats {
+	return Stats{Queues: e.stats.queues.Load(), Messages: e.stats.messages.Load(), BodyBytes: e.stats.bodyBytes.Load()}
+}
+
+// counters are updated with the queue lock held (or during replay).
+type counters struct {
+	queues, messages, bodyBytes atomic.Int64
+}
+
+func (c *counters) addMessage(n int) {
+	c.messages.Add(1)
+	c.bodyBytes.Add(int64(n))
+}
+
+func (c *counters) dropMessage(n int) {
+	c.messages.Add(-1)
+	c.bodyBytes.Add(-int64(n))
 }

@@ -117,7 +117,7 @@ func TestBoundaryLostDiscardsRest(t *testing.T) {
 // failingStore fails every Append, as a log on a full disk would.
 type failingStore struct{ MemoryStore }
 
-func (failingStore) Append(Record) error { return errors.New("disk full") }
+func (failingStore) Append(Record, Notifier) (uint64, error) { return 0, errors.New("disk full") }
 
 func TestInternalError(t *testing.T) {
 	e, err := New(Options{BlockSize: testBlock, Store: failingStore{}})

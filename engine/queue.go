@@ -66,6 +66,25 @@ func (f *fifo) pop() {
 	}
 }
 
+// removeID removes the message with id wherever it is, keeping the order of
+// the rest, and returns its body length. Only replay needs it: live ACKs and
+// expiry always pop the head.
+func (f *fifo) removeID(id [codec.MsgIDSize]byte) (int, bool) {
+	for i := f.head; i < len(f.buf); i++ {
+		if f.buf[i].id == id {
+			n := len(f.buf[i].body)
+			copy(f.buf[i:], f.buf[i+1:])
+			f.buf[len(f.buf)-1] = message{}
+			f.buf = f.buf[:len(f.buf)-1]
+			if f.head == len(f.buf) {
+				f.buf, f.head = f.buf[:0], 0
+			}
+			return n, true
+		}
+	}
+	return 0, false
+}
+
 func (f *fifo) clear() {
 	clear(f.buf)
 	f.buf = nil
@@ -147,16 +166,4 @@ func (m *queueMap) each(f func(q *queue)) {
 			f(q)
 		}
 	}
-}
-
-// count returns the number of live queues.
-func (m *queueMap) count() int {
-	n := 0
-	for i := range m.shards {
-		s := &m.shards[i]
-		s.mu.Lock()
-		n += len(s.ids)
-		s.mu.Unlock()
-	}
-	return n / 2
 }

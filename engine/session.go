@@ -18,6 +18,12 @@ const (
 	evDrop                         // the queue was deleted: forget it silently
 )
 
+// heldReply marks one reply in Session.held.
+type heldReply struct {
+	end int    // offset just past the reply in held
+	lsn uint64 // the reply leaves once the log is durable up to here
+}
+
 type event struct {
 	kind eventKind
 	q    *queue
@@ -33,6 +39,13 @@ type Session struct {
 	wake func() // asks the owner's loop to call Drain soon; safe from any goroutine
 
 	subs map[*queue]struct{} // queues this session subscribed to; owned by the loop
+
+	// Replies that wait for the log (fsync mode always), owned by the loop.
+	// Once one reply waits, every later one queues behind it, so replies keep
+	// the order their commands came in.
+	lsn    uint64      // LSN the reply being written waits for; 0 when none
+	held   []byte      // waiting replies, back to back
+	heldAt []heldReply // where each waiting reply ends in held, and its LSN
 
 	mu     sync.Mutex
 	outbox []event // pushes waiting for the loop
@@ -74,13 +87,71 @@ func (s *Session) Process(plain []byte, p *codec.Parser, t *codec.Transmission, 
 	for codec.More(plain) {
 		n := p.Parse(plain, t)
 		plain = plain[n:]
+		s.lsn = 0
+		start, flushes := len(w.buf), w.flushes
 		s.handle(t, w)
+		if (s.lsn != 0 && s.lsn > s.e.store.Durable()) || len(s.heldAt) > 0 {
+			if w.flushes != flushes {
+				start = 0 // room() sealed the block before the reply: it alone is in this one
+			}
+			s.held = append(s.held, w.buf[start:]...)
+			s.heldAt = append(s.heldAt, heldReply{end: len(s.held), lsn: s.lsn})
+			w.buf = w.buf[:start]
+		}
 	}
 }
 
-// Drain writes the pushes other connections posted. Call it on the session's
-// loop only, after Process and whenever the loop is woken.
+// logged notes the LSN the current reply must wait for and passes err on.
+func (s *Session) logged(lsn uint64, err error) error {
+	if err == nil && lsn > s.lsn {
+		s.lsn = lsn
+	}
+	return err
+}
+
+// NotifyDurable implements Notifier: the log made some of this session's
+// records durable, so its loop should release the replies that waited.
+// Safe from any goroutine.
+func (s *Session) NotifyDurable() {
+	if s.wake != nil {
+		s.wake()
+	}
+}
+
+// release writes the held replies whose records are durable, in order.
+func (s *Session) release(w *Writer) {
+	if len(s.heldAt) == 0 {
+		return
+	}
+	durable := s.e.store.Durable()
+	from, n := 0, 0
+	for _, h := range s.heldAt {
+		if h.lsn > durable {
+			break
+		}
+		reply := s.held[from:h.end]
+		w.room(len(reply))
+		w.buf = append(w.buf, reply...)
+		from = h.end
+		n++
+	}
+	if n == 0 {
+		return
+	}
+	rest := copy(s.held, s.held[from:])
+	s.held = s.held[:rest]
+	k := copy(s.heldAt, s.heldAt[n:])
+	s.heldAt = s.heldAt[:k]
+	for i := range s.heldAt {
+		s.heldAt[i].end -= from
+	}
+}
+
+// Drain writes the replies whose log records became durable and the pushes
+// other connections posted. Call it on the session's loop only, after Process
+// and whenever the loop is woken.
 func (s *Session) Drain(w *Writer) {
+	s.release(w)
 	s.mu.Lock()
 	evs := s.outbox
 	s.outbox = s.spare[:0]
@@ -145,6 +216,7 @@ func (s *Session) Close() {
 		q.mu.Unlock()
 	}
 	s.subs = nil
+	s.held, s.heldAt = nil, nil // the connection is gone: nobody to answer
 	s.e.sessions.Add(-1)
 }
 
@@ -221,7 +293,7 @@ func (s *Session) cmdNew(t *codec.Transmission, w *Writer) {
 		return
 	}
 	q.mu.Lock()
-	err = s.e.store.Append(Record{Kind: RecQueueCreated, RID: q.rid, SID: q.sid, RecipientKey: q.rk})
+	err = s.logged(s.e.store.Append(Record{Kind: RecQueueCreated, RID: q.rid, SID: q.sid, RecipientKey: q.rk}, s))
 	if err != nil {
 		s.e.deleteLocked(q)
 		q.mu.Unlock()
@@ -281,7 +353,7 @@ func (s *Session) cmdKey(t *codec.Transmission, q *queue, w *Writer) {
 		s.fail(t, codec.ErrAuth, w)
 		return
 	}
-	if err := s.e.store.Append(Record{Kind: RecQueueSecured, RID: q.rid, SenderKey: t.Key}); err != nil {
+	if err := s.logged(s.e.store.Append(Record{Kind: RecQueueSecured, RID: q.rid, SenderKey: t.Key}, s)); err != nil {
 		q.mu.Unlock()
 		s.internal(t, err, w)
 		return
@@ -304,11 +376,12 @@ func (s *Session) cmdAck(t *codec.Transmission, q *queue, w *Writer) {
 		s.fail(t, codec.ErrProhibited, w)
 		return
 	}
-	if err := s.e.store.Append(Record{Kind: RecMessageDeleted, RID: q.rid, MsgID: q.msgs.front().id}); err != nil {
+	if err := s.logged(s.e.store.Append(Record{Kind: RecMessageDeleted, RID: q.rid, MsgID: q.msgs.front().id}, s)); err != nil {
 		q.mu.Unlock()
 		s.internal(t, err, w)
 		return
 	}
+	s.e.stats.dropMessage(len(q.msgs.front().body))
 	q.msgs.pop()
 	q.seq++
 	q.delivered = q.msgs.len() > 0
@@ -331,7 +404,7 @@ func (s *Session) cmdOff(t *codec.Transmission, q *queue, w *Writer) {
 	}
 	if !q.suspended {
 		now := s.e.now().Unix()
-		if err := s.e.store.Append(Record{Kind: RecQueueSuspended, RID: q.rid, Time: now}); err != nil {
+		if err := s.logged(s.e.store.Append(Record{Kind: RecQueueSuspended, RID: q.rid, Time: now}, s)); err != nil {
 			q.mu.Unlock()
 			s.internal(t, err, w)
 			return
@@ -350,12 +423,13 @@ func (s *Session) cmdDel(t *codec.Transmission, q *queue, w *Writer) {
 		s.fail(t, codec.ErrAuth, w)
 		return
 	}
-	if err := s.e.store.Append(Record{Kind: RecQueueDeleted, RID: q.rid}); err != nil {
+	if err := s.logged(s.e.store.Append(Record{Kind: RecQueueDeleted, RID: q.rid}, s)); err != nil {
 		q.mu.Unlock()
 		s.internal(t, err, w)
 		return
 	}
 	sub := q.sub
+	s.e.dropMessages(q)
 	s.e.deleteLocked(q)
 	q.mu.Unlock()
 	s.e.unlink(q)
@@ -409,12 +483,13 @@ func (s *Session) cmdSend(t *codec.Transmission, w *Writer) {
 		return
 	}
 	m.body = append(make([]byte, 0, len(t.Body)), t.Body...) // the one allocation a SEND must make
-	if err := s.e.store.Append(Record{Kind: RecMessageStored, RID: q.rid, MsgID: m.id, Time: m.ts, Body: m.body}); err != nil {
+	if err := s.logged(s.e.store.Append(Record{Kind: RecMessageStored, RID: q.rid, MsgID: m.id, Time: m.ts, Body: m.body}, s)); err != nil {
 		q.mu.Unlock()
 		s.internal(t, err, w)
 		return
 	}
 	q.msgs.push(m)
+	s.e.stats.addMessage(len(m.body))
 	var sub *Session
 	var seq uint64
 	if q.sub != nil && !q.delivered {

@@ -21,6 +21,8 @@ type Writer struct {
 	buf   []byte // transmissions of the block being filled; aliases out[start:]
 	bs    int    // block size
 	err   error  // first error from Seal or Send; later writes are dropped
+
+	flushes int // blocks sealed so far; tells a caller that room() started a new block
 }
 
 // batchBlocks is how many sealed blocks a Writer gathers before one write.
@@ -58,6 +60,7 @@ func (w *Writer) flushBlock() {
 		w.err = w.Seal.Seal(block)
 	}
 	w.out = w.out[:w.start+w.bs]
+	w.flushes++
 	if cap(w.out)-len(w.out) < w.bs {
 		w.sendBatch()
 	}
