@@ -147,5 +147,5 @@ func TestSnapshotReplayIdempotent(t *testing.T) {
 		}
 	}
 	wantErr(t, newConn(t, e2).one(tx(t, sk, "s", q.sid, codec.CmdSEND, nil, []byte("x"))), codec.ErrAuth) // suspended
-	wantErr(t, r2.one(tx(t, gone.rk, "s", gone.rid, codec.CmdSUB, nil, nil)), codec.ErrAuth)               // deleted
+	wantErr(t, r2.one(tx(t, gone.rk, "s", gone.rid, codec.CmdSUB, nil, nil)), codec.ErrAuth)              // deleted
 }
