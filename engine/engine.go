@@ -16,10 +16,14 @@ type Limits struct {
 	Quota        int           // messages a queue may hold (default 128)
 	MessageTTL   time.Duration // a stored message older than this is deleted (default 21 days)
 	SuspendedTTL time.Duration // a queue suspended longer than this is deleted (default 7 days)
+	// NewQueuesPerMinute caps NEW per connection (a token bucket of this size
+	// refilled over a minute); NEW beyond it gets ERR QUOTA. Default 600.
+	NewQueuesPerMinute int
 }
 
 // DefaultLimits are SPEC §5 and §11's defaults.
-var DefaultLimits = Limits{Quota: 128, MessageTTL: 21 * 24 * time.Hour, SuspendedTTL: 7 * 24 * time.Hour}
+var DefaultLimits = Limits{Quota: 128, MessageTTL: 21 * 24 * time.Hour, SuspendedTTL: 7 * 24 * time.Hour,
+	NewQueuesPerMinute: 600}
 
 // Engine holds the queues and carries out commands (SPEC §5). It knows nothing
 // of sockets: a Session per connection feeds it parsed transmissions and
@@ -69,7 +73,10 @@ func New(o Options) (*Engine, error) {
 	if l.SuspendedTTL == 0 {
 		l.SuspendedTTL = DefaultLimits.SuspendedTTL
 	}
-	if l.Quota < 0 || l.MessageTTL < 0 || l.SuspendedTTL < 0 {
+	if l.NewQueuesPerMinute == 0 {
+		l.NewQueuesPerMinute = DefaultLimits.NewQueuesPerMinute
+	}
+	if l.Quota < 0 || l.MessageTTL < 0 || l.SuspendedTTL < 0 || l.NewQueuesPerMinute < 0 {
 		return nil, errors.New("engine: quota and TTLs must be positive")
 	}
 	e := &Engine{

@@ -26,6 +26,7 @@ type ServerOptions struct {
 	Logger           *slog.Logger         // nil discards
 	// LogClientData allows gnet's per-connection log lines (they carry addresses).
 	LogClientData bool
+	Limits        ConnLimits // zero fields take DefaultConnLimits
 }
 
 // Server is the gnet event-loop relay: it accepts TCP connections, runs the
@@ -42,6 +43,8 @@ type Server struct {
 	eng    atomic.Pointer[gnet.Engine]
 	closed chan struct{}
 	once   sync.Once
+	conns  registry      // open connections, for MaxConns and the idle sweep
+	ids    atomic.Uint64 // connection numbers, for the registry's shards
 }
 
 // NewServer returns a Server for the engine and key in o.
@@ -58,6 +61,7 @@ func NewServer(o ServerOptions) (*Server, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	o.Limits = o.Limits.withDefaults()
 	bs := o.Engine.BlockSize()
 	h := codec.ServerHello{MinVersion: codec.ProtocolVersion, MaxVersion: codec.ProtocolVersion,
 		BlockSize: uint32(bs), Key: o.Key.Public().Bytes()}
@@ -85,8 +89,14 @@ const (
 // conn is the per-connection state, owned by the connection's event loop
 // (phase is also read by the handshake timer).
 type conn struct {
+	id    uint64 // registry shard key
 	gc    gnet.Conn
 	phase atomic.Int32
+	last  atomic.Int64 // Unix nanoseconds of the last block received, for the idle sweep
+	rate  bucket       // BlocksPerSecond
+	// throttle wakes the loop when the rate bucket has a token again; made on
+	// first use, so only throttled connections pay for it.
+	throttle *time.Timer
 	rx    codec.BlockCipher // client -> server
 	tx    codec.BlockCipher // server -> client
 	sess  *Session
@@ -100,6 +110,16 @@ func (c *conn) write(b []byte) error {
 }
 
 func (c *conn) wake() { _ = c.gc.Wake(nil) }
+
+// wakeIn wakes the loop after d, when a throttled connection may read again.
+// Runs on the loop.
+func (c *conn) wakeIn(d time.Duration) {
+	if c.throttle == nil {
+		c.throttle = time.AfterFunc(d, c.wake)
+		return
+	}
+	c.throttle.Reset(d)
+}
 
 func (c *conn) handshakeExpired() {
 	if c.phase.Load() == phaseHello {
@@ -137,15 +157,24 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return eng.Stop(ctx)
 }
 
+// expireLoop runs the TTL sweep and the idle-connection sweep.
 func (s *Server) expireLoop() {
-	t := time.NewTicker(s.o.ExpireEvery)
-	defer t.Stop()
+	expire := time.NewTicker(s.o.ExpireEvery)
+	defer expire.Stop()
+	var idle <-chan time.Time
+	if d := s.o.Limits.IdleTimeout; d > 0 {
+		t := time.NewTicker(min(d/4, 5*time.Second))
+		defer t.Stop()
+		idle = t.C
+	}
 	for {
 		select {
 		case <-s.closed:
 			return
-		case <-t.C:
+		case <-expire.C:
 			s.e.Expire(s.e.now())
+		case now := <-idle:
+			s.conns.idle(now.Add(-s.o.Limits.IdleTimeout).UnixNano())
 		}
 	}
 }
@@ -199,7 +228,13 @@ func boundAddr(eng gnet.Engine) (net.Addr, error) {
 }
 
 func (h *handler) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
-	c := &conn{gc: gc}
+	if h.s.conns.open.Add(1) > int64(h.s.o.Limits.MaxConns) {
+		h.s.conns.open.Add(-1)
+		return nil, gnet.Close // no context: OnClose leaves the count alone
+	}
+	c := &conn{gc: gc, id: h.s.ids.Add(1)}
+	c.last.Store(time.Now().UnixNano())
+	h.s.conns.add(c)
 	c.send = c.write
 	c.sess = h.s.e.NewSession(c.wake)
 	c.timer = time.AfterFunc(h.s.o.HandshakeTimeout, c.handshakeExpired)
@@ -211,7 +246,12 @@ func (h *handler) OnClose(gc gnet.Conn, _ error) gnet.Action {
 	defer h.contain("closing")
 	if c, ok := gc.Context().(*conn); ok {
 		gc.SetContext(nil)
+		h.s.conns.remove(c)
+		h.s.conns.open.Add(-1)
 		c.timer.Stop()
+		if c.throttle != nil {
+			c.throttle.Stop()
+		}
 		c.sess.Close()
 	}
 	return gnet.None
@@ -255,7 +295,18 @@ func (h *handler) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 		wk.w.welcome()
 	}
 	bs := h.s.e.blockSz
+	lim := &h.s.o.Limits
+	now := time.Now().UnixNano()
 	for gc.InboundBuffered() >= bs {
+		if ok, wait := c.rate.take(lim.BlocksPerSecond, now); !ok {
+			if gc.InboundBuffered() > lim.MaxInboundBlocks*bs {
+				action = gnet.Close // flooding far beyond the rate
+			} else {
+				c.wakeIn(wait)
+			}
+			break
+		}
+		c.last.Store(now)
 		blk, err := gc.Peek(bs)
 		if err != nil {
 			action = gnet.Close
@@ -271,7 +322,8 @@ func (h *handler) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 		_, _ = gc.Discard(bs)
 	}
 	c.sess.Drain(wk.w)
-	if err := wk.w.Finish(); err != nil {
+	if err := wk.w.Finish(); err != nil || gc.OutboundBuffered() > lim.MaxOutbound {
+		// The client does not read what it is sent: drop it rather than grow.
 		action = gnet.Close
 	}
 	wk.w.Seal, wk.w.Send = nil, nil

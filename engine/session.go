@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"sync"
+	"time"
 
 	"github.com/smprelay/smprelay/codec"
 )
@@ -40,6 +41,9 @@ type Session struct {
 
 	subs map[*queue]struct{} // queues this session subscribed to; owned by the loop
 
+	newTokens float64 // NEW token bucket (Limits.NewQueuesPerMinute); owned by the loop
+	newAt     int64   // Unix nanoseconds of the bucket's last refill
+
 	// Replies that wait for the log (fsync mode always), owned by the loop.
 	// Once one reply waits, every later one queues behind it, so replies keep
 	// the order their commands came in.
@@ -58,7 +62,23 @@ type Session struct {
 // its loop. Safe for concurrent use.
 func (e *Engine) NewSession(wake func()) *Session {
 	e.sessions.Add(1)
-	return &Session{e: e, wake: wake}
+	return &Session{e: e, wake: wake, newTokens: float64(e.limits.NewQueuesPerMinute), newAt: e.now().UnixNano()}
+}
+
+// allowNew takes a token from the NEW bucket, refilled at
+// NewQueuesPerMinute per minute up to that many.
+func (s *Session) allowNew() bool {
+	limit := float64(s.e.limits.NewQueuesPerMinute)
+	now := s.e.now().UnixNano()
+	if now > s.newAt {
+		s.newTokens = min(limit, s.newTokens+limit*float64(now-s.newAt)/float64(time.Minute))
+		s.newAt = now
+	}
+	if s.newTokens < 1 {
+		return false
+	}
+	s.newTokens--
+	return true
 }
 
 // post hands an event to the session's loop. Safe from any goroutine.
@@ -284,6 +304,12 @@ func (s *Session) ok(t *codec.Transmission, w *Writer) {
 func (s *Session) cmdNew(t *codec.Transmission, w *Writer) {
 	if len(t.Signature) > 0 && !codec.VerifyTimingSafe(t.Key, t.Signed, t.Signature) {
 		s.fail(t, codec.ErrAuth, w)
+		return
+	}
+	if !s.allowNew() {
+		// Not a SPEC §6 row: QUOTA ("a limit is reached") is the closest
+		// meaning, and the client can retry later.
+		s.fail(t, codec.ErrQuota, w)
 		return
 	}
 	q, err := s.e.newQueue(t.Key)

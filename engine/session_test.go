@@ -364,3 +364,19 @@ func TestMaxBodyRoundTrip(t *testing.T) {
 	}
 	wantErr(t, s.one([]byte(fmt.Sprintf("\r\nbig\r\n%s\r\nSEND %d\r\n", b64(q.sid), codec.MaxBody(testBlock)+1))), codec.ErrSize)
 }
+
+func TestNewRateLimit(t *testing.T) {
+	e, clk := newTestEngine(t, Limits{NewQueuesPerMinute: 3})
+	c := newConn(t, e)
+	rk := signer(t, codec.SigEd25519)
+	newq := tx(t, nil, "n", nil, codec.CmdNEW, rk.PublicSPKI(), nil)
+	for range 3 {
+		wantCmd(t, c.one(newq), codec.CmdIDS)
+	}
+	wantErr(t, c.one(newq), codec.ErrQuota)
+	// Another connection has its own bucket.
+	wantCmd(t, newConn(t, e).one(newq), codec.CmdIDS)
+	clk.advance(20 * time.Second) // one token back
+	wantCmd(t, c.one(newq), codec.CmdIDS)
+	wantErr(t, c.one(newq), codec.ErrQuota)
+}

@@ -1,0 +1,144 @@
+package engine
+
+import (
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// ConnLimits bound what one client can make the relay hold or do, so that a
+// hostile or broken client costs the server a bounded amount and everyone
+// else keeps being served.
+type ConnLimits struct {
+	// MaxConns caps open connections; one more is closed at accept. 0 means
+	// the open-file limit less a reserve for the log and listeners.
+	MaxConns int
+	// IdleTimeout closes a connection from which no block arrived for this
+	// long (clients keep alive with PING). 0 disables it. Default 10 min.
+	IdleTimeout time.Duration
+	// MaxOutbound caps the bytes waiting to be sent to one client; a client
+	// that does not read (e.g. a subscriber that never reads while others
+	// keep sending) is disconnected past it. Default 1 MiB.
+	MaxOutbound int
+	// BlocksPerSecond caps the blocks read from one connection per second
+	// (with a burst of as many); blocks beyond it wait in the connection's
+	// buffer, and a client that piles up more than MaxInboundBlocks waiting
+	// blocks is disconnected. Default 4000.
+	BlocksPerSecond int
+	// MaxInboundBlocks caps the blocks buffered for a throttled connection. Default 256.
+	MaxInboundBlocks int
+}
+
+// DefaultConnLimits are the defaults named in the field comments.
+var DefaultConnLimits = ConnLimits{
+	IdleTimeout: 10 * time.Minute, MaxOutbound: 1 << 20, BlocksPerSecond: 4000, MaxInboundBlocks: 256,
+}
+
+// fdReserve is kept back from the open-file limit for the log, the listener
+// and the process's own files.
+const fdReserve = 64
+
+// withDefaults fills zero fields; IdleTimeout < 0 means none.
+func (l ConnLimits) withDefaults() ConnLimits {
+	d := DefaultConnLimits
+	if l.MaxConns <= 0 {
+		var r syscall.Rlimit
+		l.MaxConns = 1 << 20
+		if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r) == nil && r.Cur > fdReserve && r.Cur-fdReserve < uint64(l.MaxConns) {
+			l.MaxConns = int(r.Cur - fdReserve)
+		}
+	}
+	if l.IdleTimeout == 0 {
+		l.IdleTimeout = d.IdleTimeout
+	}
+	if l.MaxOutbound <= 0 {
+		l.MaxOutbound = d.MaxOutbound
+	}
+	if l.BlocksPerSecond <= 0 {
+		l.BlocksPerSecond = d.BlocksPerSecond
+	}
+	if l.MaxInboundBlocks <= 0 {
+		l.MaxInboundBlocks = d.MaxInboundBlocks
+	}
+	return l
+}
+
+// bucket is a token bucket refilled at rate tokens per second up to rate. It
+// belongs to the connection's loop.
+type bucket struct {
+	tokens float64
+	at     int64 // Unix nanoseconds of the last refill
+}
+
+// take takes one token, refilling first; when none is left it returns how
+// long until one is.
+func (b *bucket) take(rate int, now int64) (bool, time.Duration) {
+	r := float64(rate)
+	if b.at == 0 {
+		b.tokens, b.at = r, now
+	}
+	if now > b.at {
+		b.tokens = min(r, b.tokens+r*float64(now-b.at)/float64(time.Second))
+		b.at = now
+	}
+	if b.tokens >= 1 {
+		b.tokens--
+		return true, 0
+	}
+	return false, time.Duration((1 - b.tokens) / r * float64(time.Second))
+}
+
+// registry holds every open connection for the idle sweep, in shards so that
+// loops accepting and closing at once rarely wait on each other.
+type registry struct {
+	open   atomic.Int64
+	shards [64]struct {
+		mu sync.Mutex
+		m  map[*conn]struct{}
+	}
+}
+
+func (r *registry) shard(c *conn) *struct {
+	mu sync.Mutex
+	m  map[*conn]struct{}
+} {
+	return &r.shards[c.id%uint64(len(r.shards))]
+}
+
+func (r *registry) add(c *conn) {
+	s := r.shard(c)
+	s.mu.Lock()
+	if s.m == nil {
+		s.m = make(map[*conn]struct{})
+	}
+	s.m[c] = struct{}{}
+	s.mu.Unlock()
+}
+
+func (r *registry) remove(c *conn) {
+	s := r.shard(c)
+	s.mu.Lock()
+	delete(s.m, c)
+	s.mu.Unlock()
+}
+
+// idle closes every open connection whose last block came before cutoff
+// (Unix nanoseconds). Close is safe from this goroutine (gnet queues it to the
+// connection's loop).
+func (r *registry) idle(cutoff int64) {
+	var stale []*conn
+	for i := range r.shards {
+		s := &r.shards[i]
+		s.mu.Lock()
+		for c := range s.m {
+			if c.phase.Load() == phaseOpen && c.last.Load() < cutoff {
+				stale = append(stale, c)
+			}
+		}
+		s.mu.Unlock()
+	}
+	for _, c := range stale {
+		_ = c.gc.Close()
+	}
+}
