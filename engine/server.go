@@ -97,11 +97,11 @@ type conn struct {
 	// throttle wakes the loop when the rate bucket has a token again; made on
 	// first use, so only throttled connections pay for it.
 	throttle *time.Timer
-	rx    codec.BlockCipher // client -> server
-	tx    codec.BlockCipher // server -> client
-	sess  *Session
-	timer *time.Timer
-	send  func([]byte) error // gc.Write as a value made once, so batches do not allocate
+	rx       codec.BlockCipher // client -> server
+	tx       codec.BlockCipher // server -> client
+	sess     *Session
+	timer    *time.Timer
+	send     func([]byte) error // gc.Write as a value made once, so batches do not allocate
 }
 
 func (c *conn) write(b []byte) error {
