@@ -69,6 +69,8 @@ type config struct {
 	handshakeTimeout time.Duration
 	keyType          string
 	logLevel         string
+	limits           engine.ConnLimits
+	newPerMinute     int
 }
 
 func parseStart(args []string, stderr io.Writer) (config, error) {
@@ -86,6 +88,13 @@ func parseStart(args []string, stderr io.Writer) (config, error) {
 	fl.DurationVar(&c.handshakeTimeout, "handshake-timeout", 10*time.Second, "close connections whose client hello is not complete by then")
 	fl.StringVar(&c.keyType, "key-type", "mlkem768x25519", "transport key kind when the key is created: mlkem768x25519, x25519 or rsa")
 	fl.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error; only debug logs client data (IDs, addresses, commands)")
+	d := engine.DefaultConnLimits
+	fl.IntVar(&c.limits.MaxConns, "max-conns", 0, "open connections at most; 0 means the open-file limit less 64")
+	fl.DurationVar(&c.limits.IdleTimeout, "idle-timeout", d.IdleTimeout, "close connections that send no block for this long (clients PING to stay)")
+	fl.IntVar(&c.limits.MaxOutbound, "max-outbound", d.MaxOutbound, "`bytes` waiting for a client that does not read before it is disconnected")
+	fl.IntVar(&c.limits.BlocksPerSecond, "blocks-per-second", d.BlocksPerSecond, "blocks read from one connection per second; more wait, and a client\n"+
+		"that piles up 256 waiting blocks is disconnected")
+	fl.IntVar(&c.newPerMinute, "new-queues-per-minute", engine.DefaultLimits.NewQueuesPerMinute, "NEW commands per connection per minute; more get ERR QUOTA")
 	fl.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: smp-server start [flags]\n\nFlags:\n")
 		fl.PrintDefaults()
@@ -109,6 +118,16 @@ func parseStart(args []string, stderr io.Writer) (config, error) {
 		return c, fmt.Errorf("--suspended-ttl %s: must be positive", c.suspendedTTL)
 	case c.handshakeTimeout <= 0:
 		return c, fmt.Errorf("--handshake-timeout %s: must be positive", c.handshakeTimeout)
+	case c.limits.MaxConns < 0:
+		return c, fmt.Errorf("--max-conns %d: must be 0 (automatic) or more", c.limits.MaxConns)
+	case c.limits.IdleTimeout <= 0:
+		return c, fmt.Errorf("--idle-timeout %s: must be positive", c.limits.IdleTimeout)
+	case c.limits.MaxOutbound < c.blockSize:
+		return c, fmt.Errorf("--max-outbound %d: must be at least one block (%d bytes)", c.limits.MaxOutbound, c.blockSize)
+	case c.limits.BlocksPerSecond <= 0:
+		return c, fmt.Errorf("--blocks-per-second %d: must be at least 1", c.limits.BlocksPerSecond)
+	case c.newPerMinute <= 0:
+		return c, fmt.Errorf("--new-queues-per-minute %d: must be at least 1", c.newPerMinute)
 	}
 	if _, err := codec.ParseKEMType(c.keyType); err != nil {
 		return c, fmt.Errorf("--key-type %q: must be mlkem768x25519, x25519 or rsa", c.keyType)
@@ -168,8 +187,9 @@ func start(args []string, stdout, stderr io.Writer) int {
 	}
 
 	e, err := engine.New(engine.Options{
-		BlockSize:     c.blockSize,
-		Limits:        engine.Limits{Quota: c.quota, MessageTTL: c.messageTTL, SuspendedTTL: c.suspendedTTL},
+		BlockSize: c.blockSize,
+		Limits: engine.Limits{Quota: c.quota, MessageTTL: c.messageTTL, SuspendedTTL: c.suspendedTTL,
+			NewQueuesPerMinute: c.newPerMinute},
 		Logger:        log,
 		LogClientData: debug,
 	})
@@ -179,6 +199,7 @@ func start(args []string, stdout, stderr io.Writer) int {
 	}
 	srv, err := engine.NewServer(engine.ServerOptions{
 		Engine: e, Key: key, HandshakeTimeout: c.handshakeTimeout, Logger: log, LogClientData: debug,
+		Limits: c.limits,
 	})
 	if err != nil {
 		log.Error("starting the server", "err", err)
