@@ -335,13 +335,22 @@ func (s *Session) cmdNew(t *codec.Transmission, w *Writer) {
 	w.buf = codec.AppendIDS(w.buf, t.CorrID, q.rid[:], q.sid[:])
 }
 
-// cmdSub makes this session the queue's only subscriber and answers with the
-// oldest message (again, with the same msgId, if it was delivered before) or OK.
-func (s *Session) cmdSub(t *codec.Transmission, q *queue, w *Writer) {
+// lockLive locks q and reports whether it is still live; a queue deleted
+// since it was looked up answers ERR AUTH and is left unlocked.
+func (s *Session) lockLive(t *codec.Transmission, q *queue, w *Writer) bool {
 	q.mu.Lock()
 	if q.deleted {
 		q.mu.Unlock()
 		s.fail(t, codec.ErrAuth, w)
+		return false
+	}
+	return true
+}
+
+// cmdSub makes this session the queue's only subscriber and answers with the
+// oldest message (again, with the same msgId, if it was delivered before) or OK.
+func (s *Session) cmdSub(t *codec.Transmission, q *queue, w *Writer) {
+	if !s.lockLive(t, q, w) {
 		return
 	}
 	old := q.sub
@@ -391,10 +400,7 @@ func (s *Session) cmdKey(t *codec.Transmission, q *queue, w *Writer) {
 
 // cmdAck deletes the delivered message and answers with the next one or OK.
 func (s *Session) cmdAck(t *codec.Transmission, q *queue, w *Writer) {
-	q.mu.Lock()
-	if q.deleted {
-		q.mu.Unlock()
-		s.fail(t, codec.ErrAuth, w)
+	if !s.lockLive(t, q, w) {
 		return
 	}
 	if q.sub != s || !q.delivered || q.msgs.len() == 0 {
@@ -422,10 +428,7 @@ func (s *Session) cmdAck(t *codec.Transmission, q *queue, w *Writer) {
 
 // cmdOff suspends the queue; OFF again is OK.
 func (s *Session) cmdOff(t *codec.Transmission, q *queue, w *Writer) {
-	q.mu.Lock()
-	if q.deleted {
-		q.mu.Unlock()
-		s.fail(t, codec.ErrAuth, w)
+	if !s.lockLive(t, q, w) {
 		return
 	}
 	if !q.suspended {
@@ -443,10 +446,7 @@ func (s *Session) cmdOff(t *codec.Transmission, q *queue, w *Writer) {
 
 // cmdDel deletes the queue and its messages before answering OK.
 func (s *Session) cmdDel(t *codec.Transmission, q *queue, w *Writer) {
-	q.mu.Lock()
-	if q.deleted {
-		q.mu.Unlock()
-		s.fail(t, codec.ErrAuth, w)
+	if !s.lockLive(t, q, w) {
 		return
 	}
 	if err := s.logged(s.e.store.Append(Record{Kind: RecQueueDeleted, RID: q.rid}, s)); err != nil {
