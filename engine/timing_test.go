@@ -27,15 +27,30 @@ func TestAuthTiming(t *testing.T) {
 		missing := make([]byte, 16)
 		rand.Read(missing)
 
-		cases := []struct {
-			name          string
-			real, absent  []byte // transmissions that get ERR AUTH
-			realCmd, want codec.Cmd
-		}{
-			{"SUB", tx(t, wrong, "a", q.rid, codec.CmdSUB, nil, nil), tx(t, wrong, "a", missing, codec.CmdSUB, nil, nil), codec.CmdSUB, codec.CmdERR},
-			{"SEND", tx(t, wrong, "a", q.sid, codec.CmdSEND, nil, []byte("x")), tx(t, wrong, "a", missing, codec.CmdSEND, nil, []byte("x")), codec.CmdSEND, codec.CmdERR},
-			{"SEND-wrong-kind", tx(t, wrong, "a", q.sid, codec.CmdSEND, nil, []byte("x")), tx(t, wrong, "a", q.rid, codec.CmdSEND, nil, []byte("x")), codec.CmdSEND, codec.CmdERR},
+		// Every command that can fail with AUTH, on a real queue with a wrong
+		// signature against a missing queue (or an ID of the wrong kind).
+		type pair struct {
+			name         string
+			real, absent []byte
 		}
+		var cases []pair
+		for _, c := range []struct {
+			cmd  codec.Cmd
+			key  []byte
+			body []byte
+		}{
+			{codec.CmdSUB, nil, nil}, {codec.CmdKEY, sk.PublicSPKI(), nil}, {codec.CmdACK, nil, nil},
+			{codec.CmdOFF, nil, nil}, {codec.CmdDEL, nil, nil},
+		} {
+			cases = append(cases, pair{c.cmd.String(),
+				tx(t, wrong, "a", q.rid, c.cmd, c.key, c.body), tx(t, wrong, "a", missing, c.cmd, c.key, c.body)})
+		}
+		cases = append(cases,
+			pair{"SEND", tx(t, wrong, "a", q.sid, codec.CmdSEND, nil, []byte("x")), tx(t, wrong, "a", missing, codec.CmdSEND, nil, []byte("x"))},
+			pair{"SEND-unsigned", tx(t, nil, "a", q.sid, codec.CmdSEND, nil, []byte("x")), tx(t, nil, "a", missing, codec.CmdSEND, nil, []byte("x"))},
+			pair{"SEND-wrong-kind", tx(t, wrong, "a", q.sid, codec.CmdSEND, nil, []byte("x")), tx(t, wrong, "a", q.rid, codec.CmdSEND, nil, []byte("x"))},
+			pair{"SUB-wrong-kind", tx(t, wrong, "a", q.rid, codec.CmdSUB, nil, nil), tx(t, wrong, "a", q.sid, codec.CmdSUB, nil, nil)},
+		)
 		for _, tc := range cases {
 			t.Run(fmt.Sprintf("%v/%s", alg, tc.name), func(t *testing.T) {
 				c := newConn(t, e)
