@@ -290,6 +290,12 @@ func (p *Parser) params(t *Transmission, params []byte, hasParams, binary bool) 
 		if params[0] != ':' {
 			return ErrSyntaxBody
 		}
+		if len(params)-1 > p.MaxBody {
+			// SPEC §4 bounds only declared sizes; a string body above maxBody
+			// could not be delivered in one block, so it gets the same SIZE,
+			// with its boundary intact.
+			return ErrSize
+		}
 		for _, c := range params[1:] {
 			if c == 0 || c == '\r' || c == '\n' {
 				return ErrSyntaxParams // SPEC §4 stringMsg excludes NUL, CR and LF

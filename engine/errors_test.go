@@ -61,6 +61,7 @@ func TestErrorRows(t *testing.T) {
 		// SIZE.
 		{"SEND 6 digits", "\r\nc27\r\n" + sid + "\r\nSEND 123456\r\nx\r\n\r\n", codec.ErrSize, "c27", q.sid},
 		{"SEND above maxBody", "\r\nc28\r\n" + sid + "\r\nSEND 99999\r\n", codec.ErrSize, "c28", q.sid},
+		{"string SEND above maxBody", "\r\nc28s\r\n" + sid + "\r\nSEND :" + strings.Repeat("x", codec.MaxBody(testBlock)+1) + "\r\n", codec.ErrSize, "c28s", q.sid},
 		// SYNTAX 5.
 		{"SEND without queueId", "\r\nc29\r\n\r\nSEND :hi\r\n", codec.ErrSyntaxNoQueue, "c29", nil},
 		// SYNTAX 3.
