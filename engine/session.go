@@ -133,7 +133,12 @@ func (s *Session) logged(lsn uint64, err error) error {
 // records durable, so its loop should release the replies that waited.
 // Safe from any goroutine.
 func (s *Session) NotifyDurable() {
-	if s.wake != nil {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	// A closed session's connection (and after shutdown its poller) is gone:
+	// waking it could write to a descriptor that now belongs to something else.
+	if !closed && s.wake != nil {
 		s.wake()
 	}
 }
