@@ -1,7 +1,11 @@
 # smprelay — build, run and test the SMP relay.
 #
 #   make run    build smp-server and start it on 127.0.0.1:5223 with ./data
-#   make test   go vet, then every test (with the race detector when cgo works)
+#   make test   go vet, then every test (with the race detector when cgo works);
+#               the crash test runs its short form (3 kill -9 cycles)
+#   make crash-test  the long crash test: 25 kill -9 cycles against the real binary
+#   make bench-wal   write-ahead log figures: compression, append rate per fsync mode,
+#                    the relay end to end per fsync mode, restart of 1M queues + 1M messages
 
 GO      ?= go
 BIN     := bin
@@ -11,7 +15,10 @@ DATA    ?= ./data
 # The race detector needs cgo and a C compiler; without them the tests still run, without -race.
 RACE := $(shell [ "$$($(GO) env CGO_ENABLED)" = 1 ] && command -v "$$($(GO) env CC)" >/dev/null 2>&1 && echo -race)
 
-.PHONY: all build run test vet clean
+# Cycles of make crash-test (at least 20 for the figure the README quotes).
+CRASH_CYCLES ?= 25
+
+.PHONY: all build run test vet clean fuzz crash-test bench-wal
 
 all: build
 
@@ -29,5 +36,17 @@ test: vet
 	@[ -n "$(RACE)" ] || echo "note: cgo or a C compiler is missing, so tests run without -race"
 	$(GO) test $(RACE) -count=1 -timeout 15m ./...
 
+crash-test:
+	$(GO) test $(RACE) -count=1 -timeout 60m -run TestCrashRecovery -v ./cmd/smp-server -crash.cycles $(CRASH_CYCLES)
+
+bench-wal:
+	$(GO) test ./wal -run XXX -bench 'Compression|Append' -benchtime 2000x
+	$(GO) test ./cmd/smp-server -run XXX -bench ServerFsync -benchtime 4000x
+	$(GO) test ./wal -run TestRestartMillion -wal.million -v -timeout 60m
+
 clean:
 	rm -rf $(BIN)
+
+# Every fuzz target for FUZZTIME each (default 60s); CI runs their seed corpora in make test.
+fuzz:
+	FUZZTIME=$(or $(FUZZTIME),60s) bash fuzz/run.sh

@@ -5,7 +5,9 @@ go 1.26.0
 require github.com/panjf2000/gnet/v2 v2.9.7
 
 require (
+	github.com/klauspost/compress v1.20.4
 	github.com/panjf2000/ants/v2 v2.11.3 // indirect
+	github.com/piglig/go-qr v1.1.0
 	github.com/stretchr/testify v1.11.1 // indirect
 	github.com/valyala/bytebufferpool v1.0.0 // indirect
 	go.uber.org/multierr v1.11.0 // indirect

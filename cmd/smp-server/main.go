@@ -25,6 +25,7 @@ import (
 
 	"github.com/smprelay/smprelay/codec"
 	"github.com/smprelay/smprelay/engine"
+	"github.com/smprelay/smprelay/wal"
 )
 
 const usage = `smp-server runs a Simplex Messaging Protocol relay.
@@ -63,6 +64,8 @@ type config struct {
 	listen           string
 	blockSize        int
 	fsync            string
+	fsyncInterval    time.Duration
+	store            string
 	quota            int
 	messageTTL       time.Duration
 	suspendedTTL     time.Duration
@@ -77,11 +80,20 @@ func parseStart(args []string, stderr io.Writer) (config, error) {
 	var c config
 	fl := flag.NewFlagSet("smp-server start", flag.ContinueOnError)
 	fl.SetOutput(stderr)
-	fl.StringVar(&c.data, "data", "data", "data `directory`: server key, fingerprint (created 0700 if absent)")
+	fl.StringVar(&c.data, "data", "data", "data `directory`: server key, fingerprint, the log in wal/ (created 0700 if absent)")
 	fl.StringVar(&c.listen, "listen", "0.0.0.0:5223", "TCP `address` to listen on, HOST:PORT (PORT 0 picks a free port)")
 	fl.IntVar(&c.blockSize, "block-size", codec.DefaultBlockSize, "transport block `bytes`: a power of two from 4096 to 65536")
-	fl.StringVar(&c.fsync, "fsync", "always", "log durability: always, interval or never. This build keeps state in memory\n"+
-		"only (nothing survives a restart), so the mode is checked but has no effect yet")
+	fl.StringVar(&c.store, "store", "wal", "where state is kept: wal (a write-ahead log in DIR/wal: queues and messages\n"+
+		"survive restarts and crashes) or memory (nothing survives a restart)")
+	fl.StringVar(&c.fsync, "fsync", "always", "durability of the wal store:\n"+
+		"always    a NEW/KEY/OFF/DEL/SEND/ACK is answered only once its log record is fsynced\n"+
+		"          (group commit): kill -9 or power loss loses nothing that was answered\n"+
+		"interval  answer at once, fsync every --fsync-interval: kill -9 loses at most what\n"+
+		"          was not yet written (microseconds); power loss up to the last interval\n"+
+		"never     answer at once, never fsync while running (only at compaction and\n"+
+		"          shutdown): kill -9 loses at most what was not yet written; power loss\n"+
+		"          anything the kernel had not written back")
+	fl.DurationVar(&c.fsyncInterval, "fsync-interval", wal.DefaultSyncInterval, "how often --fsync interval fsyncs the log")
 	fl.IntVar(&c.quota, "quota", engine.DefaultLimits.Quota, "messages a queue may hold before SEND gets ERR QUOTA")
 	fl.DurationVar(&c.messageTTL, "message-ttl", engine.DefaultLimits.MessageTTL, "delete stored messages older than this")
 	fl.DurationVar(&c.suspendedTTL, "suspended-ttl", engine.DefaultLimits.SuspendedTTL, "delete queues suspended (OFF) for longer than this")
@@ -110,6 +122,10 @@ func parseStart(args []string, stderr io.Writer) (config, error) {
 		return c, fmt.Errorf("--block-size %d: must be a power of two from %d to %d", c.blockSize, codec.MinBlockSize, codec.MaxBlockSize)
 	case c.fsync != "always" && c.fsync != "interval" && c.fsync != "never":
 		return c, fmt.Errorf("--fsync %q: must be always, interval or never", c.fsync)
+	case c.fsyncInterval <= 0:
+		return c, fmt.Errorf("--fsync-interval %s: must be positive", c.fsyncInterval)
+	case c.store != "wal" && c.store != "memory":
+		return c, fmt.Errorf("--store %q: must be wal or memory", c.store)
 	case c.quota <= 0:
 		return c, fmt.Errorf("--quota %d: must be at least 1", c.quota)
 	case c.messageTTL <= 0:
@@ -164,12 +180,29 @@ func start(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "smp-server: %v\n", err)
 		return 2
 	}
+	// Caught from here on: a SIGTERM during a long log replay still ends in
+	// an orderly stop (the server shuts down as soon as it is up).
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
 	level, _ := parseLevel(c.logLevel)
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	debug := level == slog.LevelDebug
 	if debug {
 		log.Warn("debug logging is on: client data (queue IDs, addresses, commands) will be logged; do not use in production")
 	}
+
+	// One server per data directory: the lock is released by the kernel
+	// when the process ends, however it ends.
+	if err := os.MkdirAll(c.data, 0o700); err != nil {
+		log.Error("creating the data directory", "err", err)
+		return 1
+	}
+	dirLock, err := wal.LockDir(c.data)
+	if err != nil {
+		log.Error("locking the data directory", "err", err)
+		return 1
+	}
+	defer dirLock.Unlock()
 
 	key, created, err := loadOrCreateKey(c.data, c.keyType)
 	if err != nil {
@@ -186,7 +219,13 @@ func start(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 
+	store, err := openStore(c, log)
+	if err != nil {
+		log.Error("opening the store", "err", err)
+		return 1
+	}
 	e, err := engine.New(engine.Options{
+		Store:     store,
 		BlockSize: c.blockSize,
 		Limits: engine.Limits{Quota: c.quota, MessageTTL: c.messageTTL, SuspendedTTL: c.suspendedTTL,
 			NewQueuesPerMinute: c.newPerMinute},
@@ -195,6 +234,7 @@ func start(args []string, stdout, stderr io.Writer) int {
 	})
 	if err != nil {
 		log.Error("starting the engine", "err", err)
+		store.Close()
 		return 1
 	}
 	srv, err := engine.NewServer(engine.ServerOptions{
@@ -203,11 +243,10 @@ func start(args []string, stdout, stderr io.Writer) int {
 	})
 	if err != nil {
 		log.Error("starting the server", "err", err)
+		store.Close()
 		return 1
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -219,16 +258,45 @@ func start(args []string, stdout, stderr io.Writer) int {
 
 	err = srv.Serve(c.listen, func(addr net.Addr) {
 		log.Info("relay started", "fingerprint", fp, "key-type", key.Public().Type().String(),
-			"block-size", c.blockSize, "store", "memory")
+			"block-size", c.blockSize, "store", c.store, "fsync", fsyncLabel(c))
 		// SPEC §11: tools wait for this exact line; stdout is unbuffered.
 		fmt.Fprintf(stdout, "smp-server: listening on %s\n", addr)
 	})
+	// SPEC §11: the log is flushed (and fsynced) before the process exits.
+	closeErr := store.Close()
 	if err != nil {
 		log.Error("serving", "err", err)
 		return 1
 	}
+	if closeErr != nil {
+		log.Error("flushing the log", "err", closeErr)
+		return 1
+	}
 	log.Info("stopped")
 	return 0
+}
+
+// openStore opens the store --store names. The wal lives in DIR/wal.
+func openStore(c config, log *slog.Logger) (engine.Store, error) {
+	if c.store == "memory" {
+		return engine.MemoryStore{}, nil
+	}
+	mode, err := wal.ParseSyncMode(c.fsync)
+	if err != nil {
+		return nil, err
+	}
+	return wal.Open(filepath.Join(c.data, "wal"), wal.Options{Sync: mode, SyncInterval: c.fsyncInterval, Logger: log})
+}
+
+// fsyncLabel is the durability the relay runs with, for the start-up line.
+func fsyncLabel(c config) string {
+	switch {
+	case c.store == "memory":
+		return "none (memory store: nothing survives a restart)"
+	case c.fsync == "interval":
+		return "interval " + c.fsyncInterval.String()
+	}
+	return c.fsync
 }
 
 // keyFile is the server transport key in the data directory: one PEM block

@@ -1,0 +1,223 @@
+package wal
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/smprelay/smprelay/engine"
+)
+
+// errStopped ends a compaction that Close interrupted.
+var errStopped = errors.New("wal: compaction stopped by Close")
+
+// compactRetry is how long the compaction goroutine waits after a failed
+// background compaction before it tries again.
+const compactRetry = time.Minute
+
+// Attach implements engine.Store: it compacts the log at once (start-up
+// compaction: the replayed state becomes the new base snapshot and the old
+// files go) and keeps s for the background compactions that follow.
+func (l *Log) Attach(s engine.Snapshotter) error {
+	l.mu.Lock()
+	state := l.state
+	l.mu.Unlock()
+	if state != stateLoaded {
+		return ErrNotLoaded
+	}
+	if l.snap != nil {
+		return errors.New("wal: Attach called twice")
+	}
+	l.snap = s
+	if err := l.compact(); err != nil {
+		return fmt.Errorf("wal: start-up compaction: %w", err)
+	}
+	l.attached.Store(true)
+	go l.compactLoop()
+	return nil
+}
+
+// Compact compacts the log now and returns when the new snapshot is in place
+// and the files it replaces are gone. The log must be attached.
+func (l *Log) Compact() error {
+	if !l.attached.Load() {
+		return ErrNotLoaded
+	}
+	l.compactMu.Lock()
+	defer l.compactMu.Unlock()
+	return l.compactLocked()
+}
+
+// compactLoop is the compaction goroutine: it compacts when the writer says
+// the log has grown past twice the live state.
+func (l *Log) compactLoop() {
+	defer close(l.compactDone)
+	var failedAt time.Time
+	for {
+		select {
+		case <-l.compactStop:
+			return
+		case <-l.compactKick:
+		}
+		if !failedAt.IsZero() && time.Since(failedAt) < compactRetry {
+			continue
+		}
+		l.compactMu.Lock()
+		var err error
+		if l.compactDue() {
+			err = l.compactLocked()
+		}
+		l.compactMu.Unlock()
+		switch {
+		case errors.Is(err, errStopped):
+			return
+		case err != nil:
+			failedAt = time.Now()
+			l.log.Error("wal: compaction failed; the log keeps growing until one succeeds", "err", err)
+		default:
+			failedAt = time.Time{}
+		}
+	}
+}
+
+// compact runs the start-up compaction.
+func (l *Log) compact() error {
+	l.compactMu.Lock()
+	defer l.compactMu.Unlock()
+	return l.compactLocked()
+}
+
+// compactLocked runs one compaction; the caller holds compactMu. See the
+// package documentation for the steps and why each is safe under load.
+func (l *Log) compactLocked() error {
+	l.compacting.Store(true) // the writer stops asking for one meanwhile
+	defer l.compacting.Store(false)
+	start := time.Now()
+	before := l.stats.logBytes.Load()
+
+	// 1. Every record up to LSN base stays in segments < n; later ones go to n.
+	rot := &request{kind: reqRotate}
+	if err := l.call(rot); err != nil {
+		return err
+	}
+	n, base := rot.rotNumber, rot.rotBase
+
+	// 2. The live state goes to n.snap.tmp.
+	path := filepath.Join(l.dir, snapshotName(n))
+	tmp := path + tmpExt
+	count, raw, err := l.writeSnapshot(tmp, n, base)
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+
+	// 3. What the snapshot shows is durable in the segments too.
+	if err := l.call(&request{kind: reqSync}); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+
+	// 4. Switch.
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("wal: installing snapshot: %w", err)
+	}
+	if err := syncDir(l.dir); err != nil {
+		return fmt.Errorf("wal: installing snapshot: %w", err)
+	}
+	scale := 1.0
+	if live := l.snap.LiveBytes(); live > 0 && raw > 0 {
+		scale = min(max(float64(raw)/float64(live), 0.25), 16)
+	}
+	if err := l.call(&request{kind: reqInstalled, number: n, raw: raw, scale: scale}); err != nil {
+		return err
+	}
+
+	// 5. The files the snapshot replaces go.
+	ls, err := listDir(l.dir)
+	if err != nil {
+		return fmt.Errorf("wal: listing the log after compaction: %w", err)
+	}
+	var old []string
+	for _, s := range ls.segments {
+		if s < n {
+			old = append(old, segmentName(s))
+		}
+	}
+	for _, s := range ls.snapshots {
+		if s < n {
+			old = append(old, snapshotName(s))
+		}
+	}
+	if err := l.removeFiles(old); err != nil {
+		return fmt.Errorf("wal: removing compacted files: %w", err)
+	}
+	l.stats.compactions.Add(1)
+	l.log.Info("wal: compacted", "snapshot", snapshotName(n), "records", count,
+		"log_bytes_before", before, "log_bytes_after", l.stats.logBytes.Load(),
+		"files_removed", len(old), "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// writeSnapshot writes the live state to the file tmp (header, batch frames,
+// one commit frame), fsyncs and closes it. It returns the record count and
+// the record bytes.
+func (l *Log) writeSnapshot(tmp string, n, base uint64) (int, int64, error) {
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, fileMode)
+	if err != nil {
+		return 0, 0, fmt.Errorf("wal: creating snapshot: %w", err)
+	}
+	defer f.Close()
+	bw := bufio.NewWriterSize(f, 1<<20)
+	if _, err := bw.Write(appendFileHeader(nil, kindSnapshot, n, base)); err != nil {
+		return 0, 0, fmt.Errorf("wal: writing snapshot: %w", err)
+	}
+	enc := encoder{comp: l.opts.Compression.frameComp()}
+	var werr error
+	count := 0
+	err = l.snap.Snapshot(func(r *engine.Record) error {
+		select {
+		case <-l.compactStop:
+			return errStopped
+		default:
+		}
+		if err := checkRecord(r); err != nil {
+			return err
+		}
+		enc.add(r)
+		count++
+		if len(enc.out) >= 1<<20 {
+			if _, werr = bw.Write(enc.out); werr != nil {
+				return werr
+			}
+			enc.out = enc.out[:0]
+		}
+		return nil
+	})
+	if err == nil {
+		err = werr
+	}
+	if err != nil {
+		if errors.Is(err, errStopped) {
+			return 0, 0, err
+		}
+		return 0, 0, fmt.Errorf("wal: writing snapshot: %w", err)
+	}
+	enc.commit(0)
+	if _, err := bw.Write(enc.out); err != nil {
+		return 0, 0, fmt.Errorf("wal: writing snapshot: %w", err)
+	}
+	if err := bw.Flush(); err != nil {
+		return 0, 0, fmt.Errorf("wal: writing snapshot: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		return 0, 0, fmt.Errorf("wal: syncing snapshot: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return 0, 0, fmt.Errorf("wal: closing snapshot: %w", err)
+	}
+	return count, enc.takeRaw(), nil
+}

@@ -1,0 +1,146 @@
+// Package wal is the relay's write-ahead log: an append-only, segmented log of
+// the state changes the engine reports (engine.Record), with group commit,
+// crash recovery that cuts off a torn tail, and compaction that rewrites the
+// live state so that deleted data leaves the disk (SPEC §8). A *Log
+// implements engine.Store.
+//
+// # Files
+//
+// A log lives in one directory (mode 0700; every file 0600):
+//
+//	LOCK                    flock(2)-ed while a Log is open; holds the owner's pid
+//	0000000000000007.snap   snapshot 7: the live state as of the start of segment 7
+//	0000000000000007.wal    segment 7: records appended after snapshot 7 began
+//	0000000000000008.wal    segment 8: the records that followed segment 7
+//	*.tmp                   a file being written; deleted at Open
+//
+// Names are the file's number in 16 lowercase hex digits. Numbers grow by one
+// per segment; a snapshot takes the number of the segment that follows it.
+// Replay reads the highest-numbered snapshot S, then segments S, S+1, … in
+// order; files numbered below S are obsolete and deleted. With no snapshot,
+// segments must start at 1. A missing number in the run is an error.
+//
+// Segments and snapshots are created as NAME.tmp, written, fsynced, renamed
+// and the directory fsynced, so a file with a final name always has a whole
+// header (segments) or whole contents (snapshots).
+//
+// # File header
+//
+// Every file starts with 32 bytes; integers are little-endian throughout:
+//
+//	 0                 8        10    11    12                20                28      32
+//	+-----------------+--------+-----+-----+-----------------+-----------------+-------+
+//	| magic "smp-wal\0"| version| kind| 0   | number (u64)    | lsn (u64)       | crc32c|
+//	+-----------------+--------+-----+-----+-----------------+-----------------+-------+
+//
+// version is 1; kind is 1 for a segment, 2 for a snapshot; number repeats the
+// file name. For a segment, lsn is the log sequence number (LSN) of its first
+// record; for a snapshot it is the LSN of the last record in the segments
+// before it, so segment S of snapshot S starts at lsn+1. crc32c (Castagnoli)
+// covers bytes 0–27.
+//
+// # Frames
+//
+// After the header a file is a sequence of frames:
+//
+//	 0        4        8      9      10       12       16
+//	+--------+--------+------+------+--------+--------+----------------------+
+//	| length | crc32c | type | comp | 0 (u16)| rawLen | payload (length B)   |
+//	|  u32   |  u32   |  u8  |  u8  |        |  u32   |                      |
+//	+--------+--------+------+------+--------+--------+----------------------+
+//
+// crc32c covers bytes 0–3 (length), 8–15 and the payload. type is 1 (batch)
+// or 2 (commit). comp says how a batch payload is compressed: 0 none, 1 s2
+// block format, 2 zstd frame (both github.com/klauspost/compress); rawLen is
+// its decompressed length. length and rawLen are at most MaxFrameBytes.
+//
+// A batch frame's decompressed payload is records back to back. A commit
+// frame (comp 0) ends a group of batch frames and holds 16 bytes:
+//
+//	+-------------------+-----------+-----------+
+//	| firstLSN (u64)    | count u32 | frames u32|
+//	+-------------------+-----------+-----------+
+//
+// firstLSN is the LSN of the group's first record (0 in a snapshot), count the
+// records in the group and frames its batch frames. In a segment, a group is
+// what one write(2) and one fsync carry (group commit): the batch frames the
+// writer filled while the previous fsync ran, then their commit. A snapshot is
+// one group: all its batch frames, one commit frame, end of file.
+//
+// # Records
+//
+// A record is a uvarint length (of everything after it), a kind byte, and the
+// kind's fields. Kinds are engine.RecordKind values:
+//
+//	1 queue created    RID[16] SID[16] recipientKey (rest: SPKI DER)
+//	2 queue secured    RID[16] senderKey (rest: SPKI DER)
+//	3 queue suspended  RID[16] time (i64, Unix seconds)
+//	4 queue deleted    RID[16]
+//	5 message stored   RID[16] msgID[8] time (i64, Unix seconds) body (rest)
+//	6 message deleted  RID[16] msgID[8]
+//
+// # Recovery
+//
+// Replay applies a segment's records one group at a time, when the group's
+// commit frame has been read and checked: a group whose commit never reached
+// the disk is dropped whole. In the last segment, a frame that is short, fails
+// its checksum or does not parse, when no valid frame follows it anywhere in
+// the file, is a torn tail: the segment is truncated at the end of the last
+// whole group and the number of bytes dropped is logged. Anything else — a bad
+// frame followed by a valid one, a bad frame in an earlier segment or in a
+// snapshot, a gap in LSNs or segment numbers, a record that does not parse
+// inside a frame whose checksum is right — is an error naming the file and
+// offset (wrapping ErrCorrupt), and the log does not open: never a silent loss.
+// A corrupted last frame cannot be told from a torn one and is cut off like it.
+//
+// # Durability modes
+//
+//	SyncAlways    each group is written and fsynced before its LSNs are durable;
+//	              Append returns real LSNs, the engine holds replies until then.
+//	SyncInterval  groups are written at once, fsynced every SyncInterval;
+//	              Append returns 0 and replies do not wait. A kill -9 loses what
+//	              the writer had not yet written (microseconds); a power loss
+//	              up to the last interval.
+//	SyncNever     groups are written at once and fsynced only at rotation,
+//	              compaction and Close. A kill -9 loses what was not yet
+//	              written; a power loss whatever the kernel had not written back.
+//
+// A write or fsync error fails the log for good (no fsync is ever retried:
+// after a failed fsync the kernel may have dropped the dirty pages, so a
+// retry that succeeds proves nothing). Every later Append returns an error
+// wrapping ErrFailed, Durable stops advancing so no waiting reply is
+// released, and the error is logged once.
+//
+// # Compaction
+//
+// At start (Attach) and whenever the log's logical size (record bytes in the
+// snapshot and the segments after it) exceeds twice the live state — the
+// engine's LiveBytes estimate, scaled by how the last snapshot's true size
+// compared with it — and at least Options.CompactMinBytes, the log is
+// compacted while commands keep running (a fuzzy snapshot):
+//
+//  1. the writer rotates: every record up to LSN X is in segments < N, every
+//     later record goes to segment N and after;
+//  2. the live state is written to N.snap.tmp through engine.Snapshotter
+//     (it may already show changes after X: the engine's replay is
+//     idempotent), and fsynced;
+//  3. the writer fsyncs what was appended meanwhile, so every change the
+//     snapshot shows is also durable in segment N or later;
+//  4. N.snap.tmp is renamed to N.snap and the directory fsynced;
+//  5. segments and snapshots numbered below N are deleted, directory fsynced.
+//
+// After step 5 no acknowledged, expired or deleted message and no deleted
+// queue that predates the snapshot remains in any file.
+//
+// # Concurrency
+//
+// Append and Durable run on the engine's event loops, concurrently: Append
+// takes mu for a slice append and never touches the disk; Durable is an atomic
+// load. One writer goroutine owns the open segment and everything about
+// writing it: it takes the pending records under mu, encodes, compresses,
+// writes and fsyncs them, then stores the durable LSN and calls NotifyDurable
+// once per distinct Notifier of the group, holding no lock. One compaction
+// goroutine runs Snapshotter.Snapshot (which takes queue locks) holding no
+// lock of the Log, and talks to the writer through requests. Load runs before
+// the writer exists; Close stops compaction, then the writer.
+package wal

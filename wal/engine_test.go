@@ -1,0 +1,289 @@
+package wal_test
+
+// Engine + log: the engine runs on a wal.Log exactly as the server does, and
+// a restart rebuilds the same state — queues, keys, flags, and every stored
+// message with its msgId, timestamp and place in the queue.
+
+import (
+	"bytes"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/smprelay/smprelay/codec"
+	"github.com/smprelay/smprelay/engine"
+	"github.com/smprelay/smprelay/internal/smptest"
+	"github.com/smprelay/smprelay/wal"
+)
+
+const bs = codec.DefaultBlockSize
+
+// resp is one server transmission, copied.
+type resp struct {
+	Cmd    codec.Cmd
+	CorrID string
+	Err    codec.Error
+	RID    []byte
+	SID    []byte
+	MsgID  []byte
+	Time   string
+	Body   []byte
+}
+
+// sess drives one engine Session the way a gnet loop does: Process, then
+// Drain whenever the session is woken (which the log does when a record the
+// reply waits for becomes durable).
+type sess struct {
+	t      *testing.T
+	s      *engine.Session
+	p      *codec.Parser
+	tr     codec.Transmission
+	w      *engine.Writer
+	blocks [][]byte
+	wake   chan struct{}
+	got    []resp // responses read and not yet returned
+}
+
+func newSess(t *testing.T, e *engine.Engine) *sess {
+	c := &sess{t: t, p: codec.NewParser(codec.ServerSide, bs), w: engine.NewWriter(bs), wake: make(chan struct{}, 1)}
+	c.s = e.NewSession(func() {
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+	})
+	c.w.Send = func(batch []byte) error {
+		for len(batch) > 0 {
+			c.blocks = append(c.blocks, bytes.Clone(batch[:bs]))
+			batch = batch[bs:]
+		}
+		return nil
+	}
+	t.Cleanup(c.s.Close)
+	return c
+}
+
+// call sends one transmission and returns the response with its corrId,
+// waiting for the log as long as it takes.
+func (c *sess) call(corr string, tx []byte) resp {
+	c.t.Helper()
+	plain := make([]byte, bs-codec.TagSize)
+	codec.Pad(plain[copy(plain, tx):])
+	c.s.Process(plain, c.p, &c.tr, c.w)
+	deadline := time.After(time.Minute)
+	for {
+		c.s.Drain(c.w)
+		if err := c.w.Finish(); err != nil {
+			c.t.Fatal(err)
+		}
+		c.read()
+		for i, r := range c.got {
+			if r.CorrID == corr {
+				c.got = slices.Delete(c.got, i, i+1)
+				return r
+			}
+		}
+		select {
+		case <-c.wake:
+		case <-deadline:
+			c.t.Fatalf("no response to %s", corr)
+		}
+	}
+}
+
+func (c *sess) read() {
+	p := codec.NewParser(codec.ClientSide, bs)
+	var tr codec.Transmission
+	for _, b := range c.blocks {
+		plain := b[:bs-codec.TagSize]
+		for codec.More(plain) {
+			plain = plain[p.Parse(plain, &tr):]
+			if tr.Err != codec.ErrNone {
+				c.t.Fatalf("response does not parse: %v", tr.Err)
+			}
+			c.got = append(c.got, resp{Cmd: tr.Cmd, CorrID: string(tr.CorrID), Err: tr.ErrType, RID: bytes.Clone(tr.RID),
+				SID: bytes.Clone(tr.SID), MsgID: bytes.Clone(tr.MsgID), Time: string(tr.Time), Body: bytes.Clone(tr.Body)})
+		}
+	}
+	c.blocks = nil
+}
+
+func signer(t *testing.T, alg codec.SigAlg) *codec.Signer {
+	t.Helper()
+	bits := 0
+	if alg == codec.SigRSA {
+		bits = 2048
+	}
+	s, err := codec.GenerateSigner(alg, bits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// clock is a settable time source, so each message has its own timestamp.
+type clock struct{ t atomic.Int64 }
+
+func (c *clock) now() time.Time { return time.Unix(c.t.Add(7), 0) }
+
+func start(t *testing.T, dir string, mode wal.SyncMode, clk *clock) (*engine.Engine, *wal.Log) {
+	t.Helper()
+	l, err := wal.Open(dir, wal.Options{Sync: mode})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := engine.New(engine.Options{BlockSize: bs, Store: l, Now: clk.now})
+	if err != nil {
+		l.Close()
+		t.Fatal(err)
+	}
+	return e, l
+}
+
+// state renders the engine's state canonically, from its own Snapshot.
+func state(t *testing.T, e *engine.Engine) string {
+	t.Helper()
+	per := map[[16]byte][]string{}
+	err := e.Snapshot(func(r *engine.Record) error {
+		var s string
+		switch r.Kind {
+		case engine.RecQueueCreated:
+			s = fmt.Sprintf("created sid=%x rk=%x", r.SID, r.RecipientKey.SPKI())
+		case engine.RecQueueSecured:
+			s = fmt.Sprintf("secured sk=%x", r.SenderKey.SPKI())
+		case engine.RecQueueSuspended:
+			s = fmt.Sprintf("suspended at=%d", r.Time)
+		case engine.RecMessageStored:
+			s = fmt.Sprintf("msg id=%x ts=%d body=%q", r.MsgID, r.Time, r.Body)
+		default:
+			t.Fatalf("snapshot emitted kind %d", r.Kind)
+		}
+		per[r.RID] = append(per[r.RID], s)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var qs []string
+	for rid, lines := range per {
+		qs = append(qs, fmt.Sprintf("queue %x\n  %s", rid, strings.Join(lines, "\n  ")))
+	}
+	sort.Strings(qs)
+	return strings.Join(qs, "\n")
+}
+
+func TestEngineRestartRebuildsState(t *testing.T) {
+	for _, mode := range []wal.SyncMode{wal.SyncAlways, wal.SyncInterval, wal.SyncNever} {
+		t.Run(mode.String(), func(t *testing.T) {
+			dir := t.TempDir()
+			clk := &clock{}
+			clk.t.Store(1764097639)
+			e, l := start(t, dir, mode, clk)
+			r := newSess(t, e)
+			s := newSess(t, e)
+
+			type queue struct {
+				rk, sk   *codec.Signer
+				rid, sid []byte
+			}
+			newQueue := func(alg codec.SigAlg) *queue {
+				q := &queue{rk: signer(t, alg)}
+				ids := r.call("n", smptest.Cmd(q.rk, "n", nil, codec.CmdNEW, q.rk.PublicSPKI(), nil))
+				if ids.Cmd != codec.CmdIDS {
+					t.Fatalf("NEW: %+v", ids)
+				}
+				q.rid, q.sid = ids.RID, ids.SID
+				return q
+			}
+			want := func(got resp, cmd codec.Cmd) resp {
+				t.Helper()
+				if got.Cmd != cmd {
+					t.Fatalf("got %v (err %v), want %v", got.Cmd, got.Err, cmd)
+				}
+				return got
+			}
+
+			// a: secured, 6 messages sent, 2 acknowledged, the third delivered and not.
+			a := newQueue(codec.SigEd25519)
+			a.sk = signer(t, codec.SigEd25519)
+			want(r.call("k", smptest.Cmd(a.rk, "k", a.rid, codec.CmdKEY, a.sk.PublicSPKI(), nil)), codec.CmdOK)
+			for i := range 6 {
+				corr := fmt.Sprint("s", i)
+				want(s.call(corr, smptest.Cmd(a.sk, corr, a.sid, codec.CmdSEND, nil, []byte(fmt.Sprint("a-message-", i)))), codec.CmdOK)
+			}
+			first := want(r.call("sub", smptest.Cmd(a.rk, "sub", a.rid, codec.CmdSUB, nil, nil)), codec.CmdMSG)
+			want(r.call("a1", smptest.Cmd(a.rk, "a1", a.rid, codec.CmdACK, nil, nil)), codec.CmdMSG)
+			third := want(r.call("a2", smptest.Cmd(a.rk, "a2", a.rid, codec.CmdACK, nil, nil)), codec.CmdMSG)
+			if string(first.Body) != "a-message-0" || string(third.Body) != "a-message-2" {
+				t.Fatalf("delivery order: %q then %q", first.Body, third.Body)
+			}
+			// b: RSA keys, unsecured, 2 messages, suspended.
+			b := newQueue(codec.SigRSA)
+			for i := range 2 {
+				corr := fmt.Sprint("b", i)
+				want(s.call(corr, smptest.Cmd(nil, corr, b.sid, codec.CmdSEND, nil, []byte(fmt.Sprint("b-message-", i)))), codec.CmdOK)
+			}
+			want(r.call("off", smptest.Cmd(b.rk, "off", b.rid, codec.CmdOFF, nil, nil)), codec.CmdOK)
+			// c: messages, then deleted.
+			c := newQueue(codec.SigEd25519)
+			want(s.call("c0", smptest.Cmd(nil, "c0", c.sid, codec.CmdSEND, nil, []byte("c-message"))), codec.CmdOK)
+			want(r.call("del", smptest.Cmd(c.rk, "del", c.rid, codec.CmdDEL, nil, nil)), codec.CmdOK)
+
+			before, stats := state(t, e), e.Stats()
+			if !strings.Contains(before, "a-message-5") || strings.Contains(before, "a-message-1") || strings.Contains(before, "c-message") {
+				t.Fatalf("unexpected state before the restart:\n%s", before)
+			}
+			r.s.Close()
+			s.s.Close()
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
+
+			for round := range 2 { // the second restart replays the start-up snapshot of the first
+				e, l = start(t, dir, mode, clk)
+				if got := state(t, e); got != before {
+					t.Fatalf("restart %d: state differs\n got %s\nwant %s", round, got, before)
+				}
+				if e.Stats() != stats {
+					t.Fatalf("restart %d: stats %+v, want %+v", round, e.Stats(), stats)
+				}
+				if err := l.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+
+			// On the wire: the un-acknowledged message comes again with the same
+			// msgId and timestamp, then the rest in order.
+			e, l = start(t, dir, mode, clk)
+			defer l.Close()
+			r, s = newSess(t, e), newSess(t, e)
+			m := want(r.call("sub", smptest.Cmd(a.rk, "sub", a.rid, codec.CmdSUB, nil, nil)), codec.CmdMSG)
+			if !bytes.Equal(m.MsgID, third.MsgID) || m.Time != third.Time || string(m.Body) != "a-message-2" {
+				t.Fatalf("redelivery after restart: %+v, want msgId %x at %s", m, third.MsgID, third.Time)
+			}
+			for i := 3; i < 6; i++ {
+				m = want(r.call("ack", smptest.Cmd(a.rk, "ack", a.rid, codec.CmdACK, nil, nil)), codec.CmdMSG)
+				if string(m.Body) != fmt.Sprint("a-message-", i) {
+					t.Fatalf("message %d after restart: %q", i, m.Body)
+				}
+			}
+			want(r.call("ack", smptest.Cmd(a.rk, "ack", a.rid, codec.CmdACK, nil, nil)), codec.CmdOK)
+			// a is still secured; b still suspended; c gone.
+			if got := s.call("u", smptest.Cmd(nil, "u", a.sid, codec.CmdSEND, nil, []byte("x"))); got.Err != codec.ErrAuth {
+				t.Fatalf("unsigned SEND to the secured queue after restart: %+v", got)
+			}
+			want(s.call("v", smptest.Cmd(a.sk, "v", a.sid, codec.CmdSEND, nil, []byte("x"))), codec.CmdOK)
+			if got := s.call("w", smptest.Cmd(nil, "w", b.sid, codec.CmdSEND, nil, []byte("x"))); got.Err != codec.ErrAuth {
+				t.Fatalf("SEND to the suspended queue after restart: %+v", got)
+			}
+			want(r.call("bsub", smptest.Cmd(b.rk, "bsub", b.rid, codec.CmdSUB, nil, nil)), codec.CmdMSG)
+			if got := r.call("csub", smptest.Cmd(c.rk, "csub", c.rid, codec.CmdSUB, nil, nil)); got.Err != codec.ErrAuth {
+				t.Fatalf("SUB to the deleted queue after restart: %+v", got)
+			}
+		})
+	}
+}

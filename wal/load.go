@@ -1,0 +1,483 @@
+package wal
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/smprelay/smprelay/engine"
+)
+
+// progress logs how a long replay advances, at most once per progressEvery.
+type progress struct {
+	log     *slog.Logger
+	total   int64     // bytes of all files to replay
+	done    int64     // bytes replayed so far
+	records int64     // records applied so far
+	start   time.Time // when replay began
+	last    time.Time // when progress was last logged
+}
+
+// progressEvery is how often a replay logs its progress; tests lower it.
+var progressEvery = time.Second
+
+func (p *progress) advance(bytes int64, records int) {
+	p.done += bytes
+	p.records += int64(records)
+	if now := time.Now(); now.Sub(p.last) >= progressEvery {
+		p.last = now
+		pct := 100.0
+		if p.total > 0 {
+			pct = float64(p.done) * 100 / float64(p.total)
+		}
+		p.log.Info("wal: replaying the log", "percent", fmt.Sprintf("%.1f", pct), "records", p.records,
+			"records_per_sec", int64(float64(p.records)/now.Sub(p.start).Seconds()))
+	}
+}
+
+// Load implements engine.Store: it replays the newest snapshot and the
+// segments after it, cuts off a torn tail of the last segment, and starts the
+// writer, appending to that segment. It runs once.
+func (l *Log) Load(apply func(r *engine.Record) error) error {
+	l.mu.Lock()
+	state := l.state
+	l.mu.Unlock()
+	if state != stateOpen {
+		return errors.New("wal: Load called twice or after Close")
+	}
+	ls, err := listDir(l.dir)
+	if err != nil {
+		return fmt.Errorf("wal: listing %s: %w", l.dir, err)
+	}
+	if err := l.removeFiles(ls.tmps); err != nil { // an interrupted rotation or compaction
+		return fmt.Errorf("wal: removing leftover temporary files: %w", err)
+	}
+
+	var base uint64 // number of the base snapshot, 0 if none
+	if len(ls.snapshots) > 0 {
+		base = ls.snapshots[len(ls.snapshots)-1]
+	}
+	var segs []uint64
+	for _, s := range ls.segments {
+		if s >= base {
+			segs = append(segs, s)
+		}
+	}
+	switch {
+	case base != 0 && (len(segs) == 0 || segs[0] != base):
+		return corruptAt(filepath.Join(l.dir, snapshotName(base)), 0, "segment %s, which must follow the snapshot, is missing", segmentName(base))
+	case base == 0 && len(segs) > 0 && segs[0] != 1:
+		return corruptAt(filepath.Join(l.dir, segmentName(segs[0])), 0, "the log starts at segment %d but there is no snapshot", segs[0])
+	}
+	for i := 1; i < len(segs); i++ {
+		if segs[i] != segs[i-1]+1 {
+			return corruptAt(filepath.Join(l.dir, segmentName(segs[i])), 0, "segment %s is missing", segmentName(segs[i-1]+1))
+		}
+	}
+
+	p := &progress{log: l.log, start: time.Now()}
+	p.last = p.start
+	files := make([]string, 0, len(segs)+1)
+	if base != 0 {
+		files = append(files, snapshotName(base))
+	}
+	for _, s := range segs {
+		files = append(files, segmentName(s))
+	}
+	for _, name := range files {
+		if fi, err := os.Stat(filepath.Join(l.dir, name)); err == nil {
+			p.total += fi.Size()
+		}
+	}
+
+	ap := newApplier(apply)
+	defer ap.finish() // on the error paths; the normal path finishes it below
+	l.w.segRaw = make(map[uint64]int64)
+	l.w.seen = make(map[engine.Notifier]struct{})
+	l.w.base = base
+	var last uint64 // LSN of the last record replayed
+	if base != 0 {
+		lsn, raw, err := l.replaySnapshot(filepath.Join(l.dir, snapshotName(base)), base, ap, p)
+		if err != nil {
+			return ap.cause(err)
+		}
+		last, l.w.snapRaw = lsn, raw
+	}
+	for i, s := range segs {
+		res, err := l.replaySegment(filepath.Join(l.dir, segmentName(s)), s, last+1, i == len(segs)-1, ap, p)
+		if err != nil {
+			return ap.cause(err)
+		}
+		last = res.last
+		l.w.segRaw[s] = res.raw
+		l.w.size = res.size
+	}
+	if err := ap.finish(); err != nil {
+		return err
+	}
+	if len(segs) == 0 {
+		num := max(base, 1)
+		path := filepath.Join(l.dir, segmentName(num))
+		if err := createFile(path, appendFileHeader(nil, kindSegment, num, last+1)); err != nil {
+			return fmt.Errorf("wal: creating the first segment: %w", err)
+		}
+		segs = append(segs, num)
+		l.w.segRaw[num] = 0
+		l.w.size = fileHeaderSize
+	}
+	if p.records > 0 || len(files) > 0 {
+		took := time.Since(p.start)
+		l.log.Info("wal: log replayed", "records", p.records, "bytes", p.total, "files", len(files),
+			"took", took.Round(time.Millisecond), "records_per_sec", int64(float64(p.records)/max(took.Seconds(), 1e-9)))
+	}
+
+	num := segs[len(segs)-1]
+	path := filepath.Join(l.dir, segmentName(num))
+	f, err := l.openFile(path, os.O_WRONLY|os.O_APPEND, fileMode)
+	if err != nil {
+		return fmt.Errorf("wal: opening %s: %w", path, err)
+	}
+	l.w.f, l.w.path, l.w.num, l.w.written = f, path, num, last
+	l.w.enc.comp = l.opts.Compression.frameComp()
+	total := l.w.snapRaw
+	for _, raw := range l.w.segRaw {
+		total += raw
+	}
+	l.stats.logBytes.Store(total)
+	l.durable.Store(last)
+
+	l.mu.Lock()
+	l.nextLSN = last + 1
+	l.state = stateLoaded
+	l.mu.Unlock()
+	go l.run()
+	return nil
+}
+
+// replaySnapshot applies every record of the snapshot file at path and
+// returns its base LSN and record bytes. A snapshot was fsynced before it got
+// its name, so any defect is corruption.
+func (l *Log) replaySnapshot(path string, num uint64, ap *applier, p *progress) (uint64, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, 0, fmt.Errorf("wal: %w", err)
+	}
+	defer f.Close()
+	var hb [fileHeaderSize]byte
+	if _, err := io.ReadFull(f, hb[:]); err != nil {
+		return 0, 0, corruptAt(path, 0, "file header: %v", err)
+	}
+	h, err := parseFileHeader(hb[:])
+	if err != nil {
+		return 0, 0, corruptAt(path, 0, "%v", err)
+	}
+	if h.kind != kindSnapshot || h.number != num {
+		return 0, 0, corruptAt(path, 0, "header says kind %d number %d, want a snapshot numbered %d", h.kind, h.number, num)
+	}
+	baseLSN := h.lsn
+	p.advance(fileHeaderSize, 0)
+	var size int64 = 1 << 20
+	if fi, err := f.Stat(); err == nil {
+		size = fi.Size()
+	}
+	fr := newFrameReader(f, fileHeaderSize, size)
+	defer fr.close()
+	var raw []byte
+	records, frames := 0, 0
+	var rawBytes int64
+	for {
+		off := fr.off
+		h, payload, err := fr.next()
+		if err == io.EOF {
+			return 0, 0, corruptAt(path, off, "snapshot ends without its commit frame")
+		}
+		if err != nil {
+			return 0, 0, corruptAt(path, off, "%v", err)
+		}
+		if h.typ == frameCommit {
+			c := parseCommit(payload)
+			if c.count != records || c.frames != frames || c.firstLSN != 0 {
+				return 0, 0, corruptAt(path, off, "commit frame says %d records in %d frames, the snapshot holds %d in %d",
+					c.count, c.frames, records, frames)
+			}
+			if _, _, err := fr.next(); err != io.EOF {
+				return 0, 0, corruptAt(path, fr.off, "data after the snapshot's commit frame")
+			}
+			p.advance(frameHeaderSize+commitSize, 0)
+			return baseLSN, rawBytes, nil
+		}
+		if raw, err = fr.decompress(h, payload, raw); err != nil {
+			return 0, 0, corruptAt(path, off, "%v", err)
+		}
+		recs, err := decodeFrame(raw)
+		if err != nil {
+			return 0, 0, corruptAt(path, off, "%v", err)
+		}
+		if err := ap.send(applyBatch{recs: recs, path: path, off: off}); err != nil {
+			return 0, 0, err
+		}
+		n := len(recs)
+		records += n
+		frames++
+		rawBytes += int64(len(raw))
+		p.advance(int64(frameHeaderSize+h.length), n)
+	}
+}
+
+// applier applies decoded records on a goroutine of its own, in the order
+// they are sent, so that decoding (decompression, key parsing, body copies)
+// and the engine's apply use two cores. The goroutine running Load sends;
+// err is read after done is closed.
+type applier struct {
+	apply  func(*engine.Record) error
+	ch     chan applyBatch
+	done   chan struct{}
+	closed bool        // ch is closed; owned by the sender
+	failed atomic.Bool // an apply failed: the sender stops
+	err    error       // the first apply error, placed in its file
+}
+
+// applyBatch is the records of one frame.
+type applyBatch struct {
+	recs []engine.Record
+	path string // file and offset of the frame, for an error
+	off  int64
+}
+
+// errApplyFailed tells the sender that the applier stopped; applier.cause
+// replaces it by the real error.
+var errApplyFailed = errors.New("wal: replay stopped")
+
+func newApplier(apply func(*engine.Record) error) *applier {
+	a := &applier{apply: apply, ch: make(chan applyBatch, 8), done: make(chan struct{})}
+	go func() {
+		defer close(a.done)
+		for b := range a.ch {
+			if a.err != nil {
+				continue
+			}
+			for i := range b.recs {
+				if err := a.apply(&b.recs[i]); err != nil {
+					a.err = fmt.Errorf("wal: replaying %s at offset %d: %w", b.path, b.off, err)
+					a.failed.Store(true)
+					break
+				}
+			}
+		}
+	}()
+	return a
+}
+
+// send hands a frame's records to the applier.
+func (a *applier) send(b applyBatch) error {
+	if a.failed.Load() {
+		return errApplyFailed
+	}
+	a.ch <- b
+	return nil
+}
+
+// finish waits until everything sent is applied and returns the first apply
+// error. Later calls return the same.
+func (a *applier) finish() error {
+	if !a.closed {
+		a.closed = true
+		close(a.ch)
+	}
+	<-a.done
+	return a.err
+}
+
+// cause returns the apply error behind errApplyFailed, or err.
+func (a *applier) cause(err error) error {
+	if errors.Is(err, errApplyFailed) {
+		return a.finish()
+	}
+	return err
+}
+
+// decodeFrame decodes the records of one batch payload, keys parsed and
+// bodies copied out of raw.
+func decodeFrame(raw []byte) ([]engine.Record, error) {
+	recs := make([]engine.Record, 0, 64)
+	var v recordView
+	for len(raw) > 0 {
+		size, err := decodeRecord(raw, &v)
+		if err != nil {
+			return nil, err
+		}
+		recs = append(recs, engine.Record{})
+		if err := v.toRecord(&recs[len(recs)-1]); err != nil {
+			return nil, err
+		}
+		raw = raw[size:]
+	}
+	return recs, nil
+}
+
+// segmentResult is what replaying a segment found.
+type segmentResult struct {
+	last uint64 // LSN of its last record (or the one before it, if it has none)
+	raw  int64  // record bytes it holds
+	size int64  // its size after any truncation
+}
+
+// replaySegment applies the whole groups of the segment file at path, whose
+// first record must be LSN first. In the last segment a torn tail is cut
+// off; anywhere else a defect is corruption.
+func (l *Log) replaySegment(path string, num, first uint64, isLast bool, ap *applier, p *progress) (segmentResult, error) {
+	res := segmentResult{last: first - 1}
+	f, err := os.Open(path)
+	if err != nil {
+		return res, fmt.Errorf("wal: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return res, fmt.Errorf("wal: %w", err)
+	}
+	var hb [fileHeaderSize]byte
+	if _, err := io.ReadFull(f, hb[:]); err != nil {
+		return res, corruptAt(path, 0, "file header: %v", err)
+	}
+	h, err := parseFileHeader(hb[:])
+	if err != nil {
+		return res, corruptAt(path, 0, "%v", err)
+	}
+	if h.kind != kindSegment || h.number != num {
+		return res, corruptAt(path, 0, "header says kind %d number %d, want a segment numbered %d", h.kind, h.number, num)
+	}
+	if h.lsn != first {
+		return res, corruptAt(path, 0, "segment starts at LSN %d, want %d (records are missing)", h.lsn, first)
+	}
+	p.advance(fileHeaderSize, 0)
+
+	fr := newFrameReader(f, fileHeaderSize, fi.Size())
+	defer fr.close()
+	var (
+		group     []byte  // decompressed payloads of the group's batch frames, back to back
+		frameEnds []int   // where each of them ends in group
+		frameOffs []int64 // file offset of each
+		groupAt   = fr.off
+		batches   []applyBatch
+		scratch   []byte
+	)
+	next := first
+	for {
+		off := fr.off
+		fh, payload, err := fr.next()
+		if err == io.EOF {
+			if len(frameEnds) == 0 {
+				res.size = off
+				return res, nil
+			}
+			err = errors.New("group without its commit frame")
+		}
+		var ioe ioError
+		if errors.As(err, &ioe) {
+			return res, fmt.Errorf("wal: reading %s at offset %d: %w", path, off, ioe.err)
+		}
+		if err != nil {
+			return l.tornTail(path, f, fi.Size(), off, groupAt, isLast, err, res)
+		}
+		if fh.typ == frameBatch {
+			if scratch, err = fr.decompress(fh, payload, scratch); err != nil {
+				return res, corruptAt(path, off, "%v", err)
+			}
+			group = append(group, scratch...)
+			frameEnds = append(frameEnds, len(group))
+			frameOffs = append(frameOffs, off)
+			continue
+		}
+		c := parseCommit(payload)
+		if c.firstLSN != next {
+			return res, corruptAt(path, off, "group starts at LSN %d, want %d", c.firstLSN, next)
+		}
+		if c.frames != len(frameEnds) {
+			return res, corruptAt(path, off, "commit frame says %d batch frames, the group has %d", c.frames, len(frameEnds))
+		}
+		applied, from := 0, 0
+		batches = batches[:0]
+		for i, end := range frameEnds {
+			recs, err := decodeFrame(group[from:end])
+			if err != nil {
+				return res, corruptAt(path, frameOffs[i], "%v", err)
+			}
+			batches = append(batches, applyBatch{recs: recs, path: path, off: frameOffs[i]})
+			applied += len(recs)
+			from = end
+		}
+		if applied != c.count {
+			return res, corruptAt(path, off, "commit frame says %d records, the group holds %d", c.count, applied)
+		}
+		for _, b := range batches { // the group is whole: apply it
+			if err := ap.send(b); err != nil {
+				return res, err
+			}
+		}
+		next += uint64(applied)
+		res.last = next - 1
+		res.raw += int64(len(group))
+		p.advance(fr.off-groupAt, applied)
+		group, frameEnds, frameOffs = group[:0], frameEnds[:0], frameOffs[:0]
+		groupAt = fr.off
+	}
+}
+
+// tornTail handles a frame at off that could not be read (cause): in the
+// last segment, when no valid frame follows it, the file is truncated at
+// groupAt, the end of the last whole group; otherwise it is corruption.
+func (l *Log) tornTail(path string, f *os.File, size, off, groupAt int64, isLast bool, cause error, res segmentResult) (segmentResult, error) {
+	if !isLast {
+		return res, corruptAt(path, off, "%v (not the last segment, so not a torn write)", cause)
+	}
+	if at, ok := findValidFrame(f, off+1, size); ok {
+		return res, corruptAt(path, off, "%v, yet a valid frame follows at offset %d", cause, at)
+	}
+	if err := truncateFile(path, groupAt); err != nil {
+		return res, fmt.Errorf("wal: cutting off the torn tail of %s: %w", path, err)
+	}
+	l.log.Warn("wal: torn tail cut off the log (a write the crash interrupted; no reply was sent for it in fsync mode always)",
+		"segment", filepath.Base(path), "offset", groupAt, "bytes_dropped", size-groupAt, "cause", cause.Error())
+	res.size = groupAt
+	return res, nil
+}
+
+// findValidFrame looks for a valid frame starting anywhere in [from, size).
+func findValidFrame(f *os.File, from, size int64) (int64, bool) {
+	if from >= size {
+		return 0, false
+	}
+	rest := make([]byte, size-from)
+	if _, err := f.ReadAt(rest, from); err != nil && err != io.EOF {
+		return 0, false
+	}
+	for i := 0; i+frameHeaderSize <= len(rest); i++ {
+		if validFrameAt(rest[i:]) {
+			return from + int64(i), true
+		}
+	}
+	return 0, false
+}
+
+// truncateFile cuts path to size bytes and fsyncs it.
+func truncateFile(path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, fileMode)
+	if err != nil {
+		return err
+	}
+	if err := f.Truncate(size); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
