@@ -1,0 +1,562 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/smprelay/smprelay/codec"
+)
+
+// Errors of the connection. Server errors (ERR …) are returned as wrapped
+// codec.Error values: test them with errors.Is(err, codec.ErrAuth).
+var (
+	// ErrClosed reports a command on a Conn that was closed.
+	ErrClosed = errors.New("client: connection closed")
+	// ErrConnLost reports a command that was in flight when its transport
+	// connection broke: the server may or may not have carried it out.
+	ErrConnLost = errors.New("client: connection lost")
+	// ErrFingerprint reports a server whose transport key does not match the
+	// pinned fingerprint (SPEC §3.1). A Conn that meets it while reconnecting
+	// closes, since no retry can fix it.
+	ErrFingerprint = errors.New("client: server key fingerprint mismatch")
+	// ErrProtocol reports a server that broke SPEC: a block that does not
+	// open, a malformed transmission, an unexpected answer.
+	ErrProtocol = errors.New("client: protocol violation")
+	// ErrTooLarge reports a command that does not fit in one block.
+	ErrTooLarge = errors.New("client: command too large")
+)
+
+// Defaults of Options.
+const (
+	DefaultTimeout      = 30 * time.Second
+	DefaultPingInterval = time.Minute
+	DefaultMinBackoff   = 100 * time.Millisecond
+	DefaultMaxBackoff   = 30 * time.Second
+)
+
+// Options configure a Conn. Only Fingerprint is required.
+type Options struct {
+	// Fingerprint pins the server's transport key: base64 SHA-256 of the
+	// typed key (SPEC §2), as in invitations and the server's
+	// DATA/fingerprint file. Dial and every reconnection check it.
+	Fingerprint string
+
+	// Timeout bounds each command whose context has no deadline, and each
+	// dial and handshake. Zero means DefaultTimeout; negative means none.
+	Timeout time.Duration
+
+	// PingInterval is how often a PING checks that the server still
+	// answers; a PING not answered within Timeout (or the interval, if
+	// shorter) drops the connection, which is then re-established. Zero means
+	// DefaultPingInterval; negative disables the keep-alive.
+	PingInterval time.Duration
+
+	// MinBackoff and MaxBackoff bound the wait between reconnection attempts,
+	// which doubles from MinBackoff up to MaxBackoff (with ±25% jitter). The
+	// first attempt is immediate. Zero means the defaults.
+	MinBackoff, MaxBackoff time.Duration
+
+	// NoReconnect makes a broken connection close the Conn instead.
+	NoReconnect bool
+
+	// OnEvent, when set, receives every event in order on one goroutine, and
+	// Events returns nil. It may call the Conn's methods. It is not called
+	// again once Close has returned, but Close does not wait for a call in
+	// progress.
+	OnEvent func(Event)
+
+	// DialContext opens the TCP connection; nil means a net.Dialer.
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	// testPending, when set, is called with the number of commands in flight
+	// each time one is sent; for tests.
+	testPending func(n int)
+}
+
+// Conn is a connection to one SMP server that survives network failures: see
+// the package documentation for its concurrency model. All methods are safe
+// for concurrent use.
+type Conn struct {
+	addr string
+	opts Options
+	corr atomic.Uint64
+
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // link goroutines, reconnection, keep-alive
+
+	mu        sync.Mutex
+	link      *link         // nil while reconnecting
+	ready     chan struct{} // closed when link is set
+	closed    bool
+	err       error                    // why the Conn closed
+	subs      map[string]*codec.Signer // RID → RK of the queues this Conn is subscribed to
+	lastMsg   map[string]string        // RID → msgId of the last message delivered
+	blockSize int
+
+	ev *dispatcher
+
+	stats struct {
+		commands, blocks, reconnects atomic.Uint64
+	}
+}
+
+// Dial connects to the server at addr (host:port), checks its key against
+// opts.Fingerprint and completes the handshake. It does not retry: a server
+// that cannot be reached now is an error. Once Dial returns, the Conn
+// reconnects on its own.
+func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
+	if opts.Fingerprint == "" {
+		return nil, errors.New("client: Options.Fingerprint is required")
+	}
+	if opts.Timeout == 0 {
+		opts.Timeout = DefaultTimeout
+	}
+	if opts.PingInterval == 0 {
+		opts.PingInterval = DefaultPingInterval
+	}
+	if opts.MinBackoff <= 0 {
+		opts.MinBackoff = DefaultMinBackoff
+	}
+	if opts.MaxBackoff <= 0 {
+		opts.MaxBackoff = DefaultMaxBackoff
+	}
+	if opts.MaxBackoff < opts.MinBackoff {
+		opts.MaxBackoff = opts.MinBackoff
+	}
+	if opts.DialContext == nil {
+		var d net.Dialer
+		opts.DialContext = d.DialContext
+	}
+	c := &Conn{
+		addr: addr, opts: opts, ready: make(chan struct{}),
+		subs: make(map[string]*codec.Signer), lastMsg: make(map[string]string),
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.ev = newDispatcher(opts.OnEvent)
+
+	l, err := c.connect(ctx)
+	if err != nil {
+		c.cancel()
+		return nil, err
+	}
+	c.ev.start(c.ctx)
+	if !c.install(l) {
+		c.shutdown(ErrConnLost)
+		c.wg.Wait()
+		c.ev.wait()
+		return nil, fmt.Errorf("client: %s closed the connection after the handshake: %w", addr, ErrConnLost)
+	}
+	if opts.PingInterval > 0 {
+		c.wg.Add(1)
+		go c.keepAlive()
+	}
+	return c, nil
+}
+
+// connect dials and runs the handshake, within Options.Timeout.
+func (c *Conn) connect(ctx context.Context) (*link, error) {
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	nc, err := c.opts.DialContext(ctx, "tcp", c.addr)
+	if err != nil {
+		return nil, fmt.Errorf("client: dialing %s: %w", c.addr, err)
+	}
+	l, err := handshake(ctx, c, nc, c.opts.Fingerprint)
+	if err != nil {
+		_ = nc.Close()
+		return nil, fmt.Errorf("client: handshake with %s: %w", c.addr, err)
+	}
+	l.run()
+	return l, nil
+}
+
+// withTimeout applies Options.Timeout to a context without a deadline.
+func (c *Conn) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok || c.opts.Timeout < 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, c.opts.Timeout)
+}
+
+// install hands l to commands. It reports false, and leaves l alone, when
+// l has already failed or the Conn is closed.
+func (c *Conn) install(l *link) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l.pmu.Lock()
+	dead := l.dead
+	l.pmu.Unlock()
+	if c.closed || dead {
+		return false
+	}
+	c.link, l.installed = l, true
+	c.blockSize = l.blockSize
+	close(c.ready)
+	return true
+}
+
+// detach stops handing l to new commands; called when l fails.
+func (c *Conn) detach(l *link) {
+	c.mu.Lock()
+	if c.link == l {
+		c.link = nil
+		c.ready = make(chan struct{})
+	}
+	c.mu.Unlock()
+}
+
+// linkGone runs when l's reader has ended: an installed link that broke is
+// replaced, or ends the Conn when reconnection is off.
+func (c *Conn) linkGone(l *link) {
+	c.mu.Lock()
+	closed, installed := c.closed, l.installed
+	c.mu.Unlock()
+	if closed || !installed {
+		return // a link that was never installed belongs to reconnect, which retries
+	}
+	c.emit(Event{Kind: EventDisconnected, Err: l.err})
+	if c.opts.NoReconnect {
+		c.shutdown(fmt.Errorf("%w: %w", ErrConnLost, l.err))
+		return
+	}
+	c.wg.Add(1)
+	go c.reconnect()
+}
+
+// reconnect dials until it has a new link with every subscription restored,
+// waiting between attempts with exponential backoff.
+func (c *Conn) reconnect() {
+	defer c.wg.Done()
+	backoff := c.opts.MinBackoff
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			jittered := time.Duration(float64(backoff) * (0.75 + 0.5*rand.Float64()))
+			t := time.NewTimer(jittered)
+			select {
+			case <-t.C:
+			case <-c.ctx.Done():
+				t.Stop()
+				return
+			}
+			backoff = min(2*backoff, c.opts.MaxBackoff)
+		}
+		l, err := c.connect(c.ctx)
+		if err != nil {
+			if errors.Is(err, ErrFingerprint) {
+				c.shutdown(err)
+				return
+			}
+			if c.ctx.Err() != nil {
+				return
+			}
+			continue
+		}
+		lost, err := c.resubscribe(l)
+		if err != nil {
+			l.fail(err)
+			if c.ctx.Err() != nil {
+				return
+			}
+			continue
+		}
+		if !c.install(l) {
+			l.fail(ErrConnLost)
+			if c.ctx.Err() != nil {
+				return
+			}
+			continue
+		}
+		c.stats.reconnects.Add(1)
+		for _, e := range lost {
+			c.emit(e)
+		}
+		c.emit(Event{Kind: EventReconnected})
+		return
+	}
+}
+
+// resubscribe sends SUB, all at once, for every queue the Conn was
+// subscribed to, before l takes other commands: an ACK must not reach the
+// server before the SUB that makes this connection the subscriber. Queues the
+// server refuses come back as EventSubscriptionLost events.
+func (c *Conn) resubscribe(l *link) ([]Event, error) {
+	c.mu.Lock()
+	type sub struct {
+		rid string
+		rk  *codec.Signer
+	}
+	subs := make([]sub, 0, len(c.subs))
+	for rid, rk := range c.subs {
+		subs = append(subs, sub{rid, rk})
+	}
+	c.mu.Unlock()
+
+	ctx, cancel := c.withTimeout(c.ctx)
+	defer cancel()
+	calls := make([]*call, len(subs))
+	for i, s := range subs {
+		cl, err := l.start(request{cmd: codec.CmdSUB, qid: []byte(s.rid), signer: s.rk}, c.nextCorr())
+		if err != nil {
+			return nil, err
+		}
+		calls[i] = cl
+	}
+	var lost []Event
+	for i, cl := range calls {
+		r, err := l.wait(ctx, cl)
+		if err != nil {
+			return nil, fmt.Errorf("client: subscribing again: %w", err)
+		}
+		if r.cmd == codec.CmdERR {
+			lost = append(lost, Event{Kind: EventSubscriptionLost, RID: []byte(subs[i].rid),
+				Err: fmt.Errorf("client: SUB after reconnecting: %w", r.errType)})
+		}
+	}
+	return lost, nil
+}
+
+// keepAlive sends a PING every PingInterval and drops a link that does not
+// answer in time, so that a dead path is noticed and replaced.
+func (c *Conn) keepAlive() {
+	defer c.wg.Done()
+	t := time.NewTicker(c.opts.PingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-c.ctx.Done():
+			return
+		}
+		c.mu.Lock()
+		l := c.link
+		c.mu.Unlock()
+		if l == nil {
+			continue
+		}
+		limit := c.opts.PingInterval
+		if c.opts.Timeout > 0 && c.opts.Timeout < limit {
+			limit = c.opts.Timeout
+		}
+		ctx, cancel := context.WithTimeout(c.ctx, limit)
+		cl, err := l.start(request{cmd: codec.CmdPING}, c.nextCorr())
+		if err == nil {
+			_, err = l.wait(ctx, cl)
+		}
+		cancel()
+		if err != nil && errors.Is(err, context.DeadlineExceeded) {
+			l.fail(fmt.Errorf("keep-alive: no PONG within %v", limit))
+		}
+	}
+}
+
+// shutdown closes the Conn with err, once.
+func (c *Conn) shutdown(err error) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed, c.err = true, err
+	l := c.link
+	c.link = nil
+	c.mu.Unlock()
+	c.cancel()
+	if l != nil {
+		l.fail(err)
+	}
+}
+
+// Close closes the connection and waits for its goroutines. Commands in
+// flight fail with ErrConnLost, later ones with ErrClosed; the Events
+// channel is closed. Close is safe to call more than once and from any
+// goroutine, including OnEvent.
+func (c *Conn) Close() error {
+	c.shutdown(ErrClosed)
+	c.wg.Wait()
+	c.ev.wait()
+	return nil
+}
+
+// Err returns why the Conn closed: ErrClosed after Close, or the error that
+// ended it (a fingerprint mismatch while reconnecting, or a lost connection
+// with NoReconnect). It is nil while the Conn is open. Safe for concurrent
+// use.
+func (c *Conn) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// Done returns a channel that is closed when the Conn closes. Safe for
+// concurrent use.
+func (c *Conn) Done() <-chan struct{} { return c.ctx.Done() }
+
+// Addr returns the server address given to Dial. Safe for concurrent use.
+func (c *Conn) Addr() string { return c.addr }
+
+// Fingerprint returns the pinned fingerprint of the server key. Safe for
+// concurrent use.
+func (c *Conn) Fingerprint() string { return c.opts.Fingerprint }
+
+// BlockSize returns the block size of the last connection. Safe for
+// concurrent use.
+func (c *Conn) BlockSize() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.blockSize
+}
+
+// MaxBody returns the largest SEND body the server takes: BlockSize − 1024
+// (SPEC §4). Safe for concurrent use.
+func (c *Conn) MaxBody() int { return codec.MaxBody(c.BlockSize()) }
+
+// Stats counts what a Conn did.
+type Stats struct {
+	Commands   uint64 // commands sent, keep-alive PINGs and re-subscriptions included
+	Blocks     uint64 // client → server blocks written
+	Reconnects uint64 // successful reconnections
+}
+
+// Stats returns counters since Dial. Safe for concurrent use.
+func (c *Conn) Stats() Stats {
+	return Stats{
+		Commands: c.stats.commands.Load(), Blocks: c.stats.blocks.Load(), Reconnects: c.stats.reconnects.Load(),
+	}
+}
+
+func (c *Conn) notePending(n int) {
+	c.stats.commands.Add(1)
+	if c.opts.testPending != nil {
+		c.opts.testPending(n)
+	}
+}
+
+func (c *Conn) noteBlocks(n int) { c.stats.blocks.Add(uint64(n)) }
+
+// nextCorr returns a fresh corrId: a counter in base 36, unique for the
+// life of the Conn, so an answer can never match a command on another link.
+func (c *Conn) nextCorr() string {
+	return strconv.FormatUint(c.corr.Add(1), 36)
+}
+
+// current returns the installed link, waiting for one while reconnecting.
+func (c *Conn) current(ctx context.Context) (*link, error) {
+	for {
+		c.mu.Lock()
+		l, ready, closed, err := c.link, c.ready, c.closed, c.err
+		c.mu.Unlock()
+		if closed {
+			if errors.Is(err, ErrClosed) {
+				return nil, ErrClosed
+			}
+			return nil, fmt.Errorf("%w: %w", ErrClosed, err)
+		}
+		if l != nil {
+			return l, nil
+		}
+		select {
+		case <-ready:
+		case <-c.ctx.Done():
+		case <-ctx.Done():
+			return nil, fmt.Errorf("client: waiting for a connection to %s: %w", c.addr, ctx.Err())
+		}
+	}
+}
+
+// do sends req and waits for its answer. A server ERR comes back as a
+// reply, not an error; callers turn it into one.
+func (c *Conn) do(ctx context.Context, req request) (reply, error) {
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	for {
+		l, err := c.current(ctx)
+		if err != nil {
+			return reply{}, err
+		}
+		cl, err := l.start(req, c.nextCorr())
+		if errors.Is(err, errLinkDown) {
+			continue // not sent: wait for the next link
+		}
+		if err != nil {
+			return reply{}, err
+		}
+		r, err := l.wait(ctx, cl)
+		if err != nil {
+			return reply{}, fmt.Errorf("client: %v: %w", req.cmd, err)
+		}
+		return r, nil
+	}
+}
+
+// account keeps the subscription set in step with successful answers; it
+// runs on the reader before the caller sees the answer.
+func (c *Conn) account(cl *call, r *reply) {
+	switch {
+	case cl.req.cmd == codec.CmdNEW && r.cmd == codec.CmdIDS:
+		c.addSub(r.rid, cl.req.signer)
+	case cl.req.cmd == codec.CmdSUB && (r.cmd == codec.CmdOK || r.cmd == codec.CmdMSG):
+		c.addSub(cl.req.qid, cl.req.signer)
+	case cl.req.cmd == codec.CmdSUB && r.cmd == codec.CmdERR,
+		cl.req.cmd == codec.CmdDEL && r.cmd == codec.CmdOK:
+		c.dropSub(cl.req.qid)
+	}
+}
+
+func (c *Conn) addSub(rid []byte, rk *codec.Signer) {
+	c.mu.Lock()
+	c.subs[string(rid)] = rk
+	c.mu.Unlock()
+}
+
+func (c *Conn) dropSub(rid []byte) {
+	c.mu.Lock()
+	delete(c.subs, string(rid))
+	delete(c.lastMsg, string(rid))
+	c.mu.Unlock()
+}
+
+// Subscribed reports whether the Conn is subscribed to the queue rid: it
+// created it or subscribed to it, and has had no END, DEL or failed
+// re-subscription for it since. Safe for concurrent use.
+func (c *Conn) Subscribed(rid []byte) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.subs[string(rid)]
+	return ok
+}
+
+// deliver turns a MSG into an event; called by the reader.
+func (c *Conn) deliver(t *codec.Transmission) {
+	m := Message{RID: bytes.Clone(t.QueueID), ID: bytes.Clone(t.MsgID), Body: bytes.Clone(t.Body)}
+	if ts, err := time.Parse(time.RFC3339, string(t.Time)); err == nil {
+		m.Time = ts
+	}
+	c.mu.Lock()
+	m.Redelivered = c.lastMsg[string(m.RID)] == string(m.ID)
+	c.lastMsg[string(m.RID)] = string(m.ID)
+	c.mu.Unlock()
+	c.emit(Event{Kind: EventMessage, RID: m.RID, Message: m})
+}
+
+// ended handles an END: another connection took the subscription.
+func (c *Conn) ended(rid []byte) {
+	c.dropSub(rid)
+	c.emit(Event{Kind: EventEnd, RID: bytes.Clone(rid)})
+}
+
+func (c *Conn) emit(e Event) { c.ev.push(e) }
+
+// Events returns the channel on which events arrive, in order; it is closed
+// when the Conn closes. It returns nil when Options.OnEvent is set. Events
+// wait in an unbounded queue until received, so a consumer that stops
+// reading does not stall the connection. Safe for concurrent use.
+func (c *Conn) Events() <-chan Event { return c.ev.out }

@@ -1,0 +1,48 @@
+// Package client is the Go client of an SMP v1 relay (SPEC.md): it dials a
+// server with its transport key pinned, carries out the commands of SPEC §5,
+// delivers messages, and keeps the connection alive across network failures.
+// It is the client the smp command, the benchmark and the integration tests
+// use.
+//
+// # Layers
+//
+//   - Conn is one logical connection to one server: Dial (fingerprint
+//     pinning and the handshake of SPEC §3 for the rsa, x25519 and
+//     mlkem768x25519 transport keys), the commands (NewQueue, Subscribe,
+//     Secure, Ack, Suspend, Delete, Send, Ping), events (messages pushed by
+//     the server, END, reconnections), a PING keep-alive, and automatic
+//     reconnection with exponential backoff that subscribes again to every
+//     queue the Conn was subscribed to.
+//   - RecipientQueue and SenderQueue hold what each side of a queue keeps
+//     (IDs, keys, server) and carry out the seed's procedure on a Conn:
+//     CreateQueue and Invitation for the recipient, NewSenderQueue and
+//     Confirm for the sender, Accept to secure the queue with the sender's
+//     key, Send and Open for the messages. Every body is end-to-end
+//     encrypted with package e2e (SPEC §10), so the server only sees opaque
+//     bodies of one size.
+//
+// # Concurrency
+//
+// A Conn is safe for use by many goroutines. Each command gets a fresh
+// correlation ID, is signed by the calling goroutine and queued; one writer
+// goroutine packs every transmission that is ready into as few blocks as
+// possible, and one reader goroutine matches each response to its command by
+// correlation ID, so any number of commands can be in flight at once. A
+// command returns when its response arrives, when its context ends, or when
+// the connection carrying it breaks (the error then wraps ErrConnLost: the
+// server may or may not have carried it out). A command issued while the Conn
+// is reconnecting waits for the new connection, within its context.
+//
+// Every command without a deadline in its context gets Options.Timeout, so
+// no call waits forever on a server that stopped answering.
+//
+// Messages (MSG) and other things that happen on their own arrive as Events,
+// in order, on the channel Events returns or through Options.OnEvent. The
+// reader never blocks on a slow consumer: events wait in an internal queue,
+// which stays small because the server pushes at most one unacknowledged
+// message per queue. A MSG that answers Subscribe or Ack is delivered as an
+// event too, before that call returns.
+//
+// RecipientQueue and SenderQueue values are not safe for concurrent mutation;
+// their methods that only read them may run concurrently.
+package client

@@ -1,0 +1,160 @@
+package client
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// EventKind says what an Event reports.
+type EventKind uint8
+
+// Kinds of events.
+const (
+	// EventMessage: the server delivered a message (MSG) on queue RID, pushed
+	// or in answer to Subscribe or Ack. Acknowledge it with Ack to get the
+	// next one.
+	EventMessage EventKind = iota + 1
+	// EventEnd: another connection subscribed to queue RID (END); this Conn
+	// gets nothing more from it and will not subscribe to it again.
+	EventEnd
+	// EventDisconnected: the transport connection broke (Err says why); the
+	// Conn is reconnecting unless Options.NoReconnect is set.
+	EventDisconnected
+	// EventSubscriptionLost: after reconnecting, the server refused SUB for
+	// queue RID (Err wraps the codec.Error, e.g. ERR AUTH when the server no
+	// longer has the queue). The Conn has dropped the subscription.
+	EventSubscriptionLost
+	// EventReconnected: a new transport connection is up and every
+	// subscription not reported lost is restored; messages that were
+	// delivered and not acknowledged come again (Message.Redelivered).
+	EventReconnected
+)
+
+// String returns the kind's name, for logs.
+func (k EventKind) String() string {
+	switch k {
+	case EventMessage:
+		return "message"
+	case EventEnd:
+		return "end"
+	case EventDisconnected:
+		return "disconnected"
+	case EventSubscriptionLost:
+		return "subscription-lost"
+	case EventReconnected:
+		return "reconnected"
+	}
+	return fmt.Sprintf("EventKind(%d)", uint8(k))
+}
+
+// Event is something that happened on a Conn without a command of the
+// caller's waiting for it.
+type Event struct {
+	Kind    EventKind
+	RID     []byte  // EventMessage, EventEnd, EventSubscriptionLost: the queue
+	Message Message // EventMessage
+	Err     error   // EventDisconnected, EventSubscriptionLost
+}
+
+// String renders the event for logs; it does not print message bodies.
+func (e Event) String() string {
+	s := e.Kind.String()
+	if e.RID != nil {
+		s += " " + base64.StdEncoding.EncodeToString(e.RID)
+	}
+	if e.Kind == EventMessage {
+		s += fmt.Sprintf(" id=%s %d bytes", base64.StdEncoding.EncodeToString(e.Message.ID), len(e.Message.Body))
+	}
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+// Message is a message as the server relays it (SPEC §5 MSG). Body is what
+// the sender sent, still end-to-end encrypted: RecipientQueue.Open opens it.
+type Message struct {
+	RID         []byte    // the queue's recipient ID
+	ID          []byte    // msgId, 8 bytes; the same when a message comes again
+	Time        time.Time // when the server received it, whole seconds UTC
+	Body        []byte    // the body as sent and stored, opaque to the server
+	Redelivered bool      // this Conn delivered a message with this ID on this queue just before: the server sent it again (after a reconnection, or a repeated SUB)
+}
+
+// dispatcher hands events to the consumer on its own goroutine, in order,
+// from an unbounded queue, so the reader never blocks on the consumer.
+type dispatcher struct {
+	fn  func(Event) // callback mode
+	out chan Event  // channel mode; nil with fn
+
+	mu   sync.Mutex
+	q    []Event
+	kick chan struct{}
+	done chan struct{} // closed when the goroutine ends
+}
+
+func newDispatcher(fn func(Event)) *dispatcher {
+	d := &dispatcher{fn: fn, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	if fn == nil {
+		d.out = make(chan Event)
+	}
+	return d
+}
+
+func (d *dispatcher) start(ctx context.Context) { go d.run(ctx) }
+
+func (d *dispatcher) push(e Event) {
+	d.mu.Lock()
+	d.q = append(d.q, e)
+	d.mu.Unlock()
+	select {
+	case d.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (d *dispatcher) run(ctx context.Context) {
+	defer close(d.done)
+	if d.out != nil {
+		defer close(d.out)
+	}
+	for {
+		d.mu.Lock()
+		batch := d.q
+		d.q = nil
+		d.mu.Unlock()
+		for _, e := range batch {
+			if ctx.Err() != nil {
+				return
+			}
+			if d.fn != nil {
+				d.fn(e)
+				continue
+			}
+			select {
+			case d.out <- e:
+			case <-ctx.Done():
+				return
+			}
+		}
+		if len(batch) > 0 {
+			continue
+		}
+		select {
+		case <-d.kick:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// wait waits for the goroutine in channel mode. In callback mode it does
+// not, since Close may be called from the callback itself.
+func (d *dispatcher) wait() {
+	if d.fn == nil {
+		<-d.done
+	}
+}

@@ -1,0 +1,391 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/smprelay/smprelay/codec"
+)
+
+// link is one transport connection after its handshake (SPEC §3). A writer
+// goroutine packs queued transmissions into blocks; a reader goroutine opens
+// blocks and hands each server transmission to the Conn. A link never
+// recovers: on any failure it closes, fails its pending calls, and the Conn
+// dials a new one.
+type link struct {
+	c         *Conn
+	nc        net.Conn
+	blockSize int
+
+	tx codec.BlockCipher // client → server; writer goroutine only
+	rx codec.BlockCipher // server → client; reader goroutine only
+
+	qmu   sync.Mutex
+	sendq [][]byte      // transmissions waiting for the writer
+	kick  chan struct{} // capacity 1: the writer has work
+
+	pmu     sync.Mutex
+	pending map[string]*call // by corrId; nil once dead
+	dead    bool
+	err     error
+	down    chan struct{} // closed when the link fails
+
+	installed bool // guarded by c.mu: the Conn handed it to commands
+}
+
+// request is one client command before it is framed.
+type request struct {
+	cmd    codec.Cmd
+	qid    []byte
+	signer *codec.Signer // nil: unsigned
+	key    []byte        // NEW, KEY: SPKI DER
+	body   []byte        // SEND
+}
+
+// call is a command in flight.
+type call struct {
+	req  request
+	corr string
+	done chan reply // capacity 1; written once
+}
+
+// reply is the server's answer to a call, or the transport failure that
+// ended it.
+type reply struct {
+	cmd      codec.Cmd
+	errType  codec.Error // ERR
+	rid, sid []byte      // IDS
+	err      error
+}
+
+// errLinkDown is returned by start on a link that has already failed: the
+// command was not sent, so it may go on the next link.
+var errLinkDown = errors.New("client: link down")
+
+// handshake runs SPEC §3.1–§3.3 on nc up to and including the welcome block,
+// within ctx.
+func handshake(ctx context.Context, c *Conn, nc net.Conn, fingerprint string) (*link, error) {
+	var l *link
+	err := withDeadline(ctx, nc, func() error {
+		var hdr [10]byte
+		if _, err := io.ReadFull(nc, hdr[:]); err != nil {
+			return fmt.Errorf("reading server hello: %w", err)
+		}
+		raw := make([]byte, len(hdr)+int(binary.BigEndian.Uint16(hdr[8:])))
+		copy(raw, hdr[:])
+		if _, err := io.ReadFull(nc, raw[len(hdr):]); err != nil {
+			return fmt.Errorf("reading server hello: %w", err)
+		}
+		h, _, err := codec.ParseServerHello(raw)
+		if err != nil {
+			return fmt.Errorf("server hello: %w", err)
+		}
+		// SPEC §3.1: the pin is checked before anything is sealed to the key.
+		if got := codec.Fingerprint(h.Key); got != fingerprint {
+			return fmt.Errorf("%w: server key %s, pinned %s", ErrFingerprint, got, fingerprint)
+		}
+		if h.MinVersion > codec.ProtocolVersion || h.MaxVersion < codec.ProtocolVersion {
+			return fmt.Errorf("%w: server speaks versions %d..%d, not %d", ErrProtocol, h.MinVersion, h.MaxVersion, codec.ProtocolVersion)
+		}
+		key, err := codec.ParseKEMPublicKey(h.Key)
+		if err != nil {
+			return fmt.Errorf("server key: %w", err)
+		}
+		ch, err := codec.NewClientHello(h.BlockSize)
+		if err != nil {
+			return err
+		}
+		sealed, err := codec.SealClientHello(key, &ch)
+		if err != nil {
+			return err
+		}
+		l = &link{
+			c: c, nc: nc, blockSize: int(h.BlockSize),
+			kick: make(chan struct{}, 1), pending: make(map[string]*call), down: make(chan struct{}),
+		}
+		if err := l.tx.Init(ch.C2SKey, ch.C2SNonce); err != nil {
+			return err
+		}
+		if err := l.rx.Init(ch.S2CKey, ch.S2CNonce); err != nil {
+			return err
+		}
+		if _, err := nc.Write(sealed); err != nil {
+			return fmt.Errorf("sending client hello: %w", err)
+		}
+		blk := make([]byte, l.blockSize)
+		if _, err := io.ReadFull(nc, blk); err != nil {
+			return fmt.Errorf("reading welcome block: %w", err)
+		}
+		plain, err := l.rx.Open(blk)
+		if err != nil {
+			return fmt.Errorf("welcome block: %w", err)
+		}
+		rest, ok := bytes.CutPrefix(plain, codec.Welcome)
+		if !ok || len(bytes.TrimLeft(rest, string(codec.Padding))) != 0 {
+			return fmt.Errorf("%w: bad welcome block", ErrProtocol)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// withDeadline runs f with nc's deadline following ctx: its deadline, and an
+// immediate one when ctx is cancelled. A timeout caused by ctx is reported as
+// ctx's error.
+func withDeadline(ctx context.Context, nc net.Conn, f func() error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	dl, _ := ctx.Deadline()
+	if err := nc.SetDeadline(dl); err != nil {
+		return err
+	}
+	fired := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		_ = nc.SetDeadline(time.Unix(1, 0))
+		close(fired)
+	})
+	err := f()
+	if !stop() {
+		<-fired
+	}
+	_ = nc.SetDeadline(time.Time{})
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		// The socket's deadline can pass a moment before ctx notices.
+		if cerr := ctx.Err(); cerr != nil {
+			return fmt.Errorf("%w (%v)", cerr, err)
+		}
+		if !dl.IsZero() && !time.Now().Before(dl) {
+			return fmt.Errorf("%w (%v)", context.DeadlineExceeded, err)
+		}
+	}
+	return err
+}
+
+// run starts the reader and writer. The reader tells the Conn when the link
+// is gone.
+func (l *link) run() {
+	l.c.wg.Add(2)
+	go func() {
+		defer l.c.wg.Done()
+		l.writeLoop()
+	}()
+	go func() {
+		defer l.c.wg.Done()
+		l.readLoop()
+		l.c.linkGone(l)
+	}()
+}
+
+// fail closes the link once: pending calls get ErrConnLost, and the Conn
+// stops handing the link to new commands at once.
+func (l *link) fail(cause error) {
+	l.pmu.Lock()
+	if l.dead {
+		l.pmu.Unlock()
+		return
+	}
+	l.dead, l.err = true, cause
+	calls := l.pending
+	l.pending = nil
+	l.pmu.Unlock()
+	close(l.down)
+	_ = l.nc.Close()
+	l.c.detach(l)
+	for _, cl := range calls {
+		cl.done <- reply{err: fmt.Errorf("%w: %w", ErrConnLost, cause)}
+	}
+}
+
+// start frames, signs and queues req. It returns errLinkDown, with nothing
+// sent, when the link has failed.
+func (l *link) start(req request, corr string) (*call, error) {
+	t, err := frame(req, corr, l.blockSize)
+	if err != nil {
+		return nil, err
+	}
+	cl := &call{req: req, corr: corr, done: make(chan reply, 1)}
+	l.pmu.Lock()
+	if l.dead {
+		l.pmu.Unlock()
+		return nil, errLinkDown
+	}
+	l.pending[corr] = cl
+	l.c.notePending(len(l.pending))
+	l.pmu.Unlock()
+
+	l.qmu.Lock()
+	l.sendq = append(l.sendq, t)
+	l.qmu.Unlock()
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+	return cl, nil
+}
+
+// wait returns cl's reply, or ctx's error after forgetting cl (a late answer
+// is then dropped, except a MSG, which is still delivered as an event).
+func (l *link) wait(ctx context.Context, cl *call) (reply, error) {
+	select {
+	case r := <-cl.done:
+		return r, r.err
+	case <-ctx.Done():
+		l.pmu.Lock()
+		if l.pending != nil {
+			delete(l.pending, cl.corr)
+		}
+		l.pmu.Unlock()
+		return reply{}, ctx.Err()
+	}
+}
+
+// frame builds the transmission of req (SPEC §4) and checks that it fits in
+// one block.
+func frame(req request, corr string, blockSize int) ([]byte, error) {
+	if req.cmd == codec.CmdSEND && len(req.body) > codec.MaxBody(blockSize) {
+		return nil, fmt.Errorf("%w: a %d-byte body, the server takes at most %d", ErrTooLarge, len(req.body), codec.MaxBody(blockSize))
+	}
+	signed := codec.AppendSigned(nil, []byte(corr), req.qid, req.cmd, req.key, req.body)
+	var sig []byte
+	if req.signer != nil {
+		var err error
+		if sig, err = req.signer.Sign(signed); err != nil {
+			return nil, fmt.Errorf("client: signing %v: %w", req.cmd, err)
+		}
+	}
+	t := codec.AppendClientTransmission(nil, sig, signed)
+	if room := blockSize - codec.TagSize; len(t) > room {
+		return nil, fmt.Errorf("%w: a %d-byte transmission, a block holds %d", ErrTooLarge, len(t), room)
+	}
+	return t, nil
+}
+
+// writeLoop packs every transmission that is queued when it wakes into as
+// few blocks as possible (SPEC §3.3) and writes them with one call.
+func (l *link) writeLoop() {
+	room := l.blockSize - codec.TagSize
+	plain := make([]byte, 0, room)
+	var out []byte
+	var batch [][]byte
+	for {
+		select {
+		case <-l.kick:
+		case <-l.down:
+			return
+		}
+		l.qmu.Lock()
+		batch, l.sendq = l.sendq, batch[:0]
+		l.qmu.Unlock()
+		if len(batch) == 0 {
+			continue
+		}
+		out, plain = out[:0], plain[:0]
+		var err error
+		for i, t := range batch {
+			if len(plain)+len(t) > room {
+				if out, err = l.seal(out, plain); err != nil {
+					break
+				}
+				plain = plain[:0]
+			}
+			plain = append(plain, t...)
+			batch[i] = nil
+		}
+		if err == nil {
+			out, err = l.seal(out, plain)
+		}
+		if err == nil {
+			_, err = l.nc.Write(out)
+		}
+		if err != nil {
+			l.fail(fmt.Errorf("writing: %w", err))
+			return
+		}
+		l.c.noteBlocks(len(out) / l.blockSize)
+	}
+}
+
+// seal appends plain, padded and sealed, as one block to out.
+func (l *link) seal(out, plain []byte) ([]byte, error) {
+	start := len(out)
+	out = append(out, plain...)
+	out = append(out, make([]byte, l.blockSize-len(plain))...)
+	blk := out[start:]
+	codec.Pad(blk[len(plain) : l.blockSize-codec.TagSize])
+	if err := l.tx.Seal(blk); err != nil {
+		return out, err
+	}
+	return out, nil
+}
+
+// readLoop opens blocks and handles their transmissions until the link fails.
+func (l *link) readLoop() {
+	buf := make([]byte, l.blockSize)
+	p := codec.NewParser(codec.ClientSide, l.blockSize)
+	var t codec.Transmission
+	for {
+		if _, err := io.ReadFull(l.nc, buf); err != nil {
+			l.fail(fmt.Errorf("reading: %w", err))
+			return
+		}
+		plain, err := l.rx.Open(buf)
+		if err != nil {
+			l.fail(fmt.Errorf("%w: %w", ErrProtocol, err))
+			return
+		}
+		for codec.More(plain) {
+			n := p.Parse(plain, &t)
+			plain = plain[n:]
+			if t.Err != codec.ErrNone || t.Lost || len(t.Signature) > 0 {
+				l.fail(fmt.Errorf("%w: malformed server transmission (%v)", ErrProtocol, t.Err))
+				return
+			}
+			l.handle(&t)
+		}
+	}
+}
+
+// handle delivers pushes and answers the call t names by its corrId.
+func (l *link) handle(t *codec.Transmission) {
+	switch t.Cmd {
+	case codec.CmdMSG:
+		// Delivered whatever the corrId: the server counts it as delivered,
+		// and the queue stalls until it is acknowledged.
+		l.c.deliver(t)
+	case codec.CmdEND:
+		if len(t.CorrID) == 0 {
+			l.c.ended(t.QueueID)
+			return
+		}
+	}
+	if len(t.CorrID) == 0 {
+		return
+	}
+	l.pmu.Lock()
+	cl := l.pending[string(t.CorrID)]
+	delete(l.pending, string(t.CorrID))
+	l.pmu.Unlock()
+	if cl == nil {
+		return // the answer to a command whose caller gave up
+	}
+	r := reply{cmd: t.Cmd, errType: t.ErrType}
+	if t.Cmd == codec.CmdIDS {
+		r.rid, r.sid = bytes.Clone(t.RID), bytes.Clone(t.SID)
+	}
+	// Done here, on the reader, so that a reconnection (which starts only
+	// after this goroutine ends) sees every subscription that succeeded.
+	l.c.account(cl, &r)
+	cl.done <- r
+}

@@ -1,0 +1,709 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/smprelay/smprelay/client"
+	"github.com/smprelay/smprelay/codec"
+)
+
+func init() {
+	commands = []*command{
+		{name: "create", args: "[flags] NAME", minArgs: 1, maxArgs: 1, argsNames: "one contact name",
+			short: "create a queue to receive on and print its invitation", flags: createFlags, long: `
+Create creates a queue on a server (seed steps 1-2): new keys for this queue
+alone, NEW, and an invitation for the person who will send to you, whom you
+name NAME. The invitation goes to standard output as an smp:// URI (with
+--text, in the seed's four-line text form), and as a QR code when standard
+output is a terminal. Hand it over by a channel you trust, then run
+'smp accept NAME' once they have connected.
+
+The server is --server and --fingerprint, or SMP_SERVER and SMP_FINGERPRINT.`},
+		{name: "connect", args: "[flags] NAME INVITATION", minArgs: 2, maxArgs: 2, argsNames: "a contact name and an invitation",
+			short: "connect to an invitation and send the confirmation", flags: connectFlags, long: `
+Connect connects to the queue an invitation names (seed step 3): a new sender
+key for this queue alone, and the confirmation carrying it, sealed to the
+invitation's key and sent unsigned. INVITATION is the smp:// URI, or - to read
+the URI or the text form from standard input. Once the queue's owner has run
+'smp accept', 'smp send NAME' works.
+
+With --reply, connect also creates a queue for NAME to answer you on, and puts
+its invitation in the confirmation: 'smp accept' on the other side connects to
+it, and 'smp accept NAME' here then secures it (what 'smp chat' does).`},
+		{name: "accept", args: "[flags] NAME", minArgs: 1, maxArgs: 1, argsNames: "one contact name",
+			short: "accept a waiting confirmation and secure the queue", flags: acceptFlags, long: `
+Accept takes the confirmation NAME sent to the queue you created for them
+(seed steps 4-5) and secures the queue with the key it carries, so that only
+they can send to it. Messages that do not open with the queue's key — forged
+confirmations from someone who saw the queue ID but not the invitation — are
+acknowledged and dropped. Whatever the confirmation says goes to standard
+output; an invitation for a reply queue in it is connected to at once.
+
+Without --wait, accept exits with status 1 when no confirmation is waiting.`},
+		{name: "send", args: "NAME [MESSAGE...]", minArgs: 1, maxArgs: -1, argsNames: "a contact name and a message",
+			short: "send a message", flags: noFlags(runSend), long: `
+Send seals MESSAGE (the arguments joined by spaces, or standard input when
+there are none) to NAME's queue key and sends it signed with your sender key.
+The server refuses it (ERR AUTH) until NAME has accepted your confirmation, and
+after they suspend or delete the queue.`},
+		{name: "receive", args: "[flags] NAME", minArgs: 1, maxArgs: 1, argsNames: "one contact name",
+			short: "print and acknowledge received messages", flags: receiveFlags, long: `
+Receive prints each message waiting on the queue NAME sends to you, one per
+line on standard output, and acknowledges it so the server deletes it.
+Messages that do not open with the queue's key are acknowledged and dropped.
+With --follow it keeps listening, reconnecting as needed, until interrupted.`},
+		{name: "suspend", args: "NAME", minArgs: 1, maxArgs: 1, argsNames: "one contact name",
+			short: "suspend a queue you receive on", flags: noFlags(runSuspend), long: `
+Suspend suspends the queue NAME sends to you (OFF): the server refuses new
+messages, while you can still receive the ones it holds and delete the queue.
+The server deletes suspended queues after a while.`},
+		{name: "delete", args: "NAME", minArgs: 1, maxArgs: 1, argsNames: "one contact name",
+			short: "delete a queue you receive on, forget one you send to", flags: noFlags(runDelete), long: `
+Delete deletes the queue NAME sends to you, with its messages (DEL), and
+forgets the contact, including any queue you send to NAME on (which only its
+owner can delete).`},
+		{name: "list", args: "", minArgs: 0, maxArgs: 0, argsNames: "no arguments",
+			short: "list the local queues", flags: noFlags(runList), long: `
+List prints one line per queue in the state file: the contact's name, whether
+you receive on it or send to it, its status and its server.`},
+		{name: "chat", args: "[flags] NAME", minArgs: 1, maxArgs: 1, argsNames: "one contact name",
+			short: "set up queues both ways in one flow and talk", flags: chatFlags, long: `
+Chat talks with NAME both ways, over two simplex queues (the seed's duplex
+idea): each line of standard input is sent, and each message received is
+printed as "NAME: text". Standard input at its end stops it.
+
+The first time, chat sets the queues up. One side runs 'smp chat NAME', which
+creates a queue and prints its invitation (as create does) and waits. The
+other runs 'smp chat --join INVITATION NAME', which connects to it and sends,
+inside the confirmation, the invitation of a queue for the answers. The first
+side secures its queue and connects to that one; the second secures it; both
+then talk. Later runs of 'smp chat NAME' just talk.`},
+	}
+}
+
+func noFlags(run func(e *env, args []string) error) func(*flag.FlagSet) func(*env, []string) error {
+	return func(*flag.FlagSet) func(*env, []string) error { return run }
+}
+
+// step is a context for one network step, bounded by --timeout.
+func (e *env) step() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(e.ctx, e.timeout)
+}
+
+func (e *env) dial(srv client.Server) (*client.Conn, error) {
+	ctx, cancel := e.step()
+	defer cancel()
+	return client.DialServer(ctx, srv, client.Options{Timeout: e.timeout})
+}
+
+// serverFlags defines --server and --fingerprint; the returned function
+// resolves them, with SMP_SERVER and SMP_FINGERPRINT as defaults.
+func serverFlags(fs *flag.FlagSet) func() (client.Server, error) {
+	addr := fs.String("server", "", "server `HOST:PORT` (default $SMP_SERVER)")
+	fp := fs.String("fingerprint", "", "fingerprint of the server's transport key (default $SMP_FINGERPRINT)")
+	return func() (client.Server, error) {
+		s := client.Server{Addr: *addr, Fingerprint: *fp}
+		if s.Addr == "" {
+			s.Addr = os.Getenv("SMP_SERVER")
+		}
+		if s.Fingerprint == "" {
+			s.Fingerprint = os.Getenv("SMP_FINGERPRINT")
+		}
+		if s.Addr == "" || s.Fingerprint == "" {
+			return s, errors.New("no server: give --server HOST:PORT and --fingerprint, or set SMP_SERVER and SMP_FINGERPRINT")
+		}
+		host, port, err := codec.ParseServer(s.Addr)
+		if err != nil {
+			return s, fmt.Errorf("--server: %w", err)
+		}
+		inv := codec.Invitation{Host: host, Port: port}
+		s.Addr = inv.Addr()
+		return s, nil
+	}
+}
+
+func kemFlag(fs *flag.FlagSet) *string {
+	return fs.String("kem", codec.KEMMLKEM768X25519.String(), "kind of the queue's encryption key: mlkem768x25519, x25519 or rsa")
+}
+
+// isTerminal reports whether w is a character device, such as a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// addContact records a new contact, refusing to overwrite one.
+func (e *env) addContact(name string, ct *Contact) error {
+	return e.st.update(func(s *State) error {
+		if s.Contacts[name] != nil {
+			return fmt.Errorf("contact %q already exists", name)
+		}
+		s.Contacts[name] = ct
+		return nil
+	})
+}
+
+// setContact replaces the queues of an existing contact.
+func (e *env) setContact(name string, recv *client.RecipientQueue, send *client.SenderQueue) error {
+	return e.st.update(func(s *State) error {
+		ct, err := s.contact(name)
+		if err != nil {
+			return err
+		}
+		ct.Recv, ct.Send = recv, send
+		return nil
+	})
+}
+
+// ---- create ----
+
+type createOpts struct {
+	server      func() (client.Server, error)
+	kem         *string
+	qr          *bool
+	qrSet       func() bool
+	png         *string
+	textForm    *bool
+	quietNotice bool
+}
+
+func createFlags(fs *flag.FlagSet) func(*env, []string) error {
+	o := &createOpts{server: serverFlags(fs), kem: kemFlag(fs)}
+	o.qr = fs.Bool("qr", false, "show the invitation as a QR code (default: when standard output is a terminal)")
+	o.qrSet = func() bool {
+		set := false
+		fs.Visit(func(f *flag.Flag) { set = set || f.Name == "qr" })
+		return set
+	}
+	o.png = fs.String("png", "", "also write the invitation as a QR code to this PNG `file`")
+	o.textForm = fs.Bool("text", false, "print the invitation in the four-line text form instead of the URI")
+	return func(e *env, args []string) error {
+		_, err := create(e, args[0], o)
+		return err
+	}
+}
+
+// create makes the queue, records it and shows the invitation.
+func create(e *env, name string, o *createOpts) (*client.RecipientQueue, error) {
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	s, err := e.st.load()
+	if err != nil {
+		return nil, err
+	}
+	if s.Contacts[name] != nil {
+		return nil, fmt.Errorf("contact %q already exists", name)
+	}
+	srv, err := o.server()
+	if err != nil {
+		return nil, err
+	}
+	kem, err := codec.ParseKEMType(*o.kem)
+	if err != nil {
+		return nil, fmt.Errorf("--kem: %w", err)
+	}
+	c, err := e.dial(srv)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	ctx, cancel := e.step()
+	defer cancel()
+	q, err := client.CreateQueue(ctx, c, kem)
+	if err != nil {
+		return nil, err
+	}
+	inv, err := q.Invitation()
+	if err == nil {
+		err = e.addContact(name, &Contact{Created: time.Now().UTC(), Recv: q})
+	}
+	if err != nil {
+		_ = q.Delete(ctx, c) // leave nothing on the server that no state file knows
+		return nil, err
+	}
+	if *o.textForm {
+		fmt.Fprintf(e.stdout, "%s\r\n", inv.Text())
+	} else {
+		fmt.Fprintln(e.stdout, inv.URI())
+	}
+	if (o.qrSet() && *o.qr) || (!o.qrSet() && isTerminal(e.stdout)) {
+		if err := writeQR(e.stdout, inv.URI()); err != nil {
+			return nil, err
+		}
+	}
+	if *o.png != "" {
+		if err := writePNG(*o.png, inv.URI()); err != nil {
+			return nil, err
+		}
+	}
+	if !o.quietNotice {
+		e.notef("created a queue for %s to send to you; give them the invitation above, then run 'smp accept %s'", name, name)
+	}
+	return q, nil
+}
+
+// ---- connect ----
+
+type connectOpts struct {
+	message *string
+	reply   *bool
+	kem     *string
+}
+
+func connectFlags(fs *flag.FlagSet) func(*env, []string) error {
+	o := &connectOpts{
+		message: fs.String("message", "", "information for the queue's owner, sent in the confirmation"),
+		reply:   fs.Bool("reply", false, "also create a queue for the answers and send its invitation in the confirmation"),
+		kem:     kemFlag(fs),
+	}
+	return func(e *env, args []string) error {
+		text := args[1]
+		if text == "-" {
+			b, err := io.ReadAll(io.LimitReader(e.stdin, 64<<10))
+			if err != nil {
+				return fmt.Errorf("reading the invitation: %w", err)
+			}
+			text = string(b)
+		}
+		inv, err := codec.ParseInvitation(text)
+		if err != nil {
+			return err
+		}
+		return connect(e, args[0], &inv, o)
+	}
+}
+
+// connect sends the confirmation and records the queue; with reply, it also
+// creates the answer queue and offers it in the confirmation.
+func connect(e *env, name string, inv *codec.Invitation, o *connectOpts) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	if *o.reply && *o.message != "" {
+		return errors.New("--message and --reply exclude each other: the reply invitation is the confirmation's content")
+	}
+	s, err := e.st.load()
+	if err != nil {
+		return err
+	}
+	if s.Contacts[name] != nil {
+		return fmt.Errorf("contact %q already exists", name)
+	}
+	kem, err := codec.ParseKEMType(*o.kem)
+	if err != nil {
+		return fmt.Errorf("--kem: %w", err)
+	}
+	sq, err := client.NewSenderQueue(inv)
+	if err != nil {
+		return err
+	}
+	c, err := e.dial(sq.Server)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := e.step()
+	defer cancel()
+	info := []byte(*o.message)
+	var rq *client.RecipientQueue
+	if *o.reply {
+		if rq, err = client.CreateQueue(ctx, c, kem); err != nil {
+			return err
+		}
+		rinv, err := rq.Invitation()
+		if err != nil {
+			return err
+		}
+		info = []byte(rinv.URI())
+	}
+	if err := sq.Confirm(ctx, c, info); err != nil {
+		return err
+	}
+	if err := e.addContact(name, &Contact{Created: time.Now().UTC(), Recv: rq, Send: sq}); err != nil {
+		return err
+	}
+	e.notef("sent the confirmation to %s's queue; once they accept it, 'smp send %s' reaches them", name, name)
+	return nil
+}
+
+// ---- accept ----
+
+var errNoConfirmation = errors.New("no confirmation is waiting (use --wait to wait for one)")
+
+func acceptFlags(fs *flag.FlagSet) func(*env, []string) error {
+	wait := fs.Bool("wait", false, "wait until a confirmation arrives")
+	return func(e *env, args []string) error { return accept(e, args[0], *wait, true) }
+}
+
+// accept secures the queue NAME sends to with the first confirmation that
+// opens, connecting to a reply queue offered in it.
+func accept(e *env, name string, wait, printInfo bool) error {
+	s, err := e.st.load()
+	if err != nil {
+		return err
+	}
+	ct, err := s.contact(name)
+	if err != nil {
+		return err
+	}
+	q := ct.Recv
+	switch {
+	case q == nil:
+		return fmt.Errorf("you have no queue that %s sends to (you connected to their invitation)", name)
+	case q.Secured:
+		return fmt.Errorf("the queue %s sends to is already secured", name)
+	}
+	c, err := e.dial(q.Server)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := e.step()
+	got, err := q.Subscribe(ctx, c)
+	cancel()
+	if err != nil {
+		return err
+	}
+	if !got && !wait {
+		return errNoConfirmation
+	}
+	for {
+		m, err := nextMessage(e.ctx, c, q)
+		if err != nil {
+			return err
+		}
+		ctx, cancel := e.step()
+		env, err := q.Open(m)
+		sk, ok := env.SenderKey()
+		if err != nil || !ok {
+			if err != nil {
+				e.notef("dropped a message that does not open with the queue's key (a forged or damaged confirmation)")
+			} else {
+				e.notef("dropped a message that is not a confirmation")
+			}
+			more, aerr := q.Ack(ctx, c)
+			cancel()
+			if aerr != nil {
+				return aerr
+			}
+			if !more && !wait {
+				return errNoConfirmation
+			}
+			continue
+		}
+		if err := q.Secure(ctx, c, sk); err != nil {
+			cancel()
+			return err
+		}
+		_, aerr := q.Ack(ctx, c)
+		cancel()
+		send := ct.Send
+		if err := e.setContact(name, q, send); err != nil {
+			return err
+		}
+		e.notef("secured the queue %s sends to: only the key in their confirmation can send to it now", name)
+		if aerr != nil {
+			return aerr
+		}
+		return acceptInfo(e, name, env.Body, send == nil, printInfo)
+	}
+}
+
+// acceptInfo handles a confirmation's content: an invitation to a reply
+// queue is connected to; anything else is shown.
+func acceptInfo(e *env, name string, info []byte, wantReply, printInfo bool) error {
+	rinv, err := codec.ParseInvitationURI(string(info))
+	if err != nil || !wantReply {
+		if len(info) > 0 && printInfo {
+			fmt.Fprintf(e.stdout, "%s\n", info)
+		}
+		return nil
+	}
+	sq, err := client.NewSenderQueue(&rinv)
+	if err != nil {
+		return err
+	}
+	c, err := e.dial(sq.Server)
+	if err != nil {
+		return fmt.Errorf("connecting to %s's reply queue: %w", name, err)
+	}
+	defer c.Close()
+	ctx, cancel := e.step()
+	defer cancel()
+	if err := sq.Confirm(ctx, c, nil); err != nil {
+		return fmt.Errorf("confirming %s's reply queue: %w", name, err)
+	}
+	if err := e.st.update(func(s *State) error {
+		ct, err := s.contact(name)
+		if err != nil {
+			return err
+		}
+		ct.Send = sq
+		return nil
+	}); err != nil {
+		return err
+	}
+	e.notef("%s offered a queue for your answers: sent it your confirmation; once they accept it, 'smp send %s' reaches them", name, name)
+	return nil
+}
+
+// nextMessage waits for the next message on q, turning END and a lost
+// subscription into errors.
+func nextMessage(ctx context.Context, c *client.Conn, q *client.RecipientQueue) (client.Message, error) {
+	for {
+		select {
+		case ev, ok := <-c.Events():
+			if !ok {
+				return client.Message{}, fmt.Errorf("connection closed: %w", c.Err())
+			}
+			switch ev.Kind {
+			case client.EventMessage:
+				if string(ev.RID) == string(q.RID) {
+					return ev.Message, nil
+				}
+			case client.EventEnd:
+				if string(ev.RID) == string(q.RID) {
+					return client.Message{}, errors.New("another client subscribed to this queue: stopping here")
+				}
+			case client.EventSubscriptionLost:
+				if string(ev.RID) == string(q.RID) {
+					return client.Message{}, fmt.Errorf("the server dropped the subscription: %w", ev.Err)
+				}
+			}
+		case <-ctx.Done():
+			return client.Message{}, ctx.Err()
+		}
+	}
+}
+
+// ---- send ----
+
+func runSend(e *env, args []string) error {
+	name := args[0]
+	var msg []byte
+	if len(args) > 1 {
+		msg = []byte(strings.Join(args[1:], " "))
+	} else {
+		b, err := io.ReadAll(io.LimitReader(e.stdin, 1<<20))
+		if err != nil {
+			return fmt.Errorf("reading the message: %w", err)
+		}
+		msg = b
+	}
+	s, err := e.st.load()
+	if err != nil {
+		return err
+	}
+	ct, err := s.contact(name)
+	if err != nil {
+		return err
+	}
+	if ct.Send == nil {
+		return fmt.Errorf("you have no queue to send to %s: connect to their invitation first", name)
+	}
+	c, err := e.dial(ct.Send.Server)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := e.step()
+	defer cancel()
+	return sendTo(ctx, c, name, ct.Send, msg)
+}
+
+func sendTo(ctx context.Context, c *client.Conn, name string, sq *client.SenderQueue, msg []byte) error {
+	if max, err := sq.MaxMessage(c); err == nil && len(msg) > max {
+		return fmt.Errorf("the message has %d bytes; a queue of this server and key carries at most %d", len(msg), max)
+	}
+	err := sq.Send(ctx, c, msg)
+	if errors.Is(err, codec.ErrAuth) {
+		return fmt.Errorf("the server refused the message (ERR AUTH): %s has not accepted your confirmation yet, or suspended or deleted the queue", name)
+	}
+	return err
+}
+
+// ---- receive ----
+
+func receiveFlags(fs *flag.FlagSet) func(*env, []string) error {
+	follow := fs.Bool("follow", false, "keep listening for new messages until interrupted")
+	return func(e *env, args []string) error { return receive(e, args[0], *follow) }
+}
+
+func receive(e *env, name string, follow bool) error {
+	s, err := e.st.load()
+	if err != nil {
+		return err
+	}
+	ct, err := s.contact(name)
+	if err != nil {
+		return err
+	}
+	q := ct.Recv
+	switch {
+	case q == nil:
+		return fmt.Errorf("you have no queue that %s sends to", name)
+	case !q.Secured:
+		return fmt.Errorf("the queue %s sends to is not secured yet: run 'smp accept %s' first", name, name)
+	}
+	c, err := e.dial(q.Server)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := e.step()
+	got, err := q.Subscribe(ctx, c)
+	cancel()
+	if err != nil {
+		return err
+	}
+	if !got && !follow {
+		e.notef("no messages from %s", name)
+		return nil
+	}
+	w := bufio.NewWriter(e.stdout)
+	printed := map[string]bool{}
+	for {
+		m, err := nextMessage(e.ctx, c, q)
+		if err != nil {
+			return err
+		}
+		if !(m.Redelivered && printed[string(m.ID)]) {
+			env, err := q.Open(m)
+			switch _, confirm := env.SenderKey(); {
+			case err != nil:
+				e.notef("dropped a message that does not open with the queue's key")
+			case confirm:
+				e.notef("dropped a repeated confirmation")
+			default:
+				printed[string(m.ID)] = true
+				w.Write(env.Body)
+				if len(env.Body) == 0 || env.Body[len(env.Body)-1] != '\n' {
+					w.WriteByte('\n')
+				}
+				if err := w.Flush(); err != nil {
+					return err
+				}
+			}
+		}
+		ctx, cancel := e.step()
+		more, err := q.Ack(ctx, c)
+		cancel()
+		if err != nil {
+			return err
+		}
+		if !more && !follow {
+			return nil
+		}
+	}
+}
+
+// ---- suspend, delete, list ----
+
+func runSuspend(e *env, args []string) error {
+	name := args[0]
+	s, err := e.st.load()
+	if err != nil {
+		return err
+	}
+	ct, err := s.contact(name)
+	if err != nil {
+		return err
+	}
+	q := ct.Recv
+	if q == nil {
+		return fmt.Errorf("you have no queue that %s sends to (only a queue's owner can suspend it)", name)
+	}
+	c, err := e.dial(q.Server)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := e.step()
+	defer cancel()
+	if err := q.Suspend(ctx, c); err != nil {
+		return err
+	}
+	if err := e.setContact(name, q, ct.Send); err != nil {
+		return err
+	}
+	e.notef("suspended the queue %s sends to: the server refuses their messages now", name)
+	return nil
+}
+
+func runDelete(e *env, args []string) error {
+	name := args[0]
+	s, err := e.st.load()
+	if err != nil {
+		return err
+	}
+	ct, err := s.contact(name)
+	if err != nil {
+		return err
+	}
+	if q := ct.Recv; q != nil {
+		c, err := e.dial(q.Server)
+		if err != nil {
+			return err
+		}
+		ctx, cancel := e.step()
+		err = q.Delete(ctx, c)
+		cancel()
+		c.Close()
+		switch {
+		case errors.Is(err, codec.ErrAuth):
+			e.notef("the server no longer has the queue %s sent to", name)
+		case err != nil:
+			return err
+		default:
+			e.notef("deleted the queue %s sends to, with its messages", name)
+		}
+	}
+	if err := e.st.update(func(s *State) error {
+		delete(s.Contacts, name)
+		return nil
+	}); err != nil {
+		return err
+	}
+	e.notef("forgot %s", name)
+	return nil
+}
+
+func runList(e *env, _ []string) error {
+	s, err := e.st.load()
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tQUEUE\tSTATUS\tKEY\tSERVER")
+	for _, name := range s.names() {
+		ct := s.Contacts[name]
+		if q := ct.Recv; q != nil {
+			status := "waiting for confirmation"
+			switch {
+			case q.Suspended:
+				status = "suspended"
+			case q.Secured:
+				status = "secured"
+			}
+			fmt.Fprintf(tw, "%s\treceive\t%s\t%v\t%s\n", name, status, q.EncryptionKey.Public().Type(), q.Server.Addr)
+		}
+		if q := ct.Send; q != nil {
+			fmt.Fprintf(tw, "%s\tsend\tconfirmation sent\t%v\t%s\n", name, q.EncryptionKey.Type(), q.Server.Addr)
+		}
+	}
+	return tw.Flush()
+}
