@@ -8,11 +8,10 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"sync"
-	"time"
 
 	"github.com/smprelay/smprelay/codec"
+	"github.com/smprelay/smprelay/internal/netctx"
 )
 
 // link is one transport connection after its handshake (SPEC §3). A writer
@@ -74,7 +73,7 @@ var errLinkDown = errors.New("client: link down")
 // within ctx.
 func handshake(ctx context.Context, c *Conn, nc net.Conn, fingerprint string) (*link, error) {
 	var l *link
-	err := withDeadline(ctx, nc, func() error {
+	err := netctx.Do(ctx, nc, func() error {
 		var hdr [10]byte
 		if _, err := io.ReadFull(nc, hdr[:]); err != nil {
 			return fmt.Errorf("reading server hello: %w", err)
@@ -138,39 +137,6 @@ func handshake(ctx context.Context, c *Conn, nc net.Conn, fingerprint string) (*
 		return nil, err
 	}
 	return l, nil
-}
-
-// withDeadline runs f with nc's deadline following ctx: its deadline, and an
-// immediate one when ctx is cancelled. A timeout caused by ctx is reported as
-// ctx's error.
-func withDeadline(ctx context.Context, nc net.Conn, f func() error) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	dl, _ := ctx.Deadline()
-	if err := nc.SetDeadline(dl); err != nil {
-		return err
-	}
-	fired := make(chan struct{})
-	stop := context.AfterFunc(ctx, func() {
-		_ = nc.SetDeadline(time.Unix(1, 0))
-		close(fired)
-	})
-	err := f()
-	if !stop() {
-		<-fired
-	}
-	_ = nc.SetDeadline(time.Time{})
-	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
-		// The socket's deadline can pass a moment before ctx notices.
-		if cerr := ctx.Err(); cerr != nil {
-			return fmt.Errorf("%w (%v)", cerr, err)
-		}
-		if !dl.IsZero() && !time.Now().Before(dl) {
-			return fmt.Errorf("%w (%v)", context.DeadlineExceeded, err)
-		}
-	}
-	return err
 }
 
 // run starts the reader and writer. The reader tells the Conn when the link

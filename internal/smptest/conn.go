@@ -26,12 +26,12 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"sync"
 	"syscall"
-	"time"
 
 	"github.com/smprelay/smprelay/codec"
+
+	"github.com/smprelay/smprelay/internal/netctx"
 )
 
 // Response is one server transmission, with every field copied.
@@ -89,7 +89,7 @@ type Conn struct {
 func ReadServerHello(ctx context.Context, nc net.Conn) (codec.ServerHello, []byte, error) {
 	var h codec.ServerHello
 	var raw []byte
-	err := withDeadline(ctx, nc, func() error {
+	err := netctx.Do(ctx, nc, func() error {
 		hdr := make([]byte, 10)
 		if _, err := io.ReadFull(nc, hdr); err != nil {
 			return fmt.Errorf("smptest: reading server hello: %w", err)
@@ -161,7 +161,7 @@ func handshake(ctx context.Context, nc net.Conn, fingerprint string) (*Conn, err
 	if err := c.rx.Init(ch.S2CKey, ch.S2CNonce); err != nil {
 		return nil, err
 	}
-	if err := withDeadline(ctx, nc, func() error { _, err := nc.Write(sealed); return err }); err != nil {
+	if err := netctx.Do(ctx, nc, func() error { _, err := nc.Write(sealed); return err }); err != nil {
 		return nil, fmt.Errorf("smptest: sending client hello: %w", err)
 	}
 	plain, err := c.ReadBlock(ctx)
@@ -248,7 +248,7 @@ func (c *Conn) Send(transmissions ...[]byte) error {
 // valid until the next read. Transmissions parsed but not yet returned by Next
 // are not affected.
 func (c *Conn) ReadBlock(ctx context.Context) ([]byte, error) {
-	err := withDeadline(ctx, c.nc, func() error {
+	err := netctx.Do(ctx, c.nc, func() error {
 		_, err := io.ReadFull(c.nc, c.buf)
 		return err
 	})
@@ -310,7 +310,7 @@ func (c *Conn) ExpectClosed(ctx context.Context) error {
 // ExpectClosed is Conn.ExpectClosed for a raw connection.
 func ExpectClosed(ctx context.Context, nc net.Conn) error {
 	var n int
-	err := withDeadline(ctx, nc, func() error {
+	err := netctx.Do(ctx, nc, func() error {
 		var b [4096]byte
 		var err error
 		n, err = nc.Read(b[:])
@@ -326,38 +326,6 @@ func ExpectClosed(ctx context.Context, nc net.Conn) error {
 	default:
 		return fmt.Errorf("smptest: connection not closed by the server: %w", err)
 	}
-}
-
-// withDeadline runs f with nc's deadline set from ctx: ctx's deadline, and an
-// immediate deadline when ctx is cancelled while f runs. A timeout caused by
-// ctx is reported as ctx's error.
-func withDeadline(ctx context.Context, nc net.Conn, f func() error) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	dl, _ := ctx.Deadline() // zero: no deadline
-	if err := nc.SetDeadline(dl); err != nil {
-		return err
-	}
-	fired := make(chan struct{})
-	stop := context.AfterFunc(ctx, func() {
-		_ = nc.SetDeadline(time.Unix(1, 0))
-		close(fired)
-	})
-	err := f()
-	if !stop() {
-		<-fired
-	}
-	_ = nc.SetDeadline(time.Time{})
-	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
-		if cerr := ctx.Err(); cerr != nil {
-			return fmt.Errorf("smptest: %w", cerr)
-		}
-		if !dl.IsZero() && !time.Now().Before(dl) {
-			return fmt.Errorf("smptest: %w", context.DeadlineExceeded)
-		}
-	}
-	return err
 }
 
 func clone(b []byte) []byte {
