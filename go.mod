@@ -2,7 +2,15 @@ module github.com/smprelay/smprelay
 
 go 1.26.0
 
-require github.com/panjf2000/gnet/v2 v2.9.7
+require (
+	github.com/panjf2000/gnet/v2 v2.9.7
+	github.com/pkg/profile v1.7.0
+)
+
+require (
+	github.com/felixge/fgprof v0.9.3 // indirect
+	github.com/google/pprof v0.0.0-20211214055906-6f57359322fd // indirect
+)
 
 require (
 	github.com/klauspost/compress v1.20.4

@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/pkg/profile"
 	"github.com/smprelay/smprelay/codec"
 	"github.com/smprelay/smprelay/engine"
 	"github.com/smprelay/smprelay/wal"
@@ -74,6 +75,8 @@ type config struct {
 	logLevel         string
 	limits           engine.ConnLimits
 	newPerMinute     int
+	profile          string // cpu, mem, block, mutex or empty
+	profileDir       string
 }
 
 func parseStart(args []string, stderr io.Writer) (config, error) {
@@ -107,6 +110,9 @@ func parseStart(args []string, stderr io.Writer) (config, error) {
 	fl.IntVar(&c.limits.BlocksPerSecond, "blocks-per-second", d.BlocksPerSecond, "blocks read from one connection per second; more wait, and a client\n"+
 		"that piles up 256 waiting blocks is disconnected")
 	fl.IntVar(&c.newPerMinute, "new-queues-per-minute", engine.DefaultLimits.NewQueuesPerMinute, "NEW commands per connection per minute; more get ERR QUOTA")
+	fl.StringVar(&c.profile, "profile", "", "write a `kind` of Go profile while running: cpu, mem, block or mutex\n"+
+		"(for explaining a slow benchmark; costs speed, off in production)")
+	fl.StringVar(&c.profileDir, "profile-dir", ".", "`directory` --profile writes its file to (cpu.pprof, mem.pprof, ...)")
 	fl.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: smp-server start [flags]\n\nFlags:\n")
 		fl.PrintDefaults()
@@ -154,6 +160,9 @@ func parseStart(args []string, stderr io.Writer) (config, error) {
 	if _, err := parseLevel(c.logLevel); err != nil {
 		return c, err
 	}
+	if _, err := profileMode(c.profile); err != nil {
+		return c, err
+	}
 	return c, nil
 }
 
@@ -186,6 +195,13 @@ func start(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	level, _ := parseLevel(c.logLevel)
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if c.profile != "" {
+		mode, _ := profileMode(c.profile)
+		// Stopped (and the file written) on every return of start, after the
+		// log is flushed; NoShutdownHook leaves SIGINT/SIGTERM to the drain.
+		defer profile.Start(mode, profile.ProfilePath(c.profileDir), profile.NoShutdownHook, profile.Quiet).Stop()
+		log.Warn("profiling is on: the relay runs slower", "profile", c.profile, "dir", c.profileDir)
+	}
 	debug := level == slog.LevelDebug
 	if debug {
 		log.Warn("debug logging is on: client data (queue IDs, addresses, commands) will be logged; do not use in production")
@@ -274,6 +290,21 @@ func start(args []string, stdout, stderr io.Writer) int {
 	}
 	log.Info("stopped")
 	return 0
+}
+
+// profileMode maps --profile to a pkg/profile option.
+func profileMode(s string) (func(*profile.Profile), error) {
+	switch s {
+	case "", "cpu":
+		return profile.CPUProfile, nil
+	case "mem":
+		return profile.MemProfile, nil
+	case "block":
+		return profile.BlockProfile, nil
+	case "mutex":
+		return profile.MutexProfile, nil
+	}
+	return nil, fmt.Errorf("--profile %q: must be cpu, mem, block or mutex", s)
 }
 
 // openStore opens the store --store names. The wal lives in DIR/wal.
