@@ -16,6 +16,9 @@ type metricsSource struct {
 	Server  *engine.Server
 	Log     *wal.Log // nil with --store memory
 	KeyType string   // the transport key's kind
+	// Draining reports that a SIGTERM/SIGINT drain has begun (/healthz then
+	// answers 503 so a load balancer stops sending); nil means never.
+	Draining func() bool
 }
 
 // startMetrics serves /metrics and /healthz on addr until stop is called.
