@@ -156,6 +156,15 @@ func (e *env) addContact(name string, ct *Contact) error {
 	})
 }
 
+// contact reads the state file and returns the contact called name.
+func (e *env) contact(name string) (*Contact, error) {
+	s, err := e.st.load()
+	if err != nil {
+		return nil, err
+	}
+	return s.contact(name)
+}
+
 // setContact replaces the queues of an existing contact.
 func (e *env) setContact(name string, recv *client.RecipientQueue, send *client.SenderQueue) error {
 	return e.st.update(func(s *State) error {
@@ -352,11 +361,7 @@ func acceptFlags(fs *flag.FlagSet) func(*env, []string) error {
 // accept secures the queue NAME sends to with the first confirmation that
 // opens, connecting to a reply queue offered in it.
 func accept(e *env, name string, wait, printInfo bool) error {
-	s, err := e.st.load()
-	if err != nil {
-		return err
-	}
-	ct, err := s.contact(name)
+	ct, err := e.contact(name)
 	if err != nil {
 		return err
 	}
@@ -367,17 +372,11 @@ func accept(e *env, name string, wait, printInfo bool) error {
 	case q.Secured:
 		return fmt.Errorf("the queue %s sends to is already secured", name)
 	}
-	c, err := e.dial(q.Server)
+	c, got, err := e.subscribe(q)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	ctx, cancel := e.step()
-	got, err := q.Subscribe(ctx, c)
-	cancel()
-	if err != nil {
-		return err
-	}
 	if !got && !wait {
 		return errNoConfirmation
 	}
@@ -461,6 +460,21 @@ func acceptInfo(e *env, name string, info []byte, wantReply, printInfo bool) err
 	return nil
 }
 
+// subscribe connects to q's server and subscribes to q; got reports that a
+// message arrived with the answer. The caller closes c.
+func (e *env) subscribe(q *client.RecipientQueue) (c *client.Conn, got bool, err error) {
+	if c, err = e.dial(q.Server); err != nil {
+		return nil, false, err
+	}
+	ctx, cancel := e.step()
+	defer cancel()
+	if got, err = q.Subscribe(ctx, c); err != nil {
+		c.Close()
+		return nil, false, err
+	}
+	return c, got, nil
+}
+
 // nextMessage waits for the next message on q, turning END and a lost
 // subscription into errors.
 func nextMessage(ctx context.Context, c *client.Conn, q *client.RecipientQueue) (client.Message, error) {
@@ -504,11 +518,7 @@ func runSend(e *env, args []string) error {
 		}
 		msg = b
 	}
-	s, err := e.st.load()
-	if err != nil {
-		return err
-	}
-	ct, err := s.contact(name)
+	ct, err := e.contact(name)
 	if err != nil {
 		return err
 	}
@@ -544,11 +554,7 @@ func receiveFlags(fs *flag.FlagSet) func(*env, []string) error {
 }
 
 func receive(e *env, name string, follow bool) error {
-	s, err := e.st.load()
-	if err != nil {
-		return err
-	}
-	ct, err := s.contact(name)
+	ct, err := e.contact(name)
 	if err != nil {
 		return err
 	}
@@ -559,17 +565,11 @@ func receive(e *env, name string, follow bool) error {
 	case !q.Secured:
 		return fmt.Errorf("the queue %s sends to is not secured yet: run 'smp accept %s' first", name, name)
 	}
-	c, err := e.dial(q.Server)
+	c, got, err := e.subscribe(q)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	ctx, cancel := e.step()
-	got, err := q.Subscribe(ctx, c)
-	cancel()
-	if err != nil {
-		return err
-	}
 	if !got && !follow {
 		e.notef("no messages from %s", name)
 		return nil
@@ -615,11 +615,7 @@ func receive(e *env, name string, follow bool) error {
 
 func runSuspend(e *env, args []string) error {
 	name := args[0]
-	s, err := e.st.load()
-	if err != nil {
-		return err
-	}
-	ct, err := s.contact(name)
+	ct, err := e.contact(name)
 	if err != nil {
 		return err
 	}
@@ -646,11 +642,7 @@ func runSuspend(e *env, args []string) error {
 
 func runDelete(e *env, args []string) error {
 	name := args[0]
-	s, err := e.st.load()
-	if err != nil {
-		return err
-	}
-	ct, err := s.contact(name)
+	ct, err := e.contact(name)
 	if err != nil {
 		return err
 	}
