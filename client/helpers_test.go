@@ -2,32 +2,16 @@ package client
 
 import (
 	"context"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/smprelay/smprelay/internal/smptest"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	smptest.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { smptest.Main(m) }
 
-// guard is the test's context, ending a little before the test binary's
-// own deadline so that a hang fails with a message rather than a panic. It is
-// a guard against hanging, not a performance limit.
-func guard(t *testing.T) context.Context {
-	t.Helper()
-	ctx := t.Context()
-	if dl, ok := t.Deadline(); ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, dl.Add(-5*time.Second))
-		t.Cleanup(cancel)
-	}
-	return ctx
-}
+// guard bounds a test's waits; see smptest.Guard.
+func guard(t *testing.T) context.Context { return smptest.Guard(t) }
 
 // fastOptions reconnect at once and keep the defaults otherwise.
 func fastOptions(fp string) Options {

@@ -23,25 +23,10 @@ import (
 	"github.com/smprelay/smprelay/internal/smptest"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	smptest.Cleanup()
-	smptest.CleanupCommands()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { smptest.Main(m) }
 
-// guard ends a little before the test binary's deadline, so that a hang
-// fails with a message; it is not a performance limit.
-func guard(t *testing.T) context.Context {
-	t.Helper()
-	ctx := t.Context()
-	if dl, ok := t.Deadline(); ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, dl.Add(-5*time.Second))
-		t.Cleanup(cancel)
-	}
-	return ctx
-}
+// guard bounds a test's waits; see smptest.Guard.
+func guard(t *testing.T) context.Context { return smptest.Guard(t) }
 
 // relay is a server behind a recording proxy, and a folder for the smp
 // processes to run in.
