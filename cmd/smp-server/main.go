@@ -326,7 +326,6 @@ func reload(cur *resolved, sf startFlags, e *engine.Engine, srv *engine.Server, 
 		return cur
 	}
 	srv.SetConnLimits(m.cfg.connLimits())
-	level.Set(parseLevel(m.cfg.logLevel))
 	changed := "nothing"
 	if len(live) > 0 {
 		changed = strings.Join(live, ", ")
@@ -338,6 +337,8 @@ func reload(cur *resolved, sf startFlags, e *engine.Engine, srv *engine.Server, 
 	if len(restart) > 0 {
 		log.Warn("reload: changed options that take effect only after a restart", "options", strings.Join(restart, ", "))
 	}
+	// Last, so that the lines above are logged at the level they were sent under.
+	level.Set(parseLevel(m.cfg.logLevel))
 	return m
 }
 
