@@ -7,7 +7,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -254,4 +256,41 @@ func TestDrainRefusesNewConnections(t *testing.T) {
 		t.Fatalf("exit status %d, want 0 after a complete drain:\n%s", code, s.Stderr())
 	}
 	t.Logf("%d of %d SUBs answered before the drain closed the connection", n, subs)
+}
+
+// TestMetricsListenOption: metrics-listen PORT binds loopback and its line
+// follows the listening line; a non-loopback address is warned about; an
+// address that cannot be bound stops the start.
+func TestMetricsListenOption(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	s := smptest.StartServer(t, "--key-type", "x25519", "--store", "memory", "--metrics-listen", "0")
+	waitOutput(t, ctx, s, "smp-server: metrics on ", 1)
+	lines := strings.Split(s.Stdout(), "\n")
+	if len(lines) < 2 || !strings.HasPrefix(lines[0], "smp-server: listening on ") ||
+		!strings.HasPrefix(lines[1], "smp-server: metrics on 127.0.0.1:") || strings.HasSuffix(lines[1], ":0") {
+		t.Fatalf("stdout %q: want the listening line, then metrics on 127.0.0.1 with a real port", s.Stdout())
+	}
+	if strings.Contains(s.Stderr(), "reachable from the network") {
+		t.Fatalf("loopback metrics warned about:\n%s", s.Stderr())
+	}
+
+	open := smptest.StartServer(t, "--key-type", "x25519", "--store", "memory", "--metrics-listen", "0.0.0.0:0")
+	waitOutput(t, ctx, open, "smp-server: metrics on ", 1)
+	if !strings.Contains(open.Stderr(), "metrics are reachable from the network") {
+		t.Fatalf("no warning for metrics on 0.0.0.0:\n%s", open.Stderr())
+	}
+
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	cmd := exec.Command(smptest.BuildServer(t), "start", "--data", t.TempDir(), "--listen", "127.0.0.1:0",
+		"--key-type", "x25519", "--store", "memory", "--metrics-listen", taken.Addr().String())
+	out, err := cmd.CombinedOutput()
+	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(string(out), "metrics-listen "+taken.Addr().String()) ||
+		strings.Contains(string(out), "listening on") {
+		t.Fatalf("metrics address in use: exit %d (%v), want 1 with a message naming metrics-listen and no listening line:\n%s", code, err, out)
+	}
 }

@@ -333,7 +333,7 @@ func printUsage(w io.Writer, cmd string, fl *flag.FlagSet) {
 		if o.live {
 			live = " (live)"
 		}
-		fmt.Fprintf(w, "  --%s %s  (default %q; %s)%s\n", o.name, placeholder(o.kind), o.def, o.envName(), live)
+		fmt.Fprintf(w, "  --%s %s  (default %s; %s)%s\n", o.name, placeholder(o.kind), formatValue(o.kind, o.def), o.envName(), live)
 		for _, l := range strings.Split(o.usage, "\n") {
 			fmt.Fprintf(w, "        %s\n", l)
 		}
