@@ -411,7 +411,11 @@ func resolve(sf startFlags, getenv func(string) string, readFile func(string) ([
 		for _, e := range entries {
 			i := optionIndex(e.key)
 			if i < 0 {
-				return r, fmt.Errorf("%s:%d: unknown option %q (see smp-server start -h)", path, e.line, e.key)
+				hint := "see smp-server start -h"
+				if alt := strings.ReplaceAll(e.key, "_", "-"); optionIndex(alt) >= 0 {
+					hint = "did you mean " + alt + "?"
+				}
+				return r, fmt.Errorf("%s:%d: unknown option %q (%s)", path, e.line, e.key, hint)
 			}
 			if want := options[i].kind == kInt; e.quoted == want {
 				if want {

@@ -236,7 +236,8 @@ func TestMetricsListen(t *testing.T) {
 // the wrong kind name the file and line.
 func TestConfigFileErrors(t *testing.T) {
 	cases := []struct{ text, want string }{
-		{"quota = 5\nqouta = 6\n", `/c:2: unknown option "qouta"`},
+		{"quota = 5\nqouta = 6\n", `/c:2: unknown option "qouta" (see smp-server start -h)`},
+		{"max_conns = 6\n", `/c:1: unknown option "max_conns" (did you mean max-conns?)`},
 		{"quota = \"5\"\n", "/c:1: quota is an integer: write it without quotes"},
 		{"message-ttl = 5\n", "/c:1: message-ttl is a string: write it in double quotes"},
 		{"listen = 127.0.0.1:1\n", "/c:1: listen: value \"127.0.0.1:1\" is neither"},
