@@ -107,6 +107,26 @@ func TestReloadSIGHUP(t *testing.T) {
 	checkSeq(t, "still quota 4", sendN(7, 1), errResp("s7", sid, codec.ErrQuota))
 }
 
+// TestReloadConnLimits: a connection limit lowered on SIGHUP applies to the
+// next connection, and closes none that are open.
+func TestReloadConnLimits(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	dir := t.TempDir()
+	writeConfig(t, dir, "key-type = \"x25519\"\nstore = \"memory\"\nmax-conns = 100\n")
+	s := smptest.StartServerIn(t, dir)
+	a, b := dial(t, ctx, s), dial(t, ctx, s)
+	writeConfig(t, dir, "key-type = \"x25519\"\nstore = \"memory\"\nmax-conns = 2\n")
+	hup(t, s)
+	waitOutput(t, ctx, s, `changed="max-conns 100 -> 2"`, 1)
+	if c, err := smptest.Dial(ctx, s.Addr, s.Fingerprint); err == nil {
+		c.Close()
+		t.Fatal("a third connection was served with max-conns 2")
+	}
+	ping(t, ctx, a, "a")
+	ping(t, ctx, b, "b")
+}
+
 // TestDrainSIGTERM: SIGTERM while a client pipelines SENDs under fsync
 // always. Every SEND the server took in is answered before the connection
 // closes (its reply may have been held for the log), no reply is missing
