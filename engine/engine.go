@@ -30,7 +30,9 @@ var DefaultLimits = Limits{Quota: 128, MessageTTL: 21 * 24 * time.Hour, Suspende
 // receives the responses. All methods are safe for concurrent use; the queue
 // map is sharded and each queue has its own lock.
 type Engine struct {
-	limits  Limits
+	// limits is replaced whole by SetLimits (smp-server's signal goroutine,
+	// on SIGHUP) and read without a lock by every command.
+	limits  atomic.Pointer[Limits]
 	blockSz int
 	now     func() time.Time
 	store   Store
@@ -63,24 +65,11 @@ func New(o Options) (*Engine, error) {
 		return nil, fmt.Errorf("engine: block size %d is not a power of two in [%d, %d]",
 			o.BlockSize, codec.MinBlockSize, codec.MaxBlockSize)
 	}
-	l := o.Limits
-	if l.Quota == 0 {
-		l.Quota = DefaultLimits.Quota
-	}
-	if l.MessageTTL == 0 {
-		l.MessageTTL = DefaultLimits.MessageTTL
-	}
-	if l.SuspendedTTL == 0 {
-		l.SuspendedTTL = DefaultLimits.SuspendedTTL
-	}
-	if l.NewQueuesPerMinute == 0 {
-		l.NewQueuesPerMinute = DefaultLimits.NewQueuesPerMinute
-	}
-	if l.Quota < 0 || l.MessageTTL < 0 || l.SuspendedTTL < 0 || l.NewQueuesPerMinute < 0 {
-		return nil, errors.New("engine: quota and TTLs must be positive")
+	l, err := o.Limits.withDefaults()
+	if err != nil {
+		return nil, err
 	}
 	e := &Engine{
-		limits:  l,
 		blockSz: o.BlockSize,
 		now:     o.Now,
 		store:   o.Store,
@@ -88,6 +77,7 @@ func New(o Options) (*Engine, error) {
 		debug:   o.LogClientData,
 		queues:  newQueueMap(),
 	}
+	e.limits.Store(&l)
 	if e.now == nil {
 		e.now = time.Now
 	}
@@ -104,6 +94,44 @@ func New(o Options) (*Engine, error) {
 		return nil, fmt.Errorf("engine: attaching the store: %w", err)
 	}
 	return e, nil
+}
+
+// withDefaults fills zero fields from DefaultLimits and rejects negative ones.
+func (l Limits) withDefaults() (Limits, error) {
+	if l.Quota == 0 {
+		l.Quota = DefaultLimits.Quota
+	}
+	if l.MessageTTL == 0 {
+		l.MessageTTL = DefaultLimits.MessageTTL
+	}
+	if l.SuspendedTTL == 0 {
+		l.SuspendedTTL = DefaultLimits.SuspendedTTL
+	}
+	if l.NewQueuesPerMinute == 0 {
+		l.NewQueuesPerMinute = DefaultLimits.NewQueuesPerMinute
+	}
+	if l.Quota < 0 || l.MessageTTL < 0 || l.SuspendedTTL < 0 || l.NewQueuesPerMinute < 0 {
+		return l, errors.New("engine: quota and TTLs must be positive")
+	}
+	return l, nil
+}
+
+// Limits returns the limits in force. Safe for concurrent use.
+func (e *Engine) Limits() Limits { return *e.limits.Load() }
+
+// SetLimits replaces the limits in force; zero fields take DefaultLimits.
+// Safe from any goroutine (smp-server calls it from its signal goroutine on
+// SIGHUP). A command that already read the limits finishes under the old
+// ones. A lowered quota deletes nothing: SEND gets ERR QUOTA until the queue
+// is below it. A lowered TTL applies at the next expiry sweep. A connection's
+// NEW bucket keeps its tokens and refills at the new rate up to the new size.
+func (e *Engine) SetLimits(l Limits) error {
+	l, err := l.withDefaults()
+	if err != nil {
+		return err
+	}
+	e.limits.Store(&l)
+	return nil
 }
 
 // BlockSize returns the transport block size the engine was built for.
@@ -220,8 +248,9 @@ func (e *Engine) recipientQueue(t *codec.Transmission) *queue {
 // frees the subscriber for the next one. The server calls it periodically;
 // tests call it with an injected clock.
 func (e *Engine) Expire(now time.Time) {
-	msgCutoff := now.Add(-e.limits.MessageTTL).Unix()
-	suspCutoff := now.Add(-e.limits.SuspendedTTL).Unix()
+	lim := e.limits.Load()
+	msgCutoff := now.Add(-lim.MessageTTL).Unix()
+	suspCutoff := now.Add(-lim.SuspendedTTL).Unix()
 	e.queues.each(func(q *queue) {
 		var push *Session
 		var seq uint64

@@ -123,6 +123,22 @@ func (r *registry) remove(c *conn) {
 	s.mu.Unlock()
 }
 
+// each calls f for every open connection, outside the shard locks.
+func (r *registry) each(f func(c *conn)) {
+	var all []*conn
+	for i := range r.shards {
+		s := &r.shards[i]
+		s.mu.Lock()
+		for c := range s.m {
+			all = append(all, c)
+		}
+		s.mu.Unlock()
+	}
+	for _, c := range all {
+		f(c)
+	}
+}
+
 // idle closes every open connection whose last block came before cutoff
 // (Unix nanoseconds). Close is safe from this goroutine (gnet queues it to the
 // connection's loop).

@@ -45,6 +45,12 @@ type Server struct {
 	once   sync.Once
 	conns  registry      // open connections, for MaxConns and the idle sweep
 	ids    atomic.Uint64 // connection numbers, for the registry's shards
+
+	// lim is replaced whole by SetConnLimits and read without a lock by the
+	// loops; limChanged tells expireLoop to re-arm its idle sweep.
+	lim        atomic.Pointer[ConnLimits]
+	limChanged chan struct{}
+	draining   atomic.Bool // set once by Drain; read by every loop
 }
 
 // NewServer returns a Server for the engine and key in o.
@@ -65,11 +71,31 @@ func NewServer(o ServerOptions) (*Server, error) {
 	bs := o.Engine.BlockSize()
 	h := codec.ServerHello{MinVersion: codec.ProtocolVersion, MaxVersion: codec.ProtocolVersion,
 		BlockSize: uint32(bs), Key: o.Key.Public().Bytes()}
-	s := &Server{o: o, e: o.Engine, log: o.Logger, hello: h.Append(nil), closed: make(chan struct{})}
+	s := &Server{o: o, e: o.Engine, log: o.Logger, hello: h.Append(nil), closed: make(chan struct{}),
+		limChanged: make(chan struct{}, 1)}
+	s.lim.Store(&o.Limits)
 	s.pool.New = func() any {
 		return &worker{parser: codec.NewParser(codec.ServerSide, bs), w: NewWriter(bs)}
 	}
 	return s, nil
+}
+
+// ConnLimits returns the connection limits in force, defaults filled in.
+// Safe for concurrent use.
+func (s *Server) ConnLimits() ConnLimits { return *s.lim.Load() }
+
+// SetConnLimits replaces the connection limits; zero fields take
+// DefaultConnLimits. Safe from any goroutine (smp-server calls it from its
+// signal goroutine on SIGHUP). Each loop sees the new limits at its next
+// event. A lowered MaxConns refuses new connections until enough have
+// closed; it closes none that are open.
+func (s *Server) SetConnLimits(l ConnLimits) {
+	l = l.withDefaults()
+	s.lim.Store(&l)
+	select {
+	case s.limChanged <- struct{}{}:
+	default: // expireLoop has one pending already: it reads the latest
+	}
 }
 
 // worker is the scratch space of one OnTraffic call, taken from a pool so
@@ -102,6 +128,11 @@ type conn struct {
 	sess     *Session
 	timer    *time.Timer
 	send     func([]byte) error // gc.Write as a value made once, so batches do not allocate
+
+	// Drain states, owned by the loop: drained once the blocks that were read
+	// before the drain have been processed (later ones are dropped unread);
+	// finSent once every reply has left and the write side is shut.
+	drained, finSent bool
 }
 
 func (c *conn) write(b []byte) error {
@@ -157,24 +188,41 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return eng.Stop(ctx)
 }
 
-// expireLoop runs the TTL sweep and the idle-connection sweep.
+// expireLoop runs the TTL sweep and the idle-connection sweep; it re-arms
+// the idle sweep when SetConnLimits changes IdleTimeout.
 func (s *Server) expireLoop() {
 	expire := time.NewTicker(s.o.ExpireEvery)
 	defer expire.Stop()
+	var idleT *time.Ticker
 	var idle <-chan time.Time
-	if d := s.o.Limits.IdleTimeout; d > 0 {
-		t := time.NewTicker(min(d/4, 5*time.Second))
-		defer t.Stop()
-		idle = t.C
+	arm := func() {
+		if idleT != nil {
+			idleT.Stop()
+			idleT, idle = nil, nil
+		}
+		if d := s.lim.Load().IdleTimeout; d > 0 {
+			idleT = time.NewTicker(min(d/4, 5*time.Second))
+			idle = idleT.C
+		}
 	}
+	arm()
+	defer func() {
+		if idleT != nil {
+			idleT.Stop()
+		}
+	}()
 	for {
 		select {
 		case <-s.closed:
 			return
+		case <-s.limChanged:
+			arm()
 		case <-expire.C:
 			s.e.Expire(s.e.now())
 		case now := <-idle:
-			s.conns.idle(now.Add(-s.o.Limits.IdleTimeout).UnixNano())
+			if d := s.lim.Load().IdleTimeout; d > 0 {
+				s.conns.idle(now.Add(-d).UnixNano())
+			}
 		}
 	}
 }
@@ -228,7 +276,10 @@ func boundAddr(eng gnet.Engine) (net.Addr, error) {
 }
 
 func (h *handler) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
-	if h.s.conns.open.Add(1) > int64(h.s.o.Limits.MaxConns) {
+	if h.s.draining.Load() {
+		return nil, gnet.Close // draining: no new connections
+	}
+	if h.s.conns.open.Add(1) > int64(h.s.lim.Load().MaxConns) {
 		h.s.conns.open.Add(-1)
 		return nil, gnet.Close // no context: OnClose leaves the count alone
 	}
@@ -280,6 +331,15 @@ func (h *handler) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 			action = gnet.Close
 		}
 	}()
+	draining := h.s.draining.Load()
+	if draining {
+		if c.phase.Load() == phaseHello {
+			return gnet.Close // no command was read from it: nothing to answer
+		}
+		if c.finSent {
+			return h.s.lingering(c)
+		}
+	}
 	if c.phase.Load() == phaseHello {
 		done, ok := h.s.handshake(c)
 		if !ok {
@@ -295,10 +355,16 @@ func (h *handler) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 		wk.w.welcome()
 	}
 	bs := h.s.e.blockSz
-	lim := &h.s.o.Limits
+	lim := h.s.lim.Load()
 	now := time.Now().UnixNano()
+	if c.drained {
+		// Read after the drain began: dropped unanswered, and never stored.
+		_, _ = gc.Discard(gc.InboundBuffered())
+	}
+	// The drain's last pass answers every whole block already read, at any rate.
+	final := draining && !c.drained
 	for gc.InboundBuffered() >= bs {
-		if ok, wait := c.rate.take(lim.BlocksPerSecond, now); !ok {
+		if ok, wait := c.rate.take(lim.BlocksPerSecond, now); !ok && !final {
 			if gc.InboundBuffered() > lim.MaxInboundBlocks*bs {
 				action = gnet.Close // flooding far beyond the rate
 			} else {
@@ -321,15 +387,79 @@ func (h *handler) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 		c.sess.Process(plain, wk.parser, &wk.t, wk.w)
 		_, _ = gc.Discard(bs)
 	}
+	if final {
+		c.drained = true
+		_, _ = gc.Discard(gc.InboundBuffered()) // a partial block: never answered
+	}
 	c.sess.Drain(wk.w)
 	if err := wk.w.Finish(); err != nil || gc.OutboundBuffered() > lim.MaxOutbound {
 		// The client does not read what it is sent: drop it rather than grow.
 		action = gnet.Close
 	}
+	if c.drained && action == gnet.None && len(c.sess.heldAt) == 0 && gc.OutboundBuffered() == 0 {
+		// Every reply is with the kernel: send FIN after them, so the client
+		// reads them all and then EOF, and wait (lingering) for it to close.
+		if syscall.Shutdown(gc.Fd(), syscall.SHUT_WR) != nil {
+			action = gnet.Close
+		}
+		c.finSent = true
+	}
 	wk.w.Seal, wk.w.Send = nil, nil
 	wk.t = codec.Transmission{}
 	h.s.pool.Put(wk)
 	return action
+}
+
+// lingering handles a drained connection whose write side is shut: what the
+// client sends is dropped, and the connection closes once the client has
+// acknowledged every byte sent to it (then closing cannot lose a reply, even
+// if unread input makes the kernel answer with a reset) or when the client
+// closes its side (gnet sees EOF).
+func (s *Server) lingering(c *conn) gnet.Action {
+	_, _ = c.gc.Discard(c.gc.InboundBuffered())
+	if unacked(c.gc.Fd()) == 0 {
+		return gnet.Close
+	}
+	return gnet.None
+}
+
+// Draining reports whether Drain has begun. Safe for concurrent use.
+func (s *Server) Draining() bool { return s.draining.Load() }
+
+// drainPoll is how often Drain wakes the open connections: gnet reports no
+// "written" or "acknowledged" event, so each connection checks its own.
+const drainPoll = 10 * time.Millisecond
+
+// Drain shuts the server down without losing a reply: new connections are
+// closed at once; each open one processes every whole block it had already
+// read, drops what arrives later unread, sends every reply (a reply held for
+// the log leaves once its record is durable), shuts its write side, and
+// closes once the client has acknowledged everything or closed. When ctx
+// ends first the remaining connections are closed as they are and Drain
+// returns an error saying how many. Then the event loops stop and Serve
+// returns. Safe from any goroutine; the store must stay open until Serve has
+// returned.
+func (s *Server) Drain(ctx context.Context) error {
+	s.draining.Store(true)
+	tick := time.NewTicker(drainPoll)
+	defer tick.Stop()
+	var err error
+wait:
+	for s.conns.open.Load() > 0 {
+		s.conns.each(func(c *conn) { c.wake() })
+		select {
+		case <-ctx.Done():
+			err = fmt.Errorf("engine: drain cut short with %d connections open: %w", s.conns.open.Load(), ctx.Err())
+			break wait
+		case <-s.closed: // Serve has returned
+			break wait
+		case <-tick.C:
+		}
+	}
+	if serr := s.Shutdown(context.WithoutCancel(ctx)); serr != nil && err == nil {
+		err = serr
+	}
+	return err
 }
 
 // handshake reads the client hello (SPEC §3.2). It reports done once the

@@ -62,13 +62,13 @@ type Session struct {
 // its loop. Safe for concurrent use.
 func (e *Engine) NewSession(wake func()) *Session {
 	e.sessions.Add(1)
-	return &Session{e: e, wake: wake, newTokens: float64(e.limits.NewQueuesPerMinute), newAt: e.now().UnixNano()}
+	return &Session{e: e, wake: wake, newTokens: float64(e.limits.Load().NewQueuesPerMinute), newAt: e.now().UnixNano()}
 }
 
 // allowNew takes a token from the NEW bucket, refilled at
 // NewQueuesPerMinute per minute up to that many.
 func (s *Session) allowNew() bool {
-	limit := float64(s.e.limits.NewQueuesPerMinute)
+	limit := float64(s.e.limits.Load().NewQueuesPerMinute)
 	now := s.e.now().UnixNano()
 	if now > s.newAt {
 		s.newTokens = min(limit, s.newTokens+limit*float64(now-s.newAt)/float64(time.Minute))
@@ -508,7 +508,7 @@ func (s *Session) cmdSend(t *codec.Transmission, w *Writer) {
 		s.fail(t, codec.ErrAuth, w)
 		return
 	}
-	if q.msgs.len() >= s.e.limits.Quota {
+	if q.msgs.len() >= s.e.limits.Load().Quota {
 		q.mu.Unlock()
 		s.fail(t, codec.ErrQuota, w)
 		return

@@ -1,10 +1,19 @@
 // Command smp-server runs an SMP relay (SPEC §11):
 //
-//	smp-server start --data DIR --listen HOST:PORT [flags]
+//	smp-server init        [--data DIR] [--config FILE] [option flags]
+//	smp-server start       [--data DIR] [--listen HOST:PORT] [--config FILE] [option flags] [--print-config]
+//	smp-server fingerprint [--data DIR] [--host NAME[:PORT]]
+//	smp-server version
 //
-// It creates DIR and a server transport key when they are absent, writes the
-// key's fingerprint to DIR/fingerprint, prints "listening on HOST:PORT" once
-// it accepts connections, and on SIGTERM or SIGINT stops and exits 0.
+// start creates DIR and a server transport key when they are absent, writes
+// the key's fingerprint to DIR/fingerprint, prints "listening on HOST:PORT"
+// once it accepts connections, on SIGHUP re-reads its configuration and
+// applies the options that can change live, and on SIGTERM or SIGINT drains
+// (answers what is in flight), flushes its log and exits 0.
+//
+// Every option comes from one table (options.go): a flag, an SMP_
+// environment variable and a config file key (conffile.go), with the
+// precedence flag > environment > file > default.
 package main
 
 import (
@@ -20,6 +29,10 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -32,10 +45,15 @@ import (
 const usage = `smp-server runs a Simplex Messaging Protocol relay.
 
 Usage:
-  smp-server start [flags]   start the relay (creates the data directory and key if absent)
-  smp-server help            show this help
+  smp-server init [flags]          create the data directory, the transport key and a
+                                   commented config file with every option
+  smp-server start [flags]         start the relay (creates the data directory and key if
+                                   absent; --print-config shows the configuration and exits)
+  smp-server fingerprint [flags]   print the key's fingerprint and the server line of an invitation
+  smp-server version               print the version, the Go version and the protocol version
+  smp-server help                  show this help
 
-Run 'smp-server start -h' for the flags of start.
+Run 'smp-server start -h' for the options (flags, SMP_ environment variables, config keys).
 `
 
 func main() {
@@ -50,6 +68,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "start":
 		return start(args[1:], stdout, stderr)
+	case "init":
+		return initCmd(args[1:], stdout, stderr)
+	case "fingerprint":
+		return fingerprintCmd(args[1:], stdout, stderr)
+	case "version":
+		return versionCmd(stdout)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -59,152 +83,71 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 }
 
-// config is what start's flags say.
-type config struct {
-	data             string
-	listen           string
-	blockSize        int
-	fsync            string
-	fsyncInterval    time.Duration
-	store            string
-	quota            int
-	messageTTL       time.Duration
-	suspendedTTL     time.Duration
-	handshakeTimeout time.Duration
-	keyType          string
-	logLevel         string
-	limits           engine.ConnLimits
-	newPerMinute     int
-	profile          string // cpu, mem, block, mutex or empty
-	profileDir       string
-}
-
-func parseStart(args []string, stderr io.Writer) (config, error) {
-	var c config
-	fl := flag.NewFlagSet("smp-server start", flag.ContinueOnError)
-	fl.SetOutput(stderr)
-	fl.StringVar(&c.data, "data", "data", "data `directory`: server key, fingerprint, the log in wal/ (created 0700 if absent)")
-	fl.StringVar(&c.listen, "listen", "0.0.0.0:5223", "TCP `address` to listen on, HOST:PORT (PORT 0 picks a free port)")
-	fl.IntVar(&c.blockSize, "block-size", codec.DefaultBlockSize, "transport block `bytes`: a power of two from 4096 to 65536")
-	fl.StringVar(&c.store, "store", "wal", "where state is kept: wal (a write-ahead log in DIR/wal: queues and messages\n"+
-		"survive restarts and crashes) or memory (nothing survives a restart)")
-	fl.StringVar(&c.fsync, "fsync", "always", "durability of the wal store:\n"+
-		"always    a NEW/KEY/OFF/DEL/SEND/ACK is answered only once its log record is fsynced\n"+
-		"          (group commit): kill -9 or power loss loses nothing that was answered\n"+
-		"interval  answer at once, fsync every --fsync-interval: kill -9 loses at most what\n"+
-		"          was not yet written (microseconds); power loss up to the last interval\n"+
-		"never     answer at once, never fsync while running (only at compaction and\n"+
-		"          shutdown): kill -9 loses at most what was not yet written; power loss\n"+
-		"          anything the kernel had not written back")
-	fl.DurationVar(&c.fsyncInterval, "fsync-interval", wal.DefaultSyncInterval, "how often --fsync interval fsyncs the log")
-	fl.IntVar(&c.quota, "quota", engine.DefaultLimits.Quota, "messages a queue may hold before SEND gets ERR QUOTA")
-	fl.DurationVar(&c.messageTTL, "message-ttl", engine.DefaultLimits.MessageTTL, "delete stored messages older than this")
-	fl.DurationVar(&c.suspendedTTL, "suspended-ttl", engine.DefaultLimits.SuspendedTTL, "delete queues suspended (OFF) for longer than this")
-	fl.DurationVar(&c.handshakeTimeout, "handshake-timeout", 10*time.Second, "close connections whose client hello is not complete by then")
-	fl.StringVar(&c.keyType, "key-type", "mlkem768x25519", "transport key kind when the key is created: mlkem768x25519, x25519 or rsa")
-	fl.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error; only debug logs client data (IDs, addresses, commands)")
-	d := engine.DefaultConnLimits
-	fl.IntVar(&c.limits.MaxConns, "max-conns", 0, "open connections at most; 0 means the open-file limit less 64")
-	fl.DurationVar(&c.limits.IdleTimeout, "idle-timeout", d.IdleTimeout, "close connections that send no block for this long (clients PING to stay)")
-	fl.IntVar(&c.limits.MaxOutbound, "max-outbound", d.MaxOutbound, "`bytes` waiting for a client that does not read before it is disconnected")
-	fl.IntVar(&c.limits.BlocksPerSecond, "blocks-per-second", d.BlocksPerSecond, "blocks read from one connection per second; more wait, and a client\n"+
-		"that piles up 256 waiting blocks is disconnected")
-	fl.IntVar(&c.newPerMinute, "new-queues-per-minute", engine.DefaultLimits.NewQueuesPerMinute, "NEW commands per connection per minute; more get ERR QUOTA")
-	fl.StringVar(&c.profile, "profile", "", "write a `kind` of Go profile while running: cpu, mem, block or mutex\n"+
-		"(for explaining a slow benchmark; costs speed, off in production)")
-	fl.StringVar(&c.profileDir, "profile-dir", ".", "`directory` --profile writes its file to (cpu.pprof, mem.pprof, ...)")
-	fl.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: smp-server start [flags]\n\nFlags:\n")
-		fl.PrintDefaults()
-	}
-	if err := fl.Parse(args); err != nil {
-		return c, err
-	}
-	if fl.NArg() > 0 {
-		return c, fmt.Errorf("unexpected argument %q", fl.Arg(0))
-	}
-	switch {
-	case !codec.ValidBlockSize(c.blockSize):
-		return c, fmt.Errorf("--block-size %d: must be a power of two from %d to %d", c.blockSize, codec.MinBlockSize, codec.MaxBlockSize)
-	case c.fsync != "always" && c.fsync != "interval" && c.fsync != "never":
-		return c, fmt.Errorf("--fsync %q: must be always, interval or never", c.fsync)
-	case c.fsyncInterval <= 0:
-		return c, fmt.Errorf("--fsync-interval %s: must be positive", c.fsyncInterval)
-	case c.store != "wal" && c.store != "memory":
-		return c, fmt.Errorf("--store %q: must be wal or memory", c.store)
-	case c.quota <= 0:
-		return c, fmt.Errorf("--quota %d: must be at least 1", c.quota)
-	case c.messageTTL <= 0:
-		return c, fmt.Errorf("--message-ttl %s: must be positive", c.messageTTL)
-	case c.suspendedTTL <= 0:
-		return c, fmt.Errorf("--suspended-ttl %s: must be positive", c.suspendedTTL)
-	case c.handshakeTimeout <= 0:
-		return c, fmt.Errorf("--handshake-timeout %s: must be positive", c.handshakeTimeout)
-	case c.limits.MaxConns < 0:
-		return c, fmt.Errorf("--max-conns %d: must be 0 (automatic) or more", c.limits.MaxConns)
-	case c.limits.IdleTimeout <= 0:
-		return c, fmt.Errorf("--idle-timeout %s: must be positive", c.limits.IdleTimeout)
-	case c.limits.MaxOutbound < c.blockSize:
-		return c, fmt.Errorf("--max-outbound %d: must be at least one block (%d bytes)", c.limits.MaxOutbound, c.blockSize)
-	case c.limits.BlocksPerSecond <= 0:
-		return c, fmt.Errorf("--blocks-per-second %d: must be at least 1", c.limits.BlocksPerSecond)
-	case c.newPerMinute <= 0:
-		return c, fmt.Errorf("--new-queues-per-minute %d: must be at least 1", c.newPerMinute)
-	}
-	if _, err := codec.ParseKEMType(c.keyType); err != nil {
-		return c, fmt.Errorf("--key-type %q: must be mlkem768x25519, x25519 or rsa", c.keyType)
-	}
-	if _, _, err := net.SplitHostPort(c.listen); err != nil {
-		return c, fmt.Errorf("--listen %q: must be HOST:PORT", c.listen)
-	}
-	if _, err := parseLevel(c.logLevel); err != nil {
-		return c, err
-	}
-	if _, err := profileMode(c.profile); err != nil {
-		return c, err
-	}
-	return c, nil
-}
-
-func parseLevel(s string) (slog.Level, error) {
-	switch s {
-	case "debug":
-		return slog.LevelDebug, nil
-	case "info":
-		return slog.LevelInfo, nil
-	case "warn":
-		return slog.LevelWarn, nil
-	case "error":
-		return slog.LevelError, nil
-	}
-	return 0, fmt.Errorf("--log-level %q: must be debug, info, warn or error", s)
-}
-
-func start(args []string, stdout, stderr io.Writer) int {
-	c, err := parseStart(args, stderr)
+// configure parses cmd's flags and resolves the configuration. A non-negative
+// code means: return it (help was shown, or the configuration was rejected).
+func configure(cmd string, args []string, stderr io.Writer, readFile func(string) ([]byte, error)) (startFlags, *resolved, int) {
+	sf, err := parseFlags(cmd, args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
-		return 0
+		return sf, nil, 0
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "smp-server: %v\n", err)
-		return 2
+		return sf, nil, 2
 	}
+	r, err := resolve(sf, osEnv, readFile)
+	if err != nil {
+		for _, line := range strings.Split(err.Error(), "\n") {
+			fmt.Fprintf(stderr, "smp-server: %s\n", line)
+		}
+		return sf, nil, 2
+	}
+	return sf, r, -1
+}
+
+func start(args []string, stdout, stderr io.Writer) int {
+	sf, r, code := configure("start", args, stderr, readConfigFile)
+	if code >= 0 {
+		return code
+	}
+	if sf.printConfig {
+		r.printConfig(stdout)
+		return 0
+	}
+	return serve(sf, r, stdout, stderr)
+}
+
+// serve runs the relay until a signal drains it. Its goroutines: the caller's
+// runs the event loops (Serve); the signal goroutine owns the configuration
+// in force (cur) and handles SIGHUP, SIGTERM and SIGINT.
+func serve(sf startFlags, r *resolved, stdout, stderr io.Writer) int {
+	c := &r.cfg
 	// Caught from here on: a SIGTERM during a long log replay still ends in
-	// an orderly stop (the server shuts down as soon as it is up).
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	level, _ := parseLevel(c.logLevel)
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	// an orderly stop (the server drains as soon as it is up), and a SIGHUP
+	// is applied then.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+
+	var level slog.LevelVar
+	level.Set(parseLevel(c.logLevel))
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: &level}))
 	if c.profile != "" {
 		mode, _ := profileMode(c.profile)
-		// Stopped (and the file written) on every return of start, after the
+		// Stopped (and the file written) on every return of serve, after the
 		// log is flushed; NoShutdownHook leaves SIGINT/SIGTERM to the drain.
 		defer profile.Start(mode, profile.ProfilePath(c.profileDir), profile.NoShutdownHook, profile.Quiet).Stop()
 		log.Warn("profiling is on: the relay runs slower", "profile", c.profile, "dir", c.profileDir)
 	}
-	debug := level == slog.LevelDebug
-	if debug {
+	debugLog := c.logLevel == "debug"
+	if debugLog {
 		log.Warn("debug logging is on: client data (queue IDs, addresses, commands) will be logged; do not use in production")
+	}
+	if r.configSeen {
+		log.Info("configuration read", "file", r.configPath)
+	}
+	if c.metricsListen != "" && !loopback(c.metricsListen) {
+		log.Warn("metrics are reachable from the network: metrics-listen is not a loopback address; "+
+			"firewall it or bind 127.0.0.1", "metrics-listen", c.metricsListen)
 	}
 
 	// One server per data directory: the lock is released by the kernel
@@ -226,7 +169,7 @@ func start(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if !created && key.Public().Type().String() != c.keyType {
-		log.Info("using the existing server key; --key-type applies only when a key is created",
+		log.Info("using the existing server key; key-type applies only when a key is created",
 			"key-type", key.Public().Type().String())
 	}
 	fp := key.Public().Fingerprint()
@@ -235,18 +178,17 @@ func start(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 
-	store, err := openStore(c, log)
+	store, wlog, err := openStore(c, log)
 	if err != nil {
 		log.Error("opening the store", "err", err)
 		return 1
 	}
 	e, err := engine.New(engine.Options{
-		Store:     store,
-		BlockSize: c.blockSize,
-		Limits: engine.Limits{Quota: c.quota, MessageTTL: c.messageTTL, SuspendedTTL: c.suspendedTTL,
-			NewQueuesPerMinute: c.newPerMinute},
+		Store:         store,
+		BlockSize:     c.blockSize,
+		Limits:        c.engineLimits(),
 		Logger:        log,
-		LogClientData: debug,
+		LogClientData: debugLog,
 	})
 	if err != nil {
 		log.Error("starting the engine", "err", err)
@@ -254,8 +196,8 @@ func start(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	srv, err := engine.NewServer(engine.ServerOptions{
-		Engine: e, Key: key, HandshakeTimeout: c.handshakeTimeout, Logger: log, LogClientData: debug,
-		Limits: c.limits,
+		Engine: e, Key: key, HandshakeTimeout: c.handshakeTimeout, Logger: log, LogClientData: debugLog,
+		Limits: c.connLimits(),
 	})
 	if err != nil {
 		log.Error("starting the server", "err", err)
@@ -263,33 +205,336 @@ func start(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 
+	served := make(chan struct{})  // closed once Serve has returned
+	sigDone := make(chan struct{}) // closed once the signal goroutine has finished (and logged)
 	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(sctx); err != nil {
-			log.Error("shutting down", "err", err)
+		defer close(sigDone)
+		cur := r
+		for {
+			select {
+			case <-served:
+				return
+			case sig := <-sigs:
+				if sig == syscall.SIGHUP {
+					cur = reload(cur, sf, e, srv, &level, debugLog, log)
+					continue
+				}
+				drain(srv, sig, cur.cfg.drainTimeout, sigs, log)
+				return
+			}
 		}
 	}()
 
+	// Set by ready on gnet's boot goroutine; read after Serve returned.
+	var stopMetrics func(context.Context) error
+	var metricsErr error
 	err = srv.Serve(c.listen, func(addr net.Addr) {
+		if c.metricsListen != "" {
+			src := metricsSource{Engine: e, Server: srv, Log: wlog, KeyType: key.Public().Type().String(),
+				Draining: srv.Draining}
+			bound, stop, err := startMetrics(c.metricsListen, src, log)
+			if err != nil {
+				metricsErr = fmt.Errorf("metrics-listen %s: %w", c.metricsListen, err)
+				go srv.Shutdown(context.Background())
+				return
+			}
+			stopMetrics = stop
+			defer fmt.Fprintf(stdout, "smp-server: metrics on %s\n", bound)
+		}
 		log.Info("relay started", "fingerprint", fp, "key-type", key.Public().Type().String(),
 			"block-size", c.blockSize, "store", c.store, "fsync", fsyncLabel(c))
 		// SPEC §11: tools wait for this exact line; stdout is unbuffered.
 		fmt.Fprintf(stdout, "smp-server: listening on %s\n", addr)
 	})
+	close(served)
+	<-sigDone
+	if stopMetrics != nil {
+		if err := stopMetrics(context.Background()); err != nil {
+			log.Warn("stopping the metrics endpoint", "err", err)
+		}
+	}
 	// SPEC §11: the log is flushed (and fsynced) before the process exits.
 	closeErr := store.Close()
-	if err != nil {
+	switch {
+	case metricsErr != nil:
+		log.Error("starting the metrics endpoint", "err", metricsErr)
+		return 1
+	case err != nil:
 		log.Error("serving", "err", err)
 		return 1
-	}
-	if closeErr != nil {
+	case closeErr != nil:
 		log.Error("flushing the log", "err", closeErr)
 		return 1
 	}
 	log.Info("stopped")
 	return 0
+}
+
+// drain stops the relay without losing a reply (engine.Server.Drain), within
+// timeout; a second SIGTERM or SIGINT cuts it short. Runs on the signal
+// goroutine; Serve returns once it is done.
+func drain(srv *engine.Server, sig os.Signal, d time.Duration, sigs <-chan os.Signal, log *slog.Logger) {
+	log.Info("draining: new connections are refused; answering what is in flight", "signal", sig.String(), "drain-timeout", d.String())
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	res := make(chan error, 1)
+	go func() { res <- srv.Drain(ctx) }()
+	for {
+		select {
+		case err := <-res:
+			if err != nil {
+				log.Warn("drain incomplete", "err", err)
+			} else {
+				log.Info("drained")
+			}
+			return
+		case s := <-sigs:
+			if s != syscall.SIGHUP {
+				log.Warn("second signal: closing connections now", "signal", s.String())
+				cancel()
+			}
+		}
+	}
+}
+
+// reload re-reads the config file and the environment (the command line's
+// flags still win), applies the live options and keeps the others as they
+// run, logging what changed and what needs a restart. An invalid
+// configuration is logged and ignored. Runs on the signal goroutine.
+func reload(cur *resolved, sf startFlags, e *engine.Engine, srv *engine.Server, level *slog.LevelVar, startedDebug bool, log *slog.Logger) *resolved {
+	next, err := resolve(sf, osEnv, readConfigFile)
+	if err != nil {
+		log.Error("reload: configuration rejected; the relay keeps its current one", "err", strings.ReplaceAll(err.Error(), "\n", "; "))
+		return cur
+	}
+	live, restart := changes(cur, next)
+	m := &resolved{settings: make([]setting, len(options)), configPath: next.configPath, configSeen: next.configSeen}
+	for i := range options {
+		m.settings[i] = next.settings[i]
+		if !options[i].live {
+			m.settings[i] = cur.settings[i]
+		}
+		options[i].set(&m.cfg, m.settings[i].raw) // each value passed its own resolution
+	}
+	if m.cfg.limits.MaxOutbound < m.cfg.blockSize {
+		log.Error("reload: configuration rejected; the relay keeps its current one",
+			"err", fmt.Sprintf("max-outbound %d is less than the running block-size %d", m.cfg.limits.MaxOutbound, m.cfg.blockSize))
+		return cur
+	}
+	if err := e.SetLimits(m.cfg.engineLimits()); err != nil {
+		log.Error("reload: configuration rejected; the relay keeps its current one", "err", err)
+		return cur
+	}
+	srv.SetConnLimits(m.cfg.connLimits())
+	changed := "nothing"
+	if len(live) > 0 {
+		changed = strings.Join(live, ", ")
+	}
+	log.Info("reloaded configuration", "changed", changed)
+	if m.cfg.logLevel == "debug" && !startedDebug {
+		log.Info("log-level debug: client data is logged only by a relay started at debug")
+	}
+	if len(restart) > 0 {
+		log.Warn("reload: changed options that take effect only after a restart", "options", strings.Join(restart, ", "))
+	}
+	// Last, so that the lines above are logged at the level they were sent under.
+	level.Set(parseLevel(m.cfg.logLevel))
+	return m
+}
+
+// initCmd creates the data directory, the transport key and a config file
+// listing every option with its value (flags and SMP_ variables given to init
+// are written in; the rest are defaults). It never overwrites a key or a
+// config file.
+func initCmd(args []string, stdout, stderr io.Writer) int {
+	sf, r, code := configure("init", args, stderr, nil)
+	if code >= 0 {
+		return code
+	}
+	c := &r.cfg
+	data, err := filepath.Abs(c.data)
+	if err != nil {
+		fmt.Fprintf(stderr, "smp-server: data directory: %v\n", err)
+		return 1
+	}
+	r.settings[optionIndex("data")].raw = data
+	keyPath := filepath.Join(data, keyFile)
+	for _, p := range []string{keyPath, r.configPath} {
+		if _, err := os.Lstat(p); err == nil {
+			why := "remove it first if you mean to replace it"
+			if p == keyPath {
+				why = "a new key would invalidate every invitation that names this relay"
+			}
+			fmt.Fprintf(stderr, "smp-server: %s exists; init never overwrites it (%s)\n", p, why)
+			return 1
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			fmt.Fprintf(stderr, "smp-server: %v\n", err)
+			return 1
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(r.configPath), 0o700); err != nil {
+		fmt.Fprintf(stderr, "smp-server: creating the config directory: %v\n", err)
+		return 1
+	}
+	// O_EXCL: a config that appeared since the check above is not overwritten.
+	f, err := os.OpenFile(r.configPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		fmt.Fprintf(stderr, "smp-server: writing the config file: %v\n", err)
+		return 1
+	}
+	_, werr := f.Write(configText(r))
+	if err := errors.Join(werr, f.Sync(), f.Close()); err != nil {
+		os.Remove(r.configPath)
+		fmt.Fprintf(stderr, "smp-server: writing the config file: %v\n", err)
+		return 1
+	}
+	key, _, err := loadOrCreateKey(data, c.keyType)
+	if err != nil {
+		os.Remove(r.configPath)
+		fmt.Fprintf(stderr, "smp-server: %v\n", err)
+		return 1
+	}
+	fp := key.Public().Fingerprint()
+	if err := writeFileAtomic(filepath.Join(data, "fingerprint"), []byte(fp+"\n"), 0o600); err != nil {
+		fmt.Fprintf(stderr, "smp-server: writing the fingerprint: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "smp-server: created %s (%s key, fingerprint %s)\n", keyPath, c.keyType, fp)
+	fmt.Fprintf(stdout, "smp-server: wrote %s\n", r.configPath)
+	startArgs := "--data " + data
+	if sf.config != "" {
+		startArgs = "--config " + r.configPath
+	}
+	fmt.Fprintf(stdout, "next: smp-server start %s\n", startArgs)
+	return 0
+}
+
+// configText is the config file init writes: a header, then every option
+// with its help as a comment, whether it is live, its variable, and its value.
+func configText(r *resolved) []byte {
+	var b strings.Builder
+	b.WriteString(`# smp-server configuration, written by "smp-server init" (` + buildVersion() + `).
+#
+# One option per line: key = value. Strings and durations go in double
+# quotes (durations in Go syntax: "30s", "10m", "504h"); integers are bare.
+# Every option is also a flag (--key) and an environment variable (SMP_ and
+# the key in upper case, '-' as '_'): a flag wins over the environment,
+# which wins over this file, which wins over the default.
+# Options marked "live" are re-read on SIGHUP (systemctl reload); the others
+# need a restart. "smp-server start --print-config" shows what is in force.
+`)
+	for i := range options {
+		o := &options[i]
+		b.WriteString("\n")
+		for _, l := range strings.Split(o.usage, "\n") {
+			b.WriteString("# " + l + "\n")
+		}
+		when := "restart"
+		if o.live {
+			when = "live"
+		}
+		fmt.Fprintf(&b, "# (%s; env %s; default %s)\n", when, o.envName(), formatValue(o.kind, o.def))
+		fmt.Fprintf(&b, "%s = %s\n", o.name, formatValue(o.kind, r.settings[i].raw))
+	}
+	return []byte(b.String())
+}
+
+// fingerprintCmd prints the server key's fingerprint and the server line of
+// an invitation (SPEC §9: host[:port], the port left out when it is 5223).
+func fingerprintCmd(args []string, stdout, stderr io.Writer) int {
+	sf, r, code := configure("fingerprint", args, stderr, readConfigFile)
+	if code >= 0 {
+		return code
+	}
+	key, err := readKey(filepath.Join(r.cfg.data, keyFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		fmt.Fprintf(stderr, "smp-server: no server key in %s: run smp-server init (or start) first\n", r.cfg.data)
+		return 1
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "smp-server: %v\n", err)
+		return 1
+	}
+	server, err := serverLine(sf.host, r.cfg.listen)
+	if err != nil {
+		fmt.Fprintf(stderr, "smp-server: %v\n", err)
+		return 2
+	}
+	fmt.Fprintf(stdout, "fingerprint: %s\nserver: %s\n", key.Public().Fingerprint(), server)
+	return 0
+}
+
+// serverLine is host[:port] as an invitation names the relay (SPEC §9). host
+// is --host (NAME or NAME:PORT); without it the host of listen is used unless
+// it is a wildcard address. The port comes from host, else from listen, and
+// is left out when it is the default 5223.
+func serverLine(host, listen string) (string, error) {
+	lh, lp, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "", fmt.Errorf("listen %q: must be HOST:PORT", listen)
+	}
+	port := lp
+	switch {
+	case host == "":
+		if ip := net.ParseIP(lh); lh == "" || ip != nil && ip.IsUnspecified() {
+			return "", fmt.Errorf("the relay listens on every address (%s): give --host with the name or address clients use", listen)
+		}
+		host = lh
+	case strings.Count(host, ":") == 1 || strings.HasPrefix(host, "["):
+		h, p, err := net.SplitHostPort(host)
+		if err != nil {
+			return "", fmt.Errorf("--host %q: must be NAME or NAME:PORT", host)
+		}
+		host, port = h, p
+	}
+	if host == "" || strings.ContainsAny(host, " \t/@#") {
+		return "", fmt.Errorf("--host %q: must be a hostname or an IP address", host)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 {
+		return "", fmt.Errorf("port %q: must be from 1 to 65535 (listen has port 0: give --host NAME:PORT)", port)
+	}
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	if n == codec.DefaultPort {
+		return host, nil
+	}
+	return host + ":" + port, nil
+}
+
+// versionCmd prints the module version and VCS state the binary was built
+// from, the Go version and the protocol version.
+func versionCmd(stdout io.Writer) int {
+	fmt.Fprintf(stdout, "smp-server %s\n", buildVersion())
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		var rev, modified string
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.modified":
+				if s.Value == "true" {
+					modified = " (modified)"
+				}
+			}
+		}
+		if rev != "" {
+			fmt.Fprintf(stdout, "revision %s%s\n", rev, modified)
+		}
+	}
+	fmt.Fprintf(stdout, "go %s\n", runtime.Version())
+	fmt.Fprintf(stdout, "protocol SMP/%d\n", codec.ProtocolVersion)
+	return 0
+}
+
+// buildVersion is the main module's version, "(devel)" when go build did not
+// know one.
+func buildVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "(devel)"
 }
 
 // profileMode maps --profile to a pkg/profile option.
@@ -304,23 +549,28 @@ func profileMode(s string) (func(*profile.Profile), error) {
 	case "mutex":
 		return profile.MutexProfile, nil
 	}
-	return nil, fmt.Errorf("--profile %q: must be cpu, mem, block or mutex", s)
+	return nil, fmt.Errorf("profile %q: must be cpu, mem, block or mutex", s)
 }
 
-// openStore opens the store --store names. The wal lives in DIR/wal.
-func openStore(c config, log *slog.Logger) (engine.Store, error) {
+// openStore opens the store the store option names, and returns the log too
+// when it is the wal (for metrics). The wal lives in DATA/wal.
+func openStore(c *config, log *slog.Logger) (engine.Store, *wal.Log, error) {
 	if c.store == "memory" {
-		return engine.MemoryStore{}, nil
+		return engine.MemoryStore{}, nil, nil
 	}
 	mode, err := wal.ParseSyncMode(c.fsync)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return wal.Open(filepath.Join(c.data, "wal"), wal.Options{Sync: mode, SyncInterval: c.fsyncInterval, Logger: log})
+	l, err := wal.Open(filepath.Join(c.data, "wal"), wal.Options{Sync: mode, SyncInterval: c.fsyncInterval, Logger: log})
+	if err != nil {
+		return nil, nil, err
+	}
+	return l, l, nil
 }
 
 // fsyncLabel is the durability the relay runs with, for the start-up line.
-func fsyncLabel(c config) string {
+func fsyncLabel(c *config) string {
 	switch {
 	case c.store == "memory":
 		return "none (memory store: nothing survives a restart)"
@@ -344,26 +594,18 @@ func loadOrCreateKey(dir, keyType string) (*codec.KEMPrivateKey, bool, error) {
 		return nil, false, fmt.Errorf("creating data directory: %w", err)
 	}
 	path := filepath.Join(dir, keyFile)
-	b, err := os.ReadFile(path)
+	k, err := readKey(path)
 	if err == nil {
-		blk, _ := pem.Decode(b)
-		if blk == nil || blk.Type != pemLabel {
-			return nil, false, fmt.Errorf("%s: not a %q PEM block", path, pemLabel)
-		}
-		k, err := codec.ParseKEMPrivateKey(blk.Bytes)
-		if err != nil {
-			return nil, false, fmt.Errorf("%s: %w", path, err)
-		}
 		return k, false, nil
 	}
 	if !errors.Is(err, fs.ErrNotExist) {
-		return nil, false, fmt.Errorf("reading server key: %w", err)
+		return nil, false, err
 	}
 	t, err := codec.ParseKEMType(keyType)
 	if err != nil {
 		return nil, false, err
 	}
-	k, err := codec.GenerateKEMKey(t)
+	k, err = codec.GenerateKEMKey(t)
 	if err != nil {
 		return nil, false, fmt.Errorf("generating a %s key: %w", keyType, err)
 	}
@@ -375,6 +617,23 @@ func loadOrCreateKey(dir, keyType string) (*codec.KEMPrivateKey, bool, error) {
 		return nil, false, fmt.Errorf("writing server key: %w", err)
 	}
 	return k, true, nil
+}
+
+// readKey reads a server key file; a missing file is fs.ErrNotExist.
+func readKey(path string) (*codec.KEMPrivateKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading server key: %w", err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != pemLabel {
+		return nil, fmt.Errorf("%s: not a %q PEM block", path, pemLabel)
+	}
+	k, err := codec.ParseKEMPrivateKey(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return k, nil
 }
 
 // writeFileAtomic writes b to a temporary file, syncs it and renames it over

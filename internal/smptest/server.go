@@ -88,6 +88,7 @@ type Server struct {
 	waitErr error
 	stop    sync.Once
 	code    int
+	grew    chan struct{} // closed and replaced (under mu) whenever a line is added; see WaitOutput
 }
 
 // StartServer runs "smp-server start --data <t.TempDir()> --listen
@@ -102,7 +103,7 @@ func StartServer(t testing.TB, args ...string) *Server {
 func StartServerIn(t testing.TB, dir string, args ...string) *Server {
 	t.Helper()
 	bin := BuildServer(t)
-	s := &Server{DataDir: dir, t: t, exited: make(chan struct{})}
+	s := &Server{DataDir: dir, t: t, exited: make(chan struct{}), grew: make(chan struct{})}
 	all := append([]string{"start", "--data", dir, "--listen", "127.0.0.1:0"}, args...)
 	s.Cmd = exec.Command(bin, all...)
 	if race.Enabled && os.Getenv("GORACE") == "" {
@@ -166,6 +167,8 @@ func (s *Server) scan(r io.Reader, buf *bytes.Buffer, addrs chan<- string, wg *s
 		s.mu.Lock()
 		buf.WriteString(line)
 		buf.WriteByte('\n')
+		close(s.grew)
+		s.grew = make(chan struct{})
 		s.mu.Unlock()
 		if _, rest, ok := strings.Cut(line, "listening on "); ok {
 			if f := strings.Fields(rest); len(f) > 0 {

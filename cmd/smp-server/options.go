@@ -1,0 +1,522 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/smprelay/smprelay/codec"
+	"github.com/smprelay/smprelay/engine"
+	"github.com/smprelay/smprelay/wal"
+)
+
+// config is the relay's effective configuration, one field per option.
+type config struct {
+	data             string
+	listen           string
+	blockSize        int
+	fsync            string
+	fsyncInterval    time.Duration
+	store            string
+	quota            int
+	messageTTL       time.Duration
+	suspendedTTL     time.Duration
+	handshakeTimeout time.Duration
+	keyType          string
+	logLevel         string
+	limits           engine.ConnLimits
+	newPerMinute     int
+	drainTimeout     time.Duration
+	metricsListen    string // normalised: "" (off) or HOST:PORT
+	profile          string // cpu, mem, block, mutex or empty
+	profileDir       string
+}
+
+// kind is how an option's value is written in the config file.
+type kind uint8
+
+const (
+	kString   kind = iota // a quoted string
+	kInt                  // a bare integer
+	kDuration             // a quoted Go duration
+)
+
+// option is one row of the table that drives flags, environment variables,
+// the config file, defaults, validation, --print-config, SIGHUP and the
+// file init writes. Its name is the flag, the config key, and (upper case,
+// '-' as '_', with SMP_ before it) the environment variable.
+type option struct {
+	name    string
+	kind    kind
+	def     string // default, as a flag would give it
+	usage   string // help text; its lines become the config file's comment
+	allowed string // what a valid value is, for errors: "must be " + allowed
+	live    bool   // SIGHUP applies it to the running relay
+	// set parses s into c and reports false when s is not allowed.
+	set func(c *config, s string) bool
+}
+
+// envName is the option's environment variable.
+func (o *option) envName() string {
+	return "SMP_" + strings.ToUpper(strings.ReplaceAll(o.name, "-", "_"))
+}
+
+func intOpt(name string, def, min int, usage, allowed string, live bool, field func(*config) *int) option {
+	return option{name: name, kind: kInt, def: strconv.Itoa(def), usage: usage, allowed: allowed, live: live,
+		set: func(c *config, s string) bool {
+			n, err := strconv.Atoi(s)
+			if err != nil || n < min {
+				return false
+			}
+			*field(c) = n
+			return true
+		}}
+}
+
+func durOpt(name string, def time.Duration, usage string, live bool, field func(*config) *time.Duration) option {
+	return option{name: name, kind: kDuration, def: shortDuration(def), usage: usage,
+		allowed: `a positive Go duration such as "30s", "10m" or "504h"`, live: live,
+		set: func(c *config, s string) bool {
+			d, err := time.ParseDuration(s)
+			if err != nil || d <= 0 {
+				return false
+			}
+			*field(c) = d
+			return true
+		}}
+}
+
+func enumOpt(name, def string, choices []string, usage string, live bool, field func(*config) *string) option {
+	allowed := strings.Join(choices[:len(choices)-1], ", ") + " or " + choices[len(choices)-1]
+	return option{name: name, kind: kString, def: def, usage: usage, allowed: allowed, live: live,
+		set: func(c *config, s string) bool {
+			for _, ch := range choices {
+				if s == ch {
+					*field(c) = s
+					return true
+				}
+			}
+			return false
+		}}
+}
+
+func strOpt(name, def, usage, allowed string, live bool, check func(string) (string, bool), field func(*config) *string) option {
+	return option{name: name, kind: kString, def: def, usage: usage, allowed: allowed, live: live,
+		set: func(c *config, s string) bool {
+			v, ok := check(s)
+			if ok {
+				*field(c) = v
+			}
+			return ok
+		}}
+}
+
+// shortDuration prints d without zero units: 504h, not 504h0m0s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
+}
+
+// options is the table. Its order is the order of --help, --print-config and
+// the file init writes.
+var options = []option{
+	strOpt("data", "data", "data directory: server.key, fingerprint, LOCK, the log in wal/ (created 0700 if absent)",
+		"a directory path", false, nonEmpty, func(c *config) *string { return &c.data }),
+	strOpt("listen", "0.0.0.0:5223", "TCP address to listen on, HOST:PORT (PORT 0 picks a free port)",
+		"HOST:PORT with PORT from 0 to 65535", false, hostPort, func(c *config) *string { return &c.listen }),
+	{name: "block-size", kind: kInt, def: strconv.Itoa(codec.DefaultBlockSize),
+		usage:   "transport block size in bytes; clients must use the same",
+		allowed: fmt.Sprintf("a power of two from %d to %d", codec.MinBlockSize, codec.MaxBlockSize),
+		set: func(c *config, s string) bool {
+			n, err := strconv.Atoi(s)
+			if err != nil || !codec.ValidBlockSize(n) {
+				return false
+			}
+			c.blockSize = n
+			return true
+		}},
+	enumOpt("store", "wal", []string{"wal", "memory"}, "where state is kept:\n"+
+		"wal     a write-ahead log in DATA/wal: queues and messages survive restarts and crashes\n"+
+		"memory  nothing survives a restart", false, func(c *config) *string { return &c.store }),
+	enumOpt("fsync", "always", []string{"always", "interval", "never"}, "durability of the wal store:\n"+
+		"always    a NEW/KEY/OFF/DEL/SEND/ACK is answered only once its log record is fsynced\n"+
+		"          (group commit): kill -9 or power loss loses nothing that was answered\n"+
+		"interval  answer at once, fsync every fsync-interval: kill -9 loses at most what\n"+
+		"          was not yet written (microseconds); power loss up to the last interval\n"+
+		"never     answer at once, never fsync while running (only at compaction and\n"+
+		"          shutdown): kill -9 loses at most what was not yet written; power loss\n"+
+		"          anything the kernel had not written back", false, func(c *config) *string { return &c.fsync }),
+	durOpt("fsync-interval", wal.DefaultSyncInterval, "how often fsync interval fsyncs the log", false,
+		func(c *config) *time.Duration { return &c.fsyncInterval }),
+	enumOpt("key-type", "mlkem768x25519", []string{"mlkem768x25519", "x25519", "rsa"},
+		"transport key kind when the key is created (an existing key is kept)", false,
+		func(c *config) *string { return &c.keyType }),
+	intOpt("quota", engine.DefaultLimits.Quota, 1, "messages a queue may hold before SEND gets ERR QUOTA",
+		"an integer of at least 1", true, func(c *config) *int { return &c.quota }),
+	durOpt("message-ttl", engine.DefaultLimits.MessageTTL, "delete stored messages older than this", true,
+		func(c *config) *time.Duration { return &c.messageTTL }),
+	durOpt("suspended-ttl", engine.DefaultLimits.SuspendedTTL, "delete queues suspended (OFF) for longer than this", true,
+		func(c *config) *time.Duration { return &c.suspendedTTL }),
+	intOpt("new-queues-per-minute", engine.DefaultLimits.NewQueuesPerMinute, 1,
+		"NEW commands per connection per minute; more get ERR QUOTA", "an integer of at least 1", true,
+		func(c *config) *int { return &c.newPerMinute }),
+	durOpt("handshake-timeout", 10*time.Second, "close connections whose client hello is not complete by then", false,
+		func(c *config) *time.Duration { return &c.handshakeTimeout }),
+	intOpt("max-conns", 0, 0, "open connections at most; 0 means the open-file limit less 64",
+		"an integer of at least 0 (0: automatic)", true, func(c *config) *int { return &c.limits.MaxConns }),
+	durOpt("idle-timeout", engine.DefaultConnLimits.IdleTimeout,
+		"close connections that send no block for this long (clients PING to stay)", true,
+		func(c *config) *time.Duration { return &c.limits.IdleTimeout }),
+	intOpt("max-outbound", engine.DefaultConnLimits.MaxOutbound, 1,
+		"bytes waiting for a client that does not read before it is disconnected (at least one block)",
+		"an integer of at least block-size", true, func(c *config) *int { return &c.limits.MaxOutbound }),
+	intOpt("blocks-per-second", engine.DefaultConnLimits.BlocksPerSecond, 1,
+		"blocks read from one connection per second; more wait, and a client\n"+
+			"that piles up 256 waiting blocks is disconnected", "an integer of at least 1", true,
+		func(c *config) *int { return &c.limits.BlocksPerSecond }),
+	durOpt("drain-timeout", 30*time.Second,
+		"on SIGTERM/SIGINT, how long to wait for in-flight replies before closing connections as they are", true,
+		func(c *config) *time.Duration { return &c.drainTimeout }),
+	strOpt("metrics-listen", "", "serve Prometheus /metrics and /healthz on this address; empty: off.\n"+
+		"PORT or :PORT binds 127.0.0.1; another host must be given in full and is warned about",
+		`empty (off), PORT, :PORT or HOST:PORT with PORT from 0 to 65535`, false, metricsAddr,
+		func(c *config) *string { return &c.metricsListen }),
+	enumOpt("log-level", "info", []string{"debug", "info", "warn", "error"},
+		"log level; only debug logs client data (IDs, addresses, commands), and only\n"+
+			"when the relay started at debug", true, func(c *config) *string { return &c.logLevel }),
+	strOpt("profile", "", "write a Go profile while running: cpu, mem, block or mutex; empty: off\n"+
+		"(for explaining a slow benchmark; costs speed, off in production)",
+		"empty (off), cpu, mem, block or mutex", false, profileKind, func(c *config) *string { return &c.profile }),
+	strOpt("profile-dir", ".", "directory profile writes its file to (cpu.pprof, mem.pprof, ...)",
+		"a directory path", false, nonEmpty, func(c *config) *string { return &c.profileDir }),
+}
+
+func nonEmpty(s string) (string, bool) { return s, s != "" }
+
+func profileKind(s string) (string, bool) {
+	switch s {
+	case "", "cpu", "mem", "block", "mutex":
+		return s, true
+	}
+	return "", false
+}
+
+func hostPort(s string) (string, bool) {
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", false
+	}
+	p, err := strconv.Atoi(port)
+	return s, err == nil && p >= 0 && p <= 65535
+}
+
+// metricsAddr normalises metrics-listen: "" is off, PORT and :PORT bind the
+// loopback address (metrics are for a local scraper unless said otherwise).
+func metricsAddr(s string) (string, bool) {
+	if s == "" {
+		return "", true
+	}
+	if _, err := strconv.Atoi(s); err == nil {
+		s = ":" + s
+	}
+	if strings.HasPrefix(s, ":") {
+		s = "127.0.0.1" + s
+	}
+	return hostPort(s)
+}
+
+// loopback reports whether the host of addr is a loopback name or address.
+func loopback(addr string) bool {
+	host, _, _ := net.SplitHostPort(addr)
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// Sources of a value, in rising precedence.
+const (
+	srcDefault = iota
+	srcFile
+	srcEnv
+	srcFlag
+)
+
+// setting is where one option's effective value came from.
+type setting struct {
+	raw   string // the value as given
+	src   int
+	where string // "default", "file PATH:LINE", "env SMP_X", "flag --x"
+}
+
+// resolved is the outcome of resolving every option.
+type resolved struct {
+	cfg        config
+	settings   []setting // parallel to options
+	configPath string    // the config file read (or that would be read)
+	configSeen bool      // it existed
+}
+
+// startFlags is what the start-like commands read from their command line:
+// the flags that were set, and the ones that are not options.
+type startFlags struct {
+	set         map[string]string // option name -> value, flags given on the command line
+	config      string            // --config
+	printConfig bool              // --print-config
+	host        string            // --host (fingerprint)
+}
+
+// flagValue records a string flag and whether it was given.
+type flagValue struct {
+	name string
+	set  map[string]string
+}
+
+func (f flagValue) String() string { return f.set[f.name] }
+func (f flagValue) Set(s string) error {
+	f.set[f.name] = s
+	return nil
+}
+
+// parseFlags parses the command line of cmd (start, init or fingerprint):
+// every option as --NAME VALUE, and --config; start adds --print-config and
+// fingerprint adds --host.
+func parseFlags(cmd string, args []string, stderr io.Writer) (startFlags, error) {
+	sf := startFlags{set: make(map[string]string)}
+	fl := flag.NewFlagSet("smp-server "+cmd, flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	for i := range options {
+		fl.Var(flagValue{name: options[i].name, set: sf.set}, options[i].name, options[i].usage)
+	}
+	fl.StringVar(&sf.config, "config", "", "config file (default DATA/smp-server.conf)")
+	if cmd == "start" {
+		fl.BoolVar(&sf.printConfig, "print-config", false, "print the effective configuration and where each value comes from, and exit")
+	}
+	if cmd == "fingerprint" {
+		fl.StringVar(&sf.host, "host", "", "host[:port] clients reach the relay at (default: the host of listen)")
+	}
+	fl.Usage = func() { printUsage(stderr, cmd, fl) }
+	if err := fl.Parse(args); err != nil {
+		return sf, err
+	}
+	if fl.NArg() > 0 {
+		return sf, fmt.Errorf("unexpected argument %q", fl.Arg(0))
+	}
+	return sf, nil
+}
+
+// printUsage lists the command's flags from the option table.
+func printUsage(w io.Writer, cmd string, fl *flag.FlagSet) {
+	fmt.Fprintf(w, "Usage: smp-server %s [flags]\n\nEvery option is also a config file key and an environment variable\n"+
+		"(SMP_ and the name in upper case, '-' as '_'); a flag wins over the\n"+
+		"environment, which wins over the config file. Options marked (live)\n"+
+		"are re-read on SIGHUP.\n\nOptions:\n", cmd)
+	for i := range options {
+		o := &options[i]
+		live := ""
+		if o.live {
+			live = " (live)"
+		}
+		fmt.Fprintf(w, "  --%s %s  (default %s; %s)%s\n", o.name, placeholder(o.kind), formatValue(o.kind, o.def), o.envName(), live)
+		for _, l := range strings.Split(o.usage, "\n") {
+			fmt.Fprintf(w, "        %s\n", l)
+		}
+	}
+	fmt.Fprintf(w, "\nOther flags:\n")
+	fl.VisitAll(func(f *flag.Flag) {
+		if optionIndex(f.Name) < 0 {
+			fmt.Fprintf(w, "  --%s\n        %s\n", f.Name, f.Usage)
+		}
+	})
+}
+
+func placeholder(k kind) string {
+	switch k {
+	case kInt:
+		return "int"
+	case kDuration:
+		return "duration"
+	}
+	return "string"
+}
+
+func optionIndex(name string) int {
+	for i := range options {
+		if options[i].name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// configFile names the config file: --config, else SMP_CONFIG, else
+// DATA/smp-server.conf with DATA from the flag, the environment or the
+// default (not from the file itself). explicit is false for the default path,
+// which may be absent.
+func configFile(sf startFlags, getenv func(string) string) (path string, explicit bool) {
+	if sf.config != "" {
+		return sf.config, true
+	}
+	if p := getenv("SMP_CONFIG"); p != "" {
+		return p, true
+	}
+	data := options[optionIndex("data")].def
+	if v := getenv("SMP_DATA"); v != "" {
+		data = v
+	}
+	if v, ok := sf.set["data"]; ok {
+		data = v
+	}
+	return filepath.Join(data, "smp-server.conf"), false
+}
+
+// resolve computes the effective configuration: flag > environment > config
+// file > default; a nil readFile reads no file (init, which writes it). Every invalid value is reported, each error naming the
+// option, the value, where it came from and what is allowed.
+func resolve(sf startFlags, getenv func(string) string, readFile func(string) ([]byte, error)) (*resolved, error) {
+	r := &resolved{settings: make([]setting, len(options))}
+	for i := range options {
+		r.settings[i] = setting{raw: options[i].def, src: srcDefault, where: "default"}
+	}
+	path, explicit := configFile(sf, getenv)
+	r.configPath = path
+	var text []byte
+	err := fs.ErrNotExist
+	if readFile != nil {
+		text, err = readFile(path)
+	}
+	switch {
+	case err == nil:
+		r.configSeen = true
+		entries, err := parseConfig(path, text)
+		if err != nil {
+			return r, err
+		}
+		for _, e := range entries {
+			i := optionIndex(e.key)
+			if i < 0 {
+				hint := "see smp-server start -h"
+				if alt := strings.ReplaceAll(e.key, "_", "-"); optionIndex(alt) >= 0 {
+					hint = "did you mean " + alt + "?"
+				}
+				return r, fmt.Errorf("%s:%d: unknown option %q (%s)", path, e.line, e.key, hint)
+			}
+			if want := options[i].kind == kInt; e.quoted == want {
+				if want {
+					return r, fmt.Errorf("%s:%d: %s is an integer: write it without quotes", path, e.line, e.key)
+				}
+				return r, fmt.Errorf("%s:%d: %s is a string: write it in double quotes", path, e.line, e.key)
+			}
+			r.settings[i] = setting{raw: e.value, src: srcFile, where: fmt.Sprintf("file %s:%d", path, e.line)}
+		}
+	case errors.Is(err, fs.ErrNotExist) && (!explicit || readFile == nil):
+	default:
+		return r, fmt.Errorf("config file: %w", err)
+	}
+	for i := range options {
+		if v, ok := lookupEnv(getenv, options[i].envName()); ok {
+			r.settings[i] = setting{raw: v, src: srcEnv, where: "env " + options[i].envName()}
+		}
+		if v, ok := sf.set[options[i].name]; ok {
+			r.settings[i] = setting{raw: v, src: srcFlag, where: "flag --" + options[i].name}
+		}
+	}
+	var errs []error
+	for i := range options {
+		o, s := &options[i], &r.settings[i]
+		if !o.set(&r.cfg, s.raw) {
+			errs = append(errs, fmt.Errorf("%s = %q (%s): must be %s", o.name, s.raw, s.where, o.allowed))
+		}
+	}
+	if len(errs) == 0 && r.cfg.limits.MaxOutbound < r.cfg.blockSize {
+		s := &r.settings[optionIndex("max-outbound")]
+		errs = append(errs, fmt.Errorf("max-outbound = %q (%s): must be an integer of at least block-size (%d)",
+			s.raw, s.where, r.cfg.blockSize))
+	}
+	return r, errors.Join(errs...)
+}
+
+// lookupEnv treats an empty variable as unset, as shells make unsetting awkward.
+func lookupEnv(getenv func(string) string, name string) (string, bool) {
+	v := getenv(name)
+	return v, v != ""
+}
+
+// printConfig writes every option with its effective value and source, in
+// the config file's own syntax so the output can seed a config file.
+func (r *resolved) printConfig(w io.Writer) {
+	state := "absent"
+	if r.configSeen {
+		state = "read"
+	}
+	fmt.Fprintf(w, "# config file: %s (%s)\n", r.configPath, state)
+	for i := range options {
+		s := &r.settings[i]
+		fmt.Fprintf(w, "%-22s = %-24s # %s\n", options[i].name, formatValue(options[i].kind, s.raw), s.where)
+	}
+}
+
+func formatValue(k kind, raw string) string {
+	if k == kInt {
+		return raw
+	}
+	return quote(raw)
+}
+
+// changes compares the live and restart-only options of two resolutions.
+func changes(old, new *resolved) (live, restart []string) {
+	for i := range options {
+		a, b := old.settings[i].raw, new.settings[i].raw
+		if a == b {
+			continue
+		}
+		if options[i].live {
+			live = append(live, fmt.Sprintf("%s %s -> %s", options[i].name, a, b))
+		} else {
+			restart = append(restart, options[i].name)
+		}
+	}
+	return live, restart
+}
+
+// parseLevel maps log-level to slog's levels.
+func parseLevel(s string) slog.Level {
+	switch s {
+	case "debug":
+		return slog.LevelDebug
+	case "warn":
+		return slog.LevelWarn
+	case "error":
+		return slog.LevelError
+	}
+	return slog.LevelInfo
+}
+
+// engineLimits and connLimits are the live options as the engine takes them.
+func (c *config) engineLimits() engine.Limits {
+	return engine.Limits{Quota: c.quota, MessageTTL: c.messageTTL, SuspendedTTL: c.suspendedTTL,
+		NewQueuesPerMinute: c.newPerMinute}
+}
+
+func (c *config) connLimits() engine.ConnLimits { return c.limits }
+
+// osEnv and readConfigFile are the real sources; tests pass their own.
+func osEnv(name string) string { return os.Getenv(name) }
+
+func readConfigFile(path string) ([]byte, error) { return os.ReadFile(path) }
