@@ -124,9 +124,9 @@ func (r *registry) remove(c *conn) {
 }
 
 // idle closes every open connection whose last block came before cutoff
-// (Unix nanoseconds). Close is safe from this goroutine (gnet queues it to the
-// connection's loop).
-func (r *registry) idle(cutoff int64) {
+// (Unix nanoseconds) and returns how many. Close is safe from this goroutine
+// (gnet queues it to the connection's loop).
+func (r *registry) idle(cutoff int64) int {
 	var stale []*conn
 	for i := range r.shards {
 		s := &r.shards[i]
@@ -141,4 +141,5 @@ func (r *registry) idle(cutoff int64) {
 	for _, c := range stale {
 		_ = c.gc.Close()
 	}
+	return len(stale)
 }
