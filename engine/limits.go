@@ -124,9 +124,10 @@ func (r *registry) remove(c *conn) {
 }
 
 // idle closes every open connection whose last block came before cutoff
-// (Unix nanoseconds) and returns how many. Close is safe from this goroutine
-// (gnet queues it to the connection's loop).
-func (r *registry) idle(cutoff int64) int {
+// (Unix nanoseconds), counting each in closed first, so that a client that
+// sees the close can read the count. Close is safe from this goroutine (gnet
+// queues it to the connection's loop).
+func (r *registry) idle(cutoff int64, closed *atomic.Uint64) {
 	var stale []*conn
 	for i := range r.shards {
 		s := &r.shards[i]
@@ -139,7 +140,7 @@ func (r *registry) idle(cutoff int64) int {
 		s.mu.Unlock()
 	}
 	for _, c := range stale {
+		closed.Add(1)
 		_ = c.gc.Close()
 	}
-	return len(stale)
 }

@@ -226,3 +226,32 @@ func BenchmarkPingBlock(b *testing.B) {
 		c.w.Finish()
 	}
 }
+
+// TestHandshakeCountedOnce: whichever of the loop and the handshake timer
+// counts an outcome first, a connection's handshake is counted once.
+func TestHandshakeCountedOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		order []int
+		want  int
+	}{
+		{"ok, then closed", []int{hsOK, hsClosed}, hsOK},
+		{"timeout, then closed", []int{hsTimeout, hsClosed}, hsTimeout},
+		{"bad hello, then timeout, then closed", []int{hsBadHello, hsTimeout, hsClosed}, hsBadHello},
+		{"closed", []int{hsClosed}, hsClosed},
+	} {
+		c := &conn{mx: &connStats{}}
+		for _, o := range tc.order {
+			c.countHandshake(o)
+		}
+		for o := range numOutcomes {
+			want := uint64(0)
+			if o == tc.want {
+				want = 1
+			}
+			if got := c.mx.handshakes[o].Load(); got != want {
+				t.Errorf("%s: %s counted %d times, want %d", tc.name, HandshakeLabels[o], got, want)
+			}
+		}
+	}
+}

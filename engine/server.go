@@ -188,7 +188,7 @@ func (s *Server) expireLoop() {
 		case <-expire.C:
 			s.e.Expire(s.e.now())
 		case now := <-idle:
-			s.mx.idle.Add(uint64(s.conns.idle(now.Add(-s.o.Limits.IdleTimeout).UnixNano())))
+			s.conns.idle(now.Add(-s.o.Limits.IdleTimeout).UnixNano(), &s.mx.idle)
 		}
 	}
 }

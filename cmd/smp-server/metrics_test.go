@@ -44,9 +44,9 @@ type relay struct {
 }
 
 // startRelay starts an engine and a server on 127.0.0.1:0 (with a log in
-// fsync mode always when withLog) and the metrics endpoint on 127.0.0.1:0,
-// wired as main wires them.
-func startRelay(t *testing.T, withLog bool) *relay {
+// fsync mode always when withLog, and the server options that opts set) and
+// the metrics endpoint on 127.0.0.1:0, wired as main wires them.
+func startRelay(t *testing.T, withLog bool, opts ...func(*engine.ServerOptions)) *relay {
 	t.Helper()
 	r := &relay{}
 	var err error
@@ -63,7 +63,11 @@ func startRelay(t *testing.T, withLog bool) *relay {
 	if r.e, err = engine.New(engine.Options{Store: store}); err != nil {
 		t.Fatal(err)
 	}
-	if r.srv, err = engine.NewServer(engine.ServerOptions{Engine: r.e, Key: r.key}); err != nil {
+	so := engine.ServerOptions{Engine: r.e, Key: r.key}
+	for _, o := range opts {
+		o(&so)
+	}
+	if r.srv, err = engine.NewServer(so); err != nil {
 		t.Fatal(err)
 	}
 	addrc := make(chan net.Addr, 1)
@@ -352,6 +356,123 @@ func TestMetricsEndpoint(t *testing.T) {
 	}
 
 	checkPrivacy(t, after, rid, sid)
+}
+
+// TestMetricsLimits: a connection refused at MaxConns, one closed by the
+// handshake timeout, one that leaves before its hello, one closed by the idle
+// sweep and one that floods are each counted once, under their own label, by
+// the time the client sees the server close it.
+func TestMetricsLimits(t *testing.T) {
+	t.Parallel()
+	r := startRelay(t, false, func(o *engine.ServerOptions) {
+		o.HandshakeTimeout = 500 * time.Millisecond
+		// The idle timeout is long enough that the two connections held
+		// for MaxConns stay open while the third one is refused.
+		o.Limits = engine.ConnLimits{MaxConns: 2, IdleTimeout: time.Second, BlocksPerSecond: 1, MaxInboundBlocks: 1}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuardIn)
+	defer cancel()
+	before := r.scrape(t)
+	var d net.Dialer
+	expectClosed := func(what string, nc net.Conn) {
+		t.Helper()
+		if err := smptest.ExpectClosed(ctx, nc); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+
+	// Handshake timeout: a client that sends no hello.
+	silent, err := d.DialContext(ctx, "tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	if _, _, err := smptest.ReadServerHello(ctx, silent); err != nil {
+		t.Fatal(err)
+	}
+	expectClosed("a client without a hello", silent)
+
+	// Closed: a client that ends its side before its hello. gnet runs
+	// OnClose, which counts, before it closes the socket.
+	quitter, err := d.DialContext(ctx, "tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer quitter.Close()
+	if _, _, err := smptest.ReadServerHello(ctx, quitter); err != nil {
+		t.Fatal(err)
+	}
+	if err := quitter.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	expectClosed("a client that left before its hello", quitter)
+
+	// Idle: a client that completes the handshake and then sends nothing.
+	idle, err := smptest.Dial(ctx, r.addr, r.key.Public().Fingerprint())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	if err := idle.ExpectClosed(ctx); err != nil {
+		t.Fatalf("an idle client: %v", err)
+	}
+
+	// Flood: three blocks at once where one may wait (if they arrive in
+	// pieces, the piece that brings the second one ends the connection).
+	flood, err := smptest.Dial(ctx, r.addr, r.key.Public().Fingerprint())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer flood.Close()
+	var blocks []byte
+	for range 3 {
+		blocks = append(blocks, flood.SealBlock(nil)...)
+	}
+	if err := flood.WriteRaw(blocks); err != nil {
+		t.Fatal(err)
+	}
+	if err := flood.ExpectClosed(ctx); err != nil {
+		t.Fatalf("a flooding client: %v", err)
+	}
+
+	// MaxConns: two open connections, then a third is refused.
+	for range 2 {
+		c, err := smptest.Dial(ctx, r.addr, r.key.Public().Fingerprint())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	extra, err := d.DialContext(ctx, "tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer extra.Close()
+	expectClosed("a connection beyond MaxConns", extra)
+
+	after := r.scrape(t)
+	for _, tc := range []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"smp_handshakes_total", []string{"kem", "x25519", "outcome", "timeout"}, 1},
+		{"smp_handshakes_total", []string{"kem", "x25519", "outcome", "closed"}, 1},
+		{"smp_handshakes_total", []string{"kem", "x25519", "outcome", "bad_hello"}, 0},
+		{"smp_handshakes_total", []string{"kem", "x25519", "outcome", "ok"}, 4},
+		{"smp_connections_rejected_total", []string{"reason", "max_conns"}, 1},
+		{"smp_connections_rejected_total", []string{"reason", "flood"}, 1},
+		{"smp_connections_accepted_total", nil, 6},
+	} {
+		if got := after.value(t, tc.name, tc.labels...) - before.value(t, tc.name, tc.labels...); got != tc.want {
+			t.Errorf("%s%v went up by %v, want %v", tc.name, tc.labels, got, tc.want)
+		}
+	}
+	// The idle sweep may also have closed the flooding client, or the two
+	// held ones, before the scrape: at least the idle one, at most all four.
+	if got := after.value(t, "smp_connections_rejected_total", "reason", "idle") - before.value(t, "smp_connections_rejected_total", "reason", "idle"); got < 1 || got > 4 {
+		t.Errorf("idle closes went up by %v, want 1 to 4", got)
+	}
 }
 
 // allowedLabels is every label value the relay's own metrics may carry, by
