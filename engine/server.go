@@ -348,10 +348,10 @@ func (h *handler) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 	c.sess.Drain(wk.w)
 	if err := wk.w.Finish(); err != nil || gc.OutboundBuffered() > lim.MaxOutbound {
 		// The client does not read what it is sent: drop it rather than grow.
-		action = gnet.Close
-		if err == nil {
+		if err == nil && action != gnet.Close { // not already closing for another reason
 			c.mx.rejected[rejOutbound].Add(1)
 		}
+		action = gnet.Close
 	}
 	wk.w.Seal, wk.w.Send = nil, nil
 	wk.t = codec.Transmission{}
