@@ -475,6 +475,50 @@ func TestMetricsLimits(t *testing.T) {
 	}
 }
 
+// TestMetricsOutbound: a client that sends but never reads its replies is
+// dropped once replies pile up beyond MaxOutbound, and counted as outbound
+// before the drop reaches it.
+func TestMetricsOutbound(t *testing.T) {
+	t.Parallel()
+	r := startRelay(t, false, func(o *engine.ServerOptions) {
+		o.Limits = engine.ConnLimits{MaxOutbound: 1, BlocksPerSecond: 1 << 20}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuardIn)
+	defer cancel()
+	before := r.scrape(t)
+	c, err := smptest.Dial(ctx, r.addr, r.key.Public().Fingerprint())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	deadline, _ := ctx.Deadline()
+	if err := c.NetConn().SetWriteDeadline(deadline); err != nil {
+		t.Fatal(err)
+	}
+	pings := make([][]byte, 600) // one block's worth: about one block of PONGs back
+	for i := range pings {
+		pings[i] = smptest.Ping("p")
+	}
+	// Once the kernel's buffers are full of unread PONGs (some 800 blocks
+	// here) the relay's own outbound buffer grows past MaxOutbound and it
+	// drops the client, which then fails to write. 4000 blocks (32 MiB) is
+	// far more than the buffers hold.
+	dropped := false
+	for range 4000 {
+		if err := c.Send(pings...); err != nil {
+			dropped = true
+			break
+		}
+	}
+	if !dropped {
+		t.Fatal("the relay kept a client that never reads")
+	}
+	after := r.scrape(t)
+	if got := after.value(t, "smp_connections_rejected_total", "reason", "outbound") - before.value(t, "smp_connections_rejected_total", "reason", "outbound"); got != 1 {
+		t.Fatalf("outbound drops went up by %v, want 1", got)
+	}
+}
+
 // allowedLabels is every label value the relay's own metrics may carry, by
 // label name; "version" and "key_type" are checked separately.
 var allowedLabels = map[string][]string{
