@@ -132,7 +132,9 @@ type EngineMetrics struct {
 	// Delivery is the time from a SEND storing a message to the message being
 	// written as MSG to its subscriber's block, in nanoseconds; only the
 	// first write of a message stored by this process is counted (messages
-	// replayed from the log have no store time).
+	// replayed from the log have no store time). A MSG that answers an ACK
+	// is counted when written, before the ACK's own record is durable
+	// (fsync always holds that reply until then); a pushed MSG never waits.
 	Delivery metric.Snapshot
 }
 
