@@ -24,6 +24,10 @@
 //     its loop with gnet's Conn.Wake; the subscriber's loop then encodes and
 //     seals the MSG itself, so every byte a connection sends is produced on its
 //     own loop, in block-counter order.
+//   - Operational counters (metrics.go) are atomics sharded per event loop: a
+//     connection and its Session count only into their loop's padded shard,
+//     and Engine.Metrics and Server.Metrics sum the shards for a scrape.
+//     They are aggregates only (SPEC §8): nothing per queue or per client.
 //
 // Hot-path invariants: no goroutine per connection, no allocation per block or
 // per transmission except the copy of a stored message body, signature keys

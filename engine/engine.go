@@ -41,6 +41,7 @@ type Engine struct {
 
 	queues *queueMap
 	stats  counters
+	mx     engineStats // operational counters for the metrics endpoint (metrics.go)
 
 	sessions atomic.Int64 // open sessions, for shutdown and tests
 }
@@ -78,6 +79,7 @@ func New(o Options) (*Engine, error) {
 		queues:  newQueueMap(),
 	}
 	e.limits.Store(&l)
+	e.mx.init()
 	if e.now == nil {
 		e.now = time.Now
 	}
@@ -279,6 +281,7 @@ func (e *Engine) Expire(now time.Time) {
 				break
 			}
 			e.stats.dropMessage(len(m.body))
+			e.mx.expired.Add(1)
 			if q.delivered {
 				q.delivered = false
 				expired = true

@@ -140,9 +140,10 @@ func (r *registry) each(f func(c *conn)) {
 }
 
 // idle closes every open connection whose last block came before cutoff
-// (Unix nanoseconds). Close is safe from this goroutine (gnet queues it to the
-// connection's loop).
-func (r *registry) idle(cutoff int64) {
+// (Unix nanoseconds), counting each in closed first, so that a client that
+// sees the close can read the count. Close is safe from this goroutine (gnet
+// queues it to the connection's loop).
+func (r *registry) idle(cutoff int64, closed *atomic.Uint64) {
 	var stale []*conn
 	for i := range r.shards {
 		s := &r.shards[i]
@@ -155,6 +156,7 @@ func (r *registry) idle(cutoff int64) {
 		s.mu.Unlock()
 	}
 	for _, c := range stale {
+		closed.Add(1)
 		_ = c.gc.Close()
 	}
 }

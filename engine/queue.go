@@ -9,13 +9,19 @@ import (
 // queueID is a RID or SID.
 type queueID = [codec.QueueIDSize]byte
 
-// message is one stored message. All its fields are immutable once stored, so
-// a reader that took the message under the queue lock may keep reading its
-// body after unlocking: an ACK or DEL drops the reference, never the bytes.
+// message is one stored message. All its fields but stored are immutable once
+// stored, so a reader that took the message under the queue lock may keep
+// reading its body after unlocking: an ACK or DEL drops the reference, never
+// the bytes.
 type message struct {
 	id   [codec.MsgIDSize]byte // random, unique within the queue
 	ts   int64                 // server receive time, Unix seconds
 	body []byte                // opaque to the server
+	// stored is the monotonic store time (engineStats.mono) for the delivery
+	// latency, 0 once the message was first written as MSG or when it was
+	// replayed from the log; changed under the queue lock. It costs 8 bytes
+	// per stored message (48 bytes in all, from 40).
+	stored int64
 }
 
 // queue is one simplex queue. rid, sid and rk never change after creation and

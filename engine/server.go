@@ -45,6 +45,7 @@ type Server struct {
 	once   sync.Once
 	conns  registry      // open connections, for MaxConns and the idle sweep
 	ids    atomic.Uint64 // connection numbers, for the registry's shards
+	mx     serverStats   // operational counters for the metrics endpoint (metrics.go)
 
 	// lim is replaced whole by SetConnLimits and read without a lock by the
 	// loops; limChanged tells expireLoop to re-arm its idle sweep.
@@ -128,14 +129,27 @@ type conn struct {
 	sess     *Session
 	timer    *time.Timer
 	send     func([]byte) error // gc.Write as a value made once, so batches do not allocate
+	mx       *connStats         // counters of the connection's loop
 
 	// Drain states, owned by the loop: drained once the blocks that were read
 	// before the drain have been processed (later ones are dropped unread);
 	// finSent once every reply has left and the write side is shut.
 	drained, finSent bool
+
+	// hsCounted is set by whoever counts the handshake's outcome (the loop,
+	// or the handshake timer), so that each connection counts one.
+	hsCounted atomic.Bool
+}
+
+// countHandshake counts the handshake's outcome unless one was counted.
+func (c *conn) countHandshake(outcome int) {
+	if c.hsCounted.CompareAndSwap(false, true) {
+		c.mx.handshakes[outcome].Add(1)
+	}
 }
 
 func (c *conn) write(b []byte) error {
+	c.mx.blockOut.Add(uint64(len(b))) // before the write: a reply is never seen before its count
 	_, err := c.gc.Write(b)
 	return err
 }
@@ -154,6 +168,7 @@ func (c *conn) wakeIn(d time.Duration) {
 
 func (c *conn) handshakeExpired() {
 	if c.phase.Load() == phaseHello {
+		c.countHandshake(hsTimeout)
 		_ = c.gc.Close()
 	}
 }
@@ -221,7 +236,7 @@ func (s *Server) expireLoop() {
 			s.e.Expire(s.e.now())
 		case now := <-idle:
 			if d := s.lim.Load().IdleTimeout; d > 0 {
-				s.conns.idle(now.Add(-d).UnixNano())
+				s.conns.idle(now.Add(-d).UnixNano(), &s.mx.idle)
 			}
 		}
 	}
@@ -279,15 +294,21 @@ func (h *handler) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	if h.s.draining.Load() {
 		return nil, gnet.Close // draining: no new connections
 	}
+	loop := h.s.mx.shard(gc)
+	mx := &h.s.mx.loops[loop]
 	if h.s.conns.open.Add(1) > int64(h.s.lim.Load().MaxConns) {
 		h.s.conns.open.Add(-1)
+		mx.rejected[rejMaxConns].Add(1)
 		return nil, gnet.Close // no context: OnClose leaves the count alone
 	}
-	c := &conn{gc: gc, id: h.s.ids.Add(1)}
+	mx.accepted.Add(1)
+	mx.helloOut.Add(uint64(len(h.s.hello)))
+	c := &conn{gc: gc, id: h.s.ids.Add(1), mx: mx}
 	c.last.Store(time.Now().UnixNano())
 	h.s.conns.add(c)
 	c.send = c.write
 	c.sess = h.s.e.NewSession(c.wake)
+	c.sess.mx = &h.s.e.mx.loops[loop]
 	c.timer = time.AfterFunc(h.s.o.HandshakeTimeout, c.handshakeExpired)
 	gc.SetContext(c)
 	return h.s.hello, gnet.None
@@ -299,6 +320,7 @@ func (h *handler) OnClose(gc gnet.Conn, _ error) gnet.Action {
 		gc.SetContext(nil)
 		h.s.conns.remove(c)
 		h.s.conns.open.Add(-1)
+		c.countHandshake(hsClosed) // a no-op once the handshake's outcome was counted
 		c.timer.Stop()
 		if c.throttle != nil {
 			c.throttle.Stop()
@@ -343,6 +365,7 @@ func (h *handler) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 	if c.phase.Load() == phaseHello {
 		done, ok := h.s.handshake(c)
 		if !ok {
+			c.countHandshake(hsBadHello)
 			return gnet.Close
 		}
 		if !done {
@@ -367,12 +390,14 @@ func (h *handler) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 		if ok, wait := c.rate.take(lim.BlocksPerSecond, now); !ok && !final {
 			if gc.InboundBuffered() > lim.MaxInboundBlocks*bs {
 				action = gnet.Close // flooding far beyond the rate
+				c.mx.rejected[rejFlood].Add(1)
 			} else {
 				c.wakeIn(wait)
 			}
 			break
 		}
 		c.last.Store(now)
+		c.mx.blocksIn.Add(1) // the loop's own counter: no line shared with other loops
 		blk, err := gc.Peek(bs)
 		if err != nil {
 			action = gnet.Close
@@ -394,6 +419,9 @@ func (h *handler) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 	c.sess.Drain(wk.w)
 	if err := wk.w.Finish(); err != nil || gc.OutboundBuffered() > lim.MaxOutbound {
 		// The client does not read what it is sent: drop it rather than grow.
+		if err == nil && action != gnet.Close { // not already closing for another reason
+			c.mx.rejected[rejOutbound].Add(1)
+		}
 		action = gnet.Close
 	}
 	if c.drained && action == gnet.None && len(c.sess.heldAt) == 0 && gc.OutboundBuffered() == 0 {
@@ -482,6 +510,7 @@ func (s *Server) handshake(c *conn) (done, ok bool) {
 		return false, false
 	}
 	_, _ = c.gc.Discard(2 + n)
+	c.mx.helloIn.Add(uint64(2 + n))
 	if c.rx.Init(h.C2SKey, h.C2SNonce) != nil || c.tx.Init(h.S2CKey, h.S2CNonce) != nil {
 		return false, false
 	}
@@ -489,6 +518,7 @@ func (s *Server) handshake(c *conn) (done, ok bool) {
 		return false, false
 	}
 	c.timer.Stop()
+	c.countHandshake(hsOK)
 	return true, true
 }
 

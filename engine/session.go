@@ -41,6 +41,9 @@ type Session struct {
 
 	subs map[*queue]struct{} // queues this session subscribed to; owned by the loop
 
+	mx  *loopStats  // counters of the loop that owns the session (metrics.go)
+	res codec.Error // error of the reply being written (ErrNone: not ERR), for mx
+
 	newTokens float64 // NEW token bucket (Limits.NewQueuesPerMinute); owned by the loop
 	newAt     int64   // Unix nanoseconds of the bucket's last refill
 
@@ -62,7 +65,7 @@ type Session struct {
 // its loop. Safe for concurrent use.
 func (e *Engine) NewSession(wake func()) *Session {
 	e.sessions.Add(1)
-	return &Session{e: e, wake: wake, newTokens: float64(e.limits.Load().NewQueuesPerMinute), newAt: e.now().UnixNano()}
+	return &Session{e: e, wake: wake, mx: &e.mx.loops[0], newTokens: float64(e.limits.Load().NewQueuesPerMinute), newAt: e.now().UnixNano()}
 }
 
 // allowNew takes a token from the NEW bucket, refilled at
@@ -108,8 +111,10 @@ func (s *Session) Process(plain []byte, p *codec.Parser, t *codec.Transmission, 
 		n := p.Parse(plain, t)
 		plain = plain[n:]
 		s.lsn = 0
+		s.res = codec.ErrNone
 		start, flushes := len(w.buf), w.flushes
 		s.handle(t, w)
+		s.countCommand(t)
 		if (s.lsn != 0 && s.lsn > s.e.store.Durable()) || len(s.heldAt) > 0 {
 			if w.flushes != flushes {
 				start = 0 // room() sealed the block before the reply: it alone is in this one
@@ -220,6 +225,7 @@ func (s *Session) push(q *queue, seq uint64, w *Writer) {
 		return
 	}
 	m := *q.msgs.front()
+	s.observeDelivery(q.msgs.front())
 	q.mu.Unlock()
 	w.room(codec.MSGSize(nil, q.rid[:], len(m.body)))
 	w.buf = codec.AppendMSG(w.buf, nil, q.rid[:], m.id[:], m.ts, m.body)
@@ -296,6 +302,7 @@ func (s *Session) handle(t *codec.Transmission, w *Writer) {
 
 // fail writes ERR e, echoing the corrId and queueId that were valid.
 func (s *Session) fail(t *codec.Transmission, e codec.Error, w *Writer) {
+	s.res = e
 	w.room(codec.MaxResponse(len(t.QueueID)))
 	w.buf = codec.AppendERR(w.buf, t.CorrID, t.QueueID, e)
 }
@@ -366,6 +373,7 @@ func (s *Session) cmdSub(t *codec.Transmission, q *queue, w *Writer) {
 	if q.delivered {
 		head := *q.msgs.front()
 		m = &head
+		s.observeDelivery(q.msgs.front())
 	}
 	q.mu.Unlock()
 	s.subscribe(q)
@@ -426,6 +434,7 @@ func (s *Session) cmdAck(t *codec.Transmission, q *queue, w *Writer) {
 	if q.delivered {
 		head := *q.msgs.front()
 		m = &head
+		s.observeDelivery(q.msgs.front())
 	}
 	q.mu.Unlock()
 	s.answerWith(t, q, m, w)
@@ -501,6 +510,7 @@ func (s *Session) cmdSend(t *codec.Transmission, w *Writer) {
 		return
 	}
 	m.ts = s.e.now().Unix()
+	m.stored = s.e.mx.mono()
 
 	q.mu.Lock()
 	if q.deleted || q.suspended || q.sk != sk {

@@ -142,5 +142,7 @@
 // once per distinct Notifier of the group, holding no lock. One compaction
 // goroutine runs Snapshotter.Snapshot (which takes queue locks) holding no
 // lock of the Log, and talks to the writer through requests. Load runs before
-// the writer exists; Close stops compaction, then the writer.
+// the writer exists; Close stops compaction, then the writer. The writer
+// alone observes the fsync and group histograms behind Metrics; Stats and
+// Metrics read atomics and may be called from any goroutine.
 package wal

@@ -112,6 +112,8 @@ type Log struct {
 
 	w writer // owned by the writer goroutine once Load has started it
 
+	mx logStats // fsync and group histograms (metrics.go), observed by the writer
+
 	stats struct { // counters behind Stats
 		records, groups, syncs, rawBytes, diskBytes, compactions atomic.Uint64
 		logBytes                                                 atomic.Int64
@@ -165,6 +167,7 @@ func Open(dir string, o Options) (*Log, error) {
 		compactDone: make(chan struct{}),
 		nextLSN:     1,
 	}
+	l.mx.init()
 	return l, nil
 }
 

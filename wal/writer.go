@@ -162,6 +162,7 @@ func (l *Log) flush(forceSync, notify bool) error {
 		l.w.segRaw[l.w.num] += raw
 		l.stats.records.Add(uint64(len(recs)))
 		l.stats.groups.Add(1)
+		l.mx.batch.Observe(int64(len(recs)))
 		l.stats.rawBytes.Add(uint64(raw))
 		l.stats.diskBytes.Add(uint64(n))
 		l.stats.logBytes.Add(raw)
@@ -208,7 +209,9 @@ func (l *Log) sync() error {
 	if failed != nil {
 		return failed
 	}
+	start := time.Now()
 	err := l.w.f.Sync()
+	l.mx.fsync.Observe(int64(time.Since(start)))
 	l.stats.syncs.Add(1)
 	if err != nil {
 		return l.fail(err)

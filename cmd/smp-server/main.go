@@ -528,15 +528,6 @@ func versionCmd(stdout io.Writer) int {
 	return 0
 }
 
-// buildVersion is the main module's version, "(devel)" when go build did not
-// know one.
-func buildVersion() string {
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		return bi.Main.Version
-	}
-	return "(devel)"
-}
-
 // profileMode maps --profile to a pkg/profile option.
 func profileMode(s string) (func(*profile.Profile), error) {
 	switch s {

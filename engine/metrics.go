@@ -1,0 +1,258 @@
+package engine
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/smprelay/smprelay/codec"
+	"github.com/smprelay/smprelay/internal/metric"
+)
+
+// Operational counters (issue 7). They are aggregates only: nothing is kept
+// per queue or per client (SPEC §8). The hot path updates them with plain
+// atomic adds on counters that one event loop owns, so loops do not bounce a
+// shared cache line between cores; readers (the metrics exporter) sum the
+// shards at scrape time through Engine.Metrics and Server.Metrics.
+
+// statShards is how many counter shards there are: shard 0 for sessions that
+// run outside a Server (tests, tools), then one per gnet event loop (loops
+// beyond statShards-1 share shards, still correctly, only less cheaply).
+const statShards = 16
+
+// CommandLabels names the commands counted by EngineMetrics.Commands: the
+// client commands of SPEC §5, then "other" for a transmission whose command
+// did not parse or is not a client command.
+var CommandLabels = [numCmdLabels]string{"NEW", "SUB", "KEY", "ACK", "OFF", "DEL", "SEND", "PING", "other"}
+
+// ResultLabels names the results counted by EngineMetrics.Commands: "ok" for
+// any reply but ERR, else the SPEC §6 error name in lower case (every SYNTAX n
+// is "syntax").
+var ResultLabels = [numResults]string{"ok", "syntax", "unknown", "prohibited", "size", "auth", "quota", "internal"}
+
+const (
+	numCmdLabels = 9
+	numResults   = 8
+)
+
+// cmdLabel maps a command to its index in CommandLabels.
+func cmdLabel(c codec.Cmd) int {
+	if c >= codec.CmdNEW && c <= codec.CmdPING {
+		return int(c - codec.CmdNEW) // codec orders them as CommandLabels does
+	}
+	return numCmdLabels - 1
+}
+
+// resultLabel maps a reply's error to its index in ResultLabels.
+func resultLabel(e codec.Error) int {
+	switch e {
+	case codec.ErrNone:
+		return 0
+	case codec.ErrUnknown:
+		return 2
+	case codec.ErrProhibited:
+		return 3
+	case codec.ErrSize:
+		return 4
+	case codec.ErrAuth:
+		return 5
+	case codec.ErrQuota:
+		return 6
+	case codec.ErrInternal:
+		return 7
+	}
+	return 1 // the SYNTAX family
+}
+
+// DeliveryLayout is the bucket layout of EngineMetrics.Delivery, in
+// nanoseconds: doubling from 50 µs to about 13 s (a subscriber that is
+// online), then a long tail for messages that waited for their recipient to
+// come back: 1 min, 10 min, 1 h, 6 h, 1 day, 1 week.
+var DeliveryLayout = metric.Layout{Base: int64(50 * time.Microsecond), Exp: 19, Tail: []int64{
+	int64(time.Minute), int64(10 * time.Minute), int64(time.Hour), int64(6 * time.Hour),
+	int64(24 * time.Hour), int64(7 * 24 * time.Hour),
+}}
+
+// loopStats are the engine counters of one event loop, written by the
+// sessions that loop runs. Shard 0 is written by sessions made outside a
+// Server, from whichever goroutines drive them: every field is atomic, so
+// that is correct, only not free of contention.
+type loopStats struct {
+	_        metric.Pad
+	cmds     [numCmdLabels][numResults]atomic.Uint64
+	delivery metric.Histogram // SEND stored → MSG written, nanoseconds
+}
+
+// engineStats are the Engine's operational counters beside Engine.stats.
+type engineStats struct {
+	epoch   time.Time // monotonic origin of message.stored
+	loops   [statShards]loopStats
+	expired atomic.Uint64 // messages deleted by the message TTL; written by Expire
+}
+
+func (m *engineStats) init() {
+	m.epoch = time.Now()
+	for i := range m.loops {
+		m.loops[i].delivery.Init(&DeliveryLayout)
+	}
+}
+
+// mono is the monotonic time of a store, for the delivery latency: never 0,
+// which marks a message with no store time (replayed from the log, or
+// already observed).
+func (m *engineStats) mono() int64 { return int64(time.Since(m.epoch)) + 1 }
+
+// observeDelivery counts the first write of a message as a MSG. The caller
+// holds q.mu and has copied *f (the message at the head of q's fifo); the
+// store time is cleared in the fifo so a redelivery is not counted again.
+func (s *Session) observeDelivery(f *message) {
+	if f.stored == 0 {
+		return
+	}
+	s.mx.delivery.Observe(s.e.mx.mono() - f.stored)
+	f.stored = 0
+}
+
+// countCommand counts one handled transmission with the result its reply
+// carried (s.res, set by fail). Runs on the session's loop.
+func (s *Session) countCommand(t *codec.Transmission) {
+	s.mx.cmds[cmdLabel(t.Cmd)][resultLabel(s.res)].Add(1)
+}
+
+// EngineMetrics is a snapshot of the engine's aggregate counters.
+type EngineMetrics struct {
+	Queues    int64 // live queues
+	Messages  int64 // stored messages, delivered or not
+	BodyBytes int64 // bytes of stored message bodies
+	// Commands counts handled transmissions by CommandLabels × ResultLabels.
+	Commands [numCmdLabels][numResults]uint64
+	Expired  uint64 // messages deleted by the message TTL
+	// Delivery is the time from a SEND storing a message to the message being
+	// written as MSG to its subscriber's block, in nanoseconds; only the
+	// first write of a message stored by this process is counted (messages
+	// replayed from the log have no store time). A MSG that answers an ACK
+	// is counted when written, before the ACK's own record is durable
+	// (fsync always holds that reply until then); a pushed MSG never waits.
+	Delivery metric.Snapshot
+}
+
+// Metrics returns a snapshot of the engine's counters. Safe for concurrent
+// use; it allocates, so it is for scrapes, not hot paths.
+func (e *Engine) Metrics() EngineMetrics {
+	m := EngineMetrics{
+		Queues: e.stats.queues.Load(), Messages: e.stats.messages.Load(), BodyBytes: e.stats.bodyBytes.Load(),
+		Expired: e.mx.expired.Load(),
+	}
+	for i := range e.mx.loops {
+		l := &e.mx.loops[i]
+		for c := range l.cmds {
+			for r := range l.cmds[c] {
+				m.Commands[c][r] += l.cmds[c][r].Load()
+			}
+		}
+		l.delivery.AddTo(&m.Delivery)
+	}
+	return m
+}
+
+// RejectLabels names the reasons counted by ServerMetrics.Rejected: the
+// connection limits of ConnLimits that refuse or drop a connection.
+var RejectLabels = [numRejects]string{"max_conns", "idle", "outbound", "flood"}
+
+const (
+	rejMaxConns = iota // MaxConns reached at accept
+	rejIdle            // IdleTimeout: no block for too long
+	rejOutbound        // MaxOutbound: the client does not read
+	rejFlood           // MaxInboundBlocks: far beyond BlocksPerSecond
+	numRejects
+)
+
+// HandshakeLabels names the outcomes counted by ServerMetrics.Handshakes
+// (SPEC §3.2): the transport opened; the hello did not open or did not fit;
+// the handshake timeout closed the connection; the client went away first.
+var HandshakeLabels = [numOutcomes]string{"ok", "bad_hello", "timeout", "closed"}
+
+const (
+	hsOK = iota
+	hsBadHello
+	hsTimeout
+	hsClosed
+	numOutcomes
+)
+
+// connStats are the transport counters of one event loop, written by that
+// loop (the handshake timer, on its own goroutine, adds a timeout now and
+// then: every field is atomic).
+type connStats struct {
+	_          metric.Pad
+	accepted   atomic.Uint64
+	rejected   [numRejects]atomic.Uint64 // max_conns, outbound, flood; idle is counted in serverStats
+	handshakes [numOutcomes]atomic.Uint64
+	blocksIn   atomic.Uint64 // whole blocks read
+	helloIn    atomic.Uint64 // bytes of client hellos read
+	blockOut   atomic.Uint64 // bytes of blocks written (whole blocks)
+	helloOut   atomic.Uint64 // bytes of server hellos written
+}
+
+// serverStats are the Server's operational counters.
+type serverStats struct {
+	loops   [statShards]connStats
+	idle    atomic.Uint64 // connections closed by the idle sweep; written by expireLoop
+	loopIDs sync.Map      // gnet.EventLoop → shard index; written once per loop
+	nextID  atomic.Uint32
+}
+
+// shard returns the index of the counters of the loop that runs gc. Called
+// at accept: a lock-free map read once the loop has been seen.
+func (m *serverStats) shard(gc gnet.Conn) int {
+	el := gc.EventLoop()
+	if el == nil {
+		return 0
+	}
+	if i, ok := m.loopIDs.Load(el); ok {
+		return i.(int)
+	}
+	i, _ := m.loopIDs.LoadOrStore(el, 1+int(m.nextID.Add(1)-1)%(statShards-1))
+	return i.(int)
+}
+
+// ServerMetrics is a snapshot of the transport's aggregate counters.
+type ServerMetrics struct {
+	KEM        string // the transport key's kind (SPEC §2), which every handshake uses
+	Open       int64  // connections open now
+	Accepted   uint64 // connections accepted (below MaxConns)
+	Rejected   [numRejects]uint64
+	Handshakes [numOutcomes]uint64
+	BlocksIn   uint64 // whole blocks read
+	BlocksOut  uint64 // blocks written
+	BytesIn    uint64 // bytes read: client hellos and whole blocks
+	BytesOut   uint64 // bytes written: server hellos and blocks
+}
+
+// Metrics returns a snapshot of the server's counters. Safe for concurrent use.
+func (s *Server) Metrics() ServerMetrics {
+	m := ServerMetrics{KEM: s.o.Key.Public().Type().String(), Open: s.conns.open.Load()}
+	var blockOut uint64
+	for i := range s.mx.loops {
+		l := &s.mx.loops[i]
+		m.Accepted += l.accepted.Load()
+		for r := range l.rejected {
+			m.Rejected[r] += l.rejected[r].Load()
+		}
+		for o := range l.handshakes {
+			m.Handshakes[o] += l.handshakes[o].Load()
+		}
+		m.BlocksIn += l.blocksIn.Load()
+		m.BytesIn += l.helloIn.Load()
+		blockOut += l.blockOut.Load()
+		m.BytesOut += l.helloOut.Load()
+	}
+	m.Rejected[rejIdle] += s.mx.idle.Load()
+	bs := uint64(s.e.blockSz)
+	m.BytesIn += m.BlocksIn * bs
+	m.BlocksOut = blockOut / bs
+	m.BytesOut += blockOut
+	return m
+}
