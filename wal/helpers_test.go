@@ -249,9 +249,19 @@ func openLog(t testing.TB, dir string, o Options, attach bool) (*Log, *model) {
 	if o.Logger == nil {
 		o.Logger, _ = newTestLogger(t)
 	}
+	return openLogWith(t, dir, o, attach, nil)
+}
+
+// openLogWith is openLog without the default logger; before, when set, runs
+// between Open and Load.
+func openLogWith(t testing.TB, dir string, o Options, attach bool, before func(*Log)) (*Log, *model) {
+	t.Helper()
 	l, err := Open(dir, o)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
+	}
+	if before != nil {
+		before(l)
 	}
 	m := newModel()
 	if err := l.Load(m.apply); err != nil {
@@ -431,6 +441,14 @@ func (f *failFile) set(fn func(f *failFile)) {
 	f.mu.Lock()
 	fn(f)
 	f.mu.Unlock()
+}
+
+// openFailing opens the log in dir like openLog, with its segments opened as
+// failFiles (the latest one is returned by cur). The caller closes the log.
+func openFailing(t testing.TB, dir string, o Options, attach bool) (l *Log, m *model, cur func() *failFile) {
+	t.Helper()
+	l, m = openLogWith(t, dir, o, attach, func(l *Log) { cur = withFailFiles(l) })
+	return l, m, cur
 }
 
 // withFailFiles makes l open its segments as failFiles; the latest one opened

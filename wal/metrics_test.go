@@ -24,19 +24,8 @@ func TestLayouts(t *testing.T) {
 // count, each segment fsync one latency observation, bytes and compactions
 // match Stats, and a failed fsync shows as Failed.
 func TestMetrics(t *testing.T) {
-	l, err := Open(t.TempDir(), Options{Sync: SyncAlways})
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, m, cur := openFailing(t, t.TempDir(), Options{Sync: SyncAlways}, true)
 	defer l.Close()
-	cur := withFailFiles(l)
-	m := newModel()
-	if err := l.Load(m.apply); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.Attach(m); err != nil {
-		t.Fatal(err)
-	}
 	f := cur()
 	hold, entered := make(chan struct{}), make(chan struct{}, 4)
 	f.set(func(f *failFile) { f.hold, f.entered = hold, entered })

@@ -210,18 +210,7 @@ func TestReplayRestoresState(t *testing.T) {
 func lastGroupLog(t *testing.T, last func(w *workload)) (dir string, before string, seg string) {
 	dir = fastDir(t)
 	lg, _ := newTestLogger(t)
-	l, err := Open(dir, Options{Sync: SyncAlways, Logger: lg})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cur := withFailFiles(l)
-	m := newModel()
-	if err := l.Load(m.apply); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.Attach(m); err != nil {
-		t.Fatal(err)
-	}
+	l, m, cur := openFailing(t, dir, Options{Sync: SyncAlways, Logger: lg}, true)
 	w := newWorkload(t, l, m, 42)
 	for range 5 { // a few groups: each is waited for, so each is its own group
 		w.run(4)
@@ -490,16 +479,8 @@ func TestCorruption(t *testing.T) {
 // and synced together by the next one, and each waiter is told once.
 func TestGroupCommit(t *testing.T) {
 	dir := t.TempDir()
-	l, err := Open(dir, Options{Sync: SyncAlways})
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, _, cur := openFailing(t, dir, Options{Sync: SyncAlways}, false)
 	defer l.Close()
-	cur := withFailFiles(l)
-	m := newModel()
-	if err := l.Load(m.apply); err != nil {
-		t.Fatal(err)
-	}
 	f := cur()
 	hold, entered := make(chan struct{}), make(chan struct{}, 4)
 	f.set(func(f *failFile) { f.hold, f.entered = hold, entered })
@@ -610,15 +591,7 @@ func TestFailedLog(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			lg, tl := newTestLogger(t)
-			l, err := Open(dir, Options{Sync: SyncAlways, Logger: lg})
-			if err != nil {
-				t.Fatal(err)
-			}
-			cur := withFailFiles(l)
-			m := newModel()
-			if err := l.Load(m.apply); err != nil {
-				t.Fatal(err)
-			}
+			l, m, cur := openFailing(t, dir, Options{Sync: SyncAlways, Logger: lg}, false)
 			n := newChanNotifier()
 			rid := randID()
 			lsn := m.record(t, l, engine.Record{Kind: engine.RecQueueCreated, RID: rid, SID: randID(), RecipientKey: edKey(t, 0)}, n)
@@ -632,7 +605,7 @@ func TestFailedLog(t *testing.T) {
 			}
 
 			cur().set(tc.inject)
-			lsn, err = l.Append(engine.Record{Kind: engine.RecMessageStored, RID: rid, MsgID: randMsgID(), Body: []byte("lost")}, n)
+			lsn, err := l.Append(engine.Record{Kind: engine.RecMessageStored, RID: rid, MsgID: randMsgID(), Body: []byte("lost")}, n)
 			if err != nil {
 				t.Fatalf("the first Append after the fault is accepted (the writer has not met it yet): %v", err)
 			}
@@ -669,15 +642,8 @@ func TestFailedLog(t *testing.T) {
 // without waiting for Close.
 func TestFailedLogRefusesAtOnce(t *testing.T) {
 	dir := t.TempDir()
-	l, err := Open(dir, Options{Sync: SyncAlways})
-	if err != nil {
-		t.Fatal(err)
-	}
+	l, _, cur := openFailing(t, dir, Options{Sync: SyncAlways}, false)
 	defer l.Close()
-	cur := withFailFiles(l)
-	if err := l.Load(newModel().apply); err != nil {
-		t.Fatal(err)
-	}
 	f := cur()
 	entered := make(chan struct{}, 1)
 	hold := make(chan struct{})
