@@ -1,0 +1,245 @@
+package main
+
+import (
+	"fmt"
+	"runtime"
+	"time"
+
+	"github.com/smprelay/smprelay/codec"
+)
+
+// CryptoCosts is the crypto-limit scenario: the per-core cost on this
+// machine of what every message and handshake must pay, measured
+// single-threaded in this process, and the limits it implies.
+type CryptoCosts struct {
+	Cores     int     `json:"cores"`
+	BlockSize int     `json:"blockSize"`
+	BodySize  int     `json:"bodySize"`
+	Ops       []Op    `json:"ops"`
+	Formula   string  `json:"formula"`
+	Cycles    []Cycle `json:"cycles"`
+}
+
+// Op is the cost of one operation on one core.
+type Op struct {
+	Name  string  `json:"name"`
+	NsOp  float64 `json:"nsPerOp"`
+	Count int     `json:"count"`
+}
+
+// Cycle is the crypto cost of one delivered message (or handshake) and the
+// rate the machine's cores could sustain if that were all they did.
+type Cycle struct {
+	Name     string  `json:"name"` // signed-ed25519, signed-rsa, unsigned, handshake-<kem>
+	NsPerOp  float64 `json:"nsPerOp"`
+	LimitOps float64 `json:"limitPerSecond"` // cores × 1e9 / NsPerOp
+	Terms    string  `json:"terms"`
+}
+
+func (c *CryptoCosts) op(name string) float64 {
+	for _, o := range c.Ops {
+		if o.Name == name {
+			return o.NsOp
+		}
+	}
+	return 0
+}
+
+func (c *CryptoCosts) cycle(name string) Cycle {
+	for _, cy := range c.Cycles {
+		if cy.Name == name {
+			return cy
+		}
+	}
+	return Cycle{}
+}
+
+// timeOp runs f in batches until d has passed and returns ns per call.
+func timeOp(d time.Duration, f func()) (float64, int) {
+	f() // warm up: first-use allocations, key expansion
+	n, batch := 0, 1
+	start := time.Now()
+	for time.Since(start) < d {
+		for range batch {
+			f()
+		}
+		n += batch
+		batch = min(batch*2, 256)
+	}
+	return float64(time.Since(start).Nanoseconds()) / float64(n), n
+}
+
+// measureCrypto times each operation for d.
+func measureCrypto(cfg *config, d time.Duration, p *progress) (*CryptoCosts, error) {
+	cc := &CryptoCosts{Cores: runtime.NumCPU(), BlockSize: codec.DefaultBlockSize, BodySize: cfg.body}
+	add := func(name string, f func()) {
+		ns, n := timeOp(d, f)
+		cc.Ops = append(cc.Ops, Op{Name: name, NsOp: ns, Count: n})
+		p.set(float64(len(cc.Ops)), name)
+	}
+	qid := make([]byte, codec.QueueIDSize)
+	body := make([]byte, cfg.body)
+	// What the server verifies: a signed SEND with the configured body and an ACK.
+	sendSigned := codec.AppendSigned(nil, []byte("P1"), qid, codec.CmdSEND, nil, body)
+	ackSigned := codec.AppendSigned(nil, []byte("P2"), qid, codec.CmdACK, nil, nil)
+	for _, alg := range []struct {
+		name string
+		alg  codec.SigAlg
+		bits int
+	}{{"ed25519", codec.SigEd25519, 0}, {"rsa2048", codec.SigRSA, 2048}} {
+		s, err := codec.GenerateSigner(alg.alg, alg.bits)
+		if err != nil {
+			return nil, err
+		}
+		vk := s.VerifyKey()
+		for _, m := range []struct {
+			what   string
+			signed []byte
+		}{{"SEND", sendSigned}, {"ACK", ackSigned}} {
+			sig, err := s.Sign(m.signed)
+			if err != nil {
+				return nil, err
+			}
+			signed := m.signed
+			add(fmt.Sprintf("verify-%s-%s", alg.name, m.what), func() {
+				if !vk.Verify(signed, sig) {
+					panic("bench: signature does not verify")
+				}
+			})
+		}
+	}
+
+	// AES-256-GCM of one block, each direction.
+	bs := codec.DefaultBlockSize
+	var key [32]byte
+	var nonce [12]byte
+	var seal, open codec.BlockCipher
+	if err := seal.Init(key, nonce); err != nil {
+		return nil, err
+	}
+	if err := open.Init(key, nonce); err != nil {
+		return nil, err
+	}
+	const ring = 512
+	blocks := make([][]byte, ring)
+	for i := range blocks {
+		blocks[i] = make([]byte, bs)
+	}
+	i := 0
+	add("aes256gcm-seal-block", func() {
+		if err := seal.Seal(blocks[i%ring]); err != nil {
+			panic(err)
+		}
+		i++
+	})
+	// Open needs the blocks in nonce order: seal a fresh ring ahead of each
+	// pass and time only the opens.
+	var openNs float64
+	var opened int
+	var sealer, opener codec.BlockCipher
+	_ = sealer.Init(key, nonce)
+	_ = opener.Init(key, nonce)
+	start := time.Now()
+	for time.Since(start) < 3*d {
+		for _, b := range blocks {
+			codec.Pad(b[:bs-codec.TagSize])
+			if err := sealer.Seal(b); err != nil {
+				return nil, err
+			}
+		}
+		t0 := time.Now()
+		for _, b := range blocks {
+			if _, err := opener.Open(b); err != nil {
+				return nil, err
+			}
+		}
+		openNs += float64(time.Since(t0).Nanoseconds())
+		opened += ring
+	}
+	cc.Ops = append(cc.Ops, Op{Name: "aes256gcm-open-block", NsOp: openNs / float64(opened), Count: opened})
+
+	for _, kt := range []codec.KEMType{codec.KEMRSA, codec.KEMX25519, codec.KEMMLKEM768X25519} {
+		priv, err := codec.GenerateKEMKey(kt)
+		if err != nil {
+			return nil, err
+		}
+		h, err := codec.NewClientHello(uint32(bs))
+		if err != nil {
+			return nil, err
+		}
+		wire, err := codec.SealClientHello(priv.Public(), &h)
+		if err != nil {
+			return nil, err
+		}
+		sealed := wire[2:]
+		add("open-hello-"+kt.String(), func() {
+			if _, err := codec.OpenClientHello(priv, sealed); err != nil {
+				panic(err)
+			}
+		})
+	}
+	cc.derive()
+	return cc, nil
+}
+
+// blockShare is the fraction of a block one transmission of n bytes takes
+// when the sender packs as many as fit (SPEC §3.3): a transmission that
+// leaves no room for another of its size takes the whole block.
+func blockShare(n, blockSize int) float64 {
+	room := blockSize - codec.TagSize
+	per := room / n
+	if per < 1 {
+		per = 1
+	}
+	return 1 / float64(per)
+}
+
+// derive computes the per-message and per-handshake costs from the ops.
+//
+// One delivered message is one SEND → MSG → ACK cycle. The server must:
+//
+//	verify the SEND signature          (signed queues only)
+//	verify the ACK signature           (always: ACK is signed by RK)
+//	open its share of the blocks in:   SEND, ACK
+//	seal its share of the blocks out:  OK (to the sender), MSG, OK (to the ACK)
+//
+// A block share is 1/⌊(blockSize−16)/len⌋ of a block for a transmission of
+// len bytes, the least a perfectly packing peer could cost (blockShare).
+// The cost is the sum, on one core; the limit is cores × 1 s ÷ cost.
+// A handshake costs opening the client hello with the transport key plus
+// sealing the welcome block.
+func (c *CryptoCosts) derive() {
+	bs := c.BlockSize
+	// Transmission sizes as on the wire: base64 fields (24 chars for IDs, 88
+	// for an Ed25519 signature, 344 for RSA-2048), short corrIds.
+	sendLen := func(sigB64 int) int {
+		return sigB64 + 2 + 2 + 2 + 24 + 2 + len(fmt.Sprintf("SEND %d\r\n", c.BodySize)) + c.BodySize + 4
+	}
+	ackLen := func(sigB64 int) int { return sigB64 + 2 + 2 + 2 + 24 + 2 + len("ACK\r\n") }
+	okLen := 2 + 2 + 2 + 24 + 2 + len("OK\r\n")
+	msgLen := 2 + 2 + 24 + 2 + len(fmt.Sprintf("MSG 123456789012 2026-11-25T19:07:19Z %d\r\n", c.BodySize)) + c.BodySize + 4
+	open, seal := c.op("aes256gcm-open-block"), c.op("aes256gcm-seal-block")
+	out := seal * (2*blockShare(okLen, bs) + blockShare(msgLen, bs))
+	c.Formula = "per delivered message: verify(SEND) [signed only] + verify(ACK) + open × (share(SEND) + share(ACK)) + " +
+		"seal × (2·share(OK) + share(MSG)); share(t) = 1/⌊(blockSize−16)/len(t)⌋; limit = cores × 1 s ÷ cost. " +
+		"Per handshake: open(client hello) + seal(welcome block)."
+	for _, a := range []struct {
+		cycle, alg string
+		sig        int
+	}{{"signed-ed25519", "ed25519", 88}, {"signed-rsa2048", "rsa2048", 344}} {
+		in := open * (blockShare(sendLen(a.sig), bs) + blockShare(ackLen(a.sig), bs))
+		v := c.op("verify-"+a.alg+"-SEND") + c.op("verify-"+a.alg+"-ACK")
+		c.addCycle(a.cycle, v+in+out, fmt.Sprintf("verify %.1f µs + AES in %.1f µs + AES out %.1f µs", v/1e3, in/1e3, out/1e3))
+	}
+	in := open * (blockShare(sendLen(0), bs) + blockShare(ackLen(88), bs))
+	v := c.op("verify-ed25519-ACK")
+	c.addCycle("unsigned", v+in+out, fmt.Sprintf("verify(ACK, Ed25519) %.1f µs + AES in %.1f µs + AES out %.1f µs", v/1e3, in/1e3, out/1e3))
+	for _, kt := range []codec.KEMType{codec.KEMRSA, codec.KEMX25519, codec.KEMMLKEM768X25519} {
+		o := c.op("open-hello-" + kt.String())
+		c.addCycle("handshake-"+kt.String(), o+seal, fmt.Sprintf("open %.1f µs + welcome seal %.1f µs", o/1e3, seal/1e3))
+	}
+}
+
+func (c *CryptoCosts) addCycle(name string, ns float64, terms string) {
+	c.Cycles = append(c.Cycles, Cycle{Name: name, NsPerOp: ns, LimitOps: float64(c.Cores) * 1e9 / ns, Terms: terms})
+}
