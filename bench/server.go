@@ -184,7 +184,11 @@ func procUsage(pid int) (usage, error) {
 	return u, nil
 }
 
-// settledRSS reads the server's RSS until two readings 500 ms apart differ by
+// settleEvery is the interval between RSS readings of settledRSS; tests
+// shorten it.
+var settleEvery = 500 * time.Millisecond
+
+// settledRSS reads the server's RSS until two readings settleEvery apart differ by
 // less than 0.5 % (or 20 s pass), so that the heap has stopped moving after
 // the last connections came in. Waiting for a reading to settle is a
 // measurement, not synchronisation.
@@ -195,7 +199,7 @@ func (s *server) settledRSS() (uint64, error) {
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		time.Sleep(500 * time.Millisecond)
+		time.Sleep(settleEvery)
 		cur, err := s.usage()
 		if err != nil {
 			return 0, err
