@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,6 +19,7 @@ type HandshakePoint struct {
 	Handshakes    int64   `json:"handshakes"`
 	PerSecond     float64 `json:"perSecond"`
 	ServerCPUPer  float64 `json:"serverCpuPerHandshakeUs"`
+	ServerBound   float64 `json:"serverBoundPerSecond"` // cores ÷ server CPU per handshake
 	CryptoPer     float64 `json:"cryptoPerHandshakeUs"`
 	CPUOverCrypto float64 `json:"serverCpuOverCrypto"`
 	Limit         float64 `json:"limitPerSecond"`
@@ -77,6 +79,7 @@ func runHandshakes(ctx context.Context, srv *server, kem string, dialers int, d 
 	hp.Errors = errs.Load()
 	if count > 0 {
 		hp.ServerCPUPer = (u1.CPU - u0.CPU).Seconds() / float64(count) * 1e6
+		hp.ServerBound = float64(runtime.NumCPU()) * 1e6 / hp.ServerCPUPer
 	}
 	return hp, nil
 }

@@ -20,10 +20,26 @@ type Machine struct {
 	Commit      string `json:"commit"` // short hash, "-dirty" when the worktree had changes
 	NoFileSoft  uint64 `json:"noFileSoft"`
 	NoFileHard  uint64 `json:"noFileHard"`
+	// LoadAvg is /proc/loadavg's 1-minute figure when the run started: the
+	// machine may be shared, and other work skews every figure.
+	LoadAvg float64 `json:"loadAverageAtStart"`
+}
+
+// loadAvg returns the 1-minute load average, or -1.
+func loadAvg() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return -1
+	}
+	f, err := strconv.ParseFloat(strings.Fields(string(b))[0], 64)
+	if err != nil {
+		return -1
+	}
+	return f
 }
 
 func describeMachine() Machine {
-	m := Machine{Cores: runtime.NumCPU(), GoVersion: runtime.Version(), Commit: commit()}
+	m := Machine{Cores: runtime.NumCPU(), GoVersion: runtime.Version(), Commit: commit(), LoadAvg: loadAvg()}
 	if f, err := os.Open("/proc/cpuinfo"); err == nil {
 		s := bufio.NewScanner(f)
 		for s.Scan() {

@@ -91,13 +91,13 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fl.DurationVar(&c.duration, "duration", 8*time.Second, "measured `time` of each relay point")
 	fl.DurationVar(&c.warmup, "warmup", 2*time.Second, "unmeasured `time` before each relay point")
 	fl.DurationVar(&c.cryptoTime, "crypto-time", 500*time.Millisecond, "`time` spent timing each crypto operation")
-	pairs := fl.String("pairs", "1,4,16,64", "connection pairs (sender + recipient) of the Ed25519 grid")
+	pairs := fl.String("pairs", "1,4,16,64,256", "connection pairs (sender + recipient) of the Ed25519 grid")
 	rsaPairs := fl.String("rsa-pairs", "1,4,16,64", "connection pairs of the RSA-2048 grid (empty: none)")
 	fl.IntVar(&c.queues, "queues", 1, "queues per connection pair")
 	fl.IntVar(&c.window, "window", 2, "messages per queue sent and not yet delivered (closed loop), at most the server's --quota")
 	fl.IntVar(&c.body, "body", codec.MaxBody(codec.DefaultBlockSize), "SEND body `bytes` (default maxBody: real clients pad every body to it, SPEC §10)")
 	keys := fl.String("keys", "ed25519,rsa", "signature key kinds for relay-signed: ed25519, rsa")
-	fl.BoolVar(&c.halfPeak, "half-peak", true, "after the Ed25519 grid, a paced run at half of its peak throughput")
+	fl.BoolVar(&c.halfPeak, "half-peak", true, "after the Ed25519 grid and each fsync point, a paced run at half of its throughput")
 	fsyncModes := fl.String("fsync-modes", "always,interval,never", "--fsync modes of the fsync scenario")
 	fl.IntVar(&c.fsyncPairs, "fsync-pairs", 16, "connection pairs of the fsync scenario")
 	kems := fl.String("kems", "rsa,x25519,mlkem768x25519", "transport key kinds of the handshakes scenario")
@@ -426,6 +426,14 @@ func runSuite(ctx context.Context, c *config, args []string, stderr io.Writer) (
 			rep.Fsync = append(rep.Fsync, pts...)
 			if err != nil {
 				return rep, err
+			}
+			if c.halfPeak {
+				r.series, r.rate = "fsync-"+m+"-half-peak", pts[0].Throughput/2
+				hp, err := grid("fsync "+m+" at half of peak", []int{c.fsyncPairs}, r, "signed-ed25519", "--fsync", m)
+				rep.Fsync = append(rep.Fsync, hp...)
+				if err != nil {
+					return rep, err
+				}
 			}
 		}
 	}

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -53,11 +55,17 @@ type RelayPoint struct {
 	ServerCPUSec    float64   `json:"serverCpuSeconds"`
 	ServerCPUPerMsg float64   `json:"serverCpuPerMessageUs"`
 	ServerRSS       uint64    `json:"serverRssBytes"`
-	CryptoPerMsg    float64   `json:"cryptoPerMessageUs"`
-	CPUOverCrypto   float64   `json:"serverCpuOverCrypto"`
-	Limit           float64   `json:"limitPerSecond"`
-	OverLimit       float64   `json:"throughputOverLimit"`
-	Errors          int64     `json:"errors"`
+	// LoadGenCPUPerMsg is this process's CPU per delivered message: it shares
+	// the cores with the server.
+	LoadGenCPUPerMsg float64 `json:"loadGeneratorCpuPerMessageUs"`
+	// ServerBound is the rate the server's CPU per message would allow with
+	// every core to itself: cores ÷ server CPU per message.
+	ServerBound   float64 `json:"serverBoundPerSecond"`
+	CryptoPerMsg  float64 `json:"cryptoPerMessageUs"`
+	CPUOverCrypto float64 `json:"serverCpuOverCrypto"`
+	Limit         float64 `json:"limitPerSecond"`
+	OverLimit     float64 `json:"throughputOverLimit"`
+	Errors        int64   `json:"errors"`
 }
 
 var cdfPercentiles = []float64{1, 5, 10, 25, 50, 75, 90, 95, 99, 99.5, 99.9, 99.99, 100}
@@ -311,9 +319,11 @@ func runRelay(ctx context.Context, srv *server, r relayRun, p *progress) (RelayP
 		close(stop)
 		return pt, err
 	}
+	self0, _ := procUsage(os.Getpid())
 	recording.Store(true)
 	sleepCtx(ctx, r.duration)
 	recording.Store(false)
+	self1, _ := procUsage(os.Getpid())
 	u1, err := srv.usage()
 	n := delivered.Load()
 	close(stop)
@@ -338,6 +348,8 @@ func runRelay(ctx context.Context, srv *server, r relayRun, p *progress) (RelayP
 	pt.ServerCPUSec = (u1.CPU - u0.CPU).Seconds()
 	if n > 0 {
 		pt.ServerCPUPerMsg = pt.ServerCPUSec / float64(n) * 1e6
+		pt.LoadGenCPUPerMsg = (self1.CPU - self0.CPU).Seconds() / float64(n) * 1e6
+		pt.ServerBound = float64(runtime.NumCPU()) * 1e6 / pt.ServerCPUPerMsg
 	}
 	pt.ServerRSS = u1.RSS
 	slices.Sort(lat)
