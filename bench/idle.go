@@ -109,9 +109,8 @@ func runIdle(ctx context.Context, srv *server, kem string, steps []int, sample i
 	if err != nil {
 		return nil, err
 	}
-	var err0 error
-	if res.BaseRSS, err0 = srv.settledRSS(); err0 != nil {
-		return nil, err0
+	if res.BaseRSS, err = srv.settledRSS(); err != nil {
+		return nil, err
 	}
 	top := 0
 	for i, s := range steps {

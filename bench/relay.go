@@ -303,7 +303,6 @@ func runRelay(ctx context.Context, srv *server, r relayRun, p *progress) (RelayP
 		}()
 	}
 
-	total := r.warmup + r.duration
 	stop := make(chan struct{})
 	go p.tick(stop, func() (float64, string) {
 		el := time.Since(start)
@@ -332,7 +331,6 @@ func runRelay(ctx context.Context, srv *server, r relayRun, p *progress) (RelayP
 	if err != nil {
 		return pt, err
 	}
-	_ = total
 
 	var lat []int64
 	for _, rec := range recs {
