@@ -43,6 +43,7 @@ type config struct {
 	body          int
 	keys          []string
 	halfPeak      bool
+	rate          float64
 	fsyncModes    []string
 	fsyncPairs    int
 	kems          []string
@@ -97,6 +98,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fl.IntVar(&c.window, "window", 2, "messages per queue sent and not yet delivered (closed loop), at most the server's --quota")
 	fl.IntVar(&c.body, "body", codec.MaxBody(codec.DefaultBlockSize), "SEND body `bytes` (default maxBody: real clients pad every body to it, SPEC §10)")
 	keys := fl.String("keys", "ed25519,rsa", "signature key kinds for relay-signed: ed25519, rsa")
+	fl.Float64Var(&c.rate, "rate", 0, "pace every relay point at this many messages/s in all (open loop); 0: closed loop, as fast as it goes")
 	fl.BoolVar(&c.halfPeak, "half-peak", true, "after the Ed25519 grid and each fsync point, a paced run at half of its throughput")
 	fsyncModes := fl.String("fsync-modes", "always,interval,never", "--fsync modes of the fsync scenario")
 	fl.IntVar(&c.fsyncPairs, "fsync-pairs", 16, "connection pairs of the fsync scenario")
@@ -170,6 +172,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, errors.New("--queues must be at least 1 and --window from 1 to 128")
 	case c.body < 4 || c.body > codec.MaxBody(codec.DefaultBlockSize):
 		return nil, fmt.Errorf("--body %d: must be from 4 (the slot number) to %d", c.body, codec.MaxBody(codec.DefaultBlockSize))
+	case c.rate < 0:
+		return nil, errors.New("--rate must be 0 (closed loop) or positive")
 	case c.dialers < 1 || c.fsyncPairs < 1 || c.idleSample < 0:
 		return nil, errors.New("--dialers and --fsync-pairs must be at least 1, --idle-sample at least 0")
 	}
@@ -261,7 +265,7 @@ func runSuite(ctx context.Context, c *config, args []string, stderr io.Writer) (
 		Machine: describeMachine(), Scenarios: c.scenarios}
 	rep.Config = map[string]any{"duration": c.duration.String(), "warmup": c.warmup.String(), "pairs": c.pairs,
 		"rsaPairs": c.rsaPairs, "queuesPerPair": c.queues, "window": c.window, "bodyBytes": c.body, "keys": c.keys,
-		"fsyncModes": c.fsyncModes, "fsyncPairs": c.fsyncPairs, "kems": c.kems, "dialers": c.dialers,
+		"rate": c.rate, "fsyncModes": c.fsyncModes, "fsyncPairs": c.fsyncPairs, "kems": c.kems, "dialers": c.dialers,
 		"handshakeDuration": c.hsDuration.String(), "idleSteps": c.idleSteps, "idleKEM": c.idleKEM,
 		"serverArgs": c.serverArgs, "serverProfile": c.serverProfile, "quick": c.quick}
 	tmp, err := os.MkdirTemp("", "smp-bench-")
@@ -295,7 +299,7 @@ func runSuite(ctx context.Context, c *config, args []string, stderr io.Writer) (
 	}
 	relayArgs := func(series string, signed bool, alg codec.SigAlg, pairs int) relayRun {
 		return relayRun{series: series, signed: signed, alg: alg, pairs: pairs, queues: c.queues, window: c.window,
-			body: c.body, warmup: c.warmup, duration: c.duration}
+			body: c.body, warmup: c.warmup, duration: c.duration, rate: c.rate}
 	}
 	// grid runs r at each pairs count on one server and returns the points.
 	grid := func(label string, pairsList []int, r relayRun, cycle string, args ...string) ([]RelayPoint, error) {
