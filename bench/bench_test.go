@@ -87,7 +87,7 @@ func TestTinySuite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"# smp-server benchmark", "## crypto-limit", "## relay-signed", "## idle-connections", "## Goals"} {
+	for _, want := range []string{"# smp-server benchmark", "## crypto-limit", "## relay-signed", "## idle-connections", "## Goals", "## Summary"} {
 		if !bytes.Contains(md, []byte(want)) {
 			t.Errorf("Markdown lacks %q", want)
 		}

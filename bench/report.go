@@ -184,6 +184,7 @@ func (r *Report) markdown() string {
 	fmt.Fprintf(&b, "Load average (1 min): %.2f at the start, %.2f at the end; the load generator adds about one core, anything above that is other work skewing the figures.  \n", m.LoadAvg, r.LoadAvgEnd)
 	b.WriteString("Load generator and server share the machine's cores; server CPU is read from /proc, so it is the server's own.\n\n")
 
+	b.WriteString(r.summary())
 	if len(r.Goals) > 0 {
 		b.WriteString("## Goals\n\n| goal | measured | met |\n|---|---|---|\n")
 		for _, g := range r.Goals {
@@ -276,5 +277,52 @@ func (r *Report) markdown() string {
 		}
 		b.WriteString("\n")
 	}
+	return b.String()
+}
+
+// summary is the headline table: one row per scenario result, what the
+// README quotes.
+func (r *Report) summary() string {
+	var rows [][2]string
+	add := func(k, v string) { rows = append(rows, [2]string{k, v}) }
+	if c := r.Crypto; c != nil {
+		for _, n := range []string{"signed-ed25519", "signed-rsa2048", "unsigned"} {
+			cy := c.cycle(n)
+			add("crypto limit, "+n, fmt.Sprintf("%.0f msg/s on %d cores (%.1f µs of crypto per message)", cy.LimitOps, c.Cores, cy.NsPerOp/1e3))
+		}
+	}
+	for _, s := range []string{"signed-ed25519", "signed-rsa2048", "unsigned"} {
+		if p := r.best(s); p != nil {
+			add("relay "+s+", peak", fmt.Sprintf("%.0f msg/s at %d pairs (%.0f%% of the limit), p50 %.2f ms, p99 %.2f ms; server %.0f µs CPU/msg (%.2f× crypto; %.0f msg/s with the cores to itself)",
+				p.Throughput, p.Pairs, 100*p.OverLimit, p.P50Ms, p.P99Ms, p.ServerCPUPerMsg, p.CPUOverCrypto, p.ServerBound))
+		}
+	}
+	if h := r.HalfPeak; h != nil {
+		add("relay signed-ed25519, half of peak (paced)", fmt.Sprintf("%.0f msg/s: p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms", h.Throughput, h.P50Ms, h.P99Ms, h.P999Ms))
+	}
+	for _, p := range r.Fsync {
+		v := fmt.Sprintf("%.0f msg/s at %d pairs, p99 %.2f ms, server %.0f µs CPU/msg (%.2f× crypto)", p.Throughput, p.Pairs, p.P99Ms, p.ServerCPUPerMsg, p.CPUOverCrypto)
+		if p.Paced {
+			v = fmt.Sprintf("%.0f msg/s paced: p50 %.2f ms, p99 %.2f ms", p.Throughput, p.P50Ms, p.P99Ms)
+		}
+		add(p.Series, v)
+	}
+	for _, h := range r.Handshakes {
+		add("handshakes "+h.KEM, fmt.Sprintf("%.0f/s (%.0f%% of the limit %.0f/s); server %.0f µs CPU each (%.2f× the open)", h.PerSecond, 100*h.OverLimit, h.Limit, h.ServerCPUPer, h.CPUOverCrypto))
+	}
+	if id := r.Idle; id != nil && len(id.Steps) > 0 {
+		last := id.Steps[len(id.Steps)-1]
+		add("idle subscribed connections", fmt.Sprintf("%.1f KiB server RSS each (slope to %d connections, %d/%d probes delivered); 100k → %.2f GiB, 1M → %.1f GiB",
+			id.SlopeBytes/1024, last.Conns, last.Delivered, last.Probed, float64(id.At100k)/(1<<30), float64(id.At1M)/(1<<30)))
+	}
+	if len(rows) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString("## Summary\n\n| scenario | result |\n|---|---|\n")
+	for _, row := range rows {
+		fmt.Fprintf(&b, "| %s | %s |\n", row[0], row[1])
+	}
+	b.WriteString("\n")
 	return b.String()
 }
