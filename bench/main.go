@@ -95,7 +95,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	pairs := fl.String("pairs", "1,4,16,64,256", "connection pairs (sender + recipient) of the Ed25519 grid")
 	rsaPairs := fl.String("rsa-pairs", "1,4,16,64", "connection pairs of the RSA-2048 grid (empty: none)")
 	fl.IntVar(&c.queues, "queues", 1, "queues per connection pair")
-	fl.IntVar(&c.window, "window", 2, "messages per queue sent and not yet delivered (closed loop), at most the server's --quota")
+	fl.IntVar(&c.window, "window", 2, "messages per queue in flight (sent, and not yet both answered and delivered) in the closed loop; at most the server's --quota")
 	fl.IntVar(&c.body, "body", codec.MaxBody(codec.DefaultBlockSize), "SEND body `bytes` (default maxBody: real clients pad every body to it, SPEC §10)")
 	keys := fl.String("keys", "ed25519,rsa", "signature key kinds for relay-signed: ed25519, rsa")
 	fl.Float64Var(&c.rate, "rate", 0, "pace every relay point at this many messages/s in all (open loop); 0: closed loop, as fast as it goes")

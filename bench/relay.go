@@ -71,16 +71,26 @@ type RelayPoint struct {
 var cdfPercentiles = []float64{1, 5, 10, 25, 50, 75, 90, 95, 99, 99.5, 99.9, 99.99, 100}
 
 // benchQueue is one queue under load. free holds the slots whose SEND may go
-// (their previous message was delivered); sent[slot] is when the SEND of that
-// slot was issued (or due, when paced), in ns since the Unix epoch.
+// (their previous message was delivered and their previous SEND answered);
+// sent[slot] is when the SEND of that slot was issued (or due, when paced), in
+// ns since the Unix epoch; busy[slot] counts what the slot still waits for
+// (the OK and the MSG), and whichever comes last frees it.
 type benchQueue struct {
 	rid, sid []byte
 	sends    []*client.Prepared // one per slot; the slot number is in the body's first 4 bytes
 	ack      *client.Prepared
 	sent     []atomic.Int64
+	busy     []atomic.Int32
 	free     chan int
 	acks     chan struct{}
 	rc, sc   *client.Conn
+}
+
+// release notes that slot got n of the two things it waits for.
+func (q *benchQueue) release(slot int, n int32) {
+	if q.busy[slot].Add(-n) == 0 {
+		q.free <- slot
+	}
 }
 
 // recorder collects what one recipient connection's event goroutine sees.
@@ -182,7 +192,7 @@ func runRelay(ctx context.Context, srv *server, r relayRun, p *progress) (RelayP
 				rec.mu.Unlock()
 				delivered.Add(1)
 			}
-			q.free <- slot
+			q.release(slot, 1)
 			q.acks <- struct{}{}
 		}
 		rc, err := client.Dial(ctx, srv.Addr, benchOptions(srv.Fingerprint, &d, onEvent))
@@ -215,7 +225,7 @@ func runRelay(ctx context.Context, srv *server, r relayRun, p *progress) (RelayP
 			} else {
 				sk = nil
 			}
-			q := &benchQueue{rid: ids.RID, sid: ids.SID, sent: make([]atomic.Int64, slots),
+			q := &benchQueue{rid: ids.RID, sid: ids.SID, sent: make([]atomic.Int64, slots), busy: make([]atomic.Int32, slots),
 				free: make(chan int, slots), acks: make(chan struct{}, slots+1), rc: rc, sc: sc}
 			for s := range slots {
 				body := slices.Clone(template)
@@ -251,7 +261,7 @@ func runRelay(ctx context.Context, srv *server, r relayRun, p *progress) (RelayP
 	}
 
 	var cmdErrs atomic.Int64
-	var wg sync.WaitGroup
+	var wg, sends sync.WaitGroup
 	start := time.Now()
 	interval := time.Duration(0)
 	if r.rate > 0 {
@@ -279,13 +289,25 @@ func runRelay(ctx context.Context, srv *server, r relayRun, p *progress) (RelayP
 					next = next.Add(interval)
 				}
 				q.sent[slot].Store(t0.UnixNano())
-				if _, err := q.sc.Do(ctx, q.sends[slot]); err != nil {
-					if ctx.Err() != nil {
+				q.busy[slot].Store(2)
+				// The SEND's answer is waited for on its own goroutine, so the
+				// next message goes when it is due (paced) or its slot is free,
+				// not after this one's OK: with --fsync always an OK waits for
+				// the disk, and waiting for it would cap each queue at one
+				// message per fsync.
+				sends.Add(1)
+				go func() {
+					defer sends.Done()
+					if _, err := q.sc.Do(ctx, q.sends[slot]); err != nil {
+						if ctx.Err() != nil {
+							return
+						}
+						cmdErrs.Add(1)
+						q.release(slot, 2) // nothing stored: no MSG will come
 						return
 					}
-					cmdErrs.Add(1)
-					q.free <- slot
-				}
+					q.release(slot, 1)
+				}()
 			}
 		}()
 		go func() { // acknowledger
@@ -328,6 +350,7 @@ func runRelay(ctx context.Context, srv *server, r relayRun, p *progress) (RelayP
 	close(stop)
 	cancel()
 	wg.Wait()
+	sends.Wait()
 	if err != nil {
 		return pt, err
 	}
