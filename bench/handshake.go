@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -24,6 +25,7 @@ type HandshakePoint struct {
 	CPUOverCrypto float64 `json:"serverCpuOverCrypto"`
 	Limit         float64 `json:"limitPerSecond"`
 	OverLimit     float64 `json:"perSecondOverLimit"`
+	OtherCores    float64 `json:"otherProcessesCores"` // as in RelayPoint
 	Errors        int64   `json:"errors"`
 }
 
@@ -41,6 +43,8 @@ func runHandshakes(ctx context.Context, srv *server, kem string, dialers int, d 
 	if err != nil {
 		return hp, err
 	}
+	self0, _ := procUsage(os.Getpid())
+	busy0 := machineBusy()
 	stop := make(chan struct{})
 	go p.tick(stop, func() (float64, string) {
 		el := time.Since(u0.At)
@@ -66,6 +70,8 @@ func runHandshakes(ctx context.Context, srv *server, kem string, dialers int, d 
 	}
 	sleepCtx(ctx, d)
 	u1, err := srv.usage()
+	self1, _ := procUsage(os.Getpid())
+	busy1 := machineBusy()
 	count := n.Load()
 	cancel()
 	wg.Wait()
@@ -77,6 +83,8 @@ func runHandshakes(ctx context.Context, srv *server, kem string, dialers int, d 
 	hp.Handshakes = count
 	hp.PerSecond = float64(count) / hp.Seconds
 	hp.Errors = errs.Load()
+	other := (busy1 - busy0) - (u1.CPU - u0.CPU) - (self1.CPU - self0.CPU)
+	hp.OtherCores = max(0, other.Seconds()/hp.Seconds)
 	if count > 0 {
 		hp.ServerCPUPer = (u1.CPU - u0.CPU).Seconds() / float64(count) * 1e6
 		hp.ServerBound = float64(runtime.NumCPU()) * 1e6 / hp.ServerCPUPer

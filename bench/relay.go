@@ -60,7 +60,10 @@ type RelayPoint struct {
 	LoadGenCPUPerMsg float64 `json:"loadGeneratorCpuPerMessageUs"`
 	// ServerBound is the rate the server's CPU per message would allow with
 	// every core to itself: cores ÷ server CPU per message.
-	ServerBound   float64 `json:"serverBoundPerSecond"`
+	ServerBound float64 `json:"serverBoundPerSecond"`
+	// OtherCores is the CPU other processes used during the measurement, in
+	// cores: above about 0.1 the machine was shared and the figures skewed.
+	OtherCores    float64 `json:"otherProcessesCores"`
 	CryptoPerMsg  float64 `json:"cryptoPerMessageUs"`
 	CPUOverCrypto float64 `json:"serverCpuOverCrypto"`
 	Limit         float64 `json:"limitPerSecond"`
@@ -341,10 +344,12 @@ func runRelay(ctx context.Context, srv *server, r relayRun, p *progress) (RelayP
 		return pt, err
 	}
 	self0, _ := procUsage(os.Getpid())
+	busy0 := machineBusy()
 	recording.Store(true)
 	sleepCtx(ctx, r.duration)
 	recording.Store(false)
 	self1, _ := procUsage(os.Getpid())
+	busy1 := machineBusy()
 	u1, err := srv.usage()
 	n := delivered.Load()
 	close(stop)
@@ -373,6 +378,8 @@ func runRelay(ctx context.Context, srv *server, r relayRun, p *progress) (RelayP
 		pt.ServerBound = float64(runtime.NumCPU()) * 1e6 / pt.ServerCPUPerMsg
 	}
 	pt.ServerRSS = u1.RSS
+	other := (busy1 - busy0) - (u1.CPU - u0.CPU) - (self1.CPU - self0.CPU)
+	pt.OtherCores = max(0, other.Seconds()/pt.Seconds)
 	slices.Sort(lat)
 	pt.P50Ms, pt.P99Ms, pt.P999Ms = pctMs(lat, 50), pctMs(lat, 99), pctMs(lat, 99.9)
 	pt.MaxMs = pctMs(lat, 100)

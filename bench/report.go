@@ -208,19 +208,20 @@ func (r *Report) markdown() string {
 			return
 		}
 		fmt.Fprintf(&b, "## %s\n\n", title)
-		b.WriteString("| series | pairs | msg/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/msg | ÷ crypto | ÷ limit | server-bound msg/s | load gen CPU µs/msg | server RSS MiB | errors |\n")
-		b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+		b.WriteString("| series | pairs | msg/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/msg | ÷ crypto | ÷ limit | server-bound msg/s | load gen CPU µs/msg | server RSS MiB | other load, cores | errors |\n")
+		b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, p := range pts {
 			name := p.Series
 			if p.Paced {
 				name += fmt.Sprintf(" (paced at %.0f/s)", p.TargetRate)
 			}
-			fmt.Fprintf(&b, "| %s | %d | %.0f | %.2f | %.2f | %.2f | %.0f | %.2f× | %.0f%% | %.0f | %.0f | %.0f | %d |\n", name, p.Pairs, p.Throughput,
+			fmt.Fprintf(&b, "| %s | %d | %.0f | %.2f | %.2f | %.2f | %.0f | %.2f× | %.0f%% | %.0f | %.0f | %.0f | %.2f | %d |\n", name, p.Pairs, p.Throughput,
 				p.P50Ms, p.P99Ms, p.P999Ms, p.ServerCPUPerMsg, p.CPUOverCrypto, 100*p.OverLimit, p.ServerBound, p.LoadGenCPUPerMsg,
-				float64(p.ServerRSS)/(1<<20), p.Errors)
+				float64(p.ServerRSS)/(1<<20), p.OtherCores, p.Errors)
 		}
 		b.WriteString("\n÷ crypto: server CPU per message over the crypto cost of a message (crypto-limit). ÷ limit: throughput over the " +
-			"crypto limit of all cores. Server-bound: cores ÷ server CPU per message, the rate if the load generator did not share the cores.\n")
+			"crypto limit of all cores. Server-bound: cores ÷ server CPU per message, the rate if the load generator did not share the cores. " +
+			"Other load: CPU used by other processes meanwhile (/proc/stat less the server and the load generator); above ~0.1 core the machine was shared.\n")
 		b.WriteString("\n")
 	}
 	var signed, unsigned []RelayPoint
@@ -242,10 +243,10 @@ func (r *Report) markdown() string {
 	relayTable("relay-unsigned (SEND unsigned; ACK signed by RK)", unsigned)
 	relayTable("fsync (relay-signed, Ed25519)", r.Fsync)
 	if len(r.Handshakes) > 0 {
-		b.WriteString("## handshakes\n\n| KEM | dialers | handshakes/s | limit /s | ÷ limit | server CPU µs each | ÷ crypto | server-bound /s | errors |\n|---|---|---|---|---|---|---|---|---|\n")
+		b.WriteString("## handshakes\n\n| KEM | dialers | handshakes/s | limit /s | ÷ limit | server CPU µs each | ÷ crypto | server-bound /s | other load, cores | errors |\n|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, h := range r.Handshakes {
-			fmt.Fprintf(&b, "| %s | %d | %.0f | %.0f | %.0f%% | %.0f | %.2f× | %.0f | %d |\n", h.KEM, h.Dialers, h.PerSecond, h.Limit, 100*h.OverLimit,
-				h.ServerCPUPer, h.CPUOverCrypto, h.ServerBound, h.Errors)
+			fmt.Fprintf(&b, "| %s | %d | %.0f | %.0f | %.0f%% | %.0f | %.2f× | %.0f | %.2f | %d |\n", h.KEM, h.Dialers, h.PerSecond, h.Limit, 100*h.OverLimit,
+				h.ServerCPUPer, h.CPUOverCrypto, h.ServerBound, h.OtherCores, h.Errors)
 		}
 		b.WriteString("\nThe dialers run on the same cores and pay their half of each handshake (sealing the hello), so ÷ limit is bounded by the share of CPU the server gets; server CPU ÷ crypto is the server's own efficiency.\n\n")
 	}

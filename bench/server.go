@@ -215,3 +215,28 @@ func (s *server) settledRSS() (uint64, error) {
 	}
 	return prev.RSS, nil
 }
+
+// machineBusy returns the CPU time all processes have used (the cpu line of
+// /proc/stat: everything but idle and iowait). Set against the server's and
+// this process's own time, it tells how much other work shared the machine
+// during a measurement.
+func machineBusy() time.Duration {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	var busy uint64
+	for i, v := range f[1:] {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		if i >= 8 { // guest time is already counted in user
+			break
+		}
+		n, _ := strconv.ParseUint(v, 10, 64)
+		busy += n
+	}
+	return time.Duration(busy) * time.Second / clockTicks
+}
