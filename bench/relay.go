@@ -419,7 +419,7 @@ func (pt *RelayPoint) withCrypto(cc *CryptoCosts, cycle string) {
 	if cy.NsPerOp == 0 {
 		return
 	}
-	pt.CryptoPerMsg = cy.NsPerOp / 1e3
+	pt.CryptoPerMsg = cy.NsAllCores / 1e3
 	pt.Limit = cy.LimitOps
 	if pt.CryptoPerMsg > 0 {
 		pt.CPUOverCrypto = pt.ServerCPUPerMsg / pt.CryptoPerMsg
