@@ -335,7 +335,7 @@ func runSuite(ctx context.Context, c *config, args []string, stderr io.Writer) (
 		rep.Crypto = cc
 	} else {
 		// The ratios need the costs: measure them quickly.
-		if cc, err := measureCrypto(c, 50*time.Millisecond, newProgress("crypto costs (for the ratios)", 10)); err == nil {
+		if cc, err := measureCrypto(c, min(c.cryptoTime, 200*time.Millisecond), newProgress("crypto costs (for the ratios)", 10)); err == nil {
 			rep.Crypto = cc
 		}
 	}
