@@ -100,7 +100,7 @@ func (hp *HandshakePoint) withCrypto(cc *CryptoCosts) {
 	if cy.NsPerOp == 0 {
 		return
 	}
-	hp.CryptoPer = cy.NsAllCores / 1e3
+	hp.CryptoPer = cy.NsPerOp / 1e3
 	hp.CPUOverCrypto = hp.ServerCPUPer / hp.CryptoPer
 	hp.Limit = cy.LimitOps
 	hp.OverLimit = hp.PerSecond / hp.Limit

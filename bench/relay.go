@@ -66,9 +66,12 @@ type RelayPoint struct {
 	OtherCores    float64 `json:"otherProcessesCores"`
 	CryptoPerMsg  float64 `json:"cryptoPerMessageUs"`
 	CPUOverCrypto float64 `json:"serverCpuOverCrypto"`
-	Limit         float64 `json:"limitPerSecond"`
-	OverLimit     float64 `json:"throughputOverLimit"`
-	Errors        int64   `json:"errors"`
+	// CPUOverCryptoBusy is the same against the crypto cost with every core
+	// busy (CryptoCosts.AllCoresFactor).
+	CPUOverCryptoBusy float64 `json:"serverCpuOverCryptoAllCoresBusy"`
+	Limit             float64 `json:"limitPerSecond"`
+	OverLimit         float64 `json:"throughputOverLimit"`
+	Errors            int64   `json:"errors"`
 }
 
 var cdfPercentiles = []float64{1, 5, 10, 25, 50, 75, 90, 95, 99, 99.5, 99.9, 99.99, 100}
@@ -419,10 +422,11 @@ func (pt *RelayPoint) withCrypto(cc *CryptoCosts, cycle string) {
 	if cy.NsPerOp == 0 {
 		return
 	}
-	pt.CryptoPerMsg = cy.NsAllCores / 1e3
+	pt.CryptoPerMsg = cy.NsPerOp / 1e3
 	pt.Limit = cy.LimitOps
 	if pt.CryptoPerMsg > 0 {
 		pt.CPUOverCrypto = pt.ServerCPUPerMsg / pt.CryptoPerMsg
+		pt.CPUOverCryptoBusy = pt.ServerCPUPerMsg / (cy.NsAllCores / 1e3)
 	}
 	pt.OverLimit = pt.Throughput / pt.Limit
 }

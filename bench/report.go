@@ -50,8 +50,8 @@ func (r *Report) goals() {
 			}
 		}
 		r.Goals = append(r.Goals, Goal{"relay-signed: server CPU per delivered message ≤ 1.3× its crypto cost",
-			fmt.Sprintf("%.2f× at peak (%d pairs: %.0f µs vs %.0f µs); best %.2f× (%d pairs)", best.CPUOverCrypto, best.Pairs,
-				best.ServerCPUPerMsg, best.CryptoPerMsg, lowest.CPUOverCrypto, lowest.Pairs), lowest.CPUOverCrypto <= 1.3})
+			fmt.Sprintf("%.2f× at peak (%d pairs: %.0f µs vs %.0f µs; %.2f× against the cost with all cores busy); best %.2f× (%d pairs)", best.CPUOverCrypto, best.Pairs,
+				best.ServerCPUPerMsg, best.CryptoPerMsg, best.CPUOverCryptoBusy, lowest.CPUOverCrypto, lowest.Pairs), lowest.CPUOverCrypto <= 1.3})
 	}
 	if r.Idle != nil && r.Idle.SlopeBytes > 0 {
 		last := r.Idle.Steps[len(r.Idle.Steps)-1].Conns
@@ -74,7 +74,7 @@ func (r *Report) goals() {
 			halves = append(halves, p)
 		} else if p.CPUOverCrypto > 0 {
 			r.Goals = append(r.Goals, Goal{"relay-signed, " + p.ServerArgs + ": server CPU per delivered message ≤ 1.3× its crypto cost",
-				fmt.Sprintf("%.2f× (%d pairs: %.0f µs vs %.0f µs)", p.CPUOverCrypto, p.Pairs, p.ServerCPUPerMsg, p.CryptoPerMsg), p.CPUOverCrypto <= 1.3})
+				fmt.Sprintf("%.2f× (%d pairs: %.0f µs vs %.0f µs; %.2f× against the cost with all cores busy)", p.CPUOverCrypto, p.Pairs, p.ServerCPUPerMsg, p.CryptoPerMsg, p.CPUOverCryptoBusy), p.CPUOverCrypto <= 1.3})
 		}
 	}
 	for _, h := range halves {
@@ -198,7 +198,7 @@ func (r *Report) markdown() string {
 			fmt.Fprintf(&b, "| %s | %.2f |\n", o.Name, o.NsOp/1e3)
 		}
 		fmt.Fprintf(&b, "\nAll-cores factor: %.2f (an Ed25519 verification on every core at once costs %.2f× its CPU time alone).\n", c.AllCoresFactor, c.AllCoresFactor)
-		fmt.Fprintf(&b, "\n| cycle | crypto µs, one core alone | µs, all cores busy | limit on %d cores /s | terms (alone) |\n|---|---|---|---|---|\n", c.Cores)
+		fmt.Fprintf(&b, "\n| cycle | crypto µs, one core alone | µs, all cores busy | limit on %d cores /s (alone) | terms (alone) |\n|---|---|---|---|---|\n", c.Cores)
 		for _, cy := range c.Cycles {
 			fmt.Fprintf(&b, "| %s | %.1f | %.1f | %.0f | %s |\n", cy.Name, cy.NsPerOp/1e3, cy.NsAllCores/1e3, cy.LimitOps, cy.Terms)
 		}
@@ -209,18 +209,19 @@ func (r *Report) markdown() string {
 			return
 		}
 		fmt.Fprintf(&b, "## %s\n\n", title)
-		b.WriteString("| series | pairs | msg/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/msg | ÷ crypto | ÷ limit | server-bound msg/s | load gen CPU µs/msg | server RSS MiB | other load, cores | errors |\n")
-		b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+		b.WriteString("| series | pairs | msg/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/msg | ÷ crypto | ÷ crypto, all cores busy | ÷ limit | server-bound msg/s | load gen CPU µs/msg | server RSS MiB | other load, cores | errors |\n")
+		b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, p := range pts {
 			name := p.Series
 			if p.Paced {
 				name += fmt.Sprintf(" (paced at %.0f/s)", p.TargetRate)
 			}
-			fmt.Fprintf(&b, "| %s | %d | %.0f | %.2f | %.2f | %.2f | %.0f | %.2f× | %.0f%% | %.0f | %.0f | %.0f | %.2f | %d |\n", name, p.Pairs, p.Throughput,
-				p.P50Ms, p.P99Ms, p.P999Ms, p.ServerCPUPerMsg, p.CPUOverCrypto, 100*p.OverLimit, p.ServerBound, p.LoadGenCPUPerMsg,
+			fmt.Fprintf(&b, "| %s | %d | %.0f | %.2f | %.2f | %.2f | %.0f | %.2f× | %.2f× | %.0f%% | %.0f | %.0f | %.0f | %.2f | %d |\n", name, p.Pairs, p.Throughput,
+				p.P50Ms, p.P99Ms, p.P999Ms, p.ServerCPUPerMsg, p.CPUOverCrypto, p.CPUOverCryptoBusy, 100*p.OverLimit, p.ServerBound, p.LoadGenCPUPerMsg,
 				float64(p.ServerRSS)/(1<<20), p.OtherCores, p.Errors)
 		}
-		b.WriteString("\n÷ crypto: server CPU per message over the crypto cost of a message (crypto-limit). ÷ limit: throughput over the " +
+		b.WriteString("\n÷ crypto: server CPU per message over the crypto cost of a message on one core alone (crypto-limit); " +
+			"÷ crypto, all cores busy: over that cost × the all-cores factor. ÷ limit: throughput over the " +
 			"crypto limit of all cores. Server-bound: cores ÷ server CPU per message, the rate if the load generator did not share the cores. " +
 			"Other load: CPU used by other processes meanwhile (/proc/stat less the server and the load generator); above ~0.1 core the machine was shared.\n")
 		b.WriteString("\n")
@@ -296,8 +297,8 @@ func (r *Report) summary() string {
 	}
 	for _, s := range []string{"signed-ed25519", "signed-rsa2048", "unsigned"} {
 		if p := r.best(s); p != nil {
-			add("relay "+s+", peak", fmt.Sprintf("%.0f msg/s at %d pairs (%.0f%% of the limit), p50 %.2f ms, p99 %.2f ms; server %.0f µs CPU/msg (%.2f× crypto; %.0f msg/s with the cores to itself)",
-				p.Throughput, p.Pairs, 100*p.OverLimit, p.P50Ms, p.P99Ms, p.ServerCPUPerMsg, p.CPUOverCrypto, p.ServerBound))
+			add("relay "+s+", peak", fmt.Sprintf("%.0f msg/s at %d pairs (%.0f%% of the limit), p50 %.2f ms, p99 %.2f ms; server %.0f µs CPU/msg (%.2f× crypto, %.2f× with all cores busy; %.0f msg/s with the cores to itself)",
+				p.Throughput, p.Pairs, 100*p.OverLimit, p.P50Ms, p.P99Ms, p.ServerCPUPerMsg, p.CPUOverCrypto, p.CPUOverCryptoBusy, p.ServerBound))
 		}
 	}
 	if h := r.HalfPeak; h != nil {
