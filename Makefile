@@ -4,6 +4,9 @@
 #   make test   go vet, then every test (with the race detector when cgo works);
 #               the crash test runs its short form (3 kill -9 cycles)
 #   make crash-test  the long crash test: 25 kill -9 cycles against the real binary
+#   make bench       the relay's capacity on this machine (go run ./bench; under 10 minutes on
+#                    2 cores): JSON, Markdown and SVG charts in bench/results; BENCHFLAGS adds flags
+#   make bench-quick the same, short (under a minute)
 #   make bench-wal   write-ahead log figures: compression, append rate per fsync mode,
 #                    the relay end to end per fsync mode, restart of 1M queues + 1M messages
 
@@ -18,7 +21,7 @@ RACE := $(shell [ "$$($(GO) env CGO_ENABLED)" = 1 ] && command -v "$$($(GO) env 
 # Cycles of make crash-test (at least 20 for the figure the README quotes).
 CRASH_CYCLES ?= 25
 
-.PHONY: all build run test vet clean fuzz crash-test bench-wal
+.PHONY: all build run test vet clean fuzz crash-test bench bench-quick bench-wal
 
 all: build
 
@@ -38,6 +41,12 @@ test: vet
 
 crash-test:
 	$(GO) test $(RACE) -count=1 -timeout 60m -run TestCrashRecovery -v ./cmd/smp-server -crash.cycles $(CRASH_CYCLES)
+
+bench:
+	$(GO) run ./bench $(BENCHFLAGS)
+
+bench-quick:
+	$(GO) run ./bench --quick $(BENCHFLAGS)
 
 bench-wal:
 	$(GO) test ./wal -run XXX -bench 'Compression|Append' -benchtime 2000x

@@ -88,6 +88,8 @@ type Conn struct {
 	addr string
 	opts Options
 	corr atomic.Uint64
+	// prepCorr numbers the corrIds of Prepared commands.
+	prepCorr atomic.Uint64
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc

@@ -181,11 +181,22 @@ func (l *link) start(req request, corr string) (*call, error) {
 	if err != nil {
 		return nil, err
 	}
+	return l.queue(req, corr, t)
+}
+
+// queue registers a call for corr and queues its framed transmission t. It
+// returns errLinkDown, with nothing sent, when the link has failed, and
+// ErrInFlight when a call with corr is already pending.
+func (l *link) queue(req request, corr string, t []byte) (*call, error) {
 	cl := &call{req: req, corr: corr, done: make(chan reply, 1)}
 	l.pmu.Lock()
 	if l.dead {
 		l.pmu.Unlock()
 		return nil, errLinkDown
+	}
+	if _, busy := l.pending[corr]; busy {
+		l.pmu.Unlock()
+		return nil, ErrInFlight
 	}
 	l.pending[corr] = cl
 	l.c.notePending(len(l.pending))

@@ -256,6 +256,17 @@ func TestPad(t *testing.T) {
 		t.Errorf("Pad = %q", p)
 	}
 	Pad(nil)
+	// Lengths around the powers of two Pad doubles through, and a whole block.
+	for _, n := range []int{1, 2, 3, 4, 5, 7, 8, 9, 1023, 1024, 1025, DefaultBlockSize - TagSize} {
+		buf := make([]byte, n+2)
+		Pad(buf[1 : n+1])
+		if buf[0] != 0 || buf[n+1] != 0 {
+			t.Errorf("Pad of %d bytes wrote outside its slice", n)
+		}
+		if i := bytes.IndexFunc(buf[1:n+1], func(r rune) bool { return r != Padding }); i >= 0 {
+			t.Errorf("Pad of %d bytes left byte %d as %q", n, i, buf[1+i])
+		}
+	}
 }
 
 func BenchmarkBlockSeal8192(b *testing.B) {
@@ -286,5 +297,15 @@ func BenchmarkBlockOpen8192(b *testing.B) {
 		if _, err := r.Open(block); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkPad pads the rest of a block after one short transmission, as the
+// server does for most blocks it sends.
+func BenchmarkPad(b *testing.B) {
+	blk := make([]byte, DefaultBlockSize)
+	b.SetBytes(int64(DefaultBlockSize - TagSize - 64))
+	for b.Loop() {
+		Pad(blk[64 : DefaultBlockSize-TagSize])
 	}
 }

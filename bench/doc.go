@@ -1,0 +1,34 @@
+// Command bench measures how many people one machine running smp-server can
+// serve, against this machine's cryptographic limit:
+//
+//	go run ./bench                         # the standard suite (make bench)
+//	go run ./bench --quick                 # the short suite (make bench-quick)
+//	go run ./bench --scenarios relay-signed --pairs 1,8 --duration 5s
+//	go run ./bench --help
+//
+// It builds smp-server itself, starts it on 127.0.0.1:0 with a fresh data
+// directory for each scenario, and drives it over loopback from this process
+// (and, for idle connections, from worker processes that are this binary run
+// as "bench worker"). Only 127.0.0.x addresses are ever used.
+//
+// Scenarios: crypto-limit (in-process per-core cost of the cryptography every
+// message and handshake must pay, and the limits it implies), relay-signed
+// (secured queues, SEND → MSG → ACK over a grid of connection counts, Ed25519
+// and RSA-2048, then a paced run at half of peak), relay-unsigned (the same
+// before KEY), handshakes (per KEM kind), idle-connections (server RSS per
+// subscribed idle connection up to the open-file limit) and fsync (relay-signed
+// under each --fsync mode).
+//
+// Server CPU and memory are read from /proc/<pid>/stat (utime+stime) and
+// /proc/<pid>/status (VmRSS) before and after each timed phase, so the load
+// generator's own cost, which shares the cores, does not count against the
+// server. Transmissions are signed before the timed phase (client.Prepared).
+//
+// Results go to bench/results/<date>-<commit>.json (every figure), a Markdown
+// summary beside it (also printed at the end) and SVG charts.
+//
+// Concurrency: each scenario runs alone; within one, every queue has one
+// sender goroutine and one acknowledging goroutine, and per-connection
+// counters are written by the connection's event goroutine and read by the
+// scenario only after its timed phase (or atomically during it).
+package main

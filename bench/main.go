@@ -1,0 +1,445 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/pkg/profile"
+	"github.com/smprelay/smprelay/codec"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "worker" {
+		os.Exit(workerMain(os.Args[2:]))
+	}
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// allScenarios are the scenarios in the order they run.
+var allScenarios = []string{"crypto-limit", "relay-signed", "relay-unsigned", "handshakes", "idle-connections", "fsync"}
+
+// config is what the flags say.
+type config struct {
+	scenarios     []string
+	quick         bool
+	duration      time.Duration
+	warmup        time.Duration
+	cryptoTime    time.Duration
+	pairs         []int
+	rsaPairs      []int
+	queues        int
+	window        int
+	body          int
+	keys          []string
+	halfPeak      bool
+	rate          float64
+	fsyncModes    []string
+	fsyncPairs    int
+	kems          []string
+	dialers       int
+	hsDuration    time.Duration
+	idleSteps     []int
+	idleSample    int
+	idleKEM       string
+	serverArgs    []string
+	serverProfile string
+	profile       string
+	out           string
+	serverBin     string
+}
+
+const usageText = `bench drives the real smp-server over loopback and reports what one machine can serve,
+against this machine's cryptographic limit.
+
+Usage:
+  go run ./bench [flags]          the standard suite (make bench; under 10 minutes on 2 cores)
+  go run ./bench --quick [flags]  the short suite (make bench-quick; under a minute)
+
+Scenarios (--scenarios, comma-separated, in this order):
+  crypto-limit      in-process per-core cost of Ed25519/RSA-2048 PSS verification, AES-256-GCM per
+                    block, client-hello open per KEM kind; the message and handshake limits they imply
+  relay-signed      secured queues, SEND -> MSG -> ACK over --pairs (Ed25519) and --rsa-pairs (RSA-2048),
+                    pre-signed; then a paced run at half of the Ed25519 peak for its p99
+  relay-unsigned    the same before KEY: unsigned SENDs (ACK is still signed by RK)
+  handshakes        new connections per second for each --kems kind
+  idle-connections  subscribed idle connections in --idle-steps; server RSS per connection
+  fsync             relay-signed (Ed25519, --fsync-pairs pairs) under each --fsync-modes mode
+
+Flags:
+`
+
+func parseFlags(args []string, stderr io.Writer) (*config, error) {
+	c := &config{}
+	fl := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	fl.Usage = func() {
+		fmt.Fprint(stderr, usageText)
+		fl.PrintDefaults()
+	}
+	scen := fl.String("scenarios", strings.Join(allScenarios, ","), "scenarios to run, comma-separated")
+	fl.BoolVar(&c.quick, "quick", false, "the short suite: smaller grids and durations (flags given explicitly still win)")
+	fl.DurationVar(&c.duration, "duration", 8*time.Second, "measured `time` of each relay point")
+	fl.DurationVar(&c.warmup, "warmup", 2*time.Second, "unmeasured `time` before each relay point")
+	fl.DurationVar(&c.cryptoTime, "crypto-time", 500*time.Millisecond, "`time` spent timing each crypto operation")
+	pairs := fl.String("pairs", "1,4,16,64,256", "connection pairs (sender + recipient) of the Ed25519 grid")
+	rsaPairs := fl.String("rsa-pairs", "1,4,16,64", "connection pairs of the RSA-2048 grid (empty: none)")
+	fl.IntVar(&c.queues, "queues", 1, "queues per connection pair")
+	fl.IntVar(&c.window, "window", 2, "messages per queue in flight (sent, and not yet both answered and delivered) in the closed loop; at most the server's --quota")
+	fl.IntVar(&c.body, "body", codec.MaxBody(codec.DefaultBlockSize), "SEND body `bytes` (default maxBody: real clients pad every body to it, SPEC §10)")
+	keys := fl.String("keys", "ed25519,rsa", "signature key kinds for relay-signed: ed25519, rsa")
+	fl.Float64Var(&c.rate, "rate", 0, "pace every relay point at this many messages/s in all (open loop); 0: closed loop, as fast as it goes")
+	fl.BoolVar(&c.halfPeak, "half-peak", true, "after the Ed25519 grid and each fsync point, a paced run at half of its throughput")
+	fsyncModes := fl.String("fsync-modes", "always,interval,never", "--fsync modes of the fsync scenario")
+	fl.IntVar(&c.fsyncPairs, "fsync-pairs", 16, "connection pairs of the fsync scenario")
+	kems := fl.String("kems", "rsa,x25519,mlkem768x25519", "transport key kinds of the handshakes scenario")
+	fl.IntVar(&c.dialers, "dialers", 8, "concurrent dialers of the handshakes scenario")
+	fl.DurationVar(&c.hsDuration, "handshake-duration", 5*time.Second, "measured `time` per KEM kind")
+	idle := fl.String("idle-steps", "1000,5000,10000,max", "connection counts of idle-connections; max = as many as the server's limit permits")
+	fl.IntVar(&c.idleSample, "idle-sample", 100, "connections per step that get a message, to prove they are live")
+	fl.StringVar(&c.idleKEM, "idle-kem", "mlkem768x25519", "transport key kind of the idle-connections server")
+	srvArgs := fl.String("server-args", "", "extra flags for every smp-server start, space-separated (e.g. \"--fsync never\")")
+	fl.StringVar(&c.serverProfile, "server-profile", "", "run every server with --profile `kind` (cpu, mem, block, mutex); files go beside the results")
+	fl.StringVar(&c.profile, "profile", "", "profile this bench process: cpu, mem, block or mutex (github.com/pkg/profile)")
+	fl.StringVar(&c.out, "out", "bench/results", "`directory` for the JSON, Markdown and SVG results")
+	fl.StringVar(&c.serverBin, "server-bin", "", "use this smp-server binary instead of building ./cmd/smp-server")
+	if err := fl.Parse(args); err != nil {
+		return nil, err
+	}
+	if fl.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q (flags only; see --help)", fl.Arg(0))
+	}
+	set := map[string]bool{}
+	fl.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if c.quick {
+		quick := map[string]string{"duration": "2s", "warmup": "500ms", "crypto-time": "100ms", "pairs": "1,16",
+			"rsa-pairs": "16", "fsync-modes": "always,never", "kems": "x25519,mlkem768x25519",
+			"handshake-duration": "2s", "idle-steps": "500,2000", "idle-sample": "20"}
+		for name, v := range quick {
+			if !set[name] {
+				if err := fl.Set(name, v); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	var err error
+	for _, s := range splitList(*scen) {
+		if !slices.Contains(allScenarios, s) {
+			return nil, fmt.Errorf("--scenarios: unknown scenario %q (known: %s)", s, strings.Join(allScenarios, ", "))
+		}
+		c.scenarios = append(c.scenarios, s)
+	}
+	if c.pairs, err = intList("pairs", *pairs, false); err != nil {
+		return nil, err
+	}
+	if c.rsaPairs, err = intList("rsa-pairs", *rsaPairs, false); err != nil {
+		return nil, err
+	}
+	if c.idleSteps, err = intList("idle-steps", *idle, true); err != nil {
+		return nil, err
+	}
+	c.keys, c.fsyncModes, c.kems = splitList(*keys), splitList(*fsyncModes), splitList(*kems)
+	for _, k := range c.keys {
+		if k != "ed25519" && k != "rsa" {
+			return nil, fmt.Errorf("--keys: %q is not ed25519 or rsa", k)
+		}
+	}
+	for _, m := range c.fsyncModes {
+		if m != "always" && m != "interval" && m != "never" {
+			return nil, fmt.Errorf("--fsync-modes: %q is not always, interval or never", m)
+		}
+	}
+	for _, k := range append(slices.Clone(c.kems), c.idleKEM) {
+		if _, err := codec.ParseKEMType(k); err != nil {
+			return nil, fmt.Errorf("KEM kind %q: must be rsa, x25519 or mlkem768x25519", k)
+		}
+	}
+	switch {
+	case c.duration <= 0 || c.warmup < 0 || c.cryptoTime <= 0 || c.hsDuration <= 0:
+		return nil, errors.New("durations must be positive")
+	case c.queues < 1 || c.window < 1 || c.window > 128:
+		return nil, errors.New("--queues must be at least 1 and --window from 1 to 128")
+	case c.body < 4 || c.body > codec.MaxBody(codec.DefaultBlockSize):
+		return nil, fmt.Errorf("--body %d: must be from 4 (the slot number) to %d", c.body, codec.MaxBody(codec.DefaultBlockSize))
+	case c.rate < 0:
+		return nil, errors.New("--rate must be 0 (closed loop) or positive")
+	case c.dialers < 1 || c.fsyncPairs < 1 || c.idleSample < 0:
+		return nil, errors.New("--dialers and --fsync-pairs must be at least 1, --idle-sample at least 0")
+	}
+	c.serverArgs = strings.Fields(*srvArgs)
+	if c.serverProfile != "" && !slices.Contains([]string{"cpu", "mem", "block", "mutex"}, c.serverProfile) {
+		return nil, fmt.Errorf("--server-profile %q: must be cpu, mem, block or mutex", c.serverProfile)
+	}
+	return c, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// intList parses "1,4,16"; with allowMax, "max" becomes 0.
+func intList(name, s string, allowMax bool) ([]int, error) {
+	var out []int
+	for _, f := range splitList(s) {
+		if allowMax && f == "max" {
+			out = append(out, 0)
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("--%s: %q is not a positive number", name, f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func (c *config) has(s string) bool { return slices.Contains(c.scenarios, s) }
+
+func run(args []string, stdout, stderr io.Writer) int {
+	c, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "bench: %v\n", err)
+		return 2
+	}
+	if c.profile != "" {
+		var mode func(*profile.Profile)
+		switch c.profile {
+		case "cpu":
+			mode = profile.CPUProfile
+		case "mem":
+			mode = profile.MemProfile
+		case "block":
+			mode = profile.BlockProfile
+		case "mutex":
+			mode = profile.MutexProfile
+		default:
+			fmt.Fprintf(stderr, "bench: --profile %q: must be cpu, mem, block or mutex\n", c.profile)
+			return 2
+		}
+		defer profile.Start(mode, profile.ProfilePath(c.out), profile.Quiet).Stop()
+	}
+	raiseNoFile()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	rep, err := runSuite(ctx, c, args, stderr)
+	if rep != nil {
+		md, werr := rep.write(c.out)
+		if werr != nil {
+			fmt.Fprintf(stderr, "bench: writing results: %v\n", werr)
+			return 1
+		}
+		fmt.Fprintln(stdout, md)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "bench: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// runSuite runs the chosen scenarios in order. A scenario that fails ends the
+// suite; what was measured before it is still reported.
+func runSuite(ctx context.Context, c *config, args []string, stderr io.Writer) (*Report, error) {
+	rep := &Report{Started: time.Now().UTC(), Command: "go run ./bench " + strings.Join(args, " "),
+		Machine: describeMachine(), Scenarios: c.scenarios}
+	rep.Config = map[string]any{"duration": c.duration.String(), "warmup": c.warmup.String(), "pairs": c.pairs,
+		"rsaPairs": c.rsaPairs, "queuesPerPair": c.queues, "window": c.window, "bodyBytes": c.body, "keys": c.keys,
+		"rate": c.rate, "fsyncModes": c.fsyncModes, "fsyncPairs": c.fsyncPairs, "kems": c.kems, "dialers": c.dialers,
+		"handshakeDuration": c.hsDuration.String(), "idleSteps": c.idleSteps, "idleKEM": c.idleKEM,
+		"serverArgs": c.serverArgs, "serverProfile": c.serverProfile, "quick": c.quick}
+	tmp, err := os.MkdirTemp("", "smp-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	bin := c.serverBin
+	if bin == "" && slices.ContainsFunc(c.scenarios, func(s string) bool { return s != "crypto-limit" }) {
+		fmt.Fprintln(stderr, "bench: building smp-server")
+		if bin, err = buildServer(ctx, tmp); err != nil {
+			return rep, err
+		}
+	}
+	serverN := 0
+	start := func(args ...string) (*server, error) {
+		full := append(slices.Clone(c.serverArgs), args...)
+		if c.serverProfile != "" {
+			serverN++
+			dir, err := filepath.Abs(filepath.Join(c.out, rep.stem()+"-profiles", strconv.Itoa(serverN)))
+			if err != nil {
+				return nil, err
+			}
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return nil, err
+			}
+			full = append(full, "--profile", c.serverProfile, "--profile-dir", dir)
+			rep.Profiles = append(rep.Profiles, dir)
+		}
+		return startServer(ctx, bin, tmp, full...)
+	}
+	relayArgs := func(series string, signed bool, alg codec.SigAlg, pairs int) relayRun {
+		return relayRun{series: series, signed: signed, alg: alg, pairs: pairs, queues: c.queues, window: c.window,
+			body: c.body, warmup: c.warmup, duration: c.duration, rate: c.rate}
+	}
+	// grid runs r at each pairs count on one server and returns the points.
+	grid := func(label string, pairsList []int, r relayRun, cycle string, args ...string) ([]RelayPoint, error) {
+		srv, err := start(args...)
+		if err != nil {
+			return nil, err
+		}
+		var pts []RelayPoint
+		for _, n := range pairsList {
+			r.pairs = n
+			p := newProgress(fmt.Sprintf("%s, %d pairs", label, n), (r.warmup + r.duration).Seconds())
+			pt, err := runRelay(ctx, srv, r, p)
+			if err != nil {
+				p.finish("failed")
+				srv.stop()
+				return pts, fmt.Errorf("%s with %d pairs: %w", label, n, err)
+			}
+			pt.ServerArgs = strings.Join(append(slices.Clone(c.serverArgs), args...), " ")
+			pt.withCrypto(rep.Crypto, cycle)
+			p.finish(fmt.Sprintf("%.0f msg/s, p99 %.2f ms, server %.0f µs CPU/msg", pt.Throughput, pt.P99Ms, pt.ServerCPUPerMsg))
+			pts = append(pts, pt)
+		}
+		return pts, srv.stop()
+	}
+
+	if c.has("crypto-limit") {
+		p := newProgress("crypto-limit", 10)
+		cc, err := measureCrypto(c, c.cryptoTime, p)
+		if err != nil {
+			return rep, fmt.Errorf("crypto-limit: %w", err)
+		}
+		p.finish(fmt.Sprintf("signed cycle %.1f µs (Ed25519), limit %.0f msg/s", cc.cycle("signed-ed25519").NsPerOp/1e3, cc.cycle("signed-ed25519").LimitOps))
+		rep.Crypto = cc
+	} else {
+		// The ratios need the costs: measure them quickly.
+		if cc, err := measureCrypto(c, min(c.cryptoTime, 200*time.Millisecond), newProgress("crypto costs (for the ratios)", 10)); err == nil {
+			rep.Crypto = cc
+		}
+	}
+	if c.has("relay-signed") {
+		if slices.Contains(c.keys, "ed25519") {
+			pts, err := grid("relay-signed Ed25519", c.pairs, relayArgs("signed-ed25519", true, codec.SigEd25519, 0), "signed-ed25519")
+			rep.Relay = append(rep.Relay, pts...)
+			if err != nil {
+				return rep, err
+			}
+			if c.halfPeak && len(pts) > 0 {
+				peak := pts[0]
+				for _, p := range pts {
+					if p.Throughput > peak.Throughput {
+						peak = p
+					}
+				}
+				r := relayArgs("signed-ed25519-half-peak", true, codec.SigEd25519, peak.Pairs)
+				r.rate = peak.Throughput / 2
+				hp, err := grid("relay-signed Ed25519 at half of peak", []int{peak.Pairs}, r, "signed-ed25519")
+				if err != nil {
+					return rep, err
+				}
+				rep.HalfPeak = &hp[0]
+			}
+		}
+		if slices.Contains(c.keys, "rsa") && len(c.rsaPairs) > 0 {
+			pts, err := grid("relay-signed RSA-2048", c.rsaPairs, relayArgs("signed-rsa2048", true, codec.SigRSA, 0), "signed-rsa2048")
+			rep.Relay = append(rep.Relay, pts...)
+			if err != nil {
+				return rep, err
+			}
+		}
+	}
+	if c.has("relay-unsigned") {
+		pts, err := grid("relay-unsigned", c.pairs, relayArgs("unsigned", false, codec.SigEd25519, 0), "unsigned")
+		rep.Relay = append(rep.Relay, pts...)
+		if err != nil {
+			return rep, err
+		}
+	}
+	if c.has("handshakes") {
+		for _, k := range c.kems {
+			srv, err := start("--key-type", k)
+			if err != nil {
+				return rep, err
+			}
+			p := newProgress("handshakes "+k, c.hsDuration.Seconds())
+			hp, err := runHandshakes(ctx, srv, k, c.dialers, c.hsDuration, p)
+			serr := srv.stop()
+			if err != nil {
+				p.finish("failed")
+				return rep, fmt.Errorf("handshakes %s: %w", k, err)
+			}
+			hp.withCrypto(rep.Crypto)
+			p.finish(fmt.Sprintf("%.0f/s, server %.0f µs CPU each", hp.PerSecond, hp.ServerCPUPer))
+			rep.Handshakes = append(rep.Handshakes, hp)
+			if serr != nil {
+				return rep, serr
+			}
+		}
+	}
+	if c.has("idle-connections") {
+		srv, err := start("--key-type", c.idleKEM)
+		if err != nil {
+			return rep, err
+		}
+		top := 0
+		for _, s := range c.idleSteps {
+			if s == 0 {
+				s = serverMaxConns(srv.cmd.Process.Pid)
+			}
+			top = max(top, s)
+		}
+		p := newProgress("idle-connections", float64(top))
+		res, err := runIdle(ctx, srv, c.idleKEM, slices.Clone(c.idleSteps), c.idleSample, p)
+		serr := srv.stop()
+		rep.Idle = res
+		if err != nil {
+			p.finish("failed")
+			return rep, fmt.Errorf("idle-connections: %w", err)
+		}
+		p.finish(fmt.Sprintf("%.0f bytes RSS per connection; stopped by %s", res.SlopeBytes, res.StoppedBy))
+		if serr != nil {
+			return rep, serr
+		}
+	}
+	if c.has("fsync") {
+		for _, m := range c.fsyncModes {
+			r := relayArgs("fsync-"+m, true, codec.SigEd25519, 0)
+			pts, err := grid("fsync "+m, []int{c.fsyncPairs}, r, "signed-ed25519", "--fsync", m)
+			rep.Fsync = append(rep.Fsync, pts...)
+			if err != nil {
+				return rep, err
+			}
+			if c.halfPeak {
+				r.series, r.rate = "fsync-"+m+"-half-peak", pts[0].Throughput/2
+				hp, err := grid("fsync "+m+" at half of peak", []int{c.fsyncPairs}, r, "signed-ed25519", "--fsync", m)
+				rep.Fsync = append(rep.Fsync, hp...)
+				if err != nil {
+					return rep, err
+				}
+			}
+		}
+	}
+	return rep, ctx.Err()
+}
