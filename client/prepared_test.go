@@ -84,10 +84,12 @@ func TestPrepared(t *testing.T) {
 }
 
 // TestPreparedInFlight checks that one Prepared cannot be in flight twice:
-// the link refuses a corrId that is already pending.
+// the link refuses a corrId that is already pending. The proxy holds the
+// server's bytes, so the first reply cannot arrive before the second Do.
 func TestPreparedInFlight(t *testing.T) {
 	srv := smptest.StartServer(t, "--key-type", "x25519")
-	c := dial(t, srv.Addr, fastOptions(srv.Fingerprint))
+	px := smptest.StartProxy(t, srv.Addr)
+	c := dial(t, px.Addr, fastOptions(srv.Fingerprint))
 	p, err := c.Prepare(codec.CmdPING, nil, nil, nil, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -96,6 +98,7 @@ func TestPreparedInFlight(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	px.Hold()
 	first, err := l.queue(p.req, p.corr, p.t)
 	if err != nil {
 		t.Fatal(err)
@@ -103,6 +106,7 @@ func TestPreparedInFlight(t *testing.T) {
 	if _, err := c.Do(guard(t), p); !errors.Is(err, ErrInFlight) {
 		t.Fatalf("second Do while the first is pending: %v, want ErrInFlight", err)
 	}
+	px.Release()
 	if r, err := l.wait(guard(t), first); err != nil || r.cmd != codec.CmdPONG {
 		t.Fatalf("first: %v %v", r.cmd, err)
 	}
