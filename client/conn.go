@@ -477,6 +477,12 @@ func (c *Conn) current(ctx context.Context) (*link, error) {
 // do sends req and waits for its answer. A server ERR comes back as a
 // reply, not an error; callers turn it into one.
 func (c *Conn) do(ctx context.Context, req request) (reply, error) {
+	return c.roundTrip(ctx, req.cmd, func(l *link) (*call, error) { return l.start(req, c.nextCorr()) })
+}
+
+// roundTrip queues a command of kind cmd on the current link with start and
+// waits for its reply, waiting for a new link while the Conn reconnects.
+func (c *Conn) roundTrip(ctx context.Context, cmd codec.Cmd, start func(l *link) (*call, error)) (reply, error) {
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
 	for {
@@ -484,7 +490,7 @@ func (c *Conn) do(ctx context.Context, req request) (reply, error) {
 		if err != nil {
 			return reply{}, err
 		}
-		cl, err := l.start(req, c.nextCorr())
+		cl, err := start(l)
 		if errors.Is(err, errLinkDown) {
 			continue // not sent: wait for the next link
 		}
@@ -493,7 +499,7 @@ func (c *Conn) do(ctx context.Context, req request) (reply, error) {
 		}
 		r, err := l.wait(ctx, cl)
 		if err != nil {
-			return reply{}, fmt.Errorf("client: %v: %w", req.cmd, err)
+			return reply{}, fmt.Errorf("client: %v: %w", cmd, err)
 		}
 		return r, nil
 	}

@@ -90,31 +90,18 @@ func (c *Conn) Do(ctx context.Context, p *Prepared) (codec.Cmd, error) {
 	if p.c != c {
 		return codec.CmdNone, errors.New("client: Do of a command prepared on another Conn")
 	}
-	ctx, cancel := c.withTimeout(ctx)
-	defer cancel()
-	for {
-		l, err := c.current(ctx)
-		if err != nil {
-			return codec.CmdNone, err
-		}
+	r, err := c.roundTrip(ctx, p.req.cmd, func(l *link) (*call, error) {
 		if room := l.blockSize - codec.TagSize; len(p.t) > room {
 			// Possible only after a reconnection to a server with smaller blocks.
-			return codec.CmdNone, fmt.Errorf("%w: a %d-byte prepared %v, a block holds %d", ErrTooLarge, len(p.t), p.req.cmd, room)
+			return nil, fmt.Errorf("%w: a %d-byte prepared %v, a block holds %d", ErrTooLarge, len(p.t), p.req.cmd, room)
 		}
-		cl, err := l.queue(p.req, p.corr, p.t)
-		if errors.Is(err, errLinkDown) {
-			continue
-		}
-		if err != nil {
-			return codec.CmdNone, err
-		}
-		r, err := l.wait(ctx, cl)
-		if err != nil {
-			return codec.CmdNone, fmt.Errorf("client: %v: %w", p.req.cmd, err)
-		}
-		if r.cmd == codec.CmdERR {
-			return r.cmd, fmt.Errorf("client: %v: %w", p.req.cmd, r.errType)
-		}
-		return r.cmd, nil
+		return l.queue(p.req, p.corr, p.t)
+	})
+	if err != nil {
+		return codec.CmdNone, err
 	}
+	if r.cmd == codec.CmdERR {
+		return r.cmd, fmt.Errorf("client: %v: %w", p.req.cmd, r.errType)
+	}
+	return r.cmd, nil
 }
