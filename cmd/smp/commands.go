@@ -105,6 +105,18 @@ func (e *env) dial(srv client.Server) (*client.Conn, error) {
 	return client.DialServer(ctx, srv, client.Options{Timeout: e.timeout})
 }
 
+// once connects to srv, runs f within one step's time and disconnects.
+func (e *env) once(srv client.Server, f func(ctx context.Context, c *client.Conn) error) error {
+	c, err := e.dial(srv)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := e.step()
+	defer cancel()
+	return f(ctx, c)
+}
+
 // serverFlags defines --server and --fingerprint; the returned function
 // resolves them, with SMP_SERVER and SMP_FINGERPRINT as defaults.
 func serverFlags(fs *flag.FlagSet) func() (client.Server, error) {
@@ -525,14 +537,9 @@ func runSend(e *env, args []string) error {
 	if ct.Send == nil {
 		return fmt.Errorf("you have no queue to send to %s: connect to their invitation first", name)
 	}
-	c, err := e.dial(ct.Send.Server)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	ctx, cancel := e.step()
-	defer cancel()
-	return sendTo(ctx, c, name, ct.Send, msg)
+	return e.once(ct.Send.Server, func(ctx context.Context, c *client.Conn) error {
+		return sendTo(ctx, c, name, ct.Send, msg)
+	})
 }
 
 func sendTo(ctx context.Context, c *client.Conn, name string, sq *client.SenderQueue, msg []byte) error {
@@ -623,14 +630,7 @@ func runSuspend(e *env, args []string) error {
 	if q == nil {
 		return fmt.Errorf("you have no queue that %s sends to (only a queue's owner can suspend it)", name)
 	}
-	c, err := e.dial(q.Server)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	ctx, cancel := e.step()
-	defer cancel()
-	if err := q.Suspend(ctx, c); err != nil {
+	if err := e.once(q.Server, q.Suspend); err != nil {
 		return err
 	}
 	if err := e.setContact(name, q, ct.Send); err != nil {
@@ -647,15 +647,7 @@ func runDelete(e *env, args []string) error {
 		return err
 	}
 	if q := ct.Recv; q != nil {
-		c, err := e.dial(q.Server)
-		if err != nil {
-			return err
-		}
-		ctx, cancel := e.step()
-		err = q.Delete(ctx, c)
-		cancel()
-		c.Close()
-		switch {
+		switch err := e.once(q.Server, q.Delete); {
 		case errors.Is(err, codec.ErrAuth):
 			e.notef("the server no longer has the queue %s sent to", name)
 		case err != nil:
