@@ -11,8 +11,8 @@ import (
 // hostile or broken client costs the server a bounded amount and everyone
 // else keeps being served.
 type ConnLimits struct {
-	// MaxConns caps open connections; one more is closed at accept. 0 means
-	// the open-file limit less a reserve for the log and listeners.
+	// MaxConns caps open connections; one more is closed at accept, before
+	// any event loop sees it. 0 means the open-file limit less fdReserve.
 	MaxConns int
 	// IdleTimeout closes a connection from which no block arrived for this
 	// long (clients keep alive with PING). 0 disables it. Default 10 min.
@@ -35,19 +35,35 @@ var DefaultConnLimits = ConnLimits{
 	IdleTimeout: 10 * time.Minute, MaxOutbound: 1 << 20, BlocksPerSecond: 4000, MaxInboundBlocks: 256,
 }
 
-// fdReserve is kept back from the open-file limit for the log, the listener
-// and the process's own files.
+// fdReserve is kept back from the open-file limit for the log, the listener,
+// the metrics endpoint, the process's own files, and the acceptor's reserve
+// descriptor and the duplicate of the connection it is enrolling (accept.go).
 const fdReserve = 64
+
+// maxAutoConns caps the automatic MaxConns when the open-file limit is huge.
+const maxAutoConns = 1 << 20
+
+// AutoMaxConns is the MaxConns that 0 stands for: the process's open-file
+// limit (its soft limit, which Go raises to the hard one at start) less
+// fdReserve, at most maxAutoConns. limit is that open-file limit, and ok is
+// false when it could not be read. Safe for concurrent use.
+func AutoMaxConns() (n int, limit uint64, ok bool) {
+	var r syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r) != nil {
+		return maxAutoConns, 0, false
+	}
+	n = maxAutoConns
+	if r.Cur > fdReserve && r.Cur-fdReserve < uint64(n) {
+		n = int(r.Cur - fdReserve)
+	}
+	return n, r.Cur, true
+}
 
 // withDefaults fills zero fields; IdleTimeout < 0 means none.
 func (l ConnLimits) withDefaults() ConnLimits {
 	d := DefaultConnLimits
 	if l.MaxConns <= 0 {
-		var r syscall.Rlimit
-		l.MaxConns = 1 << 20
-		if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r) == nil && r.Cur > fdReserve && r.Cur-fdReserve < uint64(l.MaxConns) {
-			l.MaxConns = int(r.Cur - fdReserve)
-		}
+		l.MaxConns, _, _ = AutoMaxConns()
 	}
 	if l.IdleTimeout == 0 {
 		l.IdleTimeout = d.IdleTimeout

@@ -158,14 +158,16 @@ func (e *Engine) Metrics() EngineMetrics {
 }
 
 // RejectLabels names the reasons counted by ServerMetrics.Rejected: the
-// connection limits of ConnLimits that refuse or drop a connection.
-var RejectLabels = [numRejects]string{"max_conns", "idle", "outbound", "flood"}
+// connection limits of ConnLimits that refuse or drop a connection, and the
+// open-file limit of the process.
+var RejectLabels = [numRejects]string{"max_conns", "idle", "outbound", "flood", "fd_limit"}
 
 const (
 	rejMaxConns = iota // MaxConns reached at accept
 	rejIdle            // IdleTimeout: no block for too long
 	rejOutbound        // MaxOutbound: the client does not read
 	rejFlood           // MaxInboundBlocks: far beyond BlocksPerSecond
+	rejFDLimit         // no descriptor left to accept or register it (accept.go)
 	numRejects
 )
 
@@ -188,7 +190,7 @@ const (
 type connStats struct {
 	_          metric.Pad
 	accepted   atomic.Uint64
-	rejected   [numRejects]atomic.Uint64 // max_conns, outbound, flood; idle is counted in serverStats
+	rejected   [numRejects]atomic.Uint64 // outbound, flood; max_conns and fd_limit in shard 0 (the acceptor); idle in serverStats
 	handshakes [numOutcomes]atomic.Uint64
 	blocksIn   atomic.Uint64 // whole blocks read
 	helloIn    atomic.Uint64 // bytes of client hellos read

@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -38,14 +41,16 @@ type Server struct {
 	o      ServerOptions
 	e      *Engine
 	log    *slog.Logger
-	hello  []byte    // the server hello, the same for every connection
-	pool   sync.Pool // *worker: scratch for one OnTraffic call
-	eng    atomic.Pointer[gnet.Engine]
-	closed chan struct{}
+	hello  []byte        // the server hello, the same for every connection
+	pool   sync.Pool     // *worker: scratch for one OnTraffic call
+	closed chan struct{} // closed by Shutdown, or by Serve when it stops on a failure
 	once   sync.Once
-	conns  registry      // open connections, for MaxConns and the idle sweep
-	ids    atomic.Uint64 // connection numbers, for the registry's shards
-	mx     serverStats   // operational counters for the metrics endpoint (metrics.go)
+	done   chan struct{} // closed when ServeListener returns
+	// serving is set when ServeListener is called, so that Shutdown waits for it.
+	serving atomic.Bool
+	conns   registry      // connection slots (taken at accept) and open connections, for MaxConns and the idle sweep
+	ids     atomic.Uint64 // connection numbers, for the registry's shards
+	mx      serverStats   // operational counters for the metrics endpoint (metrics.go)
 
 	// lim is replaced whole by SetConnLimits and read without a lock by the
 	// loops; limChanged tells expireLoop to re-arm its idle sweep.
@@ -72,7 +77,7 @@ func NewServer(o ServerOptions) (*Server, error) {
 	bs := o.Engine.BlockSize()
 	h := codec.ServerHello{MinVersion: codec.ProtocolVersion, MaxVersion: codec.ProtocolVersion,
 		BlockSize: uint32(bs), Key: o.Key.Public().Bytes()}
-	s := &Server{o: o, e: o.Engine, log: o.Logger, hello: h.Append(nil), closed: make(chan struct{}),
+	s := &Server{o: o, e: o.Engine, log: o.Logger, hello: h.Append(nil), closed: make(chan struct{}), done: make(chan struct{}),
 		limChanged: make(chan struct{}, 1)}
 	s.lim.Store(&o.Limits)
 	s.pool.New = func() any {
@@ -139,6 +144,10 @@ type conn struct {
 	// hsCounted is set by whoever counts the handshake's outcome (the loop,
 	// or the handshake timer), so that each connection counts one.
 	hsCounted atomic.Bool
+
+	// opened is set by OnOpen; the acceptor's reaper reads it to give back
+	// the slot of a connection that gnet never opened.
+	opened atomic.Bool
 }
 
 // countHandshake counts the handshake's outcome unless one was counted.
@@ -173,34 +182,97 @@ func (c *conn) handshakeExpired() {
 	}
 }
 
-// Serve listens on addr (HOST:PORT) and runs the event loops until Shutdown.
-// ready is called once with the bound address (the real port when PORT is 0)
-// when the server accepts connections. Serve returns nil after Shutdown.
+// Serve is Listen then ServeListener.
 func (s *Server) Serve(addr string, ready func(net.Addr)) error {
-	h := &handler{s: s, ready: ready}
-	go s.expireLoop()
-	err := gnet.Run(h, "tcp://"+addr,
+	ln, err := Listen(addr)
+	if err != nil {
+		s.serving.Store(true)
+		close(s.done)
+		return err
+	}
+	return s.ServeListener(ln, ready)
+}
+
+// ServeListener accepts connections on ln (see accept.go) and runs the event
+// loops until Shutdown; it closes ln. ready is called once with ln's address
+// when the server accepts connections. ServeListener returns nil after
+// Shutdown, and an error when the relay stopped serving for any other reason
+// (the listener failed, or a gnet loop stopped on its own), so that the
+// process can exit non-zero and be restarted. It may be called once.
+func (s *Server) ServeListener(ln net.Listener, ready func(net.Addr)) error {
+	s.serving.Store(true)
+	defer close(s.done)
+	defer ln.Close()
+	select {
+	case <-s.closed: // Shutdown came first
+		return nil
+	default:
+	}
+	failed := make(chan error, 2)
+	cli, err := gnet.NewClient(&handler{s: s},
 		gnet.WithMulticore(true),
-		gnet.WithReusePort(false),
-		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
-		gnet.WithLogger(gnetLogger{log: s.log, verbose: s.o.LogClientData}),
+		gnet.WithLogger(gnetLogger{log: s.log, verbose: s.o.LogClientData, failed: failed}),
 	)
+	if err == nil {
+		err = cli.Start()
+	}
+	if err != nil {
+		return fmt.Errorf("engine: starting the event loops: %w", err)
+	}
+	a := &acceptor{s: s, ln: ln, cli: cli, mx: &s.mx.loops[0]}
+	if a.reserve, err = os.Open(os.DevNull); err != nil {
+		_ = cli.Stop()
+		return fmt.Errorf("engine: opening the reserve descriptor: %w", err)
+	}
+	go s.expireLoop()
+	acceptDone := make(chan struct{})
+	go func() {
+		defer close(acceptDone)
+		if err := a.acceptLoop(); err != nil {
+			failed <- err
+		}
+		if a.reserve != nil {
+			a.reserve.Close()
+		}
+	}()
+	if ready != nil {
+		ready(ln.Addr())
+	}
+	select {
+	case <-s.closed:
+	case err = <-failed:
+		s.log.Error("the relay stopped serving", "err", err)
+	}
 	s.once.Do(func() { close(s.closed) })
-	if h.bootErr != nil {
-		return h.bootErr
+	ln.Close() // the acceptor returns once its enrollment in progress is done
+	select {
+	case <-acceptDone:
+	case <-time.After(acceptStopWait): // a loop that died may never take it
+	}
+	if serr := cli.Stop(); serr != nil && err == nil {
+		err = fmt.Errorf("engine: stopping the event loops: %w", serr)
 	}
 	return err
 }
 
-// Shutdown stops accepting, closes every connection and makes Serve return.
-// Safe from any goroutine.
+// acceptStopWait bounds how long ServeListener waits for the acceptor to
+// finish the enrollment it is in when the server stops.
+const acceptStopWait = 5 * time.Second
+
+// Shutdown stops accepting, closes every connection and makes Serve return;
+// once Serve is running it waits until Serve has returned or ctx ends. Safe
+// from any goroutine but an event loop's.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.once.Do(func() { close(s.closed) })
-	eng := s.eng.Load()
-	if eng == nil {
+	if !s.serving.Load() {
 		return nil
 	}
-	return eng.Stop(ctx)
+	select {
+	case <-s.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // expireLoop runs the TTL sweep and the idle-connection sweep; it re-arms
@@ -243,74 +315,36 @@ func (s *Server) expireLoop() {
 }
 
 // handler implements gnet.EventHandler. Its methods run on event loops; it
-// has no mutable fields of its own after OnBoot.
+// has no mutable fields.
 type handler struct {
 	gnet.BuiltinEventEngine
-	s       *Server
-	ready   func(net.Addr)
-	bootErr error
-}
-
-func (h *handler) OnBoot(eng gnet.Engine) gnet.Action {
-	h.s.eng.Store(&eng)
-	select {
-	case <-h.s.closed: // Shutdown came before the engine was up
-		return gnet.Shutdown
-	default:
-	}
-	addr, err := boundAddr(eng)
-	if err != nil {
-		h.bootErr = fmt.Errorf("engine: reading the bound address: %w", err)
-		return gnet.Shutdown
-	}
-	if h.ready != nil {
-		h.ready(addr)
-	}
-	return gnet.None
-}
-
-// boundAddr reads the listener's address from a duplicate of its descriptor,
-// which gives the real port when the configured one was 0.
-func boundAddr(eng gnet.Engine) (net.Addr, error) {
-	fd, err := eng.Dup()
-	if err != nil {
-		return nil, err
-	}
-	defer syscall.Close(fd)
-	sa, err := syscall.Getsockname(fd)
-	if err != nil {
-		return nil, err
-	}
-	switch a := sa.(type) {
-	case *syscall.SockaddrInet4:
-		return &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}, nil
-	case *syscall.SockaddrInet6:
-		return &net.TCPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}, nil
-	}
-	return nil, fmt.Errorf("unexpected socket address %T", sa)
+	s *Server
 }
 
 func (h *handler) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
+	c, ok := gc.Context().(*conn)
+	if !ok {
+		return nil, gnet.Close // not from the acceptor: cannot happen
+	}
+	c.opened.Store(true)
 	if h.s.draining.Load() {
-		return nil, gnet.Close // draining: no new connections
+		// Draining: no new connections. Without a context OnClose leaves
+		// the count alone, so the slot the acceptor took is given back here.
+		gc.SetContext(nil)
+		h.s.conns.open.Add(-1)
+		return nil, gnet.Close
 	}
 	loop := h.s.mx.shard(gc)
 	mx := &h.s.mx.loops[loop]
-	if h.s.conns.open.Add(1) > int64(h.s.lim.Load().MaxConns) {
-		h.s.conns.open.Add(-1)
-		mx.rejected[rejMaxConns].Add(1)
-		return nil, gnet.Close // no context: OnClose leaves the count alone
-	}
 	mx.accepted.Add(1)
 	mx.helloOut.Add(uint64(len(h.s.hello)))
-	c := &conn{gc: gc, id: h.s.ids.Add(1), mx: mx}
+	c.gc, c.mx = gc, mx
 	c.last.Store(time.Now().UnixNano())
 	h.s.conns.add(c)
 	c.send = c.write
 	c.sess = h.s.e.NewSession(c.wake)
 	c.sess.mx = &h.s.e.mx.loops[loop]
 	c.timer = time.AfterFunc(h.s.o.HandshakeTimeout, c.handshakeExpired)
-	gc.SetContext(c)
 	return h.s.hello, gnet.None
 }
 
@@ -530,13 +564,15 @@ func (w *Writer) welcome() {
 	w.flushBlock()
 }
 
-// gnetLogger routes gnet's own log lines into slog. gnet's lines can name
-// connections, so in production mode (SPEC §8) debug and info lines are
-// dropped and warnings and errors keep their format string only, without the
-// arguments that could carry an address.
+// gnetLogger routes gnet's own log lines into slog. gnet's debug and info
+// lines can name connections, so in production mode (SPEC §8) they are
+// dropped; warnings and errors keep their reason, with any address in it
+// replaced (redactAddrs). A loop that stops on an error is reported on failed,
+// so that Serve returns and the relay exits non-zero.
 type gnetLogger struct {
 	log     *slog.Logger
 	verbose bool
+	failed  chan<- error
 }
 
 func (l gnetLogger) Debugf(format string, args ...any) {
@@ -556,16 +592,35 @@ func (l gnetLogger) Warnf(format string, args ...any) {
 }
 
 func (l gnetLogger) Errorf(format string, args ...any) {
-	l.log.Error(l.text(format, args), "from", "gnet")
+	msg := l.text(format, args)
+	l.log.Error(msg, "from", "gnet")
+	// gnet's loops log this line when their poller fails, then stop.
+	if l.failed != nil && strings.Contains(format, "is exiting due to error") {
+		select {
+		case l.failed <- fmt.Errorf("engine: gnet: %s", msg):
+		default:
+		}
+	}
 }
 
 func (l gnetLogger) Fatalf(format string, args ...any) {
-	l.log.Error(l.text(format, args), "from", "gnet")
+	l.Errorf(format, args...)
 }
 
 func (l gnetLogger) text(format string, args []any) string {
+	msg := fmt.Sprintf(format, args...)
 	if l.verbose {
-		return fmt.Sprintf(format, args...)
+		return msg
 	}
-	return format
+	return redactAddrs(msg)
+}
+
+// addrPattern matches IPv4 addresses and IPv6 addresses (with an optional
+// port), which gnet's error texts may carry from the system's errors.
+var addrPattern = regexp.MustCompile(`\[?\b(?:\d{1,3}\.){3}\d{1,3}\b\]?(?::\d+)?|\[?\b[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}\b\]?(?::\d+)?`)
+
+// redactAddrs replaces every address in s (SPEC §8: production logs carry no
+// client address).
+func redactAddrs(s string) string {
+	return addrPattern.ReplaceAllString(s, "<addr>")
 }
