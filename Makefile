@@ -1,6 +1,8 @@
 # smprelay — build, run and test the SMP relay.
 #
 #   make run    build smp-server and start it on 127.0.0.1:5223 with ./data
+#   make build  smp-server and smp in ./bin, with the commit they were built from
+#   make install     make build, then copy both into $(PREFIX)/bin (PREFIX=/usr/local)
 #   make test   go vet, then every test (with the race detector when cgo works);
 #               the crash test runs its short form (3 kill -9 cycles)
 #   make crash-test  the long crash test: 25 kill -9 cycles against the real binary
@@ -11,9 +13,16 @@
 #                    the relay end to end per fsync mode, restart of 1M queues + 1M messages
 
 GO      ?= go
-BIN     := bin
+BIN     ?= bin
 LISTEN  ?= 127.0.0.1:5223
 DATA    ?= ./data
+PREFIX  ?= /usr/local
+
+# The commit the binaries come from ("-dirty" when the tree has changes), passed
+# by -ldflags: the go command stamps it only with VCS stamping on, and
+# GOFLAGS=-buildvcs=false (set on some machines) turns that off.
+REVISION := $(shell git rev-parse HEAD 2>/dev/null)$(shell git diff --quiet HEAD -- 2>/dev/null || echo -dirty)
+LDFLAGS  := $(if $(REVISION),-X main.revision=$(REVISION))
 
 # The race detector needs cgo and a C compiler; without them the tests still run, without -race.
 RACE := $(shell [ "$$($(GO) env CGO_ENABLED)" = 1 ] && command -v "$$($(GO) env CC)" >/dev/null 2>&1 && echo -race)
@@ -21,12 +30,17 @@ RACE := $(shell [ "$$($(GO) env CGO_ENABLED)" = 1 ] && command -v "$$($(GO) env 
 # Cycles of make crash-test (at least 20 for the figure the README quotes).
 CRASH_CYCLES ?= 25
 
-.PHONY: all build run test vet clean fuzz crash-test bench bench-quick bench-wal
+.PHONY: all build install run test vet clean fuzz crash-test bench bench-quick bench-wal
 
 all: build
 
 build:
-	$(GO) build -o $(BIN)/smp-server ./cmd/smp-server
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/smp-server ./cmd/smp-server
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/smp ./cmd/smp
+
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(BIN)/smp-server $(BIN)/smp $(DESTDIR)$(PREFIX)/bin/
 
 run: build
 	$(BIN)/smp-server start --data $(DATA) --listen $(LISTEN)

@@ -108,52 +108,61 @@ func (a *acceptor) acceptLoop() error {
 			continue
 		}
 		backoff = 0
-		if a.exhausted {
+		if a.admit(nc) && a.exhausted {
 			a.exhausted = false
 			a.s.log.Info("accepting connections again", "refused", a.refused)
 			a.refused = 0
 		}
-		a.admit(nc)
 	}
 }
 
-// admit gives nc a slot of MaxConns and enrolls it into a loop, or closes it.
-func (a *acceptor) admit(nc net.Conn) {
+// admit gives nc a slot of MaxConns and enrolls it into a loop, or closes
+// it. It reports whether a loop took it.
+func (a *acceptor) admit(nc net.Conn) bool {
 	s := a.s
 	if s.draining.Load() {
 		_ = nc.Close() // draining: no new connections
-		return
+		return false
 	}
 	if s.conns.open.Add(1) > int64(s.lim.Load().MaxConns) {
 		s.conns.open.Add(-1)
 		a.mx.rejected[rejMaxConns].Add(1)
 		_ = nc.Close()
-		return
+		return false
 	}
 	c := &conn{id: s.ids.Add(1)}
 	// EnrollContext closes nc in every case; on success the loop has run
 	// OnOpen (or failed to poll the duplicate, which it then closed).
 	_, err := a.cli.EnrollContext(nc, c)
 	if err == nil && c.opened.Load() {
-		return // OnClose gives the slot back
+		return true // OnClose gives the slot back
 	}
 	s.conns.open.Add(-1)
 	if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
-		a.mx.rejected[rejFDLimit].Add(1) // no descriptor left for the duplicate
+		a.exhaust() // no descriptor left for the duplicate
+		a.mx.rejected[rejFDLimit].Add(1)
+		a.refused++
 	}
+	return false
+}
+
+// exhaust logs, once until the next normal accept, that descriptors ran out.
+func (a *acceptor) exhaust() {
+	if a.exhausted {
+		return
+	}
+	a.exhausted = true
+	var r syscall.Rlimit
+	_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r)
+	a.s.log.Warn("the open-file limit is reached: refusing new connections until descriptors free up",
+		"limit", r.Cur, "open", a.s.conns.open.Load(), "max-conns", a.s.lim.Load().MaxConns)
 }
 
 // shed accepts one waiting connection with the reserve descriptor and closes
 // it at once, then takes the reserve back. It reports false when there was no
 // reserve to give up or nothing was accepted with it.
 func (a *acceptor) shed() bool {
-	if !a.exhausted {
-		a.exhausted = true
-		var r syscall.Rlimit
-		_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r)
-		a.s.log.Warn("the open-file limit is reached: refusing new connections until descriptors free up",
-			"limit", r.Cur, "open", a.s.conns.open.Load(), "max-conns", a.s.lim.Load().MaxConns)
-	}
+	a.exhaust()
 	if a.reserve == nil {
 		a.reserve, _ = os.Open(os.DevNull)
 		return false

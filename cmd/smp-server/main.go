@@ -150,8 +150,30 @@ func serve(sf startFlags, r *resolved, stdout, stderr io.Writer) int {
 			"firewall it or bind 127.0.0.1", "metrics-listen", c.metricsListen)
 	}
 
+	for _, w := range envWarnings(os.Environ()) {
+		log.Warn(w)
+	}
+	if n, lim, ok := engine.AutoMaxConns(); c.limits.MaxConns > n && ok {
+		log.Warn("max-conns is above what the open-file limit allows: connections past it are refused "+
+			"when descriptors run out (raise LimitNOFILE / ulimit -n, or lower max-conns)",
+			"max-conns", c.limits.MaxConns, "open-file-limit", lim, "usable", n)
+	}
+
+	// Bound before the data directory is touched, so that an address in use
+	// fails at once, naming the address, with nothing created or compacted.
+	ln, err := engine.Listen(c.listen)
+	if err != nil {
+		log.Error("cannot listen: is another relay or program using this address? (see --listen)", "err", err)
+		return 1
+	}
+	defer ln.Close()
+
 	// One server per data directory: the lock is released by the kernel
 	// when the process ends, however it ends.
+	if err := checkDataDir(c.data); err != nil {
+		log.Error("data directory", "err", err)
+		return 1
+	}
 	if err := os.MkdirAll(c.data, 0o700); err != nil {
 		log.Error("creating the data directory", "err", err)
 		return 1
@@ -228,7 +250,7 @@ func serve(sf startFlags, r *resolved, stdout, stderr io.Writer) int {
 	// Set by ready on gnet's boot goroutine; read after Serve returned.
 	var stopMetrics func(context.Context) error
 	var metricsErr error
-	err = srv.Serve(c.listen, func(addr net.Addr) {
+	err = srv.ServeListener(ln, func(addr net.Addr) {
 		if c.metricsListen != "" {
 			src := metricsSource{Engine: e, Server: srv, Log: wlog, KeyType: key.Public().Type().String(),
 				Draining: srv.Draining}
@@ -358,6 +380,10 @@ func initCmd(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	r.settings[optionIndex("data")].raw = data
+	if err := checkDataDir(data); err != nil {
+		fmt.Fprintf(stderr, "smp-server: %v\n", err)
+		return 1
+	}
 	keyPath := filepath.Join(data, keyFile)
 	for _, p := range []string{keyPath, r.configPath} {
 		if _, err := os.Lstat(p); err == nil {
@@ -446,6 +472,10 @@ func fingerprintCmd(args []string, stdout, stderr io.Writer) int {
 	if code >= 0 {
 		return code
 	}
+	if err := checkDataDir(r.cfg.data); err != nil {
+		fmt.Fprintf(stderr, "smp-server: %v\n", err)
+		return 1
+	}
 	key, err := readKey(filepath.Join(r.cfg.data, keyFile))
 	if errors.Is(err, fs.ErrNotExist) {
 		fmt.Fprintf(stderr, "smp-server: no server key in %s: run smp-server init (or start) first\n", r.cfg.data)
@@ -454,6 +484,10 @@ func fingerprintCmd(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "smp-server: %v\n", err)
 		return 1
+	}
+	if sf.quiet {
+		fmt.Fprintln(stdout, key.Public().Fingerprint())
+		return 0
 	}
 	server, err := serverLine(sf.host, r.cfg.listen)
 	if err != nil {
@@ -503,11 +537,18 @@ func serverLine(host, listen string) (string, error) {
 	return host + ":" + port, nil
 }
 
+// revision is the commit the binary was built from, set by make build
+// (-ldflags "-X main.revision=..."): the go command records it only when
+// VCS stamping is on, and GOFLAGS=-buildvcs=false turns that off.
+var revision string
+
 // versionCmd prints the module version and VCS state the binary was built
 // from, the Go version and the protocol version.
 func versionCmd(stdout io.Writer) int {
 	fmt.Fprintf(stdout, "smp-server %s\n", buildVersion())
-	if bi, ok := debug.ReadBuildInfo(); ok {
+	if revision != "" {
+		fmt.Fprintf(stdout, "revision %s\n", revision)
+	} else if bi, ok := debug.ReadBuildInfo(); ok {
 		var rev, modified string
 		for _, s := range bi.Settings {
 			switch s.Key {
@@ -569,6 +610,16 @@ func fsyncLabel(c *config) string {
 		return "interval " + c.fsyncInterval.String()
 	}
 	return c.fsync
+}
+
+// checkDataDir reports a data path that exists but is not a directory, which
+// os.MkdirAll would only report as "not a directory" of some path.
+func checkDataDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if err == nil && !fi.IsDir() {
+		return fmt.Errorf("%s is a file, not a directory: give --data a directory (it is created if absent)", dir)
+	}
+	return nil
 }
 
 // keyFile is the server transport key in the data directory: one PEM block

@@ -16,7 +16,8 @@ package main
 //	smp_connections_accepted_total    counter    -                  connections accepted (under --max-conns)
 //	smp_connections_rejected_total    counter    reason             connections refused or dropped by a limit: max_conns (at accept),
 //	                                                                idle (--idle-timeout), outbound (--max-outbound: the client does
-//	                                                                not read), flood (256 blocks waiting beyond --blocks-per-second)
+//	                                                                not read), flood (256 blocks waiting beyond --blocks-per-second),
+//	                                                                fd_limit (at accept: the open-file limit is reached)
 //	smp_handshakes_total              counter    kem, outcome       client hellos (SPEC §3.2) by the transport key's kind and outcome:
 //	                                                                ok, bad_hello (does not open or does not fit), timeout
 //	                                                                (--handshake-timeout), closed (the client left first)
@@ -282,11 +283,14 @@ func buildVersion() string {
 	if v := bi.Main.Version; v != "" && v != "(devel)" {
 		return v
 	}
-	v := "devel"
+	rev := revision
 	for _, s := range bi.Settings {
-		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-			v += "+" + s.Value[:12]
+		if s.Key == "vcs.revision" && rev == "" {
+			rev = s.Value
 		}
 	}
-	return v
+	if len(rev) >= 12 {
+		return "devel+" + rev[:12]
+	}
+	return "devel"
 }

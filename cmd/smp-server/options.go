@@ -280,6 +280,7 @@ type startFlags struct {
 	config      string            // --config
 	printConfig bool              // --print-config
 	host        string            // --host (fingerprint)
+	quiet       bool              // --quiet (fingerprint): the fingerprint alone
 }
 
 // flagValue records a string flag and whether it was given.
@@ -310,6 +311,7 @@ func parseFlags(cmd string, args []string, stderr io.Writer) (startFlags, error)
 	}
 	if cmd == "fingerprint" {
 		fl.StringVar(&sf.host, "host", "", "host[:port] clients reach the relay at (default: the host of listen)")
+		fl.BoolVar(&sf.quiet, "quiet", false, "print the fingerprint alone, for scripts")
 	}
 	fl.Usage = func() { printUsage(stderr, cmd, fl) }
 	if err := fl.Parse(args); err != nil {
@@ -426,6 +428,8 @@ func resolve(sf startFlags, getenv func(string) string, readFile func(string) ([
 			r.settings[i] = setting{raw: e.value, src: srcFile, where: fmt.Sprintf("file %s:%d", path, e.line)}
 		}
 	case errors.Is(err, fs.ErrNotExist) && (!explicit || readFile == nil):
+	case !explicit && checkDataDir(filepath.Dir(path)) != nil:
+		return r, checkDataDir(filepath.Dir(path)) // the data directory is a file: say so, not ENOTDIR
 	default:
 		return r, fmt.Errorf("config file: %w", err)
 	}
@@ -466,10 +470,86 @@ func (r *resolved) printConfig(w io.Writer) {
 		state = "read"
 	}
 	fmt.Fprintf(w, "# config file: %s (%s)\n", r.configPath, state)
+	for _, warning := range envWarnings(os.Environ()) {
+		fmt.Fprintf(w, "# warning: %s\n", warning)
+	}
 	for i := range options {
 		s := &r.settings[i]
-		fmt.Fprintf(w, "%-22s = %-24s # %s\n", options[i].name, formatValue(options[i].kind, s.raw), s.where)
+		where := s.where
+		if options[i].name == "max-conns" && r.cfg.limits.MaxConns == 0 {
+			where += "; " + autoMaxConnsText()
+		}
+		fmt.Fprintf(w, "%-22s = %-24s # %s\n", options[i].name, formatValue(options[i].kind, s.raw), where)
 	}
+}
+
+// autoMaxConnsText says what max-conns 0 means on this machine.
+func autoMaxConnsText() string {
+	n, lim, ok := engine.AutoMaxConns()
+	if !ok {
+		return fmt.Sprintf("automatic: %d (the open-file limit could not be read)", n)
+	}
+	return fmt.Sprintf("automatic: %d (open-file limit %d less %d kept for files)", n, lim, lim-uint64(n))
+}
+
+// notOptions are SMP_ variables that are not relay options: SMP_CONFIG names
+// the config file, and the smp CLI's variables live in the same shells.
+var notOptions = map[string]bool{"SMP_CONFIG": true, "SMP_SERVER": true, "SMP_FINGERPRINT": true, "SMP_STATE": true}
+
+// envWarnings names every SMP_ variable in environ that is not an option but
+// is one edit (a letter added, dropped, changed, or two swapped) away from
+// one, which is almost surely a typo that leaves the option at its default.
+// Other unknown SMP_ variables are left alone: other tools may use the prefix.
+func envWarnings(environ []string) []string {
+	var out []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, "SMP_") || notOptions[name] {
+			continue
+		}
+		known := false
+		var near string
+		for i := range options {
+			env := options[i].envName()
+			if env == name {
+				known = true
+				break
+			}
+			if near == "" && editDistance(name, env) == 1 {
+				near = env
+			}
+		}
+		if !known && near != "" {
+			out = append(out, fmt.Sprintf("environment variable %s is not an option and is ignored; did you mean %s?", name, near))
+		}
+	}
+	return out
+}
+
+// editDistance is the optimal string alignment distance between a and b:
+// insertions, deletions, substitutions and swaps of neighbours cost one each.
+func editDistance(a, b string) int {
+	d := make([][]int, len(a)+1)
+	for i := range d {
+		d[i] = make([]int, len(b)+1)
+		d[i][0] = i
+	}
+	for j := range d[0] {
+		d[0][j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+			}
+		}
+	}
+	return d[len(a)][len(b)]
 }
 
 func formatValue(k kind, raw string) string {

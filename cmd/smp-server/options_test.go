@@ -10,10 +10,13 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/smprelay/smprelay/engine"
 )
 
 // env is a fake environment.
@@ -416,6 +419,10 @@ func TestPrintConfigCommand(t *testing.T) {
 			t.Errorf("missing %q in\n%s", want, out.String())
 		}
 	}
+	n, lim, _ := engine.AutoMaxConns()
+	if want := fmt.Sprintf("max-conns              = 0                        # default; automatic: %d (open-file limit %d less", n, lim); !strings.Contains(out.String(), want) {
+		t.Errorf("missing %q (the effective max-conns) in\n%s", want, out.String())
+	}
 	if _, err := os.Stat(filepath.Join(dir, "server.key")); !errors.Is(err, fs.ErrNotExist) {
 		t.Error("--print-config created a key")
 	}
@@ -475,6 +482,81 @@ func TestFingerprintCommand(t *testing.T) {
 	}
 	if want := "fingerprint: " + string(fp) + "server: 127.0.0.1:7001\n"; out.String() != want {
 		t.Fatalf("output %q, want %q", out.String(), want)
+	}
+	out.Reset()
+	if code := run([]string{"fingerprint", "--data", dir, "--quiet"}, &out, &errb); code != 0 || out.String() != string(fp) {
+		t.Fatalf("fingerprint --quiet: exit %d, output %q, want the fingerprint line alone %q", code, out.String(), fp)
+	}
+}
+
+// TestEnvWarnings: an SMP_ variable one edit away from an option is named
+// with the option it probably meant; options, the smp CLI's variables and
+// unrelated names are not.
+func TestEnvWarnings(t *testing.T) {
+	for _, tc := range []struct {
+		env  string
+		want string // the suggested option's variable, or "" for no warning
+	}{
+		{"SMP_QOUTA=5", "SMP_QUOTA"},         // two letters swapped
+		{"SMP_QUOT=5", "SMP_QUOTA"},          // one dropped
+		{"SMP_QUOTAS=5", "SMP_QUOTA"},        // one added
+		{"SMP_MAX_CONNZ=5", "SMP_MAX_CONNS"}, // one changed
+		{"SMP_QUOTA=5", ""},
+		{"SMP_SERVER=127.0.0.1:5223", ""},
+		{"SMP_FINGERPRINT=x", ""},
+		{"SMP_STATE=a.json", ""},
+		{"SMP_CONFIG=a.conf", ""},
+		{"SMP_SOMETHING_ELSE=1", ""},
+		{"PATH=/bin", ""},
+	} {
+		got := envWarnings([]string{tc.env})
+		switch {
+		case tc.want == "" && len(got) != 0:
+			t.Errorf("%s: unexpected warning %q", tc.env, got)
+		case tc.want != "" && (len(got) != 1 || !strings.Contains(got[0], "did you mean "+tc.want+"?")):
+			t.Errorf("%s: warnings %q, want one suggesting %s", tc.env, got, tc.want)
+		}
+	}
+	t.Setenv("SMP_QOUTA", "5")
+	var out, errb bytes.Buffer
+	if code := run([]string{"start", "--data", t.TempDir(), "--print-config"}, &out, &errb); code != 0 ||
+		!strings.Contains(out.String(), "# warning: environment variable SMP_QOUTA is not an option and is ignored; did you mean SMP_QUOTA?\n") {
+		t.Errorf("--print-config does not warn about SMP_QOUTA: exit %d\n%s%s", code, out.String(), errb.String())
+	}
+}
+
+// TestMakeBuildRevision: make build records the commit in both binaries even
+// when GOFLAGS turns VCS stamping off, and smp-server version shows it.
+func TestMakeBuildRevision(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds both binaries with make")
+	}
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	head, err := exec.Command("git", "-C", root, "rev-parse", "HEAD").Output()
+	if err != nil {
+		t.Skipf("not a git checkout (%v): make build has no commit to record", err)
+	}
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skip("make is not installed")
+	}
+	bin := t.TempDir()
+	cmd := exec.Command("make", "-C", root, "build", "BIN="+bin)
+	cmd.Env = append(os.Environ(), "GOFLAGS=-buildvcs=false")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("make build: %v\n%s", err, out)
+	}
+	out, err := exec.Command(filepath.Join(bin, "smp-server"), "version").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "revision " + strings.TrimSpace(string(head)); !strings.Contains(string(out), want) {
+		t.Fatalf("smp-server version:\n%s\nwant a line starting %q", out, want)
+	}
+	if _, err := os.Stat(filepath.Join(bin, "smp")); err != nil {
+		t.Fatalf("make build did not build smp: %v", err)
 	}
 }
 

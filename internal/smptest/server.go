@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -89,6 +90,7 @@ type Server struct {
 	stop    sync.Once
 	code    int
 	grew    chan struct{} // closed and replaced (under mu) whenever a line is added; see WaitOutput
+	killed  atomic.Bool   // Kill was called: no exit status is expected
 }
 
 // StartServer runs "smp-server start --data <t.TempDir()> --listen
@@ -102,10 +104,35 @@ func StartServer(t testing.TB, args ...string) *Server {
 // StartServerIn is StartServer with the data directory dir, for restarts.
 func StartServerIn(t testing.TB, dir string, args ...string) *Server {
 	t.Helper()
+	return StartServerWith(t, Launch{Dir: dir, Args: args})
+}
+
+// Launch is how StartServerWith runs the server.
+type Launch struct {
+	Dir    string   // the data directory; a new t.TempDir() when empty
+	Args   []string // after "start --data DIR --listen 127.0.0.1:0" (a later --listen wins)
+	NoFile int      // when > 0, the server runs with this open-file limit, soft and hard
+}
+
+// StartServerWith is StartServer with the data directory, arguments and
+// open-file limit of l.
+func StartServerWith(t testing.TB, l Launch) *Server {
+	t.Helper()
 	bin := BuildServer(t)
+	if l.Dir == "" {
+		l.Dir = t.TempDir()
+	}
+	dir := l.Dir
 	s := &Server{DataDir: dir, t: t, exited: make(chan struct{}), grew: make(chan struct{})}
-	all := append([]string{"start", "--data", dir, "--listen", "127.0.0.1:0"}, args...)
-	s.Cmd = exec.Command(bin, all...)
+	all := append([]string{"start", "--data", dir, "--listen", "127.0.0.1:0"}, l.Args...)
+	if l.NoFile > 0 {
+		// Both limits: Go raises the soft one to the hard one at start.
+		// exec keeps the pid, so signals reach the server itself.
+		script := fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, l.NoFile)
+		s.Cmd = exec.Command("/bin/sh", append([]string{"-c", script, bin}, all...)...)
+	} else {
+		s.Cmd = exec.Command(bin, all...)
+	}
 	if race.Enabled && os.Getenv("GORACE") == "" {
 		// The race runtime sleeps a second before exiting by default.
 		s.Cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=50")
@@ -132,7 +159,7 @@ func StartServerIn(t testing.TB, dir string, args ...string) *Server {
 		close(s.exited)
 	}()
 	t.Cleanup(func() {
-		if code := s.Stop(); code != 0 {
+		if code := s.Stop(); code != 0 && !s.killed.Load() {
 			t.Errorf("smp-server exited with status %d (%v); stderr:\n%s", code, s.waitErr, s.Stderr())
 		}
 	})
@@ -203,6 +230,13 @@ func (s *Server) Exited() <-chan struct{} { return s.exited }
 // exit status; a process that does not exit within a minute is killed and
 // reported as status -1. Later calls return the same status.
 func (s *Server) Stop() int { return s.Signal(syscall.SIGTERM) }
+
+// Kill ends the server with SIGKILL, as a crash would, and waits for it to
+// exit; the test then expects no exit status of it.
+func (s *Server) Kill() {
+	s.killed.Store(true)
+	s.Signal(syscall.SIGKILL)
+}
 
 // Signal is Stop with another signal (e.g. SIGINT).
 func (s *Server) Signal(sig os.Signal) int {
