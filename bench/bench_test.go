@@ -107,8 +107,17 @@ func TestTinySuite(t *testing.T) {
 		if err := wellFormed(b); err != nil {
 			t.Errorf("%s: %v", filepath.Base(f), err)
 		}
-		if !bytes.Contains(b, []byte("<polyline")) || !bytes.Contains(b, []byte(`<svg xmlns="http://www.w3.org/2000/svg"`)) {
-			t.Errorf("%s: no line or no SVG root", filepath.Base(f))
+		if !bytes.Contains(b, []byte(`<svg xmlns="http://www.w3.org/2000/svg"`)) {
+			t.Errorf("%s: no SVG root", filepath.Base(f))
+		}
+		marks, _ := seriesMarks(t, string(b))
+		if len(marks) == 0 {
+			t.Errorf("%s: no series drawn", filepath.Base(f))
+		}
+		for name, m := range marks {
+			if len(m.segments) == 0 && m.markers == 0 {
+				t.Errorf("%s: series %q has no visible mark in the plot", filepath.Base(f), name)
+			}
 		}
 		if bytes.Contains(b, []byte("NaN")) || bytes.Contains(b, []byte("Inf")) {
 			t.Errorf("%s: non-finite coordinates", filepath.Base(f))

@@ -147,7 +147,7 @@ func (r *Report) charts() []chart {
 			}
 			tput = append(tput, series{name: s, xs: xs, ys: ys})
 			if lim := bySeries[s][0].Limit; lim > 0 {
-				tput = append(tput, series{name: s + " limit", xs: []float64{xs[0], xs[len(xs)-1]}, ys: []float64{lim, lim}, dashed: true})
+				tput = append(tput, series{name: s + " limit", ys: []float64{lim}, limit: true})
 			}
 			lat = append(lat, series{name: s + " p99", xs: xs, ys: p99}, series{name: s + " p50", xs: xs, ys: p50, dashed: true})
 		}
