@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -134,6 +135,25 @@ func wellFormed(b []byte) error {
 			}
 			return err
 		}
+	}
+}
+
+// TestDefaultOutIgnored checks that runs with the default --out (make bench,
+// make bench-quick) write where .gitignore keeps them out of git status.
+func TestDefaultOutIgnored(t *testing.T) {
+	c, err := parseFlags(nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.out != defaultOut {
+		t.Fatalf("default --out %q, want %q", c.out, defaultOut)
+	}
+	ignore, err := os.ReadFile(filepath.Join("..", ".gitignore"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(strings.Split(string(ignore), "\n"), "/"+defaultOut+"/") {
+		t.Errorf(".gitignore lacks /%s/, so fresh runs show as untracked files", defaultOut)
 	}
 }
 

@@ -29,6 +29,11 @@ func main() {
 // allScenarios are the scenarios in the order they run.
 var allScenarios = []string{"crypto-limit", "relay-signed", "relay-unsigned", "handshakes", "idle-connections", "fsync"}
 
+// defaultOut is where fresh runs go, relative to the directory make runs in
+// (the repository root). .gitignore lists it, so runs leave no untracked
+// files; the committed reference runs live in bench/reference.
+const defaultOut = "bench/results"
+
 // config is what the flags say.
 type config struct {
 	scenarios     []string
@@ -111,7 +116,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	srvArgs := fl.String("server-args", "", "extra flags for every smp-server start, space-separated (e.g. \"--fsync never\")")
 	fl.StringVar(&c.serverProfile, "server-profile", "", "run every server with --profile `kind` (cpu, mem, block, mutex); files go beside the results")
 	fl.StringVar(&c.profile, "profile", "", "profile this bench process: cpu, mem, block or mutex (github.com/pkg/profile)")
-	fl.StringVar(&c.out, "out", "bench/results", "`directory` for the JSON, Markdown and SVG results")
+	fl.StringVar(&c.out, "out", defaultOut, "`directory` for the JSON, Markdown and SVG results; the default is gitignored (the committed reference runs are in bench/reference)")
 	fl.StringVar(&c.serverBin, "server-bin", "", "use this smp-server binary instead of building ./cmd/smp-server")
 	if err := fl.Parse(args); err != nil {
 		return nil, err
