@@ -96,6 +96,9 @@ func TestTinySuite(t *testing.T) {
 	if !bytes.Equal(bytes.TrimSpace(md), bytes.TrimSpace(stdout.Bytes())) {
 		t.Error("the summary printed differs from the Markdown file")
 	}
+	if want := "bench: report written to " + strings.TrimSuffix(jsons[0], ".json") + ".md"; !strings.Contains(stderr.String(), want) {
+		t.Errorf("stderr does not say where the report went (%q):\n%s", want, stderr.String())
+	}
 	svgs, _ := filepath.Glob(filepath.Join(out, "*.svg"))
 	if len(svgs) != 4 { // throughput, latency, latency distribution, idle RSS
 		t.Fatalf("want 4 SVG charts, got %v", svgs)

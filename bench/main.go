@@ -249,12 +249,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	rep, err := runSuite(ctx, c, args, stderr)
 	if rep != nil {
-		md, werr := rep.write(c.out)
+		md, mdPath, werr := rep.write(c.out)
 		if werr != nil {
 			fmt.Fprintf(stderr, "bench: writing results: %v\n", werr)
 			return 1
 		}
 		fmt.Fprintln(stdout, md)
+		// stderr keeps stdout the Markdown alone; the absolute path says where
+		// a relative --out landed.
+		if abs, err := filepath.Abs(mdPath); err == nil {
+			mdPath = abs
+		}
+		fmt.Fprintf(stderr, "bench: report written to %s (the JSON and SVG charts beside it)\n", mdPath)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "bench: %v\n", err)
