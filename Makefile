@@ -7,7 +7,8 @@
 #               the crash test runs its short form (3 kill -9 cycles)
 #   make crash-test  the long crash test: 25 kill -9 cycles against the real binary
 #   make bench       the relay's capacity on this machine (go run ./bench; under 10 minutes on
-#                    2 cores): JSON, Markdown and SVG charts in bench/results; BENCHFLAGS adds flags
+#                    2 cores): JSON, Markdown and SVG charts in bench/results (gitignored; the
+#                    committed reference run is in bench/reference); BENCHFLAGS adds flags
 #   make bench-quick the same, short (under a minute)
 #   make bench-wal   write-ahead log figures: compression, append rate per fsync mode,
 #                    the relay end to end per fsync mode, restart of 1M queues + 1M messages

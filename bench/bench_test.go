@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -95,6 +96,9 @@ func TestTinySuite(t *testing.T) {
 	if !bytes.Equal(bytes.TrimSpace(md), bytes.TrimSpace(stdout.Bytes())) {
 		t.Error("the summary printed differs from the Markdown file")
 	}
+	if want := "bench: report written to " + strings.TrimSuffix(jsons[0], ".json") + ".md"; !strings.Contains(stderr.String(), want) {
+		t.Errorf("stderr does not say where the report went (%q):\n%s", want, stderr.String())
+	}
 	svgs, _ := filepath.Glob(filepath.Join(out, "*.svg"))
 	if len(svgs) != 4 { // throughput, latency, latency distribution, idle RSS
 		t.Fatalf("want 4 SVG charts, got %v", svgs)
@@ -107,8 +111,17 @@ func TestTinySuite(t *testing.T) {
 		if err := wellFormed(b); err != nil {
 			t.Errorf("%s: %v", filepath.Base(f), err)
 		}
-		if !bytes.Contains(b, []byte("<polyline")) || !bytes.Contains(b, []byte(`<svg xmlns="http://www.w3.org/2000/svg"`)) {
-			t.Errorf("%s: no line or no SVG root", filepath.Base(f))
+		if !bytes.Contains(b, []byte(`<svg xmlns="http://www.w3.org/2000/svg"`)) {
+			t.Errorf("%s: no SVG root", filepath.Base(f))
+		}
+		marks, _ := seriesMarks(t, string(b))
+		if len(marks) == 0 {
+			t.Errorf("%s: no series drawn", filepath.Base(f))
+		}
+		for name, m := range marks {
+			if len(m.segments) == 0 && m.markers == 0 {
+				t.Errorf("%s: series %q has no visible mark in the plot", filepath.Base(f), name)
+			}
 		}
 		if bytes.Contains(b, []byte("NaN")) || bytes.Contains(b, []byte("Inf")) {
 			t.Errorf("%s: non-finite coordinates", filepath.Base(f))
@@ -125,6 +138,25 @@ func wellFormed(b []byte) error {
 			}
 			return err
 		}
+	}
+}
+
+// TestDefaultOutIgnored checks that runs with the default --out (make bench,
+// make bench-quick) write where .gitignore keeps them out of git status.
+func TestDefaultOutIgnored(t *testing.T) {
+	c, err := parseFlags(nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.out != defaultOut {
+		t.Fatalf("default --out %q, want %q", c.out, defaultOut)
+	}
+	ignore, err := os.ReadFile(filepath.Join("..", ".gitignore"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(strings.Split(string(ignore), "\n"), "/"+defaultOut+"/") {
+		t.Errorf(".gitignore lacks /%s/, so fresh runs show as untracked files", defaultOut)
 	}
 }
 

@@ -24,8 +24,10 @@
 // generator's own cost, which shares the cores, does not count against the
 // server. Transmissions are signed before the timed phase (client.Prepared).
 //
-// Results go to bench/results/<date>-<commit>.json (every figure), a Markdown
-// summary beside it (also printed at the end) and SVG charts.
+// Results go to --out, by default bench/results/<date>-<commit>.json (every
+// figure), a Markdown summary beside it (also printed at the end, followed on
+// stderr by the path it was written to) and SVG charts. bench/results is gitignored, so runs leave the tree clean; the
+// reference runs the README quotes are committed in bench/reference.
 //
 // Concurrency: each scenario runs alone; within one, every queue has one
 // sender goroutine and one acknowledging goroutine, and per-connection

@@ -29,6 +29,11 @@ func main() {
 // allScenarios are the scenarios in the order they run.
 var allScenarios = []string{"crypto-limit", "relay-signed", "relay-unsigned", "handshakes", "idle-connections", "fsync"}
 
+// defaultOut is where fresh runs go, relative to the directory make runs in
+// (the repository root). .gitignore lists it, so runs leave no untracked
+// files; the committed reference runs live in bench/reference.
+const defaultOut = "bench/results"
+
 // config is what the flags say.
 type config struct {
 	scenarios     []string
@@ -111,7 +116,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	srvArgs := fl.String("server-args", "", "extra flags for every smp-server start, space-separated (e.g. \"--fsync never\")")
 	fl.StringVar(&c.serverProfile, "server-profile", "", "run every server with --profile `kind` (cpu, mem, block, mutex); files go beside the results")
 	fl.StringVar(&c.profile, "profile", "", "profile this bench process: cpu, mem, block or mutex (github.com/pkg/profile)")
-	fl.StringVar(&c.out, "out", "bench/results", "`directory` for the JSON, Markdown and SVG results")
+	fl.StringVar(&c.out, "out", defaultOut, "`directory` for the JSON, Markdown and SVG results; the default is gitignored (the committed reference runs are in bench/reference)")
 	fl.StringVar(&c.serverBin, "server-bin", "", "use this smp-server binary instead of building ./cmd/smp-server")
 	if err := fl.Parse(args); err != nil {
 		return nil, err
@@ -244,12 +249,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	rep, err := runSuite(ctx, c, args, stderr)
 	if rep != nil {
-		md, werr := rep.write(c.out)
+		md, mdPath, werr := rep.write(c.out)
 		if werr != nil {
 			fmt.Fprintf(stderr, "bench: writing results: %v\n", werr)
 			return 1
 		}
 		fmt.Fprintln(stdout, md)
+		// stderr keeps stdout the Markdown alone; the absolute path says where
+		// a relative --out landed.
+		if abs, err := filepath.Abs(mdPath); err == nil {
+			mdPath = abs
+		}
+		fmt.Fprintf(stderr, "bench: report written to %s (the JSON and SVG charts beside it)\n", mdPath)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "bench: %v\n", err)

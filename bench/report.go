@@ -93,10 +93,11 @@ func (r *Report) best(series string) *RelayPoint {
 	return b
 }
 
-// write writes <dir>/<stem>.json, .md and the charts, and returns the Markdown.
-func (r *Report) write(dir string) (string, error) {
+// write writes <dir>/<stem>.json, .md and the charts, and returns the
+// Markdown and the path of its file.
+func (r *Report) write(dir string) (string, string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", err
+		return "", "", err
 	}
 	r.goals()
 	r.LoadAvgEnd = loadAvg()
@@ -109,20 +110,20 @@ func (r *Report) write(dir string) (string, error) {
 	md := r.markdown()
 	js, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	if err := os.WriteFile(stem+".json", append(js, '\n'), 0o644); err != nil {
-		return "", err
+		return "", "", err
 	}
 	if err := os.WriteFile(stem+".md", []byte(md), 0o644); err != nil {
-		return "", err
+		return "", "", err
 	}
 	for _, ch := range charts {
 		if err := os.WriteFile(stem+"-"+ch.name+".svg", []byte(ch.svg), 0o644); err != nil {
-			return "", err
+			return "", "", err
 		}
 	}
-	return md, nil
+	return md, stem + ".md", nil
 }
 
 type chart struct{ name, svg string }
@@ -147,7 +148,7 @@ func (r *Report) charts() []chart {
 			}
 			tput = append(tput, series{name: s, xs: xs, ys: ys})
 			if lim := bySeries[s][0].Limit; lim > 0 {
-				tput = append(tput, series{name: s + " limit", xs: []float64{xs[0], xs[len(xs)-1]}, ys: []float64{lim, lim}, dashed: true})
+				tput = append(tput, series{name: s + " limit", ys: []float64{lim}, limit: true})
 			}
 			lat = append(lat, series{name: s + " p99", xs: xs, ys: p99}, series{name: s + " p50", xs: xs, ys: p50, dashed: true})
 		}

@@ -7,11 +7,13 @@ import (
 	"strings"
 )
 
-// series is one line of a chart.
+// series is one line of a chart. A limit series is a horizontal line at
+// ys[0] across the whole x range; its xs are ignored.
 type series struct {
 	name   string
 	xs, ys []float64
 	dashed bool
+	limit  bool
 }
 
 var palette = []string{"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf"}
@@ -23,6 +25,12 @@ func lineChart(title, xlabel, ylabel string, logX bool, ss []series) string {
 	pw, ph := w-left-right, h-top-bottom
 	xmin, xmax, ymax := math.Inf(1), math.Inf(-1), 0.0
 	for _, s := range ss {
+		if s.limit {
+			for _, y := range s.ys {
+				ymax = math.Max(ymax, y)
+			}
+			continue
+		}
 		for i, x := range s.xs {
 			if logX && x <= 0 {
 				continue
@@ -67,29 +75,49 @@ func lineChart(title, xlabel, ylabel string, logX bool, ss []series) string {
 		fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#eee"/>`+"\n", fx(x), top, fx(x), top+ph)
 		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle">%s</text>`+"\n", fx(x), top+ph+16, fmtNum(x))
 	}
-	fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="none" stroke="#333"/>`+"\n", left, top, pw, ph)
+	fmt.Fprintf(&b, `<rect class="plot" x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="none" stroke="#333"/>`+"\n", left, top, pw, ph)
 	fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle">%s</text>`+"\n", left+pw/2, h-12, html.EscapeString(xlabel))
 	fmt.Fprintf(&b, `<text transform="translate(18 %.1f) rotate(-90)" text-anchor="middle">%s</text>`+"\n", top+ph/2, html.EscapeString(ylabel))
 	for i, s := range ss {
 		color := palette[i%len(palette)]
-		var pts []string
-		for j, x := range s.xs {
-			if logX && x <= 0 {
-				continue
-			}
-			pts = append(pts, fmt.Sprintf("%.1f,%.1f", fx(x), fy(s.ys[j])))
-		}
 		dash := ""
-		if s.dashed {
+		if s.dashed || s.limit {
 			dash = ` stroke-dasharray="6 4"`
 		}
-		fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="2"%s points="%s"/>`+"\n", color, dash, strings.Join(pts, " "))
-		if !s.dashed {
+		// Each series' marks sit in one group named by its title, apart from
+		// the legend, so a reader (and the test) can tell which series drew what.
+		fmt.Fprintf(&b, `<g class="series"><title>%s</title>`+"\n", html.EscapeString(s.name))
+		switch {
+		case s.limit && len(s.ys) > 0:
+			// A limit holds at every x: drawn only between its series' own x
+			// values, a series measured at one x gave it zero length.
+			fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="2"%s/>`+"\n", left, fy(s.ys[0]), left+pw, fy(s.ys[0]), color, dash)
+		case !s.limit:
+			var pts [][2]float64
+			for j, x := range s.xs {
+				if logX && x <= 0 {
+					continue
+				}
+				pts = append(pts, [2]float64{fx(x), fy(s.ys[j])})
+			}
+			if len(pts) > 1 {
+				coords := make([]string, len(pts))
+				for j, pt := range pts {
+					coords[j] = fmt.Sprintf("%.1f,%.1f", pt[0], pt[1])
+				}
+				fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="2"%s points="%s"/>`+"\n", color, dash, strings.Join(coords, " "))
+			}
+			// Every point gets a marker, so a series of one point (no line)
+			// still shows; a dashed series' markers are hollow to tell it apart.
+			fill := color
+			if s.dashed {
+				fill = "white"
+			}
 			for _, pt := range pts {
-				xy := strings.Split(pt, ",")
-				fmt.Fprintf(&b, `<circle cx="%s" cy="%s" r="3" fill="%s"/>`+"\n", xy[0], xy[1], color)
+				fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="3" fill="%s" stroke="%s" stroke-width="1.5"/>`+"\n", pt[0], pt[1], fill, color)
 			}
 		}
+		b.WriteString("</g>\n")
 		ly := top + 10 + float64(i)*18
 		fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="2"%s/>`+"\n", left+pw+10, ly, left+pw+34, ly, color, dash)
 		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f">%s</text>`+"\n", left+pw+40, ly+4, html.EscapeString(s.name))
