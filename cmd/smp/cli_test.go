@@ -15,16 +15,19 @@ import (
 // them with the encoder's.
 func TestTerminalQR(t *testing.T) {
 	text := "smp://" + strings.Repeat("x", 300)
-	var buf bytes.Buffer
-	if err := writeQR(&buf, text); err != nil {
-		t.Fatal(err)
-	}
 	q, err := encodeQR(text)
 	if err != nil {
 		t.Fatal(err)
 	}
+	var buf bytes.Buffer
+	if err := drawQR(&buf, q); err != nil {
+		t.Fatal(err)
+	}
 	rows := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
 	n := q.Size() + 2*qrBorder
+	if qrColumns(q) != n {
+		t.Fatalf("qrColumns %d, want %d", qrColumns(q), n)
+	}
 	if len(rows) != (n+1)/2 {
 		t.Fatalf("%d rows for %d modules", len(rows), n)
 	}
