@@ -23,11 +23,14 @@ func init() {
 Create creates a queue on a server (seed steps 1-2): new keys for this queue
 alone, NEW, and an invitation for the person who will send to you, whom you
 name NAME. The invitation goes to standard output as an smp:// URI (with
---text, in the seed's four-line text form), and as a QR code when standard
-output is a terminal. Hand it over by a channel you trust, then run
-'smp accept NAME' once they have connected.
+--text, in the seed's four-line text form). When standard output is a
+terminal (or with --qr), a QR code is drawn above it, two modules per
+character cell, if the terminal is wide enough; if not, a hint on standard
+error says so: use --png FILE. Hand the invitation over by a channel you
+trust, then run 'smp accept NAME' once they have connected.
 
-The server is --server and --fingerprint, or SMP_SERVER and SMP_FINGERPRINT.`},
+The server is --server and --fingerprint, or SMP_SERVER and SMP_FINGERPRINT;
+'smp-server fingerprint' on the relay prints both.`},
 		{name: "connect", args: "[flags] NAME INVITATION", minArgs: 2, maxArgs: 2, argsNames: "a contact name and an invitation",
 			short: "connect to an invitation and send the confirmation", flags: connectFlags, long: `
 Connect connects to the queue an invitation names (seed step 3): a new sender
@@ -53,14 +56,20 @@ Without --wait, accept exits with status 1 when no confirmation is waiting.`},
 			short: "send a message", flags: noFlags(runSend), long: `
 Send seals MESSAGE (the arguments joined by spaces, or standard input when
 there are none) to NAME's queue key and sends it signed with your sender key.
-The server refuses it (ERR AUTH) until NAME has accepted your confirmation, and
-after they suspend or delete the queue.`},
+The server refuses it with ERR AUTH until NAME has accepted your confirmation
+and after they suspend or delete the queue, and with ERR QUOTA while the queue
+is full, until NAME receives. A message has at most 6024 bytes on a queue with the
+default mlkem768x25519 key and a relay with the default 8192-byte blocks
+(7112 with an x25519 key); send names the limit when a message exceeds it.`},
 		{name: "receive", args: "[flags] NAME", minArgs: 1, maxArgs: 1, argsNames: "one contact name",
 			short: "print and acknowledge received messages", flags: receiveFlags, long: `
 Receive prints each message waiting on the queue NAME sends to you, one per
 line on standard output, and acknowledges it so the server deletes it.
 Messages that do not open with the queue's key are acknowledged and dropped.
-With --follow it keeps listening, reconnecting as needed, until interrupted.`},
+With --follow it keeps listening until interrupted: when the relay cannot be
+reached, at the start or later, it says so on standard error and tries again,
+waiting about 1s, then 2s, and so on up to 30s; messages sent meanwhile wait on the
+relay and arrive once it is back.`},
 		{name: "suspend", args: "NAME", minArgs: 1, maxArgs: 1, argsNames: "one contact name",
 			short: "suspend a queue you receive on", flags: noFlags(runSuspend), long: `
 Suspend suspends the queue NAME sends to you (OFF): the server refuses new

@@ -54,7 +54,8 @@ Environment:
 
 	SMP_STATE        the state file
 	SMP_SERVER       server for create and chat, HOST:PORT
-	SMP_FINGERPRINT  fingerprint of that server's transport key (the server's
+	SMP_FINGERPRINT  fingerprint of that server's transport key, as
+	                 'smp-server fingerprint' prints it (also in the server's
 	                 DATA/fingerprint file)
 `
 
