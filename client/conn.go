@@ -235,55 +235,54 @@ func (c *Conn) linkGone(l *link) {
 }
 
 // reconnect dials until it has a new link with every subscription restored,
-// waiting between attempts with exponential backoff.
+// waiting between attempts with exponential backoff. Each failed attempt is
+// reported as an EventReconnectFailed with the wait before the next.
 func (c *Conn) reconnect() {
 	defer c.wg.Done()
 	backoff := c.opts.MinBackoff
-	for attempt := 0; ; attempt++ {
-		if attempt > 0 {
-			jittered := time.Duration(float64(backoff) * (0.75 + 0.5*rand.Float64()))
-			t := time.NewTimer(jittered)
-			select {
-			case <-t.C:
-			case <-c.ctx.Done():
-				t.Stop()
-				return
-			}
-			backoff = min(2*backoff, c.opts.MaxBackoff)
+	for {
+		err := c.reconnectOnce()
+		if err == nil || c.ctx.Err() != nil {
+			return
 		}
-		l, err := c.connect(c.ctx)
-		if err != nil {
-			if errors.Is(err, ErrFingerprint) {
-				c.shutdown(err)
-				return
-			}
-			if c.ctx.Err() != nil {
-				return
-			}
-			continue
+		if errors.Is(err, ErrFingerprint) {
+			c.shutdown(err)
+			return
 		}
-		lost, err := c.resubscribe(l)
-		if err != nil {
-			l.fail(err)
-			if c.ctx.Err() != nil {
-				return
-			}
-			continue
+		wait := time.Duration(float64(backoff) * (0.75 + 0.5*rand.Float64()))
+		backoff = min(2*backoff, c.opts.MaxBackoff)
+		c.emit(Event{Kind: EventReconnectFailed, Err: err, Retry: wait})
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-c.ctx.Done():
+			t.Stop()
+			return
 		}
-		if !c.install(l) {
-			l.fail(ErrConnLost)
-			if c.ctx.Err() != nil {
-				return
-			}
-			continue
-		}
-		c.stats.reconnects.Add(1)
-		for _, e := range lost {
-			c.emit(e)
-		}
-		c.emit(Event{Kind: EventReconnected})
-		return
 	}
+}
+
+// reconnectOnce dials, subscribes again and installs the new link.
+func (c *Conn) reconnectOnce() error {
+	l, err := c.connect(c.ctx)
+	if err != nil {
+		return err
+	}
+	lost, err := c.resubscribe(l)
+	if err != nil {
+		l.fail(err)
+		return err
+	}
+	if !c.install(l) {
+		l.fail(ErrConnLost)
+		return ErrConnLost
+	}
+	c.stats.reconnects.Add(1)
+	for _, e := range lost {
+		c.emit(e)
+	}
+	c.emit(Event{Kind: EventReconnected})
+	return nil
 }
 
 // resubscribe sends SUB, all at once, for every queue the Conn was

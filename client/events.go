@@ -31,6 +31,11 @@ const (
 	// subscription not reported lost is restored; messages that were
 	// delivered and not acknowledged come again (Message.Redelivered).
 	EventReconnected
+	// EventReconnectFailed: an attempt to reconnect failed (Err says why,
+	// e.g. a refused connection); the next starts after Retry. It comes
+	// between EventDisconnected and EventReconnected, once per failed
+	// attempt, so a program can tell its user the server is unreachable.
+	EventReconnectFailed
 )
 
 // String returns the kind's name, for logs.
@@ -46,17 +51,21 @@ func (k EventKind) String() string {
 		return "subscription-lost"
 	case EventReconnected:
 		return "reconnected"
+	case EventReconnectFailed:
+		return "reconnect-failed"
 	}
 	return fmt.Sprintf("EventKind(%d)", uint8(k))
 }
 
 // Event is something that happened on a Conn without a command of the
-// caller's waiting for it.
+// caller's waiting for it. Later versions may add kinds: ignore the ones you
+// do not handle.
 type Event struct {
 	Kind    EventKind
-	RID     []byte  // EventMessage, EventEnd, EventSubscriptionLost: the queue
-	Message Message // EventMessage
-	Err     error   // EventDisconnected, EventSubscriptionLost
+	RID     []byte        // EventMessage, EventEnd, EventSubscriptionLost: the queue
+	Message Message       // EventMessage
+	Err     error         // EventDisconnected, EventSubscriptionLost, EventReconnectFailed
+	Retry   time.Duration // EventReconnectFailed: the wait before the next attempt
 }
 
 // String renders the event for logs; it does not print message bodies.
@@ -70,6 +79,9 @@ func (e Event) String() string {
 	}
 	if e.Err != nil {
 		s += ": " + e.Err.Error()
+	}
+	if e.Kind == EventReconnectFailed {
+		s += fmt.Sprintf(" (retry in %v)", e.Retry)
 	}
 	return s
 }

@@ -211,7 +211,7 @@ func serverRestart(t *testing.T, store string) {
 	for {
 		e := nextAny(t, alice)
 		switch e.Kind {
-		case EventDisconnected:
+		case EventDisconnected, EventReconnectFailed:
 			continue // an attempt while the server was down
 		case EventSubscriptionLost:
 			if !bytes.Equal(e.RID, ids.RID) || !errors.Is(e.Err, codec.ErrAuth) {
@@ -243,6 +243,38 @@ func serverRestart(t *testing.T, store string) {
 		if _, err := alice.Ack(ctx, ids.RID, rk.Signer()); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestReconnectFailed: while the server is down, each failed attempt to
+// reconnect is an event that says why and when the next one starts, within
+// the backoff bounds; the Conn comes back once a server answers again.
+func TestReconnectFailed(t *testing.T) {
+	dir := t.TempDir()
+	srv := smptest.StartServerIn(t, dir, "--key-type", "x25519")
+	proxy := smptest.StartProxy(t, srv.Addr)
+	opts := fastOptions(srv.Fingerprint)
+	opts.MinBackoff, opts.MaxBackoff = 4*time.Millisecond, 16*time.Millisecond
+	c := dial(t, proxy.Addr, opts)
+	if code := srv.Stop(); code != 0 {
+		t.Fatalf("smp-server exited %d", code)
+	}
+	next(t, c, EventDisconnected)
+	// The backoff doubles from 4 ms to 16 ms, with ±25% jitter.
+	for i := range 5 {
+		e := next(t, c, EventReconnectFailed)
+		if e.Err == nil {
+			t.Fatalf("attempt %d failed without a reason", i)
+		}
+		want := time.Duration(min(4<<i, 16)) * time.Millisecond
+		if e.Retry < want*3/4 || e.Retry > want*5/4 {
+			t.Fatalf("attempt %d: retry after %v, want %v ±25%%", i, e.Retry, want)
+		}
+	}
+	proxy.SetTarget(smptest.StartServerIn(t, dir, "--key-type", "x25519").Addr)
+	next(t, c, EventReconnected, EventReconnectFailed)
+	if err := c.Ping(guard(t)); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -310,7 +342,7 @@ func TestTimeouts(t *testing.T) {
 		e := next(t, c, EventDisconnected)
 		t.Logf("stalled link dropped: %v", e.Err)
 		proxy.Release()
-		next(t, c, EventReconnected, EventDisconnected)
+		next(t, c, EventReconnected, EventDisconnected, EventReconnectFailed)
 		if err := c.Ping(ctx); err != nil {
 			t.Fatal(err)
 		}

@@ -117,7 +117,7 @@ func talk(e *env, name string, ct *Contact) error {
 	wg.Go(func() {
 		w := bufio.NewWriter(e.stdout)
 		for {
-			m, err := nextMessage(ctx, rc, ct.Recv)
+			m, err := nextMessage(ctx, rc, ct.Recv, e.linkNotice(ct.Recv.Server.Addr))
 			if err != nil {
 				recvErr <- err
 				return
@@ -147,8 +147,12 @@ func talk(e *env, name string, ct *Contact) error {
 	lines := bufio.NewScanner(e.stdin)
 	lines.Buffer(make([]byte, 64<<10), 64<<10)
 	var sendErr error
+	secured := ct.SendStatus == sendSecured
 	for sendErr == nil && lines.Scan() {
 		sendErr = sendRetrying(ctx, e, sc, name, ct.Send, lines.Bytes())
+		if sendErr == nil && !secured {
+			secured, sendErr = true, e.setSendStatus(name, ct.Send, sendSecured)
+		}
 	}
 	if sendErr == nil {
 		sendErr = lines.Err()

@@ -4,27 +4,36 @@ import (
 	"bytes"
 	"context"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/smprelay/smprelay/client"
+	"github.com/smprelay/smprelay/client/e2e"
+	"github.com/smprelay/smprelay/codec"
 )
 
 // TestTerminalQR reads the half-block drawing back into modules and compares
 // them with the encoder's.
 func TestTerminalQR(t *testing.T) {
 	text := "smp://" + strings.Repeat("x", 300)
-	var buf bytes.Buffer
-	if err := writeQR(&buf, text); err != nil {
-		t.Fatal(err)
-	}
 	q, err := encodeQR(text)
 	if err != nil {
 		t.Fatal(err)
 	}
+	var buf bytes.Buffer
+	if err := drawQR(&buf, q); err != nil {
+		t.Fatal(err)
+	}
 	rows := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
 	n := q.Size() + 2*qrBorder
+	if qrColumns(q) != n {
+		t.Fatalf("qrColumns %d, want %d", qrColumns(q), n)
+	}
 	if len(rows) != (n+1)/2 {
 		t.Fatalf("%d rows for %d modules", len(rows), n)
 	}
@@ -135,5 +144,138 @@ func TestDefaultStatePath(t *testing.T) {
 	t.Setenv("SMP_STATE", "/tmp/s.json")
 	if p, _ := defaultStatePath(); p != "/tmp/s.json" {
 		t.Fatalf("SMP_STATE ignored: %q", p)
+	}
+}
+
+// TestShowInvitation: the QR code comes before the invitation and only when
+// it fits the width; otherwise a hint names --png.
+func TestShowInvitation(t *testing.T) {
+	ek, err := codec.GenerateKEMKey(codec.KEMX25519)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv := codec.Invitation{EncryptionKey: ek.Public(), SenderID: make([]byte, codec.QueueIDSize), Host: "127.0.0.1", Port: 5223,
+		ServerKeyHash: strings.Repeat("A", 43) + "="}
+	q, err := encodeQR(inv.URI())
+	if err != nil {
+		t.Fatal(err)
+	}
+	need := qrColumns(q)
+	yes, no, empty := true, false, ""
+	for _, c := range []struct {
+		columns string
+		drawn   bool
+	}{
+		{strconv.Itoa(need), true},
+		{strconv.Itoa(need - 1), false},
+		{"", true}, // width unknown: drawn, as --qr asks
+	} {
+		t.Setenv("COLUMNS", c.columns)
+		var out, errOut bytes.Buffer
+		e := &env{stdout: &out, stderr: &errOut}
+		o := &createOpts{qr: &yes, qrSet: func() bool { return true }, png: &empty, textForm: &no}
+		if err := showInvitation(e, &inv, o); err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+		if lines[len(lines)-1] != inv.URI() {
+			t.Fatalf("COLUMNS=%q: the last line is not the invitation", c.columns)
+		}
+		drawn := len(lines) == 1+(need+1)/2
+		hint := strings.Contains(errOut.String(), fmt.Sprintf("needs %d columns and the terminal has %s", need, c.columns)) &&
+			strings.Contains(errOut.String(), "--png FILE")
+		if drawn != c.drawn || hint == c.drawn || (!c.drawn && len(lines) != 1) {
+			t.Fatalf("COLUMNS=%q (code %d wide): %d lines, stderr %q", c.columns, need, len(lines), errOut.String())
+		}
+	}
+}
+
+// TestStateCompat: a contact stored before sendStatus existed loads and
+// lists as "confirmation sent"; the field is written only once it is set.
+func TestStateCompat(t *testing.T) {
+	ek, err := codec.GenerateKEMKey(codec.KEMX25519)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv := codec.Invitation{EncryptionKey: ek.Public(), SenderID: make([]byte, codec.QueueIDSize), Host: "relay.example", Port: 5223,
+		ServerKeyHash: strings.Repeat("A", 43) + "="}
+	sq, err := client.NewSenderQueue(&inv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := store{path: filepath.Join(t.TempDir(), "state.json")}
+	if err := st.update(func(s *State) error { s.Contacts["alice"] = &Contact{Send: sq}; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	list := func() string {
+		var out bytes.Buffer
+		if err := runList(&env{st: st, stdout: &out}, nil); err != nil {
+			t.Fatal(err)
+		}
+		return out.String()
+	}
+	if b, _ := os.ReadFile(st.path); bytes.Contains(b, []byte("sendStatus")) {
+		t.Fatal("an unset sendStatus is written: the file differs from the old format")
+	}
+	if !strings.Contains(list(), "alice  send   confirmation sent") {
+		t.Fatalf("old-format contact lists as %q", list())
+	}
+	e := &env{st: st}
+	if err := e.setSendStatus("alice", sq, sendSecured); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(list(), "alice  send   secured") {
+		t.Fatalf("after a message was accepted: %q", list())
+	}
+}
+
+func TestParseFingerprint(t *testing.T) {
+	std := "sIwSSGRI6rLfFCIQW/yvOPjGwlI3PeGB92iveo2FDD8="
+	for _, c := range []struct{ in, want string }{
+		{std, std},
+		{"sIwSSGRI6rLfFCIQW_yvOPjGwlI3PeGB92iveo2FDD8", std}, // as in an invitation URI
+		{"", ""},
+		{"xyz", ""},
+		{"c2VjcmV0", ""},                    // base64, but not 32 bytes
+		{std[:43] + "9", ""},                // no padding
+		{std + " ", ""},                     // trailing space
+		{strings.Repeat("A", 44) + "=", ""}, // 33 bytes' worth
+	} {
+		got, err := parseFingerprint(c.in)
+		if got != c.want || (err == nil) != (c.want != "") {
+			t.Errorf("parseFingerprint(%q) = %q, %v; want %q", c.in, got, err, c.want)
+		}
+		if err != nil && !strings.Contains(err.Error(), "smp-server fingerprint") {
+			t.Errorf("parseFingerprint(%q): %v does not say where to get one", c.in, err)
+		}
+	}
+}
+
+func TestClean(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"client: handshake with h:1: client: server key fingerprint mismatch: x", "handshake with h:1: server key fingerprint mismatch: x"},
+		{"client: SEND: smp: ERR INTERNAL", "SEND: ERR INTERNAL"},
+		{"codec: malformed invitation: encryption key: codec: bad key", "malformed invitation: encryption key: bad key"},
+		{"client: client: connection lost", "connection lost"},
+		{`no contact "client" in the state file`, `no contact "client" in the state file`},
+		{"smp://x@h:1/y", "smp://x@h:1/y"},
+	} {
+		if got := clean(c.in); got != c.want {
+			t.Errorf("clean(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}
+
+// TestDefaultMaxMessage pins the longest message with the defaults (an
+// mlkem768x25519 queue key, 8192-byte blocks): maxBody 7168 less the
+// 1136-byte seal overhead, the 4-byte length and the two CRLFs (SPEC §10).
+func TestDefaultMaxMessage(t *testing.T) {
+	ek, err := codec.GenerateKEMKey(codec.KEMMLKEM768X25519)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := e2e.MaxContent(ek.Public(), codec.MaxBody(codec.DefaultBlockSize))
+	if err != nil || n != 6024 {
+		t.Fatalf("longest message %d (%v), want 6024", n, err)
 	}
 }

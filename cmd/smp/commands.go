@@ -23,11 +23,14 @@ func init() {
 Create creates a queue on a server (seed steps 1-2): new keys for this queue
 alone, NEW, and an invitation for the person who will send to you, whom you
 name NAME. The invitation goes to standard output as an smp:// URI (with
---text, in the seed's four-line text form), and as a QR code when standard
-output is a terminal. Hand it over by a channel you trust, then run
-'smp accept NAME' once they have connected.
+--text, in the seed's four-line text form). When standard output is a
+terminal (or with --qr), a QR code is drawn above it, two modules per
+character cell, if the terminal is wide enough; if not, a hint on standard
+error says so: use --png FILE. Hand the invitation over by a channel you
+trust, then run 'smp accept NAME' once they have connected.
 
-The server is --server and --fingerprint, or SMP_SERVER and SMP_FINGERPRINT.`},
+The server is --server and --fingerprint, or SMP_SERVER and SMP_FINGERPRINT;
+'smp-server fingerprint' on the relay prints both.`},
 		{name: "connect", args: "[flags] NAME INVITATION", minArgs: 2, maxArgs: 2, argsNames: "a contact name and an invitation",
 			short: "connect to an invitation and send the confirmation", flags: connectFlags, long: `
 Connect connects to the queue an invitation names (seed step 3): a new sender
@@ -53,14 +56,20 @@ Without --wait, accept exits with status 1 when no confirmation is waiting.`},
 			short: "send a message", flags: noFlags(runSend), long: `
 Send seals MESSAGE (the arguments joined by spaces, or standard input when
 there are none) to NAME's queue key and sends it signed with your sender key.
-The server refuses it (ERR AUTH) until NAME has accepted your confirmation, and
-after they suspend or delete the queue.`},
+The server refuses it with ERR AUTH until NAME has accepted your confirmation
+and after they suspend or delete the queue, and with ERR QUOTA while the queue
+is full, until NAME receives. A message has at most 6024 bytes on a queue with the
+default mlkem768x25519 key and a relay with the default 8192-byte blocks
+(7112 with an x25519 key); send names the limit when a message exceeds it.`},
 		{name: "receive", args: "[flags] NAME", minArgs: 1, maxArgs: 1, argsNames: "one contact name",
 			short: "print and acknowledge received messages", flags: receiveFlags, long: `
 Receive prints each message waiting on the queue NAME sends to you, one per
 line on standard output, and acknowledges it so the server deletes it.
 Messages that do not open with the queue's key are acknowledged and dropped.
-With --follow it keeps listening, reconnecting as needed, until interrupted.`},
+With --follow it keeps listening until interrupted: when the relay cannot be
+reached, at the start or later, it says so on standard error and tries again,
+waiting about 1s, then 2s, and so on up to 30s; messages sent meanwhile wait on the
+relay and arrive once it is back.`},
 		{name: "suspend", args: "NAME", minArgs: 1, maxArgs: 1, argsNames: "one contact name",
 			short: "suspend a queue you receive on", flags: noFlags(runSuspend), long: `
 Suspend suspends the queue NAME sends to you (OFF): the server refuses new
@@ -99,10 +108,21 @@ func (e *env) step() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(e.ctx, e.timeout)
 }
 
+// Reconnection backoff: one notice a second at most while a relay is down
+// (receive --follow, chat), and at least one attempt every 30 s.
+const (
+	minBackoff = time.Second
+	maxBackoff = 30 * time.Second
+)
+
 func (e *env) dial(srv client.Server) (*client.Conn, error) {
 	ctx, cancel := e.step()
 	defer cancel()
-	return client.DialServer(ctx, srv, client.Options{Timeout: e.timeout})
+	c, err := client.DialServer(ctx, srv, client.Options{Timeout: e.timeout, MinBackoff: minBackoff, MaxBackoff: maxBackoff})
+	if err != nil && e.ctx.Err() == nil {
+		return nil, &relayError{addr: srv.Addr, timeout: e.timeout, err: err}
+	}
+	return c, err
 }
 
 // once connects to srv, runs f within one step's time and disconnects.
@@ -118,24 +138,39 @@ func (e *env) once(srv client.Server, f func(ctx context.Context, c *client.Conn
 }
 
 // serverFlags defines --server and --fingerprint; the returned function
-// resolves them, with SMP_SERVER and SMP_FINGERPRINT as defaults.
+// resolves them, with SMP_SERVER and SMP_FINGERPRINT as defaults. A
+// malformed --fingerprint fails when the flags are parsed.
 func serverFlags(fs *flag.FlagSet) func() (client.Server, error) {
-	addr := fs.String("server", "", "server `HOST:PORT` (default $SMP_SERVER)")
-	fp := fs.String("fingerprint", "", "fingerprint of the server's transport key (default $SMP_FINGERPRINT)")
+	addr := fs.String("server", "", "relay `HOST:PORT` (default $SMP_SERVER)")
+	fp := &fingerprintValue{}
+	fs.Var(fp, "fingerprint", "fingerprint of the relay's key, as 'smp-server fingerprint' prints it (default $SMP_FINGERPRINT)")
 	return func() (client.Server, error) {
-		s := client.Server{Addr: *addr, Fingerprint: *fp}
+		s := client.Server{Addr: *addr, Fingerprint: fp.fp}
+		from := "--server"
 		if s.Addr == "" {
-			s.Addr = os.Getenv("SMP_SERVER")
+			s.Addr, from = os.Getenv("SMP_SERVER"), "SMP_SERVER"
 		}
 		if s.Fingerprint == "" {
-			s.Fingerprint = os.Getenv("SMP_FINGERPRINT")
+			if env := os.Getenv("SMP_FINGERPRINT"); env != "" {
+				f, err := parseFingerprint(env)
+				if err != nil {
+					return s, fmt.Errorf("SMP_FINGERPRINT: %w", err)
+				}
+				s.Fingerprint = f
+			}
 		}
-		if s.Addr == "" || s.Fingerprint == "" {
-			return s, errors.New("no server: give --server HOST:PORT and --fingerprint, or set SMP_SERVER and SMP_FINGERPRINT")
+		switch {
+		case s.Addr == "" && s.Fingerprint == "":
+			return s, errors.New("no relay given: use --server HOST:PORT and --fingerprint, or set SMP_SERVER and SMP_FINGERPRINT " +
+				"('smp-server fingerprint' on the relay prints both)")
+		case s.Addr == "":
+			return s, errors.New("no relay address: give --server HOST:PORT or set SMP_SERVER")
+		case s.Fingerprint == "":
+			return s, missingFingerprint(s.Addr, from)
 		}
 		host, port, err := codec.ParseServer(s.Addr)
 		if err != nil {
-			return s, fmt.Errorf("--server: %w", err)
+			return s, fmt.Errorf("%s: %w", from, err)
 		}
 		inv := codec.Invitation{Host: host, Port: port}
 		s.Addr = inv.Addr()
@@ -222,13 +257,6 @@ func create(e *env, name string, o *createOpts) (*client.RecipientQueue, error) 
 	if err := checkName(name); err != nil {
 		return nil, err
 	}
-	s, err := e.st.load()
-	if err != nil {
-		return nil, err
-	}
-	if s.Contacts[name] != nil {
-		return nil, fmt.Errorf("contact %q already exists", name)
-	}
 	srv, err := o.server()
 	if err != nil {
 		return nil, err
@@ -236,6 +264,13 @@ func create(e *env, name string, o *createOpts) (*client.RecipientQueue, error) 
 	kem, err := codec.ParseKEMType(*o.kem)
 	if err != nil {
 		return nil, fmt.Errorf("--kem: %w", err)
+	}
+	s, err := e.st.load()
+	if err != nil {
+		return nil, err
+	}
+	if s.Contacts[name] != nil {
+		return nil, fmt.Errorf("contact %q already exists", name)
 	}
 	c, err := e.dial(srv)
 	if err != nil {
@@ -256,25 +291,46 @@ func create(e *env, name string, o *createOpts) (*client.RecipientQueue, error) 
 		_ = q.Delete(ctx, c) // leave nothing on the server that no state file knows
 		return nil, err
 	}
+	if err := showInvitation(e, &inv, o); err != nil {
+		return nil, err
+	}
+	if !o.quietNotice {
+		where := "the invitation above"
+		if !isTerminal(e.stdout) {
+			where = "the invitation (printed on standard output)"
+		}
+		if *o.png != "" {
+			where += " or the QR code in " + *o.png
+		}
+		e.notef("created a queue for %s to send to you; give them %s, then run 'smp accept %s'", name, where, name)
+	}
+	return q, nil
+}
+
+// showInvitation writes the QR code, when wanted and when it fits, then the
+// invitation itself, last so that it stays in view; and the PNG file.
+func showInvitation(e *env, inv *codec.Invitation, o *createOpts) error {
+	if (o.qrSet() && *o.qr) || (!o.qrSet() && isTerminal(e.stdout)) {
+		q, err := encodeQR(inv.URI())
+		if err != nil {
+			return err
+		}
+		if cols, ok := termColumns(e.stdout); ok && qrColumns(q) > cols {
+			e.notef("the QR code needs %d columns and the terminal has %d, so it is not drawn; use --png FILE for an image of it",
+				qrColumns(q), cols)
+		} else if err := drawQR(e.stdout, q); err != nil {
+			return err
+		}
+	}
 	if *o.textForm {
 		fmt.Fprintf(e.stdout, "%s\r\n", inv.Text())
 	} else {
 		fmt.Fprintln(e.stdout, inv.URI())
 	}
-	if (o.qrSet() && *o.qr) || (!o.qrSet() && isTerminal(e.stdout)) {
-		if err := writeQR(e.stdout, inv.URI()); err != nil {
-			return nil, err
-		}
-	}
 	if *o.png != "" {
-		if err := writePNG(*o.png, inv.URI()); err != nil {
-			return nil, err
-		}
+		return writePNG(*o.png, inv.URI())
 	}
-	if !o.quietNotice {
-		e.notef("created a queue for %s to send to you; give them the invitation above, then run 'smp accept %s'", name, name)
-	}
-	return q, nil
+	return nil
 }
 
 // ---- connect ----
@@ -393,7 +449,7 @@ func accept(e *env, name string, wait, printInfo bool) error {
 		return errNoConfirmation
 	}
 	for {
-		m, err := nextMessage(e.ctx, c, q)
+		m, err := nextMessage(e.ctx, c, q, func(client.Event) {})
 		if err != nil {
 			return err
 		}
@@ -463,7 +519,7 @@ func acceptInfo(e *env, name string, info []byte, wantReply, printInfo bool) err
 		if err != nil {
 			return err
 		}
-		ct.Send = sq
+		ct.Send, ct.SendStatus = sq, ""
 		return nil
 	}); err != nil {
 		return err
@@ -488,8 +544,8 @@ func (e *env) subscribe(q *client.RecipientQueue) (c *client.Conn, got bool, err
 }
 
 // nextMessage waits for the next message on q, turning END and a lost
-// subscription into errors.
-func nextMessage(ctx context.Context, c *client.Conn, q *client.RecipientQueue) (client.Message, error) {
+// subscription into errors; onLink gets the events about the connection.
+func nextMessage(ctx context.Context, c *client.Conn, q *client.RecipientQueue, onLink func(client.Event)) (client.Message, error) {
 	for {
 		select {
 		case ev, ok := <-c.Events():
@@ -509,6 +565,8 @@ func nextMessage(ctx context.Context, c *client.Conn, q *client.RecipientQueue) 
 				if string(ev.RID) == string(q.RID) {
 					return client.Message{}, fmt.Errorf("the server dropped the subscription: %w", ev.Err)
 				}
+			case client.EventDisconnected, client.EventReconnectFailed, client.EventReconnected:
+				onLink(ev)
 			}
 		case <-ctx.Done():
 			return client.Message{}, ctx.Err()
@@ -518,15 +576,22 @@ func nextMessage(ctx context.Context, c *client.Conn, q *client.RecipientQueue) 
 
 // ---- send ----
 
+// maxInput bounds a message read from standard input: more than any queue
+// carries (a 64 KiB block), so that a longer one is reported, not cut.
+const maxInput = 1 << 20
+
 func runSend(e *env, args []string) error {
 	name := args[0]
 	var msg []byte
 	if len(args) > 1 {
 		msg = []byte(strings.Join(args[1:], " "))
 	} else {
-		b, err := io.ReadAll(io.LimitReader(e.stdin, 1<<20))
+		b, err := io.ReadAll(io.LimitReader(e.stdin, maxInput+1))
 		if err != nil {
 			return fmt.Errorf("reading the message: %w", err)
+		}
+		if len(b) > maxInput {
+			return fmt.Errorf("the message on standard input has more than %d bytes, far more than a queue carries", maxInput)
 		}
 		msg = b
 	}
@@ -537,18 +602,46 @@ func runSend(e *env, args []string) error {
 	if ct.Send == nil {
 		return fmt.Errorf("you have no queue to send to %s: connect to their invitation first", name)
 	}
-	return e.once(ct.Send.Server, func(ctx context.Context, c *client.Conn) error {
+	err = e.once(ct.Send.Server, func(ctx context.Context, c *client.Conn) error {
 		return sendTo(ctx, c, name, ct.Send, msg)
+	})
+	switch {
+	case err == nil:
+		return e.setSendStatus(name, ct.Send, sendSecured)
+	case errors.Is(err, codec.ErrAuth) && ct.SendStatus == sendSecured:
+		if serr := e.setSendStatus(name, ct.Send, sendRefused); serr != nil {
+			return serr
+		}
+	}
+	return err
+}
+
+// setSendStatus records what the server's answer showed about the queue
+// the user sends to name on, unless that queue was replaced meanwhile.
+func (e *env) setSendStatus(name string, sq *client.SenderQueue, status string) error {
+	return e.st.update(func(s *State) error {
+		ct := s.Contacts[name]
+		if ct == nil || ct.Send == nil || string(ct.Send.SID) != string(sq.SID) {
+			return nil
+		}
+		ct.SendStatus = status
+		return nil
 	})
 }
 
 func sendTo(ctx context.Context, c *client.Conn, name string, sq *client.SenderQueue, msg []byte) error {
 	if max, err := sq.MaxMessage(c); err == nil && len(msg) > max {
-		return fmt.Errorf("the message has %d bytes; a queue of this server and key carries at most %d", len(msg), max)
+		return fmt.Errorf("the message has %d bytes; %s's queue carries at most %d (its key is %v and the relay's blocks are %d bytes)",
+			len(msg), name, max, sq.EncryptionKey.Type(), c.BlockSize())
 	}
 	err := sq.Send(ctx, c, msg)
-	if errors.Is(err, codec.ErrAuth) {
-		return fmt.Errorf("the server refused the message (ERR AUTH): %s has not accepted your confirmation yet, or suspended or deleted the queue", name)
+	switch {
+	case errors.Is(err, codec.ErrAuth):
+		return &explained{err, fmt.Sprintf("the server refused the message (ERR AUTH): %s has not accepted your confirmation yet, "+
+			"or suspended or deleted the queue", name)}
+	case errors.Is(err, codec.ErrQuota):
+		return &explained{err, fmt.Sprintf("the server refused the message (ERR QUOTA): %s's queue is full (or the relay's storage is) "+
+			"until they receive the messages waiting there; try again later", name)}
 	}
 	return err
 }
@@ -572,7 +665,11 @@ func receive(e *env, name string, follow bool) error {
 	case !q.Secured:
 		return fmt.Errorf("the queue %s sends to is not secured yet: run 'smp accept %s' first", name, name)
 	}
-	c, got, err := e.subscribe(q)
+	subscribe, onLink := e.subscribe, func(client.Event) {}
+	if follow {
+		subscribe, onLink = e.subscribeRetrying, e.linkNotice(q.Server.Addr)
+	}
+	c, got, err := subscribe(q)
 	if err != nil {
 		return err
 	}
@@ -584,7 +681,7 @@ func receive(e *env, name string, follow bool) error {
 	w := bufio.NewWriter(e.stdout)
 	printed := map[string]bool{}
 	for {
-		m, err := nextMessage(e.ctx, c, q)
+		m, err := nextMessage(e.ctx, c, q, onLink)
 		if err != nil {
 			return err
 		}
@@ -609,11 +706,60 @@ func receive(e *env, name string, follow bool) error {
 		ctx, cancel := e.step()
 		more, err := q.Ack(ctx, c)
 		cancel()
+		if err != nil && follow && e.ctx.Err() == nil && c.Err() == nil {
+			// The link broke or stalled: the Conn reconnects and the server
+			// delivers the message again, which is acknowledged then.
+			continue
+		}
 		if err != nil {
 			return err
 		}
 		if !more && !follow {
 			return nil
+		}
+	}
+}
+
+// subscribeRetrying is subscribe that waits for the relay: while it cannot
+// be reached, it says so and tries again with exponential backoff.
+func (e *env) subscribeRetrying(q *client.RecipientQueue) (*client.Conn, bool, error) {
+	wait, failed := minBackoff, false
+	for {
+		c, got, err := e.subscribe(q)
+		if err == nil {
+			if failed {
+				e.notef("connected to relay %s", q.Server.Addr)
+			}
+			return c, got, nil
+		}
+		if !retryable(err) || e.ctx.Err() != nil {
+			return nil, false, err
+		}
+		failed = true
+		e.notef("%s; retrying in %v", describe(err, e.timeout), wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-e.ctx.Done():
+			t.Stop()
+			return nil, false, e.ctx.Err()
+		}
+		wait = min(2*wait, maxBackoff)
+	}
+}
+
+// linkNotice returns what tells the user about the connection to the relay
+// at addr of a long-running command.
+func (e *env) linkNotice(addr string) func(client.Event) {
+	return func(ev client.Event) {
+		switch ev.Kind {
+		case client.EventDisconnected:
+			e.notef("connection lost; reconnecting…")
+		case client.EventReconnectFailed:
+			err := &relayError{addr: addr, timeout: e.timeout, err: ev.Err}
+			e.notef("%v; retrying in %v", err, ev.Retry.Round(100*time.Millisecond))
+		case client.EventReconnected:
+			e.notef("reconnected")
 		}
 	}
 }
@@ -686,7 +832,14 @@ func runList(e *env, _ []string) error {
 			fmt.Fprintf(tw, "%s\treceive\t%s\t%v\t%s\n", name, status, q.EncryptionKey.Public().Type(), q.Server.Addr)
 		}
 		if q := ct.Send; q != nil {
-			fmt.Fprintf(tw, "%s\tsend\tconfirmation sent\t%v\t%s\n", name, q.EncryptionKey.Type(), q.Server.Addr)
+			status := "confirmation sent"
+			switch ct.SendStatus {
+			case sendSecured:
+				status = "secured"
+			case sendRefused:
+				status = "refused (suspended or deleted)"
+			}
+			fmt.Fprintf(tw, "%s\tsend\t%s\t%v\t%s\n", name, status, q.EncryptionKey.Type(), q.Server.Addr)
 		}
 	}
 	return tw.Flush()

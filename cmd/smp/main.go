@@ -54,7 +54,8 @@ Environment:
 
 	SMP_STATE        the state file
 	SMP_SERVER       server for create and chat, HOST:PORT
-	SMP_FINGERPRINT  fingerprint of that server's transport key (the server's
+	SMP_FINGERPRINT  fingerprint of that server's transport key, as
+	                 'smp-server fingerprint' prints it (also in the server's
 	                 DATA/fingerprint file)
 `
 
@@ -77,7 +78,7 @@ type env struct {
 
 // notef writes a notice for the user to standard error.
 func (e *env) notef(format string, args ...any) {
-	fmt.Fprintf(e.stderr, "smp: "+format+"\n", args...)
+	fmt.Fprintf(e.stderr, "smp: %s\n", clean(fmt.Sprintf(format, args...)))
 }
 
 // command is one subcommand: its flags are defined by flags, and run gets
@@ -177,7 +178,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 			return 130 // interrupted
 		}
-		fmt.Fprintf(stderr, "smp %s: %v\n", c.name, err)
+		fmt.Fprintf(stderr, "smp %s: %s\n", c.name, describe(err, *timeout))
 		return 1
 	}
 	return 0

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 
 	goqr "github.com/piglig/go-qr"
 )
@@ -25,14 +26,15 @@ func encodeQR(text string) (*goqr.QrCode, error) {
 	return q, nil
 }
 
-// writeQR draws text as a QR code with Unicode half blocks, two modules per
-// character cell. Light modules are drawn (as the terminal's foreground) and
-// dark ones left blank, which is right for the usual light-on-dark terminal.
-func writeQR(w io.Writer, text string) error {
-	q, err := encodeQR(text)
-	if err != nil {
-		return err
-	}
+// qrColumns is the width of q drawn by drawQR, quiet zone included, in
+// character cells.
+func qrColumns(q *goqr.QrCode) int { return q.Size() + 2*qrBorder }
+
+// drawQR draws q with Unicode half blocks, two modules per character cell,
+// with the quiet zone. Light modules are drawn (as the terminal's
+// foreground) and dark ones left blank, which is right for the usual
+// light-on-dark terminal.
+func drawQR(w io.Writer, q *goqr.QrCode) error {
 	size := q.Size()
 	dark := func(x, y int) bool {
 		return x >= 0 && y >= 0 && x < size && y < size && q.Module(x, y)
@@ -72,4 +74,19 @@ func writePNG(path, text string) error {
 		return fmt.Errorf("writing the QR code: %w", err)
 	}
 	return nil
+}
+
+// termColumns returns the width of the terminal w writes to, or else
+// $COLUMNS; ok is false when neither is known.
+func termColumns(w io.Writer) (cols int, ok bool) {
+	if f, isFile := w.(*os.File); isFile {
+		if n := ttyColumns(f); n > 0 {
+			return n, true
+		}
+	}
+	n, err := strconv.Atoi(os.Getenv("COLUMNS"))
+	if err != nil || n <= 0 {
+		return 0, false
+	}
+	return n, true
 }

@@ -33,7 +33,17 @@ type Contact struct {
 	Created time.Time              `json:"created"`
 	Recv    *client.RecipientQueue `json:"recv,omitempty"`
 	Send    *client.SenderQueue    `json:"send,omitempty"`
+	// SendStatus is what the server's answers showed about Send: empty
+	// (state files from before it, too) while only the confirmation is
+	// known to have arrived, then sendSecured or sendRefused.
+	SendStatus string `json:"sendStatus,omitempty"`
 }
+
+// Values of Contact.SendStatus.
+const (
+	sendSecured = "secured" // the server took a signed message: the owner secured the queue with our key
+	sendRefused = "refused" // after that, ERR AUTH: the owner suspended or deleted the queue
+)
 
 // names sorts the contact names.
 func (s *State) names() []string {
