@@ -28,7 +28,7 @@ LDFLAGS  := $(if $(REVISION),-X main.revision=$(REVISION))
 # The race detector needs cgo and a C compiler; without them the tests still run, without -race.
 RACE := $(shell [ "$$($(GO) env CGO_ENABLED)" = 1 ] && command -v "$$($(GO) env CC)" >/dev/null 2>&1 && echo -race)
 
-# Cycles of make crash-test (at least 20 for the figure the README quotes).
+# Cycles of make crash-test (at least 20 for the figure docs/performance.md quotes).
 CRASH_CYCLES ?= 25
 
 .PHONY: all build install run test vet clean fuzz crash-test bench bench-quick bench-wal

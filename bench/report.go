@@ -285,7 +285,7 @@ func (r *Report) markdown() string {
 }
 
 // summary is the headline table: one row per scenario result, what the
-// README quotes.
+// performance doc (docs/performance.md) quotes.
 func (r *Report) summary() string {
 	var rows [][2]string
 	add := func(k, v string) { rows = append(rows, [2]string{k, v}) }

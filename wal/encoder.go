@@ -44,7 +44,7 @@ const (
 type Compression uint8
 
 const (
-	CompressDefault Compression = iota // s2: see README for the measurements behind the choice
+	CompressDefault Compression = iota // s2: see docs/performance.md for the measurements behind the choice
 	CompressS2                         // s2 block format, default speed
 	CompressZstd                       // zstd, fastest level
 	CompressNone                       // no compression
