@@ -78,7 +78,7 @@ func handshake(ctx context.Context, c *Conn, nc net.Conn, fingerprint string) (*
 		if _, err := io.ReadFull(nc, hdr[:]); err != nil {
 			return fmt.Errorf("reading server hello: %w", err)
 		}
-		raw := make([]byte, len(hdr)+int(binary.BigEndian.Uint16(hdr[8:])))
+		raw := make([]byte, len(hdr)+int(binary.BigEndian.Uint16(hdr[8:]))+codec.RandomSize+codec.ShareSize)
 		copy(raw, hdr[:])
 		if _, err := io.ReadFull(nc, raw[len(hdr):]); err != nil {
 			return fmt.Errorf("reading server hello: %w", err)
@@ -91,32 +91,27 @@ func handshake(ctx context.Context, c *Conn, nc net.Conn, fingerprint string) (*
 		if got := codec.Fingerprint(h.Key); got != fingerprint {
 			return fmt.Errorf("%w: server key %s, pinned %s", ErrFingerprint, got, fingerprint)
 		}
-		if h.MinVersion > codec.ProtocolVersion || h.MaxVersion < codec.ProtocolVersion {
-			return fmt.Errorf("%w: server speaks versions %d..%d, not %d", ErrProtocol, h.MinVersion, h.MaxVersion, codec.ProtocolVersion)
+		if h.MinVersion > codec.TransportVersion || h.MaxVersion < codec.TransportVersion {
+			return fmt.Errorf("%w: server speaks transport versions %d..%d, not %d", ErrProtocol, h.MinVersion, h.MaxVersion, codec.TransportVersion)
 		}
 		key, err := codec.ParseKEMPublicKey(h.Key)
 		if err != nil {
 			return fmt.Errorf("server key: %w", err)
 		}
-		ch, err := codec.NewClientHello(h.BlockSize)
+		ch, keys, err := codec.ClientHandshake(raw, &h, key)
 		if err != nil {
-			return err
-		}
-		sealed, err := codec.SealClientHello(key, &ch)
-		if err != nil {
-			return err
+			return fmt.Errorf("%w: %w", ErrProtocol, err)
 		}
 		l = &link{
 			c: c, nc: nc, blockSize: int(h.BlockSize),
 			kick: make(chan struct{}, 1), pending: make(map[string]*call), down: make(chan struct{}),
 		}
-		if err := l.tx.Init(ch.C2SKey, ch.C2SNonce); err != nil {
+		err = errors.Join(l.tx.Init(keys.C2SKey, keys.C2SNonce), l.rx.Init(keys.S2CKey, keys.S2CNonce))
+		keys.Clear()
+		if err != nil {
 			return err
 		}
-		if err := l.rx.Init(ch.S2CKey, ch.S2CNonce); err != nil {
-			return err
-		}
-		if _, err := nc.Write(sealed); err != nil {
+		if _, err := nc.Write(ch); err != nil {
 			return fmt.Errorf("sending client hello: %w", err)
 		}
 		blk := make([]byte, l.blockSize)

@@ -188,15 +188,36 @@ func Fingerprint(typed []byte) string {
 	return base64.StdEncoding.EncodeToString(sum[:])
 }
 
+// SealedSize returns the length of what Seal returns for n plaintext bytes:
+// the modulus size for rsa (n must fit in one OAEP block), enc ‖ ciphertext ‖
+// tag for the HPKE kinds.
+func (k *KEMPublicKey) SealedSize(n int) int {
+	switch {
+	case k.rsa != nil:
+		return k.rsa.Size()
+	case k.Type() == KEMMLKEM768X25519:
+		return mlkemEncSize + n + gcmTag
+	}
+	return x25519EncSize + n + gcmTag
+}
+
+// Sealed sizes of the HPKE kinds; part of the wire format.
+const (
+	x25519EncSize = 32   // DHKEM(X25519) enc
+	mlkemEncSize  = 1120 // MLKEM768-X25519 enc
+	gcmTag        = 16   // AES-256-GCM tag
+)
+
 // Seal seals plaintext to the key with the method of its type (SPEC §2). For
 // HPKE kinds the result is enc ‖ ciphertext and info is bound into the key
-// schedule; RSA ignores info.
+// schedule; for rsa info is the OAEP label (SPEC §3.2 labels the transport
+// hello; e2e passes none, the empty label of §2).
 func (k *KEMPublicKey) Seal(info, plaintext []byte) ([]byte, error) {
 	if k == nil || (k.rsa == nil && k.hpke == nil) {
 		return nil, fmt.Errorf("%w: nil key", ErrKEMKey)
 	}
 	if k.rsa != nil {
-		out, err := rsa.EncryptOAEP(sha256.New(), rand.Reader, k.rsa, plaintext, nil)
+		out, err := rsa.EncryptOAEP(sha256.New(), rand.Reader, k.rsa, plaintext, info)
 		if err != nil {
 			return nil, fmt.Errorf("codec: rsa seal: %w", err)
 		}
@@ -257,8 +278,8 @@ func newHPKEKEMKey(t KEMType, hk hpke.PrivateKey) (*KEMPrivateKey, error) {
 // Public returns the public half.
 func (k *KEMPrivateKey) Public() *KEMPublicKey { return k.pub }
 
-// Open opens data sealed by [KEMPublicKey.Seal] with the same info. Any
-// failure wraps ErrKEMOpen.
+// Open opens data sealed by [KEMPublicKey.Seal] with the same info (the OAEP
+// label for rsa). Any failure wraps ErrKEMOpen.
 func (k *KEMPrivateKey) Open(info, sealed []byte) ([]byte, error) {
 	if k == nil || (k.rsa == nil && k.hpke == nil) {
 		return nil, fmt.Errorf("%w: nil key", ErrKEMOpen)
@@ -268,7 +289,7 @@ func (k *KEMPrivateKey) Open(info, sealed []byte) ([]byte, error) {
 		err error
 	)
 	if k.rsa != nil {
-		out, err = rsa.DecryptOAEP(sha256.New(), nil, k.rsa, sealed, nil)
+		out, err = rsa.DecryptOAEP(sha256.New(), nil, k.rsa, sealed, info)
 	} else {
 		out, err = hpke.Open(k.hpke, hpkeKDF(), hpkeAEAD(), info, sealed)
 	}

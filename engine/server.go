@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -41,7 +42,12 @@ type Server struct {
 	o      ServerOptions
 	e      *Engine
 	log    *slog.Logger
-	hello  []byte        // the server hello, the same for every connection
+	// helloPrefix is the part of the server hello before serverRandom, the
+	// same for every connection; chLen is the length of a client hello for
+	// this server's key (SPEC §3.2).
+	helloPrefix []byte
+	chLen       int
+	shares      shares // the X25519 share that goes into new hellos
 	pool   sync.Pool     // *worker: scratch for one OnTraffic call
 	closed chan struct{} // closed by Shutdown, or by Serve when it stops on a failure
 	once   sync.Once
@@ -75,9 +81,10 @@ func NewServer(o ServerOptions) (*Server, error) {
 	}
 	o.Limits = o.Limits.withDefaults()
 	bs := o.Engine.BlockSize()
-	h := codec.ServerHello{MinVersion: codec.ProtocolVersion, MaxVersion: codec.ProtocolVersion,
+	h := codec.ServerHello{MinVersion: codec.TransportVersion, MaxVersion: codec.TransportVersion,
 		BlockSize: uint32(bs), Key: o.Key.Public().Bytes()}
-	s := &Server{o: o, e: o.Engine, log: o.Logger, hello: h.Append(nil), closed: make(chan struct{}), done: make(chan struct{}),
+	s := &Server{o: o, e: o.Engine, log: o.Logger, helloPrefix: h.AppendPrefix(nil),
+		chLen: codec.ClientHelloLen(o.Key.Public()), closed: make(chan struct{}), done: make(chan struct{}),
 		limChanged: make(chan struct{}, 1)}
 	s.lim.Store(&o.Limits)
 	s.pool.New = func() any {
@@ -145,9 +152,23 @@ type conn struct {
 	// or the handshake timer), so that each connection counts one.
 	hsCounted atomic.Bool
 
-	// opened is set by OnOpen; the acceptor's reaper reads it to give back
-	// the slot of a connection that gnet never opened.
+	// opened is set by OnOpen; the acceptor reads it to give back the slot
+	// of a connection that gnet never opened.
 	opened atomic.Bool
+
+	// random is the serverRandom of the connection's hello, and share the
+	// X25519 share it carried, held until the handshake ends (SPEC §3.1).
+	random [codec.RandomSize]byte
+	share  *serverShare
+}
+
+// releaseShare gives the connection's reference to its server share back.
+// Runs on the connection's loop.
+func (c *conn) releaseShare() {
+	if c.share != nil {
+		c.share.release()
+		c.share = nil
+	}
 }
 
 // countHandshake counts the handshake's outcome unless one was counted.
@@ -336,8 +357,27 @@ func (h *handler) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	}
 	loop := h.s.mx.shard(gc)
 	mx := &h.s.mx.loops[loop]
+	share, err := h.s.shares.acquire(time.Now())
+	if err != nil { // the system's randomness failed: no connection can be served
+		h.s.log.Error("no server share for a new connection", "err", err)
+		gc.SetContext(nil)
+		h.s.conns.open.Add(-1)
+		return nil, gnet.Close
+	}
+	c.share = share
+	hello := make([]byte, 0, len(h.s.helloPrefix)+codec.RandomSize+codec.ShareSize)
+	hello = append(hello, h.s.helloPrefix...)
+	if _, err := rand.Read(c.random[:]); err != nil {
+		h.s.log.Error("no server random for a new connection", "err", err)
+		c.releaseShare()
+		gc.SetContext(nil)
+		h.s.conns.open.Add(-1)
+		return nil, gnet.Close
+	}
+	hello = append(hello, c.random[:]...)
+	hello = append(hello, share.pub[:]...)
 	mx.accepted.Add(1)
-	mx.helloOut.Add(uint64(len(h.s.hello)))
+	mx.helloOut.Add(uint64(len(hello)))
 	c.gc, c.mx = gc, mx
 	c.last.Store(time.Now().UnixNano())
 	h.s.conns.add(c)
@@ -345,7 +385,7 @@ func (h *handler) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	c.sess = h.s.e.NewSession(c.wake)
 	c.sess.mx = &h.s.e.mx.loops[loop]
 	c.timer = time.AfterFunc(h.s.o.HandshakeTimeout, c.handshakeExpired)
-	return h.s.hello, gnet.None
+	return hello, gnet.None
 }
 
 func (h *handler) OnClose(gc gnet.Conn, _ error) gnet.Action {
@@ -355,6 +395,7 @@ func (h *handler) OnClose(gc gnet.Conn, _ error) gnet.Action {
 		h.s.conns.remove(c)
 		h.s.conns.open.Add(-1)
 		c.countHandshake(hsClosed) // a no-op once the handshake's outcome was counted
+		c.releaseShare()
 		c.timer.Stop()
 		if c.throttle != nil {
 			c.throttle.Stop()
@@ -525,27 +566,35 @@ wait:
 }
 
 // handshake reads the client hello (SPEC §3.2). It reports done once the
-// transport is open, and !ok when the connection must close without a reply.
+// transport is open, and !ok when the connection must close without a reply
+// (the same way for every cause).
 func (s *Server) handshake(c *conn) (done, ok bool) {
 	hdr, err := c.gc.Peek(2)
 	if err != nil {
 		return false, true
 	}
-	n := int(binary.BigEndian.Uint16(hdr))
-	if n == 0 || n > codec.MaxSealedHello {
-		return false, false
+	if 2+int(binary.BigEndian.Uint16(hdr))+codec.ShareSize != s.chLen {
+		c.releaseShare()
+		return false, false // not the sealed size of this server's key type
 	}
-	buf, err := c.gc.Peek(2 + n)
+	ch, err := c.gc.Peek(s.chLen)
 	if err != nil {
 		return false, true
 	}
-	h, err := codec.OpenClientHello(s.o.Key, buf[2:])
-	if err != nil || h.Version != codec.ProtocolVersion || int(h.BlockSize) != s.e.blockSz {
+	if c.share == nil {
 		return false, false
 	}
-	_, _ = c.gc.Discard(2 + n)
-	c.mx.helloIn.Add(uint64(2 + n))
-	if c.rx.Init(h.C2SKey, h.C2SNonce) != nil || c.tx.Init(h.S2CKey, h.S2CNonce) != nil {
+	keys, err := codec.ServerHandshake(s.o.Key, c.share.priv, uint32(s.e.blockSz), &c.random, ch,
+		s.helloPrefix, c.random[:], c.share.pub[:])
+	c.releaseShare()
+	if err != nil {
+		return false, false
+	}
+	_, _ = c.gc.Discard(s.chLen)
+	c.mx.helloIn.Add(uint64(s.chLen))
+	err = errors.Join(c.rx.Init(keys.C2SKey, keys.C2SNonce), c.tx.Init(keys.S2CKey, keys.S2CNonce))
+	keys.Clear()
+	if err != nil {
 		return false, false
 	}
 	if !c.phase.CompareAndSwap(phaseHello, phaseOpen) {

@@ -197,8 +197,11 @@ func TestHandshakeAndPing(t *testing.T) {
 			s := smptest.StartServer(t, append([]string{"--key-type", tc.keyType}, tc.args...)...)
 			c := dial(t, ctx, s)
 			h := c.Hello()
-			if h.MinVersion != 1 || h.MaxVersion != 1 || h.BlockSize != tc.blockSize {
-				t.Errorf("hello: versions %d..%d, block size %d; want 1..1, %d", h.MinVersion, h.MaxVersion, h.BlockSize, tc.blockSize)
+			if h.MinVersion != 2 || h.MaxVersion != 2 || h.BlockSize != tc.blockSize {
+				t.Errorf("hello: versions %d..%d, block size %d; want 2..2, %d", h.MinVersion, h.MaxVersion, h.BlockSize, tc.blockSize)
+			}
+			if h.Random == ([32]byte{}) || h.Share == ([32]byte{}) {
+				t.Errorf("hello: serverRandom %x, serverShare %x; want both set", h.Random, h.Share)
 			}
 			if codec.KEMType(h.Key[0]) != tc.typeByte {
 				t.Errorf("hello key type byte %#x, want %#x", h.Key[0], byte(tc.typeByte))
@@ -541,8 +544,17 @@ func TestTamperedBlock(t *testing.T) {
 	}
 }
 
+// rawHello is a connection made without smptest.Dial, with the server hello
+// it began with.
+type rawHello struct {
+	nc  net.Conn
+	k   *codec.KEMPublicKey
+	h   codec.ServerHello
+	raw []byte // the server hello exactly as received
+}
+
 // rawConn connects without smptest.Dial and reads the server hello.
-func rawConn(t *testing.T, ctx context.Context, s *smptest.Server) (net.Conn, *codec.KEMPublicKey) {
+func rawConn(t *testing.T, ctx context.Context, s *smptest.Server) *rawHello {
 	t.Helper()
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, "tcp", s.Addr)
@@ -550,7 +562,7 @@ func rawConn(t *testing.T, ctx context.Context, s *smptest.Server) (net.Conn, *c
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { nc.Close() })
-	h, _, err := smptest.ReadServerHello(ctx, nc)
+	h, raw, err := smptest.ReadServerHello(ctx, nc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -558,7 +570,7 @@ func rawConn(t *testing.T, ctx context.Context, s *smptest.Server) (net.Conn, *c
 	if err != nil {
 		t.Fatal(err)
 	}
-	return nc, k
+	return &rawHello{nc: nc, k: k, h: h, raw: raw}
 }
 
 // frame prefixes sealed with its 2-byte length (SPEC §3.2).
@@ -566,79 +578,145 @@ func frame(sealed []byte) []byte {
 	return append(binary.BigEndian.AppendUint16(nil, uint16(len(sealed))), sealed...)
 }
 
+// helloEdit describes a client hello built by hand: the plaintext's fields,
+// a change to its bytes, the info it is sealed with and the key it is sealed to.
+type helloEdit struct {
+	version   uint16
+	blockSize uint32
+	plain     func([]byte) []byte // nil: unchanged
+	info      string              // "": codec.TransportInfo
+	to        *codec.KEMPublicKey // nil: the server's key
+	zeroShare bool                // send an all-zero clientShare
+}
+
+// clientHello builds a client hello for r as e says (SPEC §3.2) and returns
+// it with the keys a client derives from what it sent.
+func (r *rawHello) clientHello(t *testing.T, e helloEdit) ([]byte, codec.SessionKeys) {
+	t.Helper()
+	if e.version == 0 {
+		e.version = codec.TransportVersion
+	}
+	if e.blockSize == 0 {
+		e.blockSize = r.h.BlockSize
+	}
+	if e.info == "" {
+		e.info = codec.TransportInfo
+	}
+	if e.to == nil {
+		e.to = r.k
+	}
+	hello := codec.ClientHello{Version: e.version, BlockSize: e.blockSize}
+	rand.Read(hello.Secret[:])
+	plain := hello.Append(nil)
+	if e.plain != nil {
+		plain = e.plain(plain)
+	}
+	sealed, err := e.to.Seal([]byte(e.info), plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	share, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := append(frame(sealed), share.PublicKey().Bytes()...)
+	if e.zeroShare {
+		clear(ch[len(ch)-codec.ShareSize:])
+		return ch, codec.SessionKeys{}
+	}
+	peer, err := ecdh.X25519().NewPublicKey(r.h.Share[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := share.ECDH(peer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dh [32]byte
+	copy(dh[:], s)
+	keys, err := codec.DeriveKeys(&hello.Secret, &dh, &r.h.Random, ch, r.raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ch, keys
+}
+
 // TestBadClientHello: the server closes without a reply when the hello does
-// not open, has the wrong length, version or block size (SPEC §3.2). The
-// handshake timeout is an hour, so only the rejection can close.
+// not open, has the wrong length, version or block size, or its share gives
+// no shared secret (SPEC §3.2). The handshake timeout is an hour, so only the
+// rejection can close.
 func TestBadClientHello(t *testing.T) {
 	t.Parallel()
 	s := smptest.StartServer(t, "--key-type", "x25519", "--handshake-timeout", "1h")
-	hello := func(t *testing.T, edit func(*codec.ClientHello)) []byte {
-		h, err := codec.NewClientHello(8192)
+	other := func(t *testing.T) *codec.KEMPublicKey {
+		priv, err := ecdh.X25519().GenerateKey(rand.Reader)
 		if err != nil {
 			t.Fatal(err)
 		}
-		edit(&h)
-		return h.Append(nil)
-	}
-	seal := func(t *testing.T, k *codec.KEMPublicKey, info string, plain []byte) []byte {
-		b, err := k.Seal([]byte(info), plain)
+		k, err := codec.ParseKEMPublicKey(append([]byte{byte(codec.KEMX25519)}, priv.PublicKey().Bytes()...))
 		if err != nil {
 			t.Fatal(err)
 		}
-		return frame(b)
+		return k
 	}
 	tests := []struct {
 		name  string
-		bytes func(t *testing.T, k *codec.KEMPublicKey) []byte
+		bytes func(t *testing.T, r *rawHello) []byte
 	}{
-		{"sealedLen 0", func(t *testing.T, k *codec.KEMPublicKey) []byte { return []byte{0, 0} }},
-		{"sealedLen above MaxSealedHello", func(t *testing.T, k *codec.KEMPublicKey) []byte {
+		{"sealedLen 0", func(t *testing.T, r *rawHello) []byte { return []byte{0, 0} }},
+		{"sealedLen above MaxSealedHello", func(t *testing.T, r *rawHello) []byte {
 			return binary.BigEndian.AppendUint16(nil, codec.MaxSealedHello+1)
 		}},
-		{"random sealed bytes", func(t *testing.T, k *codec.KEMPublicKey) []byte {
-			b := make([]byte, 32+codec.ClientHelloSize+16)
+		{"sealedLen one more than x25519's", func(t *testing.T, r *rawHello) []byte {
+			return binary.BigEndian.AppendUint16(nil, 32+codec.ClientHelloSize+16+1)
+		}},
+		{"random sealed bytes", func(t *testing.T, r *rawHello) []byte {
+			b := make([]byte, 32+codec.ClientHelloSize+16+codec.ShareSize) // sealed, then the share
 			rand.Read(b)
-			return frame(b)
+			return append(frame(b[:len(b)-codec.ShareSize]), b[len(b)-codec.ShareSize:]...)
 		}},
-		{"wrong block size", func(t *testing.T, k *codec.KEMPublicKey) []byte {
-			return seal(t, k, codec.TransportInfo, hello(t, func(h *codec.ClientHello) { h.BlockSize = 4096 }))
+		{"wrong block size", func(t *testing.T, r *rawHello) []byte {
+			ch, _ := r.clientHello(t, helloEdit{blockSize: 4096})
+			return ch
 		}},
-		{"version 2", func(t *testing.T, k *codec.KEMPublicKey) []byte {
-			return seal(t, k, codec.TransportInfo, hello(t, func(h *codec.ClientHello) { h.Version = 2 }))
+		{"version 1", func(t *testing.T, r *rawHello) []byte {
+			ch, _ := r.clientHello(t, helloEdit{version: 1})
+			return ch
 		}},
-		{"version 0", func(t *testing.T, k *codec.KEMPublicKey) []byte {
-			return seal(t, k, codec.TransportInfo, hello(t, func(h *codec.ClientHello) { h.Version = 0 }))
+		{"version 3", func(t *testing.T, r *rawHello) []byte {
+			ch, _ := r.clientHello(t, helloEdit{version: 3})
+			return ch
 		}},
-		{"93-byte plaintext", func(t *testing.T, k *codec.KEMPublicKey) []byte {
-			return seal(t, k, codec.TransportInfo, hello(t, func(*codec.ClientHello) {})[:93])
+		{"37-byte plaintext", func(t *testing.T, r *rawHello) []byte {
+			ch, _ := r.clientHello(t, helloEdit{plain: func(b []byte) []byte { return b[:37] }})
+			return ch
 		}},
-		{"95-byte plaintext", func(t *testing.T, k *codec.KEMPublicKey) []byte {
-			return seal(t, k, codec.TransportInfo, append(hello(t, func(*codec.ClientHello) {}), 0))
+		{"39-byte plaintext", func(t *testing.T, r *rawHello) []byte {
+			ch, _ := r.clientHello(t, helloEdit{plain: func(b []byte) []byte { return append(b, 0) }})
+			return ch
 		}},
-		{"wrong HPKE info", func(t *testing.T, k *codec.KEMPublicKey) []byte {
-			return seal(t, k, "SMP transport v2", hello(t, func(*codec.ClientHello) {}))
+		{"version 1 HPKE info", func(t *testing.T, r *rawHello) []byte {
+			ch, _ := r.clientHello(t, helloEdit{info: "SMP transport v1"})
+			return ch
 		}},
-		{"sealed to another key", func(t *testing.T, k *codec.KEMPublicKey) []byte {
-			priv, err := ecdh.X25519().GenerateKey(rand.Reader)
-			if err != nil {
-				t.Fatal(err)
-			}
-			other, err := codec.ParseKEMPublicKey(append([]byte{byte(codec.KEMX25519)}, priv.PublicKey().Bytes()...))
-			if err != nil {
-				t.Fatal(err)
-			}
-			return seal(t, other, codec.TransportInfo, hello(t, func(*codec.ClientHello) {}))
+		{"sealed to another key", func(t *testing.T, r *rawHello) []byte {
+			ch, _ := r.clientHello(t, helloEdit{to: other(t)})
+			return ch
+		}},
+		{"all-zero client share", func(t *testing.T, r *rawHello) []byte {
+			ch, _ := r.clientHello(t, helloEdit{zeroShare: true})
+			return ch
 		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			ctx := testCtx(t)
-			nc, k := rawConn(t, ctx, s)
-			if _, err := nc.Write(tc.bytes(t, k)); err != nil {
+			r := rawConn(t, ctx, s)
+			if _, err := r.nc.Write(tc.bytes(t, r)); err != nil {
 				t.Fatal(err)
 			}
-			if err := smptest.ExpectClosed(ctx, nc); err != nil {
+			if err := smptest.ExpectClosed(ctx, r.nc); err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -649,21 +727,18 @@ func TestBadClientHello(t *testing.T) {
 	t.Run("good hello control", func(t *testing.T) {
 		t.Parallel()
 		ctx := testCtx(t)
-		nc, k := rawConn(t, ctx, s)
-		h, err := codec.NewClientHello(8192)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := nc.Write(seal(t, k, codec.TransportInfo, h.Append(nil))); err != nil {
+		r := rawConn(t, ctx, s)
+		ch, keys := r.clientHello(t, helloEdit{})
+		if _, err := r.nc.Write(ch); err != nil {
 			t.Fatal(err)
 		}
 		blk := make([]byte, 8192)
-		nc.SetReadDeadline(time.Now().Add(hangGuard))
-		if _, err := readFull(nc, blk); err != nil {
+		r.nc.SetReadDeadline(time.Now().Add(hangGuard))
+		if _, err := readFull(r.nc, blk); err != nil {
 			t.Fatal(err)
 		}
 		var rx codec.BlockCipher
-		if err := rx.Init(h.S2CKey, h.S2CNonce); err != nil {
+		if err := rx.Init(keys.S2CKey, keys.S2CNonce); err != nil {
 			t.Fatal(err)
 		}
 		plain, err := rx.Open(blk)
@@ -695,17 +770,10 @@ func TestHandshakeTimeout(t *testing.T) {
 	ctx := testCtx(t)
 	established := dial(t, ctx, s) // accepted before any of the idle connections below
 
-	partial := func(keep func(sealed []byte) []byte) func(t *testing.T, nc net.Conn, k *codec.KEMPublicKey) {
-		return func(t *testing.T, nc net.Conn, k *codec.KEMPublicKey) {
-			h, err := codec.NewClientHello(8192)
-			if err != nil {
-				t.Fatal(err)
-			}
-			sealed, err := codec.SealClientHello(k, &h)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := nc.Write(keep(sealed)); err != nil {
+	partial := func(keep func(ch []byte) []byte) func(t *testing.T, r *rawHello) {
+		return func(t *testing.T, r *rawHello) {
+			ch, _ := r.clientHello(t, helloEdit{})
+			if _, err := r.nc.Write(keep(ch)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -713,7 +781,7 @@ func TestHandshakeTimeout(t *testing.T) {
 	tests := []struct {
 		name      string
 		readHello bool
-		act       func(t *testing.T, nc net.Conn, k *codec.KEMPublicKey)
+		act       func(t *testing.T, r *rawHello)
 	}{
 		{"nothing read, nothing sent", false, nil},
 		{"hello read, nothing sent", true, nil},
@@ -736,7 +804,7 @@ func TestHandshakeTimeout(t *testing.T) {
 				}
 				defer nc.Close()
 				if tc.readHello {
-					h, _, err := smptest.ReadServerHello(ctx, nc)
+					h, raw, err := smptest.ReadServerHello(ctx, nc)
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -745,15 +813,15 @@ func TestHandshakeTimeout(t *testing.T) {
 						t.Fatal(err)
 					}
 					if tc.act != nil {
-						tc.act(t, nc, k)
+						tc.act(t, &rawHello{nc: nc, k: k, h: h, raw: raw})
 					}
 				} else {
 					// The hello is left unread until the server has closed:
-					// then it must be all there is (10 + 33 bytes for x25519).
+					// then it must be all there is (10 + 33 + 64 bytes for x25519).
 					nc.SetReadDeadline(time.Now().Add(10 * time.Second))
 					n, err := readFull(nc, make([]byte, 4096))
-					if n != 43 || !(errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) {
-						t.Fatalf("read %d bytes then %v; want the 43-byte hello then EOF", n, err)
+					if n != 107 || !(errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) {
+						t.Fatalf("read %d bytes then %v; want the 107-byte hello then EOF", n, err)
 					}
 				}
 				if err := smptest.ExpectClosed(ctx, nc); err != nil {
@@ -947,12 +1015,12 @@ func TestBadInputIsolation(t *testing.T) {
 		do   func(t *testing.T) net.Conn
 	}{
 		{"random bytes instead of a hello", func(t *testing.T) net.Conn {
-			nc, _ := rawConn(t, ctx, s)
-			b := make([]byte, 2+3000)
+			r := rawConn(t, ctx, s)
+			b := make([]byte, r.k.SealedSize(codec.ClientHelloSize)+2+codec.ShareSize)
 			rand.Read(b)
-			binary.BigEndian.PutUint16(b, 3000) // within MaxSealedHello, and complete
-			nc.Write(b)
-			return nc
+			binary.BigEndian.PutUint16(b, uint16(len(b)-2-codec.ShareSize)) // the right size, and complete
+			r.nc.Write(b)
+			return r.nc
 		}},
 		{"random block after the handshake", func(t *testing.T) net.Conn {
 			c := dial(t, ctx, s)

@@ -565,7 +565,7 @@ func versionCmd(stdout io.Writer) int {
 		}
 	}
 	fmt.Fprintf(stdout, "go %s\n", runtime.Version())
-	fmt.Fprintf(stdout, "protocol SMP/%d\n", codec.ProtocolVersion)
+	fmt.Fprintf(stdout, "protocol SMP/1, transport version %d\n", codec.TransportVersion)
 	return 0
 }
 

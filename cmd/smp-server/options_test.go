@@ -568,7 +568,7 @@ func TestVersionCommand(t *testing.T) {
 	}
 	lines := strings.Split(out.String(), "\n")
 	if !strings.HasPrefix(lines[0], "smp-server ") || !strings.Contains(out.String(), "\ngo go1.") ||
-		!strings.Contains(out.String(), "\nprotocol SMP/1\n") {
+		!strings.Contains(out.String(), "\nprotocol SMP/1, transport version 2\n") {
 		t.Fatalf("version output:\n%s", out.String())
 	}
 }

@@ -94,10 +94,10 @@ func ReadServerHello(ctx context.Context, nc net.Conn) (codec.ServerHello, []byt
 		if _, err := io.ReadFull(nc, hdr); err != nil {
 			return fmt.Errorf("smptest: reading server hello: %w", err)
 		}
-		raw = make([]byte, 10+int(binary.BigEndian.Uint16(hdr[8:])))
+		raw = make([]byte, 10+int(binary.BigEndian.Uint16(hdr[8:]))+codec.RandomSize+codec.ShareSize)
 		copy(raw, hdr)
 		if _, err := io.ReadFull(nc, raw[10:]); err != nil {
-			return fmt.Errorf("smptest: reading server hello key: %w", err)
+			return fmt.Errorf("smptest: reading server hello key, random and share: %w", err)
 		}
 		var n int
 		var err error
@@ -131,37 +131,31 @@ func Dial(ctx context.Context, addr, fingerprint string) (*Conn, error) {
 }
 
 func handshake(ctx context.Context, nc net.Conn, fingerprint string) (*Conn, error) {
-	h, _, err := ReadServerHello(ctx, nc)
+	h, raw, err := ReadServerHello(ctx, nc)
 	if err != nil {
 		return nil, err
 	}
 	if got := codec.Fingerprint(h.Key); got != fingerprint {
 		return nil, fmt.Errorf("smptest: server key fingerprint mismatch: server has %s, want %s", got, fingerprint)
 	}
-	if h.MinVersion > codec.ProtocolVersion || h.MaxVersion < codec.ProtocolVersion {
-		return nil, fmt.Errorf("smptest: server versions %d..%d exclude %d", h.MinVersion, h.MaxVersion, codec.ProtocolVersion)
-	}
 	key, err := codec.ParseKEMPublicKey(h.Key)
 	if err != nil {
 		return nil, fmt.Errorf("smptest: server key: %w", err)
 	}
-	ch, err := codec.NewClientHello(h.BlockSize)
+	ch, keys, err := codec.ClientHandshake(raw, &h, key)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("smptest: %w", err)
 	}
-	sealed, err := codec.SealClientHello(key, &ch)
-	if err != nil {
-		return nil, err
-	}
+	defer keys.Clear()
 	bs := int(h.BlockSize)
 	c := &Conn{nc: nc, hello: h, blockSize: bs, parser: codec.NewParser(codec.ClientSide, bs), buf: make([]byte, bs)}
-	if err := c.tx.Init(ch.C2SKey, ch.C2SNonce); err != nil {
+	if err := c.tx.Init(keys.C2SKey, keys.C2SNonce); err != nil {
 		return nil, err
 	}
-	if err := c.rx.Init(ch.S2CKey, ch.S2CNonce); err != nil {
+	if err := c.rx.Init(keys.S2CKey, keys.S2CNonce); err != nil {
 		return nil, err
 	}
-	if err := netctx.Do(ctx, nc, func() error { _, err := nc.Write(sealed); return err }); err != nil {
+	if err := netctx.Do(ctx, nc, func() error { _, err := nc.Write(ch); return err }); err != nil {
 		return nil, fmt.Errorf("smptest: sending client hello: %w", err)
 	}
 	plain, err := c.ReadBlock(ctx)
