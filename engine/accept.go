@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -35,9 +37,18 @@ import (
 //
 // gnet's EnrollContext duplicates the descriptor (the duplicate joins a
 // loop's poller; the accepted one is closed once the loop has opened the
-// connection), so the connection being enrolled briefly holds two
-// descriptors. Enrolling waits for the loop, one connection at a time: while
-// the loops are busy, new connections wait in the kernel's backlog.
+// connection) and waits until the loop has opened it. So that accepting does
+// not wait for busy loops, enrollWorkers goroutines enroll what the acceptor
+// queues (at most enrollQueue waiting); past that the acceptor waits and new
+// connections wait in the kernel's backlog. A connection being enrolled
+// briefly holds two descriptors: fdReserve leaves room for them.
+
+// Enrollment: goroutines that hand accepted connections to the loops, and
+// the connections that may wait for them.
+const (
+	enrollWorkers = 8
+	enrollQueue   = 56
+)
 
 // Back-off of the acceptor after an accept error it cannot act on.
 const (
@@ -45,16 +56,39 @@ const (
 	acceptBackoffMax = 100 * time.Millisecond
 )
 
-// acceptor is the state of the accept goroutine; only that goroutine touches it.
+// acceptor is the state of the accept goroutine and its enrollers. reserve
+// belongs to the accept goroutine; the rest is safe for all of them.
 type acceptor struct {
 	s       *Server
 	ln      net.Listener
 	cli     *gnet.Client
-	reserve *os.File   // an open descriptor given up to accept one connection at EMFILE
-	mx      *connStats // refusals made before any loop owns the connection (shard 0)
+	reserve *os.File        // an open descriptor given up to accept one connection at EMFILE
+	mx      *connStats      // refusals made before any loop owns the connection (shard 0)
+	queue   chan enrollment // accepted connections with a slot, for the enrollers
+	workers sync.WaitGroup  // the enrollers
 
-	exhausted bool   // descriptors ran out; cleared by the next normal accept
-	refused   uint64 // connections refused while exhausted, for the log line that ends it
+	exhausted atomic.Bool   // descriptors ran out; cleared by the next enrolled connection
+	refused   atomic.Uint64 // connections refused while exhausted, for the log line that ends it
+}
+
+// enrollment is an accepted connection that holds a slot of MaxConns.
+type enrollment struct {
+	nc net.Conn
+	c  *conn
+}
+
+// startEnrollers starts the goroutines that drain a.queue.
+func (a *acceptor) startEnrollers() {
+	a.queue = make(chan enrollment, enrollQueue)
+	for range enrollWorkers {
+		a.workers.Add(1)
+		go func() {
+			defer a.workers.Done()
+			for e := range a.queue {
+				a.enroll(e)
+			}
+		}()
+	}
 }
 
 // Listen binds addr (HOST:PORT) for ServeListener. The socket has
@@ -108,50 +142,65 @@ func (a *acceptor) acceptLoop() error {
 			continue
 		}
 		backoff = 0
-		if a.admit(nc) && a.exhausted {
-			a.exhausted = false
-			a.s.log.Info("accepting connections again", "refused", a.refused)
-			a.refused = 0
-		}
+		a.admit(nc)
 	}
 }
 
-// admit gives nc a slot of MaxConns and enrolls it into a loop, or closes
-// it. It reports whether a loop took it.
-func (a *acceptor) admit(nc net.Conn) bool {
+// admit gives nc a slot of MaxConns and queues it for an enroller, or
+// closes it. Runs on the accept goroutine.
+func (a *acceptor) admit(nc net.Conn) {
 	s := a.s
 	if s.draining.Load() {
 		_ = nc.Close() // draining: no new connections
-		return false
+		return
 	}
 	if s.conns.open.Add(1) > int64(s.lim.Load().MaxConns) {
 		s.conns.open.Add(-1)
 		a.mx.rejected[rejMaxConns].Add(1)
 		_ = nc.Close()
-		return false
+		return
 	}
-	c := &conn{id: s.ids.Add(1)}
+	select { // waits while enrollQueue connections wait
+	case a.queue <- enrollment{nc: nc, c: &conn{id: s.ids.Add(1)}}:
+	case <-s.closed:
+		s.conns.open.Add(-1)
+		_ = nc.Close()
+	}
+}
+
+// enroll hands a connection to a loop, or gives its slot back. Runs on an
+// enroller.
+func (a *acceptor) enroll(e enrollment) {
+	s := a.s
+	select {
+	case <-s.closed:
+		s.conns.open.Add(-1)
+		_ = e.nc.Close()
+		return
+	default:
+	}
 	// EnrollContext closes nc in every case; on success the loop has run
 	// OnOpen (or failed to poll the duplicate, which it then closed).
-	_, err := a.cli.EnrollContext(nc, c)
-	if err == nil && c.opened.Load() {
-		return true // OnClose gives the slot back
+	_, err := a.cli.EnrollContext(e.nc, e.c)
+	if err == nil && e.c.opened.Load() {
+		if a.exhausted.CompareAndSwap(true, false) {
+			s.log.Info("accepting connections again", "refused", a.refused.Swap(0))
+		}
+		return // OnClose gives the slot back
 	}
 	s.conns.open.Add(-1)
 	if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
 		a.exhaust() // no descriptor left for the duplicate
 		a.mx.rejected[rejFDLimit].Add(1)
-		a.refused++
+		a.refused.Add(1)
 	}
-	return false
 }
 
 // exhaust logs, once until the next normal accept, that descriptors ran out.
 func (a *acceptor) exhaust() {
-	if a.exhausted {
+	if !a.exhausted.CompareAndSwap(false, true) {
 		return
 	}
-	a.exhausted = true
 	var r syscall.Rlimit
 	_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r)
 	a.s.log.Warn("the open-file limit is reached: refusing new connections until descriptors free up",
@@ -173,7 +222,7 @@ func (a *acceptor) shed() bool {
 	if err == nil {
 		_ = nc.Close()
 		a.mx.rejected[rejFDLimit].Add(1)
-		a.refused++
+		a.refused.Add(1)
 	}
 	a.reserve, _ = os.Open(os.DevNull) // nil when descriptors are still short: retried at the next shed
 	return err == nil

@@ -36,9 +36,10 @@ var DefaultConnLimits = ConnLimits{
 }
 
 // fdReserve is kept back from the open-file limit for the log, the listener,
-// the metrics endpoint, the process's own files, and the acceptor's reserve
-// descriptor and the duplicate of the connection it is enrolling (accept.go).
-const fdReserve = 64
+// the metrics endpoint, the process's own files, the acceptor's reserve
+// descriptor, and the connections waiting for or in enrollment, which hold
+// a second descriptor for a moment (accept.go).
+const fdReserve = 64 + enrollQueue + enrollWorkers
 
 // maxAutoConns caps the automatic MaxConns when the open-file limit is huge.
 const maxAutoConns = 1 << 20

@@ -246,14 +246,18 @@ func (s *Server) ServeListener(ln net.Listener, ready func(net.Addr)) error {
 		return fmt.Errorf("engine: opening the reserve descriptor: %w", err)
 	}
 	go s.expireLoop()
+	a.startEnrollers()
 	acceptDone := make(chan struct{})
 	go func() {
 		defer close(acceptDone)
-		if err := a.acceptLoop(); err != nil {
-			failed <- err
-		}
+		err := a.acceptLoop()
 		if a.reserve != nil {
 			a.reserve.Close()
+		}
+		close(a.queue)
+		a.workers.Wait() // each finishes the enrollment it is in
+		if err != nil {
+			failed <- err
 		}
 	}()
 	if ready != nil {
@@ -265,7 +269,7 @@ func (s *Server) ServeListener(ln net.Listener, ready func(net.Addr)) error {
 		s.log.Error("the relay stopped serving", "err", err)
 	}
 	s.once.Do(func() { close(s.closed) })
-	ln.Close() // the acceptor returns once its enrollment in progress is done
+	ln.Close() // the acceptor returns once the enrollments in progress are done
 	select {
 	case <-acceptDone:
 	case <-time.After(acceptStopWait): // a loop that died may never take it
@@ -276,8 +280,8 @@ func (s *Server) ServeListener(ln net.Listener, ready func(net.Addr)) error {
 	return err
 }
 
-// acceptStopWait bounds how long ServeListener waits for the acceptor to
-// finish the enrollment it is in when the server stops.
+// acceptStopWait bounds how long ServeListener waits for the enrollers to
+// finish the enrollments they are in when the server stops.
 const acceptStopWait = 5 * time.Second
 
 // Shutdown stops accepting, closes every connection and makes Serve return;
