@@ -58,11 +58,8 @@ type bystander struct {
 
 func newBystander(t *testing.T, ctx context.Context, srv *smptest.Server) *bystander {
 	t.Helper()
-	b := &bystander{r: dial(t, ctx, srv), s: dial(t, ctx, srv),
-		rk: newSigner(t, codec.SigEd25519), sk: newSigner(t, codec.SigEd25519)}
-	b.rid, b.sid = newQueue(t, ctx, b.r, b.rk, false)
-	send(t, b.r, smptest.Cmd(b.rk, "key", b.rid, codec.CmdKEY, b.sk.PublicSPKI(), nil))
-	expect(t, ctx, b.r, ok("key", b.rid))
+	b := &bystander{r: dial(t, ctx, srv), s: dial(t, ctx, srv)}
+	b.rk, b.sk, b.rid, b.sid = securedQueue(t, ctx, b.r, false)
 	return b
 }
 

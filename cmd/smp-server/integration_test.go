@@ -156,6 +156,18 @@ func newQueue(t *testing.T, ctx context.Context, c *smptest.Conn, rk *codec.Sign
 	return r.RID, r.SID
 }
 
+// securedQueue creates a queue on c with a new Ed25519 recipient key and
+// secures it with a new Ed25519 sender key (KEY), as a recipient does once
+// the sender confirmed.
+func securedQueue(t *testing.T, ctx context.Context, c *smptest.Conn, signNEW bool) (rk, sk *codec.Signer, rid, sid []byte) {
+	t.Helper()
+	rk, sk = newSigner(t, codec.SigEd25519), newSigner(t, codec.SigEd25519)
+	rid, sid = newQueue(t, ctx, c, rk, signNEW)
+	send(t, c, smptest.Cmd(rk, "key", rid, codec.CmdKEY, sk.PublicSPKI(), nil))
+	expect(t, ctx, c, ok("key", rid))
+	return rk, sk, rid, sid
+}
+
 // collect reads n responses.
 func collect(t *testing.T, ctx context.Context, c *smptest.Conn, n int) []smptest.Response {
 	t.Helper()
@@ -1127,11 +1139,8 @@ func TestConcurrentSenders(t *testing.T) {
 	t.Parallel()
 	ctx := testCtx(t)
 	s := smptest.StartServer(t, "--key-type", "x25519")
-	rk, sk := newSigner(t, codec.SigEd25519), newSigner(t, codec.SigEd25519)
 	rc := dial(t, ctx, s)
-	rid, sid := newQueue(t, ctx, rc, rk, true)
-	send(t, rc, smptest.Cmd(rk, "key", rid, codec.CmdKEY, sk.PublicSPKI(), nil))
-	expect(t, ctx, rc, ok("key", rid))
+	rk, sk, rid, sid := securedQueue(t, ctx, rc, true)
 
 	const senders, each = 4, 20
 	conns := make([]*smptest.Conn, senders)

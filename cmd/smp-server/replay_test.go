@@ -49,11 +49,8 @@ func TestReplayRunsNothing(t *testing.T) {
 	t.Parallel()
 	ctx := testCtx(t)
 	s := smptest.StartServer(t, "--key-type", "x25519")
-	rk, sk := newSigner(t, codec.SigEd25519), newSigner(t, codec.SigEd25519)
 	owner := dial(t, ctx, s)
-	rid, sid := newQueue(t, ctx, owner, rk, false)
-	send(t, owner, smptest.Cmd(rk, "key", rid, codec.CmdKEY, sk.PublicSPKI(), nil))
-	expect(t, ctx, owner, ok("key", rid))
+	rk, sk, rid, sid := securedQueue(t, ctx, owner, false)
 
 	// Bob's SEND, recorded on the wire.
 	bobWire := smptest.StartProxy(t, s.Addr)
