@@ -189,13 +189,22 @@ func TestKEMSealOpen(t *testing.T) {
 					t.Errorf("%d bytes: error = %v", len(bad), err)
 				}
 			}
-			_, err = priv.Open([]byte("other info"), sealed)
-			if typ == KEMRSA {
-				if err != nil {
-					t.Errorf("rsa must ignore info: %v", err)
+			// info binds for every type: the HPKE info, the RSA-OAEP label.
+			for _, other := range []string{"other info", "", "test inf", "test info\x00"} {
+				if _, err := priv.Open([]byte(other), sealed); !errors.Is(err, ErrKEMOpen) {
+					t.Errorf("wrong info %q: error = %v", other, err)
 				}
-			} else if !errors.Is(err, ErrKEMOpen) {
-				t.Errorf("wrong info: error = %v", err)
+			}
+			// No info is the empty info (the empty OAEP label of SPEC §2).
+			empty, err := pub.Seal(nil, msg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, err := priv.Open([]byte{}, empty); err != nil || !bytes.Equal(got, msg) {
+				t.Errorf("nil info, opened with empty info: %q, %v", got, err)
+			}
+			if _, err := priv.Open(info, empty); !errors.Is(err, ErrKEMOpen) {
+				t.Errorf("empty info, opened with %q: error = %v", info, err)
 			}
 			other, err := GenerateKEMKey(typ)
 			if err != nil {
