@@ -293,6 +293,9 @@ func ClientHelloLen(k *KEMPublicKey) int {
 // failure is ErrHello or ErrKEMOpen, with no detail a
 // peer could use: the caller closes the connection the same way for all.
 func ServerHandshake(priv *KEMPrivateKey, share *ecdh.PrivateKey, blockSize uint32, random *[32]byte, ch []byte, sh ...[]byte) (SessionKeys, error) {
+	if priv == nil || share == nil || random == nil {
+		return SessionKeys{}, fmt.Errorf("%w: nil key, share or random", ErrHello)
+	}
 	if len(ch) != ClientHelloLen(priv.Public()) {
 		return SessionKeys{}, fmt.Errorf("%w: client hello of %d bytes", ErrHello, len(ch))
 	}

@@ -19,8 +19,9 @@ type KEMType byte
 
 // Typed KEM key kinds; the values are part of the wire format.
 const (
-	// KEMRSA is RSA-OAEP (SHA-256, MGF1-SHA-256, empty label); key bytes are
-	// X.509 SubjectPublicKeyInfo DER of a 2048–4096-bit key.
+	// KEMRSA is RSA-OAEP (SHA-256, MGF1-SHA-256; the label is Seal's info:
+	// empty for e2e as SPEC §2 says, "SMP transport v2" for the client hello,
+	// §3.2); key bytes are X.509 SubjectPublicKeyInfo DER of a 2048–4096-bit key.
 	KEMRSA KEMType = 0x01
 	// KEMX25519 is HPKE base mode with DHKEM(X25519, HKDF-SHA256); key bytes
 	// are the 32-byte RFC 9180 SerializePublicKey output.
