@@ -43,14 +43,22 @@ type server struct {
 	out         bytes.Buffer // the process's output, for errors
 }
 
+// capacityArgs lift the per-source limits: the capacity scenarios drive
+// the relay from one or a few loopback addresses, where a public relay's
+// defaults would measure those limits instead of the relay (the hostile-load
+// scenario keeps them).
+var capacityArgs = []string{"--max-conns-per-source", "0", "--handshakes-per-source", "0"}
+
 // startServer runs "bin start --listen 127.0.0.1:0 --data <fresh dir>"
-// with args appended, and waits for its "listening on" line.
+// with capacityArgs and args appended (a flag in args wins), and waits for
+// its "listening on" line.
 func startServer(ctx context.Context, bin, tmp string, args ...string) (*server, error) {
 	data, err := os.MkdirTemp(tmp, "data-")
 	if err != nil {
 		return nil, err
 	}
-	full := append([]string{"start", "--listen", "127.0.0.1:0", "--data", data}, args...)
+	full := append([]string{"start", "--listen", "127.0.0.1:0", "--data", data}, capacityArgs...)
+	full = append(full, args...)
 	cmd := exec.Command(bin, full...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

@@ -154,17 +154,42 @@ func (a *acceptor) admit(nc net.Conn) {
 		_ = nc.Close() // draining: no new connections
 		return
 	}
-	if s.conns.open.Add(1) > int64(s.lim.Load().MaxConns) {
+	lim := s.lim.Load()
+	if s.conns.open.Add(1) > int64(lim.MaxConns) {
 		s.conns.open.Add(-1)
 		a.mx.rejected[rejMaxConns].Add(1)
 		_ = nc.Close()
 		return
 	}
-	select { // waits while enrollQueue connections wait
-	case a.queue <- enrollment{nc: nc, c: &conn{id: s.ids.Add(1)}}:
-	case <-s.closed:
+	now := time.Now().UnixNano()
+	src, ok := s.sources.admit(sourceKey(nc.RemoteAddr(), s.prefixV6), now, lim.MaxConnsPerSource)
+	if !ok {
 		s.conns.open.Add(-1)
+		a.mx.rejected[rejPerSource].Add(1)
 		_ = nc.Close()
+		return
+	}
+	c := &conn{id: s.ids.Add(1), src: src}
+	if lim.HandshakesPerSource > 0 && !src.hs.take(lim.HandshakesPerSource, time.Second, now) {
+		s.freeSlot(c)
+		a.mx.rejected[rejHandshakeRate].Add(1)
+		_ = nc.Close()
+		return
+	}
+	select { // waits while enrollQueue connections wait
+	case a.queue <- enrollment{nc: nc, c: c}:
+	case <-s.closed:
+		s.freeSlot(c)
+		_ = nc.Close()
+	}
+}
+
+// freeSlot gives back the MaxConns slot and the source count of c. Safe for
+// concurrent use; called once per connection that took a slot.
+func (s *Server) freeSlot(c *conn) {
+	s.conns.open.Add(-1)
+	if c.src != nil {
+		c.src.release(time.Now().UnixNano())
 	}
 }
 
@@ -174,7 +199,7 @@ func (a *acceptor) enroll(e enrollment) {
 	s := a.s
 	select {
 	case <-s.closed:
-		s.conns.open.Add(-1)
+		s.freeSlot(e.c)
 		_ = e.nc.Close()
 		return
 	default:
@@ -188,7 +213,7 @@ func (a *acceptor) enroll(e enrollment) {
 		}
 		return // OnClose gives the slot back
 	}
-	s.conns.open.Add(-1)
+	s.freeSlot(e.c)
 	if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
 		a.exhaust() // no descriptor left for the duplicate
 		a.mx.rejected[rejFDLimit].Add(1)

@@ -28,11 +28,23 @@ type ConnLimits struct {
 	BlocksPerSecond int
 	// MaxInboundBlocks caps the blocks buffered for a throttled connection. Default 256.
 	MaxInboundBlocks int
+	// MaxConnsPerSource caps the open connections of one source (source.go);
+	// one more is closed at accept. Default 256; < 0 means no limit.
+	MaxConnsPerSource int
+	// HandshakesPerSource caps the connections one source may open per
+	// second (each costs the relay a handshake), with a burst of as many;
+	// one more is closed at accept. Default 100; < 0 means no limit.
+	HandshakesPerSource int
+	// SourcePrefixV6 is the prefix length that makes IPv6 addresses one
+	// source. Default 64; set when the server is made (changing it live would
+	// split or merge sources that hold connections).
+	SourcePrefixV6 int
 }
 
 // DefaultConnLimits are the defaults named in the field comments.
 var DefaultConnLimits = ConnLimits{
 	IdleTimeout: 10 * time.Minute, MaxOutbound: 1 << 20, BlocksPerSecond: 4000, MaxInboundBlocks: 256,
+	MaxConnsPerSource: 256, HandshakesPerSource: 100, SourcePrefixV6: 64,
 }
 
 // fdReserve is kept back from the open-file limit for the log, the listener,
@@ -78,6 +90,15 @@ func (l ConnLimits) withDefaults() ConnLimits {
 	if l.MaxInboundBlocks <= 0 {
 		l.MaxInboundBlocks = d.MaxInboundBlocks
 	}
+	if l.MaxConnsPerSource == 0 {
+		l.MaxConnsPerSource = d.MaxConnsPerSource
+	}
+	if l.HandshakesPerSource == 0 {
+		l.HandshakesPerSource = d.HandshakesPerSource
+	}
+	if l.SourcePrefixV6 <= 0 || l.SourcePrefixV6 > 128 {
+		l.SourcePrefixV6 = d.SourcePrefixV6
+	}
 	return l
 }
 
@@ -86,6 +107,23 @@ func (l ConnLimits) withDefaults() ConnLimits {
 type bucket struct {
 	tokens float64
 	at     int64 // Unix nanoseconds of the last refill
+}
+
+// takePer takes one token from a bucket refilled at rate tokens per period
+// up to rate, refilling first.
+func (b *bucket) takePer(rate float64, period time.Duration, now int64) bool {
+	if b.at == 0 {
+		b.tokens, b.at = rate, now
+	}
+	if now > b.at {
+		b.tokens = min(rate, b.tokens+rate*float64(now-b.at)/float64(period))
+		b.at = now
+	}
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
 }
 
 // take takes one token, refilling first; when none is left it returns how

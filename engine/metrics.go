@@ -160,14 +160,16 @@ func (e *Engine) Metrics() EngineMetrics {
 // RejectLabels names the reasons counted by ServerMetrics.Rejected: the
 // connection limits of ConnLimits that refuse or drop a connection, and the
 // open-file limit of the process.
-var RejectLabels = [numRejects]string{"max_conns", "idle", "outbound", "flood", "fd_limit"}
+var RejectLabels = [numRejects]string{"max_conns", "idle", "outbound", "flood", "fd_limit", "per_source", "handshake_rate"}
 
 const (
-	rejMaxConns = iota // MaxConns reached at accept
-	rejIdle            // IdleTimeout: no block for too long
-	rejOutbound        // MaxOutbound: the client does not read
-	rejFlood           // MaxInboundBlocks: far beyond BlocksPerSecond
-	rejFDLimit         // no descriptor left to accept or register it (accept.go)
+	rejMaxConns      = iota // MaxConns reached at accept
+	rejIdle                 // IdleTimeout: no block for too long
+	rejOutbound             // MaxOutbound: the client does not read
+	rejFlood                // MaxInboundBlocks: far beyond BlocksPerSecond
+	rejFDLimit              // no descriptor left to accept or register it (accept.go)
+	rejPerSource            // MaxConnsPerSource reached at accept
+	rejHandshakeRate        // HandshakesPerSource: the source opens connections too fast
 	numRejects
 )
 
@@ -190,7 +192,7 @@ const (
 type connStats struct {
 	_          metric.Pad
 	accepted   atomic.Uint64
-	rejected   [numRejects]atomic.Uint64 // outbound, flood; max_conns and fd_limit in shard 0 (the acceptor); idle in serverStats
+	rejected   [numRejects]atomic.Uint64 // outbound, flood; the accept-time reasons in shard 0 (the acceptor); idle in serverStats
 	handshakes [numOutcomes]atomic.Uint64
 	blocksIn   atomic.Uint64 // whole blocks read
 	helloIn    atomic.Uint64 // bytes of client hellos read

@@ -39,19 +39,21 @@ type ServerOptions struct {
 // counters and Session run only there; other loops reach it only through the
 // Session's outbox and gnet's Wake.
 type Server struct {
-	o      ServerOptions
-	e      *Engine
-	log    *slog.Logger
+	o   ServerOptions
+	e   *Engine
+	log *slog.Logger
 	// helloPrefix is the part of the server hello before serverRandom, the
 	// same for every connection; chLen is the length of a client hello for
 	// this server's key (SPEC §3.2).
 	helloPrefix []byte
 	chLen       int
-	shares      shares // the X25519 share that goes into new hellos
-	pool   sync.Pool     // *worker: scratch for one OnTraffic call
-	closed chan struct{} // closed by Shutdown, or by Serve when it stops on a failure
-	once   sync.Once
-	done   chan struct{} // closed when ServeListener returns
+	shares      shares        // the X25519 share that goes into new hellos
+	sources     sources       // per-source state (source.go)
+	prefixV6    int           // ConnLimits.SourcePrefixV6, fixed when the server is made
+	pool        sync.Pool     // *worker: scratch for one OnTraffic call
+	closed      chan struct{} // closed by Shutdown, or by Serve when it stops on a failure
+	once        sync.Once
+	done        chan struct{} // closed when ServeListener returns
 	// serving is set when ServeListener is called, so that Shutdown waits for it.
 	serving atomic.Bool
 	conns   registry      // connection slots (taken at accept) and open connections, for MaxConns and the idle sweep
@@ -87,6 +89,7 @@ func NewServer(o ServerOptions) (*Server, error) {
 		chLen: codec.ClientHelloLen(o.Key.Public()), closed: make(chan struct{}), done: make(chan struct{}),
 		limChanged: make(chan struct{}, 1)}
 	s.lim.Store(&o.Limits)
+	s.prefixV6 = o.Limits.SourcePrefixV6
 	s.pool.New = func() any {
 		return &worker{parser: codec.NewParser(codec.ServerSide, bs), w: NewWriter(bs)}
 	}
@@ -155,6 +158,9 @@ type conn struct {
 	// opened is set by OnOpen; the acceptor reads it to give back the slot
 	// of a connection that gnet never opened.
 	opened atomic.Bool
+
+	// src is the connection's source (source.go), set at accept.
+	src *source
 
 	// random is the serverRandom of the connection's hello, and share the
 	// X25519 share it carried, held until the handshake ends (SPEC §3.1).
@@ -331,6 +337,7 @@ func (s *Server) expireLoop() {
 			arm()
 		case <-expire.C:
 			s.e.Expire(s.e.now())
+			s.sources.sweep(time.Now().Add(-sourceIdle).UnixNano())
 		case now := <-idle:
 			if d := s.lim.Load().IdleTimeout; d > 0 {
 				s.conns.idle(now.Add(-d).UnixNano(), &s.mx.idle)
@@ -356,7 +363,7 @@ func (h *handler) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 		// Draining: no new connections. Without a context OnClose leaves
 		// the count alone, so the slot the acceptor took is given back here.
 		gc.SetContext(nil)
-		h.s.conns.open.Add(-1)
+		h.s.freeSlot(c)
 		return nil, gnet.Close
 	}
 	loop := h.s.mx.shard(gc)
@@ -365,7 +372,7 @@ func (h *handler) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	if err != nil { // the system's randomness failed: no connection can be served
 		h.s.log.Error("no server share for a new connection", "err", err)
 		gc.SetContext(nil)
-		h.s.conns.open.Add(-1)
+		h.s.freeSlot(c)
 		return nil, gnet.Close
 	}
 	c.share = share
@@ -375,7 +382,7 @@ func (h *handler) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 		h.s.log.Error("no server random for a new connection", "err", err)
 		c.releaseShare()
 		gc.SetContext(nil)
-		h.s.conns.open.Add(-1)
+		h.s.freeSlot(c)
 		return nil, gnet.Close
 	}
 	hello = append(hello, c.random[:]...)
@@ -388,6 +395,9 @@ func (h *handler) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	c.send = c.write
 	c.sess = h.s.e.NewSession(c.wake)
 	c.sess.mx = &h.s.e.mx.loops[loop]
+	if c.src != nil {
+		c.sess.newShared = &c.src.newQ // NEW is limited per source: reconnecting resets nothing
+	}
 	c.timer = time.AfterFunc(h.s.o.HandshakeTimeout, c.handshakeExpired)
 	return hello, gnet.None
 }
@@ -397,7 +407,7 @@ func (h *handler) OnClose(gc gnet.Conn, _ error) gnet.Action {
 	if c, ok := gc.Context().(*conn); ok {
 		gc.SetContext(nil)
 		h.s.conns.remove(c)
-		h.s.conns.open.Add(-1)
+		h.s.freeSlot(c)
 		c.countHandshake(hsClosed) // a no-op once the handshake's outcome was counted
 		c.releaseShare()
 		c.timer.Stop()

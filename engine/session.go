@@ -46,6 +46,10 @@ type Session struct {
 
 	newTokens float64 // NEW token bucket (Limits.NewQueuesPerMinute); owned by the loop
 	newAt     int64   // Unix nanoseconds of the bucket's last refill
+	// newShared, set by the Server, is the NEW bucket of the connection's
+	// source, used instead of the session's own (shared by the loops of
+	// every connection of that source).
+	newShared *sharedBucket
 
 	// Replies that wait for the log (fsync mode always), owned by the loop.
 	// Once one reply waits, every later one queues behind it, so replies keep
@@ -71,6 +75,9 @@ func (e *Engine) NewSession(wake func()) *Session {
 // allowNew takes a token from the NEW bucket, refilled at
 // NewQueuesPerMinute per minute up to that many.
 func (s *Session) allowNew() bool {
+	if s.newShared != nil {
+		return s.newShared.take(s.e.limits.Load().NewQueuesPerMinute, time.Minute, s.e.now().UnixNano())
+	}
 	limit := float64(s.e.limits.Load().NewQueuesPerMinute)
 	now := s.e.now().UnixNano()
 	if now > s.newAt {

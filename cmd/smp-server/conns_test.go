@@ -6,6 +6,7 @@ package main_test
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -104,7 +105,9 @@ func TestDescriptorExhaustion(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
-			args := append([]string{"--key-type", "x25519", "--store", "memory", "--metrics-listen", "127.0.0.1:0"}, tc.args...)
+			// No per-source limits: the flood must reach the relay-wide ones.
+			args := append([]string{"--key-type", "x25519", "--store", "memory", "--metrics-listen", "127.0.0.1:0",
+				"--max-conns-per-source", "0", "--handshakes-per-source", "0"}, tc.args...)
 			srv := smptest.StartServerWith(t, smptest.Launch{Args: args, NoFile: floodLimit})
 			base := metricsBase(t, ctx, srv)
 			by := newBystander(t, ctx, srv)
@@ -260,4 +263,114 @@ func TestFailedStartFreesAddress(t *testing.T) {
 	}
 	srv := smptest.StartServer(t, "--key-type", "x25519", "--store", "memory", "--listen", addr)
 	connected(t, ctx, srv)
+}
+
+// TestPerSourceLimit: one source cannot take every slot. With max-conns 400
+// and 100 per source, an address that holds as many connections as it can
+// (and keeps dialling) leaves room for a client on another address, which
+// connects and completes a SEND/MSG cycle; the refusals are counted.
+func TestPerSourceLimit(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	srv := smptest.StartServer(t, "--key-type", "x25519", "--store", "memory", "--metrics-listen", "127.0.0.1:0",
+		"--max-conns", "400", "--max-conns-per-source", "100", "--handshakes-per-source", "0")
+	base := metricsBase(t, ctx, srv)
+
+	hog := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 7)}}
+	var held []net.Conn
+	defer func() {
+		for _, nc := range held {
+			nc.Close()
+		}
+	}()
+	for range 400 {
+		nc, err := hog.DialContext(ctx, "tcp", srv.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, nc)
+	}
+	waitMetric(t, ctx, base, func(v float64) bool { return v >= 300 }, "smp_connections_rejected_total", "reason", "per_source")
+	if open := smptest.ScrapeMetrics(t, base+"/metrics").Value(t, "smp_connections_open"); open != 100 {
+		t.Fatalf("the hog holds %v connections, want exactly 100", open)
+	}
+
+	// The honest client comes from another address, so its connections count
+	// against its own source.
+	by := newBystander(t, ctx, srv)
+	by.check(t, ctx)
+}
+
+// TestNewQueuesPerSource: the NEW bucket belongs to the source, so a new
+// connection from the same address finds it as empty as the old one left it,
+// while another address has its own.
+func TestNewQueuesPerSource(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	srv := smptest.StartServer(t, "--key-type", "x25519", "--store", "memory", "--new-queues-per-minute", "3")
+	dialFrom := func(ip net.IP) *smptest.Conn {
+		c, err := smptest.DialFrom(ctx, ip, srv.Addr, srv.Fingerprint)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	rk := newSigner(t, codec.SigEd25519)
+	newQ := func(c *smptest.Conn, corr string) smptest.Response {
+		send(t, c, smptest.Cmd(nil, corr, nil, codec.CmdNEW, rk.PublicSPKI(), nil))
+		return next(t, ctx, c)
+	}
+	first := dialFrom(net.IPv4(127, 0, 0, 11))
+	for i := range 3 {
+		if r := newQ(first, fmt.Sprint("n", i)); r.Cmd != codec.CmdIDS {
+			t.Fatalf("NEW %d of 3: %v, want IDS", i+1, r)
+		}
+	}
+	if r := newQ(first, "n3"); r.Cmd != codec.CmdERR || r.Err != codec.ErrQuota {
+		t.Fatalf("NEW 4 of 3: %v, want ERR QUOTA", r)
+	}
+	first.Close()
+	again := dialFrom(net.IPv4(127, 0, 0, 11))
+	if r := newQ(again, "n4"); r.Cmd != codec.CmdERR || r.Err != codec.ErrQuota {
+		t.Fatalf("NEW after reconnecting from the same address: %v, want ERR QUOTA", r)
+	}
+	other := dialFrom(net.IPv4(127, 0, 0, 12))
+	if r := newQ(other, "n5"); r.Cmd != codec.CmdIDS {
+		t.Fatalf("NEW from another address: %v, want IDS", r)
+	}
+}
+
+// TestHandshakesPerSource: a source that opens connections faster than its
+// rate finds the extra ones closed at accept, counted as handshake_rate;
+// another source is not affected.
+func TestHandshakesPerSource(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	const rate = 5
+	srv := smptest.StartServer(t, "--key-type", "x25519", "--store", "memory", "--metrics-listen", "127.0.0.1:0",
+		"--handshakes-per-source", fmt.Sprint(rate))
+	base := metricsBase(t, ctx, srv)
+	start := time.Now()
+	served := 0
+	const tries = 40
+	for range tries {
+		if c, err := smptest.DialFrom(ctx, net.IPv4(127, 0, 0, 13), srv.Addr, srv.Fingerprint); err == nil {
+			served++
+			defer c.Close()
+		}
+	}
+	// A burst of rate, then rate per second while the dials went on.
+	if most := rate + int(float64(rate)*time.Since(start).Seconds()) + 1; served > most || served == tries {
+		t.Fatalf("%d of %d connections served, want at most %d", served, tries, most)
+	}
+	if n := smptest.ScrapeMetrics(t, base+"/metrics").Value(t, "smp_connections_rejected_total", "reason", "handshake_rate"); int(n) != tries-served {
+		t.Fatalf("handshake_rate counted %v refusals, want %d", n, tries-served)
+	}
+	c, err := smptest.DialFrom(ctx, net.IPv4(127, 0, 0, 14), srv.Addr, srv.Fingerprint)
+	if err != nil {
+		t.Fatalf("another source: %v", err)
+	}
+	c.Close()
 }

@@ -35,10 +35,14 @@ type config struct {
 	logLevel         string
 	limits           engine.ConnLimits
 	newPerMinute     int
-	drainTimeout     time.Duration
-	metricsListen    string // normalised: "" (off) or HOST:PORT
-	profile          string // cpu, mem, block, mutex or empty
-	profileDir       string
+	// Per-source limits as the options give them (0: no limit); connLimits
+	// maps them onto engine.ConnLimits, where 0 means the default.
+	maxPerSource        int
+	handshakesPerSource int
+	drainTimeout        time.Duration
+	metricsListen       string // normalised: "" (off) or HOST:PORT
+	profile             string // cpu, mem, block, mutex or empty
+	profileDir          string
 }
 
 // kind is how an option's value is written in the config file.
@@ -173,12 +177,24 @@ var options = []option{
 	durOpt("suspended-ttl", engine.DefaultLimits.SuspendedTTL, "delete queues suspended (OFF) for longer than this", true,
 		func(c *config) *time.Duration { return &c.suspendedTTL }),
 	intOpt("new-queues-per-minute", engine.DefaultLimits.NewQueuesPerMinute, 1,
-		"NEW commands per connection per minute; more get ERR QUOTA", "an integer of at least 1", true,
+		"NEW commands per source (IPv4 address or IPv6 prefix) per minute, shared by\n"+
+			"its connections so that reconnecting resets nothing; more get ERR QUOTA", "an integer of at least 1", true,
 		func(c *config) *int { return &c.newPerMinute }),
 	durOpt("handshake-timeout", 10*time.Second, "close connections whose client hello is not complete by then", false,
 		func(c *config) *time.Duration { return &c.handshakeTimeout }),
 	intOpt("max-conns", 0, 0, "open connections at most; 0 means the open-file limit less 64",
 		"an integer of at least 0 (0: automatic)", true, func(c *config) *int { return &c.limits.MaxConns }),
+	intOpt("max-conns-per-source", engine.DefaultConnLimits.MaxConnsPerSource, 0,
+		"open connections of one source (IPv4 address or IPv6 prefix) at most; more are\n"+
+			"closed at accept; 0: no limit. Clients behind one NAT share it",
+		"an integer of at least 0 (0: no limit)", true, func(c *config) *int { return &c.maxPerSource }),
+	intOpt("handshakes-per-source", engine.DefaultConnLimits.HandshakesPerSource, 0,
+		"connections one source may open per second (a burst of as many); more are\n"+
+			"closed at accept; 0: no limit", "an integer of at least 0 (0: no limit)", true,
+		func(c *config) *int { return &c.handshakesPerSource }),
+	intOpt("source-prefix-v6", engine.DefaultConnLimits.SourcePrefixV6, 1,
+		"IPv6 addresses with this many leading bits in common are one source", "an integer from 1 to 128", false,
+		func(c *config) *int { return &c.limits.SourcePrefixV6 }),
 	durOpt("idle-timeout", engine.DefaultConnLimits.IdleTimeout,
 		"close connections that send no block for this long (clients PING to stay)", true,
 		func(c *config) *time.Duration { return &c.limits.IdleTimeout }),
@@ -448,6 +464,10 @@ func resolve(sf startFlags, getenv func(string) string, readFile func(string) ([
 			errs = append(errs, fmt.Errorf("%s = %q (%s): must be %s", o.name, s.raw, s.where, o.allowed))
 		}
 	}
+	if len(errs) == 0 && r.cfg.limits.SourcePrefixV6 > 128 {
+		s := &r.settings[optionIndex("source-prefix-v6")]
+		errs = append(errs, fmt.Errorf("source-prefix-v6 = %q (%s): must be an integer from 1 to 128", s.raw, s.where))
+	}
 	if len(errs) == 0 && r.cfg.limits.MaxOutbound < r.cfg.blockSize {
 		s := &r.settings[optionIndex("max-outbound")]
 		errs = append(errs, fmt.Errorf("max-outbound = %q (%s): must be an integer of at least block-size (%d)",
@@ -594,7 +614,19 @@ func (c *config) engineLimits() engine.Limits {
 		NewQueuesPerMinute: c.newPerMinute}
 }
 
-func (c *config) connLimits() engine.ConnLimits { return c.limits }
+func (c *config) connLimits() engine.ConnLimits {
+	l := c.limits
+	l.MaxConnsPerSource, l.HandshakesPerSource = noLimit(c.maxPerSource), noLimit(c.handshakesPerSource)
+	return l
+}
+
+// noLimit maps an option's 0 (no limit) onto the engine's -1.
+func noLimit(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
+}
 
 // osEnv and readConfigFile are the real sources; tests pass their own.
 func osEnv(name string) string { return os.Getenv(name) }

@@ -117,7 +117,16 @@ func ReadServerHello(ctx context.Context, nc net.Conn) (codec.ServerHello, []byt
 // fingerprint (closing the connection with an error if not), sends a fresh
 // client hello and reads and checks the welcome block.
 func Dial(ctx context.Context, addr, fingerprint string) (*Conn, error) {
+	return DialFrom(ctx, nil, addr, fingerprint)
+}
+
+// DialFrom is Dial from the local address from (nil: any), for tests of
+// per-source limits: 127.0.0.x addresses are distinct sources on loopback.
+func DialFrom(ctx context.Context, from net.IP, addr, fingerprint string) (*Conn, error) {
 	var d net.Dialer
+	if from != nil {
+		d.LocalAddr = &net.TCPAddr{IP: from}
+	}
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
