@@ -67,7 +67,9 @@ func (s *SenderQueue) SendPrepared(ctx context.Context, c *Conn, o Outgoing) err
 // reports whether o is still pending, to be sent again before any new
 // message. A refusal that no retry changes (see SendAgain) drops it, and
 // gives its seq back when o was the last message prepared and no SEND of it
-// may have been stored, so that the recipient is not told of a gap.
+// may have been stored, so that the recipient is not told of a gap: SPEC
+// §10 numbers messages 1, 2, 3 …, and a number that reached nobody can be
+// used again without a recipient seeing it twice.
 func (s *SenderQueue) Sent(o Outgoing, err error) (pending bool) {
 	if s.Pending == nil || s.Pending.Seq != o.Seq {
 		return false // settled already, e.g. by another copy of the queue
@@ -150,8 +152,9 @@ const (
 	// LastSeq: delivered before, or older than one shown.
 	DropReplay
 	// DropRedelivered: the message last shown, delivered again with the
-	// same msgId because its ACK did not reach the server. Not a replay:
-	// acknowledge it without a notice.
+	// same msgId because its ACK did not reach the server. SPEC §10 counts
+	// it with seq ≤ lastSeq, to be dropped with a notice; it is dropped,
+	// but it is no sign of a hostile relay, so acknowledge it quietly.
 	DropRedelivered
 )
 
@@ -199,6 +202,12 @@ type Received struct {
 // acknowledging it, so that a message delivered again after a crash is
 // recognised. Anything else comes back with a DropReason; acknowledge it
 // and say so. Receive does not touch the network.
+//
+// SPEC §10 lists the reasons but not their order; the first check that
+// fails names it: opens, a sender key to verify with, KEY header, seq
+// syntax, e2eSig present, e2eSig syntax, signature, seq above LastSeq. So a
+// wrongly signed message is never called a replay, since its seq is not
+// the sender's word.
 func (q *RecipientQueue) Receive(m Message) Received {
 	env, err := q.Open(m)
 	if err != nil {
