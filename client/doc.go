@@ -17,9 +17,17 @@
 //     (IDs, keys, server) and carry out the seed's procedure on a Conn:
 //     CreateQueue and Invitation for the recipient, NewSenderQueue and
 //     Confirm for the sender, Accept to secure the queue with the sender's
-//     key, Send and Open for the messages. Every body is end-to-end
+//     key, Send and Receive for the messages. Every body is end-to-end
 //     encrypted with package e2e (SPEC §10), so the server only sees opaque
 //     bodies of one size.
+//   - Every message after the confirmation is numbered and signed by the
+//     sender key (SPEC §10). The sender stores NextSeq and the Pending
+//     message before sending (Prepare, SendPrepared, Sent) and sends a
+//     message whose SEND may not have been stored again, unchanged. The
+//     recipient's Receive shows a message only if its signature verifies
+//     and its seq is above LastSeq, reports the seqs skipped, and returns a
+//     DropReason for everything else, which the caller acknowledges and
+//     reports.
 //
 // # Concurrency
 //

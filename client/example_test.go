@@ -70,19 +70,28 @@ func Example() {
 	if err := s.Send(ctx, bob, []byte("hello")); err != nil {
 		log.Fatal(err)
 	}
+	// Alice shows a message only if Bob's key signed it and it is newer than
+	// the last one shown; she stores q (its LastSeq) before acknowledging.
 	for e := range alice.Events() {
 		if e.Kind != client.EventMessage {
 			continue
 		}
-		env, err := q.OpenOrDrop(ctx, alice, e.Message)
-		if err != nil {
-			continue
+		r := q.Receive(e.Message)
+		switch {
+		case r.Drop == client.DropNone:
+			if r.FirstMissing > 0 {
+				fmt.Printf("messages %d…%d are missing\n", r.FirstMissing, r.Seq-1)
+			}
+			fmt.Printf("%s\n", r.Body)
+		case r.Drop != client.DropRedelivered:
+			log.Printf("dropped a message: %v", r.Err)
 		}
-		fmt.Printf("%s\n", env.Body)
 		if _, err := q.Ack(ctx, alice); err != nil {
 			log.Fatal(err)
 		}
-		break
+		if r.Drop == client.DropNone {
+			break
+		}
 	}
 }
 

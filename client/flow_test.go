@@ -69,8 +69,13 @@ func seedFlow(t *testing.T, srv *smptest.Server, kem codec.KEMType) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(info) != "Bob here" || !q.Secured || q.SID != nil {
-		t.Fatalf("Accept: info %q secured %v sid %x", info, q.Secured, q.SID)
+	if string(info) != "Bob here" || !q.Secured || !bytes.Equal(q.SID, bobQ.SID) ||
+		!bytes.Equal(q.SenderKey, bobQ.SenderKey.PublicSPKI()) || q.LastSeq != 0 {
+		t.Fatalf("Accept: info %q secured %v sid %x, sender key kept %v, last seq %d", info, q.Secured, q.SID,
+			bytes.Equal(q.SenderKey, bobQ.SenderKey.PublicSPKI()), q.LastSeq)
+	}
+	if _, err := q.Invitation(); err == nil {
+		t.Fatal("a secured queue still hands out its invitation")
 	}
 
 	const marker = "PLAINTEXT-MARKER-7f3a"
@@ -88,12 +93,12 @@ func seedFlow(t *testing.T, srv *smptest.Server, kem codec.KEMType) {
 		if bytes.Contains(e.Message.Body, []byte(marker)) {
 			t.Fatalf("message %d: the relayed body holds the plaintext", i)
 		}
-		env, err := q.Open(e.Message)
-		if err != nil {
-			t.Fatal(err)
+		r := q.Receive(e.Message)
+		if r.Drop != DropNone || r.Seq != uint64(i+1) || r.FirstMissing != 0 {
+			t.Fatalf("message %d: %+v", i, r)
 		}
-		if string(env.Body) != want || len(env.Header) != 0 {
-			t.Fatalf("message %d: opened %q/%d bytes, want %d bytes", i, env.Header, len(env.Body), len(want))
+		if string(r.Body) != want {
+			t.Fatalf("message %d: received %d bytes, want %d bytes", i, len(r.Body), len(want))
 		}
 		if _, err := q.Ack(ctx, alice); err != nil {
 			t.Fatal(err)
@@ -182,8 +187,8 @@ func TestForgedConfirmationIgnored(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := next(t, alice, EventMessage)
-	if env, err := q.Open(e.Message); err != nil || string(env.Body) != "hi" {
-		t.Fatalf("Bob's message: %q %v", env.Body, err)
+	if r := q.Receive(e.Message); r.Drop != DropNone || string(r.Body) != "hi" {
+		t.Fatalf("Bob's message: %+v", r)
 	}
 }
 

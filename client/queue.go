@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ed25519"
@@ -93,16 +94,35 @@ func DialServer(ctx context.Context, s Server, opts Options) (*Conn, error) {
 
 // RecipientQueue is what the recipient (Alice in the seed) keeps about a
 // queue she receives on. The keys are new for each queue (seed: "unique
-// keys"); once the queue is secured she forgets its sender ID, as the seed
-// asks.
+// keys").
+//
+// The seed has Alice delete SID and SK once the queue is secured, so that
+// whoever compromises her client later cannot send as Bob. SPEC §10 has her
+// verify every message with SK over bytes that include SID, so she keeps
+// both; the seed's aim still holds, since sending takes SK's private half,
+// which only Bob has. She no longer hands out the invitation.
 type RecipientQueue struct {
 	Server        Server
 	RID           []byte
-	SID           []byte // nil once secured
+	SID           []byte // nil in a queue stored by a client that forgot it once secured
 	RecipientKey  *SigningKey
 	EncryptionKey *codec.KEMPrivateKey // EK: senders seal to its public half
 	Secured       bool                 // KEY succeeded
 	Suspended     bool                 // OFF succeeded
+
+	// SenderKey is SK, the key the queue was secured with (SPKI DER): every
+	// message after the confirmation must be signed by it. Nil on a queue
+	// secured by a client that did not keep it; Receive then drops every
+	// message (DropNoSenderKey).
+	SenderKey []byte
+	// LastSeq is the seq of the last message shown, 0 until one is (SPEC
+	// §10). Receive advances it: store the queue before acknowledging.
+	LastSeq uint64
+	// LastMsgID is the server's msgId of that message, so that the same
+	// message delivered again because its ACK was lost is recognised.
+	LastMsgID []byte
+
+	sk *codec.VerifyKey // parsed SenderKey, on first use
 }
 
 // CreateQueue carries out the seed's first step on c: new keys RK and EK
@@ -128,10 +148,10 @@ func CreateQueue(ctx context.Context, c *Conn, kem codec.KEMType) (*RecipientQue
 }
 
 // Invitation returns the out-of-band message for the sender (SPEC §9). It
-// fails once the queue is secured, since the sender ID is then forgotten.
+// fails once the queue is secured: the queue has its sender.
 func (q *RecipientQueue) Invitation() (codec.Invitation, error) {
-	if q.SID == nil {
-		return codec.Invitation{}, errors.New("client: the queue is secured: its invitation is no longer kept")
+	if q.Secured || q.SID == nil {
+		return codec.Invitation{}, errors.New("client: the queue is secured: its invitation is no longer handed out")
 	}
 	host, portText, err := net.SplitHostPort(q.Server.Addr)
 	if err != nil {
@@ -164,6 +184,7 @@ func (q *RecipientQueue) Ack(ctx context.Context, c *Conn) (gotMsg bool, err err
 }
 
 // Open opens a message of the queue with EK. An error wraps e2e.ErrOpen.
+// It judges neither the header nor the signature: Receive does.
 func (q *RecipientQueue) Open(m Message) (e2e.Envelope, error) {
 	return e2e.Open(q.EncryptionKey, m.Body)
 }
@@ -171,7 +192,8 @@ func (q *RecipientQueue) Open(m Message) (e2e.Envelope, error) {
 // OpenOrDrop opens m, or acknowledges it and returns an error wrapping
 // ErrDropped when it does not open (SPEC §10): the caller goes on with the
 // next message. The caller acknowledges a message that opened once it has
-// kept it.
+// kept it. Like Open, it does not check the signature: on a secured queue
+// use Receive.
 func (q *RecipientQueue) OpenOrDrop(ctx context.Context, c *Conn, m Message) (e2e.Envelope, error) {
 	env, err := q.Open(m)
 	if err == nil {
@@ -185,9 +207,9 @@ func (q *RecipientQueue) OpenOrDrop(ctx context.Context, c *Conn, m Message) (e2
 
 // Accept handles a message on a queue that is not secured yet (seed steps 4
 // and 5): when m opens and is a confirmation, it secures the queue with the
-// sender key it carries (KEY), acknowledges it, marks q secured, forgets the
-// sender ID and returns the confirmation's body (the sender's optional
-// information). Anything else is acknowledged and dropped, and the error
+// sender key it carries (KEY), acknowledges it, marks q secured and returns
+// the confirmation's body (the sender's optional information), which SK does
+// not sign: show it as unverified text (SPEC §10). Anything else is acknowledged and dropped, and the error
 // wraps ErrDropped: forged confirmations, sealed to another key, end here.
 func (q *RecipientQueue) Accept(ctx context.Context, c *Conn, m Message) (info []byte, err error) {
 	env, err := q.OpenOrDrop(ctx, c, m)
@@ -210,13 +232,20 @@ func (q *RecipientQueue) Accept(ctx context.Context, c *Conn, m Message) (info [
 	return env.Body, nil
 }
 
-// Secure sets the queue's sender key (KEY, seed step 5), marks q secured
-// and forgets the sender ID, as the seed asks once the queue is secured.
+// Secure sets the queue's sender key (KEY, seed step 5) and marks q
+// secured. It keeps the sender key, which every later message must be
+// signed by, and starts the count of messages: LastSeq 0 (SPEC §10).
 func (q *RecipientQueue) Secure(ctx context.Context, c *Conn, senderKey []byte) error {
+	vk, err := codec.ParseVerifyKey(senderKey)
+	if err != nil {
+		return fmt.Errorf("client: sender key: %w", err)
+	}
 	if err := c.Secure(ctx, q.RID, q.RecipientKey.Signer(), senderKey); err != nil {
 		return err
 	}
-	q.Secured, q.SID = true, nil
+	q.Secured = true
+	q.SenderKey, q.sk = bytes.Clone(senderKey), vk
+	q.LastSeq, q.LastMsgID = 0, nil
 	return nil
 }
 
@@ -234,6 +263,8 @@ func (q *RecipientQueue) Delete(ctx context.Context, c *Conn) error {
 	return c.Delete(ctx, q.RID, q.RecipientKey.Signer())
 }
 
+// recipientJSON is the stored form. Fields added later are omitempty, so a
+// file written before them reads as zero: no sender key, LastSeq 0.
 type recipientJSON struct {
 	Server        Server `json:"server"`
 	RID           []byte `json:"rid"`
@@ -242,6 +273,9 @@ type recipientJSON struct {
 	EncryptionKey []byte `json:"encryptionKey"` // codec.KEMPrivateKey.MarshalBinary
 	Secured       bool   `json:"secured"`
 	Suspended     bool   `json:"suspended"`
+	SenderKey     []byte `json:"senderKey,omitempty"` // SPKI DER
+	LastSeq       uint64 `json:"lastSeq,omitempty"`
+	LastMsgID     []byte `json:"lastMsgId,omitempty"`
 }
 
 // MarshalJSON stores the queue with its private keys: keep the result
@@ -255,7 +289,10 @@ func (q RecipientQueue) MarshalJSON() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return json.Marshal(recipientJSON{q.Server, q.RID, q.SID, rk, ek, q.Secured, q.Suspended})
+	return json.Marshal(recipientJSON{
+		Server: q.Server, RID: q.RID, SID: q.SID, RecipientKey: rk, EncryptionKey: ek, Secured: q.Secured, Suspended: q.Suspended,
+		SenderKey: q.SenderKey, LastSeq: q.LastSeq, LastMsgID: q.LastMsgID,
+	})
 }
 
 // UnmarshalJSON reads what MarshalJSON wrote.
@@ -275,19 +312,30 @@ func (q *RecipientQueue) UnmarshalJSON(b []byte) error {
 	if len(j.RID) != codec.QueueIDSize {
 		return fmt.Errorf("client: stored RID has %d bytes", len(j.RID))
 	}
-	*q = RecipientQueue{j.Server, j.RID, j.SID, rk, ek, j.Secured, j.Suspended}
+	*q = RecipientQueue{
+		Server: j.Server, RID: j.RID, SID: j.SID, RecipientKey: rk, EncryptionKey: ek, Secured: j.Secured, Suspended: j.Suspended,
+		SenderKey: j.SenderKey, LastSeq: j.LastSeq, LastMsgID: j.LastMsgID,
+	}
 	return nil
 }
 
 // SenderQueue is what the sender (Bob in the seed) keeps about a queue he
-// sends to: the invitation's server, sender ID and EK, and his own sender key
-// SK.
+// sends to: the invitation's server, sender ID and EK, his own sender key
+// SK, and the numbering of his messages (SPEC §10).
 type SenderQueue struct {
 	Server        Server
 	SID           []byte
 	EncryptionKey *codec.KEMPublicKey
 	SenderKey     *SigningKey
 	Confirmed     bool // the confirmation was sent
+
+	// NextSeq is the seq of the next message: 1 on a new queue (0 reads as
+	// 1). Prepare advances it; store it before sending.
+	NextSeq uint64
+	// Pending is the message last prepared, until the server is known to
+	// have stored it or to have refused it for good; it is sent again,
+	// unchanged, before any new message.
+	Pending *Outgoing
 }
 
 // NewSenderQueue starts the sender's side of an invitation (seed step 3.1):
@@ -297,13 +345,14 @@ func NewSenderQueue(inv *codec.Invitation) (*SenderQueue, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &SenderQueue{Server: ServerOf(inv), SID: inv.SenderID, EncryptionKey: inv.EncryptionKey, SenderKey: sk}, nil
+	return &SenderQueue{Server: ServerOf(inv), SID: inv.SenderID, EncryptionKey: inv.EncryptionKey, SenderKey: sk, NextSeq: 1}, nil
 }
 
-// MaxMessage returns the largest body Send takes on c: the padded size of
-// SPEC §10 less its framing.
+// MaxMessage returns the largest message Send takes on c: the padded size
+// of SPEC §10 less its framing and the longest signed header, so that the
+// limit does not depend on the message's seq.
 func (s *SenderQueue) MaxMessage(c *Conn) (int, error) {
-	return e2e.MaxContent(s.EncryptionKey, c.MaxBody())
+	return e2e.MaxBody(s.EncryptionKey, c.MaxBody(), s.SenderKey.Signer().VerifyKey().SigLen())
 }
 
 // Confirm sends the confirmation (seed steps 3.2–3.4): the header
@@ -321,23 +370,36 @@ func (s *SenderQueue) Confirm(ctx context.Context, c *Conn, info []byte) error {
 	return nil
 }
 
-// Send seals msg to EK and sends it signed by SK. Until the recipient has
+// Send sends msg as the next message, numbered and signed (Prepare), sealed
+// to EK and sent signed by SK (SendPrepared), after sending again a message
+// still pending from an earlier Send (SendPending). Until the recipient has
 // secured the queue the server answers ERR AUTH (errors.Is(err,
 // codec.ErrAuth)), as it does once the queue is suspended or deleted.
+// Callers that store the queue between runs use those three steps and store
+// it before each send.
 func (s *SenderQueue) Send(ctx context.Context, c *Conn, msg []byte) error {
-	body, err := e2e.Seal(s.EncryptionKey, c.MaxBody(), nil, msg)
+	if err := s.SendPending(ctx, c); err != nil {
+		return err
+	}
+	o, err := s.Prepare(msg)
 	if err != nil {
 		return err
 	}
-	return c.Send(ctx, s.SID, s.SenderKey.Signer(), body)
+	err = s.SendPrepared(ctx, c, o)
+	s.Sent(o, err)
+	return err
 }
 
+// senderJSON is the stored form. Fields added later are omitempty, so a
+// file written before them reads as zero: NextSeq 1, nothing pending.
 type senderJSON struct {
-	Server        Server `json:"server"`
-	SID           []byte `json:"sid"`
-	EncryptionKey []byte `json:"encryptionKey"` // typed KEM public key
-	SenderKey     []byte `json:"senderKey"`     // PKCS#8 DER
-	Confirmed     bool   `json:"confirmed"`
+	Server        Server    `json:"server"`
+	SID           []byte    `json:"sid"`
+	EncryptionKey []byte    `json:"encryptionKey"` // typed KEM public key
+	SenderKey     []byte    `json:"senderKey"`     // PKCS#8 DER
+	Confirmed     bool      `json:"confirmed"`
+	NextSeq       uint64    `json:"nextSeq,omitempty"`
+	Pending       *Outgoing `json:"pending,omitempty"`
 }
 
 // MarshalJSON stores the queue with the private sender key: keep the result
@@ -347,7 +409,7 @@ func (s SenderQueue) MarshalJSON() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return json.Marshal(senderJSON{s.Server, s.SID, s.EncryptionKey.Bytes(), sk, s.Confirmed})
+	return json.Marshal(senderJSON{s.Server, s.SID, s.EncryptionKey.Bytes(), sk, s.Confirmed, max(s.NextSeq, 1), s.Pending})
 }
 
 // UnmarshalJSON reads what MarshalJSON wrote.
@@ -367,6 +429,9 @@ func (s *SenderQueue) UnmarshalJSON(b []byte) error {
 	if len(j.SID) != codec.QueueIDSize {
 		return fmt.Errorf("client: stored SID has %d bytes", len(j.SID))
 	}
-	*s = SenderQueue{j.Server, j.SID, ek, sk, j.Confirmed}
+	if p := j.Pending; p != nil && (p.Seq == 0 || p.Seq >= max(j.NextSeq, 1)) {
+		return fmt.Errorf("client: stored pending message %d is not below the next, %d", p.Seq, max(j.NextSeq, 1))
+	}
+	*s = SenderQueue{j.Server, j.SID, ek, sk, j.Confirmed, max(j.NextSeq, 1), j.Pending}
 	return nil
 }

@@ -5,8 +5,18 @@
 // A message's plaintext is
 //
 //	decryptedBody = clientHeader CRLF clientBody CRLF
-//	clientHeader  = "KEY" SP senderKey      ; the confirmation, first and unsigned
-//	              / *VCHAR                   ; every other message (empty here)
+//	clientHeader  = senderKeyMsg / signedMsg
+//	senderKeyMsg  = "KEY" SP senderKey         ; the confirmation, first and unsigned
+//	signedMsg     = "MSG" SP seq SP e2eSig     ; every later message
+//	seq           = %x31-39 *19DIGIT           ; 1 … 2^64−1, no leading zero
+//	e2eSig        = base64                     ; by SK, over the bytes below
+//
+// where e2eSig signs
+//
+//	+------------------+------------+-----------------+------------+
+//	| "SMP e2e v1 sig" | SID        | seq (uint64 BE) | clientBody |
+//	+------------------+------------+-----------------+------------+
+//	  14 ASCII bytes     16 bytes     8 bytes
 //
 // It is padded to a fixed length so that every body on the wire has the same
 // size, maxBody of the connection's block size:
@@ -20,6 +30,9 @@
 // mlkem768x25519) a single-shot HPKE Seal with info "SMP e2e v1"; for rsa,
 // RSA-OAEP of a fresh AES-256 key and nonce followed by AES-256-GCM of the
 // padded plaintext.
+//
+// Seal takes only a valid clientHeader; Open returns whatever header a body
+// carries, and the recipient judges it (SenderKey, IsKey, Signed).
 //
 // Everything here is a pure function of its arguments and safe for concurrent
 // use.
@@ -36,6 +49,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/smprelay/smprelay/codec"
 )
@@ -60,7 +74,8 @@ var (
 	ErrOpen = errors.New("e2e: message does not open")
 	// ErrTooLong reports a header and body that do not fit in the padded size.
 	ErrTooLong = errors.New("e2e: message too long")
-	// ErrHeader reports a header that is neither a confirmation nor *VCHAR.
+	// ErrHeader reports a header that is neither a confirmation nor a
+	// signed message header.
 	ErrHeader = errors.New("e2e: invalid client header")
 )
 
@@ -119,6 +134,20 @@ func MaxContent(ek *codec.KEMPublicKey, maxBody int) (int, error) {
 	return p - lenSize - 4, nil
 }
 
+// MaxBody returns the longest clientBody of a signed message for ek and
+// maxBody, whatever its seq, when the sender key's signatures have sigLen
+// bytes: MaxContent less MaxMsgHeader(sigLen).
+func MaxBody(ek *codec.KEMPublicKey, maxBody, sigLen int) (int, error) {
+	n, err := MaxContent(ek, maxBody)
+	if err != nil {
+		return 0, err
+	}
+	if n -= MaxMsgHeader(sigLen); n < 0 {
+		return 0, fmt.Errorf("%w: a %d-byte signature leaves no room in a %d-byte body", ErrTooLong, sigLen, maxBody)
+	}
+	return n, nil
+}
+
 // ConfirmationHeader returns the header of a confirmation, "KEY " and the
 // sender's key in base64 SPKI (SPEC §10 senderKeyMsg).
 func ConfirmationHeader(senderSPKI []byte) []byte {
@@ -126,8 +155,8 @@ func ConfirmationHeader(senderSPKI []byte) []byte {
 }
 
 // Seal pads header CRLF body CRLF and seals it to ek, so that the result is
-// exactly maxBody bytes. header is a confirmation header or *VCHAR (printable
-// ASCII without spaces), possibly empty.
+// exactly maxBody bytes. header is a confirmation header (ConfirmationHeader)
+// or a signed message header (MsgHeader.Bytes): SPEC §10 allows no other.
 func Seal(ek *codec.KEMPublicKey, maxBody int, header, body []byte) ([]byte, error) {
 	if err := checkHeader(header); err != nil {
 		return nil, err
@@ -216,7 +245,9 @@ func (e Envelope) SenderKey() ([]byte, bool) {
 // Open opens a body sealed by Seal with the queue's private key. Whatever
 // goes wrong — the wrong key, a truncated or tampered body, a plaintext that
 // is not an envelope — the error wraps ErrOpen and says no more, since the
-// body comes from whoever knew the sender ID.
+// body comes from whoever knew the sender ID. The header is not checked: a
+// body that opens came from someone who has EK, and the recipient drops an
+// unsigned or wrongly signed one with its own reason (SPEC §10).
 func Open(k *codec.KEMPrivateKey, sealed []byte) (Envelope, error) {
 	padded, err := open(k, sealed)
 	if err != nil {
@@ -273,30 +304,43 @@ func parsePadded(p []byte) (Envelope, bool) {
 	if !ok || !bytes.HasSuffix(rest, []byte("\r\n")) {
 		return Envelope{}, false
 	}
-	if checkHeader(header) != nil {
-		return Envelope{}, false
-	}
 	return Envelope{Header: header, Body: rest[:len(rest)-2]}, true
 }
 
 // checkHeader accepts "KEY" SP senderKey (base64 of a valid signature key)
-// or *VCHAR.
+// and signedMsg, the two clientHeaders of SPEC §10.
 func checkHeader(h []byte) error {
 	if rest, ok := bytes.CutPrefix(h, []byte(confirmPrefix)); ok {
-		if (Envelope{Header: h}).isConfirmation() {
+		if _, ok := (Envelope{Header: h}).SenderKey(); ok {
 			return nil
 		}
 		return fmt.Errorf("%w: KEY header with an invalid key (%d bytes)", ErrHeader, len(rest))
 	}
-	for _, c := range h {
-		if c < 0x21 || c > 0x7e {
-			return fmt.Errorf("%w: byte 0x%02x", ErrHeader, c)
-		}
+	if _, err := ParseMsgHeader(h); err != nil && !errors.Is(err, ErrHeader) {
+		return headerError{err}
+	} else if err != nil {
+		return err
 	}
 	return nil
 }
 
-func (e Envelope) isConfirmation() bool {
-	_, ok := e.SenderKey()
-	return ok
+// headerError is an invalid signed header as Seal reports it: both ErrHeader
+// and the parser's reason, with the package prefix once.
+type headerError struct{ err error }
+
+func (e headerError) Error() string {
+	return ErrHeader.Error() + ": " + strings.TrimPrefix(e.err.Error(), "e2e: ")
 }
+
+func (e headerError) Unwrap() []error { return []error{ErrHeader, e.err} }
+
+// IsKey reports whether the header is a KEY header, valid or not: after the
+// confirmation that secured the queue, any such message is dropped (SPEC
+// §10).
+func (e Envelope) IsKey() bool {
+	return string(e.Header) == "KEY" || bytes.HasPrefix(e.Header, []byte(confirmPrefix))
+}
+
+// Signed parses the header as a signed message header; the error says why
+// it is not one (see ParseMsgHeader).
+func (e Envelope) Signed() (MsgHeader, error) { return ParseMsgHeader(e.Header) }

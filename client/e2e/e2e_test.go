@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/smprelay/smprelay/codec"
@@ -25,6 +26,7 @@ func TestSealOpenEveryKind(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	hdr := testHeader(t, 1, nil)
 	for _, kt := range kemTypes {
 		k := genKEM(t, kt)
 		for _, bs := range []int{codec.MinBlockSize, codec.DefaultBlockSize} {
@@ -33,9 +35,10 @@ func TestSealOpenEveryKind(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			max -= len(hdr)
 			bodies := [][]byte{nil, []byte("hi"), bytes.Repeat([]byte("\r\n\x00x"), 100), bytes.Repeat([]byte{0xff}, max)}
 			for _, body := range bodies {
-				sealed, err := Seal(k.Public(), maxBody, nil, body)
+				sealed, err := Seal(k.Public(), maxBody, hdr, body)
 				if err != nil {
 					t.Fatalf("%v/%d: Seal(%d bytes): %v", kt, bs, len(body), err)
 				}
@@ -46,14 +49,14 @@ func TestSealOpenEveryKind(t *testing.T) {
 				if err != nil {
 					t.Fatalf("%v/%d: Open: %v", kt, bs, err)
 				}
-				if len(env.Header) != 0 || !bytes.Equal(env.Body, body) {
+				if !bytes.Equal(env.Header, hdr) || !bytes.Equal(env.Body, body) {
 					t.Fatalf("%v/%d: opened %q / %d bytes", kt, bs, env.Header, len(env.Body))
 				}
-				if _, ok := env.SenderKey(); ok {
-					t.Fatalf("%v: a plain message reads as a confirmation", kt)
+				if _, ok := env.SenderKey(); ok || env.IsKey() {
+					t.Fatalf("%v: a signed message reads as a confirmation", kt)
 				}
 			}
-			if _, err := Seal(k.Public(), maxBody, nil, make([]byte, max+1)); !errors.Is(err, ErrTooLong) {
+			if _, err := Seal(k.Public(), maxBody, hdr, make([]byte, max+1)); !errors.Is(err, ErrTooLong) {
 				t.Fatalf("%v/%d: one byte over the limit: %v, want ErrTooLong", kt, bs, err)
 			}
 		}
@@ -67,7 +70,7 @@ func TestSealOpenEveryKind(t *testing.T) {
 			t.Fatal(err)
 		}
 		sk, ok := env.SenderKey()
-		if !ok || !bytes.Equal(sk, signer.PublicSPKI()) || string(env.Body) != "Bob" {
+		if !ok || !env.IsKey() || !bytes.Equal(sk, signer.PublicSPKI()) || string(env.Body) != "Bob" {
 			t.Fatalf("%v: confirmation opened as %q %q (key ok %v)", kt, env.Header, env.Body, ok)
 		}
 	}
@@ -77,7 +80,7 @@ func TestOpenRejects(t *testing.T) {
 	maxBody := codec.MaxBody(codec.DefaultBlockSize)
 	for _, kt := range kemTypes {
 		k, other := genKEM(t, kt), genKEM(t, kt)
-		sealed, err := Seal(k.Public(), maxBody, []byte("hdr"), []byte("secret"))
+		sealed, err := Seal(k.Public(), maxBody, testHeader(t, 7, []byte("secret")), []byte("secret"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -98,7 +101,9 @@ func TestOpenRejects(t *testing.T) {
 	}
 }
 
-// TestPaddedFormat checks plaintexts that open but are not envelopes.
+// TestPaddedFormat checks plaintexts that open but are not envelopes, and
+// that Open leaves any header to the recipient to judge while Seal takes
+// only the two of SPEC §10.
 func TestPaddedFormat(t *testing.T) {
 	mk := func(n uint32, content string, size int) []byte {
 		p := make([]byte, size)
@@ -115,8 +120,6 @@ func TestPaddedFormat(t *testing.T) {
 		"no CRLF":         mk(3, "abc", 32),
 		"no final CRLF":   mk(6, "h\r\nbod", 32),
 		"nonzero padding": append(mk(8, "h\r\nbod\r\n", 31), 1),
-		"space in header": mk(10, "a b\r\nbod\r\n", 32),
-		"bad KEY header":  mk(13, "KEY abcd\r\nb\r\n", 32),
 		"short":           {0, 0},
 	}
 	for name, p := range bad {
@@ -124,7 +127,17 @@ func TestPaddedFormat(t *testing.T) {
 			t.Errorf("%s: parsed", name)
 		}
 	}
-	if _, err := Seal(genKEM(t, codec.KEMX25519).Public(), 7168, []byte("two words"), nil); !errors.Is(err, ErrHeader) {
-		t.Fatalf("Seal with a space in the header: %v, want ErrHeader", err)
+	for _, h := range []string{"", "a b", "KEY abcd", "KEY", "MSG 1", "MSG 01 AAAA", "hdr"} {
+		p := mk(uint32(len(h)+5), h+"\r\nb\r\n", 64)
+		env, ok := parsePadded(p)
+		if !ok || string(env.Header) != h || string(env.Body) != "b" {
+			t.Errorf("header %q: parsed %v as %q %q", h, ok, env.Header, env.Body)
+		}
+		if env.IsKey() != strings.HasPrefix(h, "KEY") {
+			t.Errorf("header %q: IsKey %v", h, env.IsKey())
+		}
+		if _, err := Seal(genKEM(t, codec.KEMX25519).Public(), 7168, []byte(h), nil); !errors.Is(err, ErrHeader) {
+			t.Errorf("Seal with header %q: %v, want ErrHeader", h, err)
+		}
 	}
 }

@@ -116,19 +116,21 @@ func talk(e *env, name string, ct *Contact) error {
 	recvErr := make(chan error, 1)
 	wg.Go(func() {
 		w := bufio.NewWriter(e.stdout)
+		var lastDropped string
 		for {
 			m, err := nextMessage(ctx, rc, ct.Recv, e.linkNotice(ct.Recv.Server.Addr))
 			if err != nil {
 				recvErr <- err
 				return
 			}
-			if env, err := ct.Recv.Open(m); err != nil {
-				e.notef("dropped a message that does not open with the queue's key")
-			} else if _, confirm := env.SenderKey(); !confirm && !m.Redelivered {
+			if body, ok := e.judge(name, ct.Recv, m, &lastDropped); ok {
 				out.Lock()
-				fmt.Fprintf(w, "%s: %s\n", name, env.Body)
+				fmt.Fprintf(w, "%s: %s\n", name, body)
 				err = w.Flush()
 				out.Unlock()
+				if err == nil {
+					err = e.shown(name, ct.Recv)
+				}
 				if err != nil {
 					recvErr <- err
 					return
@@ -147,12 +149,8 @@ func talk(e *env, name string, ct *Contact) error {
 	lines := bufio.NewScanner(e.stdin)
 	lines.Buffer(make([]byte, 64<<10), 64<<10)
 	var sendErr error
-	secured := ct.SendStatus == sendSecured
 	for sendErr == nil && lines.Scan() {
 		sendErr = sendRetrying(ctx, e, sc, name, ct.Send, lines.Bytes())
-		if sendErr == nil && !secured {
-			secured, sendErr = true, e.setSendStatus(name, ct.Send, sendSecured)
-		}
 	}
 	if sendErr == nil {
 		sendErr = lines.Err()
@@ -172,16 +170,46 @@ func talk(e *env, name string, ct *Contact) error {
 	return sendErr
 }
 
-// sendRetrying sends msg, retrying on ERR AUTH for up to --timeout: right
-// after set-up the other side may not have secured our queue yet.
+// sendRetrying sends what is pending, then msg, each retried on ERR AUTH
+// for up to --timeout with the same number and signature: right after set-up
+// the other side may not have secured our queue yet.
 func sendRetrying(ctx context.Context, e *env, c *client.Conn, name string, sq *client.SenderQueue, msg []byte) error {
+	if err := checkLength(c, name, sq, msg); err != nil {
+		return err
+	}
+	s, err := e.st.load()
+	if err != nil {
+		return err
+	}
+	cur, err := sameSend(s, name, sq)
+	if err != nil {
+		return err
+	}
+	if p := cur.Pending; p != nil {
+		e.notef("sending message %d to %s again: an earlier send could not confirm it", p.Seq, name)
+		if err := sendSettled(ctx, e, c, name, sq, *p); err != nil {
+			return err
+		}
+	}
+	o, err := e.prepare(name, sq, msg)
+	if err != nil {
+		return err
+	}
+	return sendSettled(ctx, e, c, name, sq, o)
+}
+
+// sendSettled sends o, retrying on ERR AUTH, and records the outcome.
+func sendSettled(ctx context.Context, e *env, c *client.Conn, name string, sq *client.SenderQueue, o client.Outgoing) error {
 	deadline := time.Now().Add(e.timeout)
 	wait := 100 * time.Millisecond
 	for {
 		sctx, cancel := e.step()
-		err := sendTo(sctx, c, name, sq, msg)
+		err := sendPrepared(sctx, c, name, sq, o)
 		cancel()
 		if err == nil || !errors.Is(err, codec.ErrAuth) || time.Now().Add(wait).After(deadline) {
+			if serr := e.settle(name, sq, o, err); serr != nil {
+				return serr
+			}
 			return err
 		}
 		t := time.NewTimer(wait)
@@ -189,7 +217,7 @@ func sendRetrying(ctx context.Context, e *env, c *client.Conn, name string, sq *
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			return ctx.Err()
+			return errors.Join(ctx.Err(), e.settle(name, sq, o, err))
 		}
 		wait = min(2*wait, 2*time.Second)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"flag"
 	"fmt"
 	"os"
@@ -220,8 +221,7 @@ func TestStateCompat(t *testing.T) {
 	if !strings.Contains(list(), "alice  send   confirmation sent") {
 		t.Fatalf("old-format contact lists as %q", list())
 	}
-	e := &env{st: st}
-	if err := e.setSendStatus("alice", sq, sendSecured); err != nil {
+	if err := st.update(func(s *State) error { s.Contacts["alice"].SendStatus = sendSecured; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(list(), "alice  send   secured") {
@@ -267,15 +267,23 @@ func TestClean(t *testing.T) {
 }
 
 // TestDefaultMaxMessage pins the longest message with the defaults (an
-// mlkem768x25519 queue key, 8192-byte blocks): maxBody 7168 less the
-// 1136-byte seal overhead, the 4-byte length and the two CRLFs (SPEC §10).
+// mlkem768x25519 queue key, 8192-byte blocks, an Ed25519 sender key):
+// maxBody 7168 less the 1136-byte seal overhead, the 4-byte length, the two
+// CRLFs and the longest signed header, "MSG " + 20 digits + " " + 88 base64
+// (SPEC §10); and with an x25519 key, whose overhead is 48. The help text
+// quotes both.
 func TestDefaultMaxMessage(t *testing.T) {
-	ek, err := codec.GenerateKEMKey(codec.KEMMLKEM768X25519)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := e2e.MaxContent(ek.Public(), codec.MaxBody(codec.DefaultBlockSize))
-	if err != nil || n != 6024 {
-		t.Fatalf("longest message %d (%v), want 6024", n, err)
+	for kt, want := range map[codec.KEMType]int{codec.KEMMLKEM768X25519: 5911, codec.KEMX25519: 6999} {
+		ek, err := codec.GenerateKEMKey(kt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := e2e.MaxBody(ek.Public(), codec.MaxBody(codec.DefaultBlockSize), ed25519.SignatureSize)
+		if err != nil || n != want {
+			t.Fatalf("%v: longest message %d (%v), want %d", kt, n, err, want)
+		}
+		if !strings.Contains(lookup("send").long, strconv.Itoa(want)) {
+			t.Fatalf("smp help send does not say %d", want)
+		}
 	}
 }

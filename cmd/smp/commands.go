@@ -49,23 +49,37 @@ Accept takes the confirmation NAME sent to the queue you created for them
 they can send to it. Messages that do not open with the queue's key — forged
 confirmations from someone who saw the queue ID but not the invitation — are
 acknowledged and dropped. Whatever the confirmation says goes to standard
-output; an invitation for a reply queue in it is connected to at once.
+output; it is not signed, so take it as unverified. An invitation for a reply
+queue in it is connected to at once.
 
 Without --wait, accept exits with status 1 when no confirmation is waiting.`},
-		{name: "send", args: "NAME [MESSAGE...]", minArgs: 1, maxArgs: -1, argsNames: "a contact name and a message",
-			short: "send a message", flags: noFlags(runSend), long: `
-Send seals MESSAGE (the arguments joined by spaces, or standard input when
-there are none) to NAME's queue key and sends it signed with your sender key.
+		{name: "send", args: "[flags] NAME [MESSAGE...]", minArgs: 1, maxArgs: -1, argsNames: "a contact name and a message",
+			short: "send a message", flags: sendFlags, long: `
+Send numbers MESSAGE (the arguments joined by spaces, or standard input when
+there are none), signs it with your sender key, seals it to NAME's queue key
+and sends it. NAME shows each message once, in order, and is told of any
+number that never arrived.
 The server refuses it with ERR AUTH until NAME has accepted your confirmation
 and after they suspend or delete the queue, and with ERR QUOTA while the queue
-is full, until NAME receives. A message has at most 6024 bytes on a queue with the
+is full, until NAME receives. A message has at most 5911 bytes on a queue with the
 default mlkem768x25519 key and a relay with the default 8192-byte blocks
-(7112 with an x25519 key); send names the limit when a message exceeds it.`},
+(6999 with an x25519 key); send names the limit when a message exceeds it.
+
+The message and its number are written to the state file before they are
+sent. When send cannot tell whether the relay stored it (ERR QUOTA, no
+answer, a lost connection), the message is kept, and the next send to NAME
+(or chat with NAME) sends it again, unchanged, before the new one; NAME drops
+a copy that arrives twice. With --retry, send sends only the kept message.`},
 		{name: "receive", args: "[flags] NAME", minArgs: 1, maxArgs: 1, argsNames: "one contact name",
 			short: "print and acknowledge received messages", flags: receiveFlags, long: `
 Receive prints each message waiting on the queue NAME sends to you, one per
 line on standard output, and acknowledges it so the server deletes it.
-Messages that do not open with the queue's key are acknowledged and dropped.
+A message is printed only if it is signed by NAME's key and numbered after
+the last one printed; when numbers are skipped, a notice on standard error
+says which messages are missing. Anything else is acknowledged and dropped
+with a notice saying why: it does not open with the queue's key, it is not
+signed or its signature is not NAME's, its number is invalid, it is a
+replay or came out of order, or it is a repeated confirmation.
 With --follow it keeps listening until interrupted: when the relay cannot be
 reached, at the start or later, it says so on standard error and tries again,
 waiting about 1s, then 2s, and so on up to 30s; messages sent meanwhile wait on the
@@ -95,7 +109,11 @@ creates a queue and prints its invitation (as create does) and waits. The
 other runs 'smp chat --join INVITATION NAME', which connects to it and sends,
 inside the confirmation, the invitation of a queue for the answers. The first
 side secures its queue and connects to that one; the second secures it; both
-then talk. Later runs of 'smp chat NAME' just talk.`},
+then talk. Later runs of 'smp chat NAME' just talk.
+
+Messages are signed, numbered and checked as with send and receive: a
+notice on standard error says when one is dropped and why, and which are
+missing. A message an earlier send could not confirm is sent again first.`},
 	}
 }
 
@@ -580,12 +598,22 @@ func nextMessage(ctx context.Context, c *client.Conn, q *client.RecipientQueue, 
 // carries (a 64 KiB block), so that a longer one is reported, not cut.
 const maxInput = 1 << 20
 
-func runSend(e *env, args []string) error {
+func sendFlags(fs *flag.FlagSet) func(*env, []string) error {
+	retry := fs.Bool("retry", false, "only send again the message an earlier send could not confirm")
+	return func(e *env, args []string) error { return runSend(e, args, *retry) }
+}
+
+func runSend(e *env, args []string, retry bool) error {
 	name := args[0]
+	if retry && len(args) > 1 {
+		return errors.New("--retry sends the kept message only: give no message")
+	}
 	var msg []byte
-	if len(args) > 1 {
+	switch {
+	case retry:
+	case len(args) > 1:
 		msg = []byte(strings.Join(args[1:], " "))
-	} else {
+	default:
 		b, err := io.ReadAll(io.LimitReader(e.stdin, maxInput+1))
 		if err != nil {
 			return fmt.Errorf("reading the message: %w", err)
@@ -599,51 +627,20 @@ func runSend(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if ct.Send == nil {
+	sq := ct.Send
+	if sq == nil {
 		return fmt.Errorf("you have no queue to send to %s: connect to their invitation first", name)
 	}
-	err = e.once(ct.Send.Server, func(ctx context.Context, c *client.Conn) error {
-		return sendTo(ctx, c, name, ct.Send, msg)
-	})
-	switch {
-	case err == nil:
-		return e.setSendStatus(name, ct.Send, sendSecured)
-	case errors.Is(err, codec.ErrAuth) && ct.SendStatus == sendSecured:
-		if serr := e.setSendStatus(name, ct.Send, sendRefused); serr != nil {
-			return serr
-		}
-	}
-	return err
-}
-
-// setSendStatus records what the server's answer showed about the queue
-// the user sends to name on, unless that queue was replaced meanwhile.
-func (e *env) setSendStatus(name string, sq *client.SenderQueue, status string) error {
-	return e.st.update(func(s *State) error {
-		ct := s.Contacts[name]
-		if ct == nil || ct.Send == nil || string(ct.Send.SID) != string(sq.SID) {
-			return nil
-		}
-		ct.SendStatus = status
+	if retry && sq.Pending == nil {
+		e.notef("no message to %s is waiting to be sent again", name)
 		return nil
+	}
+	return e.once(sq.Server, func(ctx context.Context, c *client.Conn) error {
+		if retry {
+			return e.sendPending(ctx, c, name, sq)
+		}
+		return e.sendMessage(ctx, c, name, sq, msg)
 	})
-}
-
-func sendTo(ctx context.Context, c *client.Conn, name string, sq *client.SenderQueue, msg []byte) error {
-	if max, err := sq.MaxMessage(c); err == nil && len(msg) > max {
-		return fmt.Errorf("the message has %d bytes; %s's queue carries at most %d (its key is %v and the relay's blocks are %d bytes)",
-			len(msg), name, max, sq.EncryptionKey.Type(), c.BlockSize())
-	}
-	err := sq.Send(ctx, c, msg)
-	switch {
-	case errors.Is(err, codec.ErrAuth):
-		return &explained{err, fmt.Sprintf("the server refused the message (ERR AUTH): %s has not accepted your confirmation yet, "+
-			"or suspended or deleted the queue", name)}
-	case errors.Is(err, codec.ErrQuota):
-		return &explained{err, fmt.Sprintf("the server refused the message (ERR QUOTA): %s's queue is full (or the relay's storage is) "+
-			"until they receive the messages waiting there; try again later", name)}
-	}
-	return err
 }
 
 // ---- receive ----
@@ -679,28 +676,22 @@ func receive(e *env, name string, follow bool) error {
 		return nil
 	}
 	w := bufio.NewWriter(e.stdout)
-	printed := map[string]bool{}
+	var lastDropped string
 	for {
 		m, err := nextMessage(e.ctx, c, q, onLink)
 		if err != nil {
 			return err
 		}
-		if !(m.Redelivered && printed[string(m.ID)]) {
-			env, err := q.Open(m)
-			switch _, confirm := env.SenderKey(); {
-			case err != nil:
-				e.notef("dropped a message that does not open with the queue's key")
-			case confirm:
-				e.notef("dropped a repeated confirmation")
-			default:
-				printed[string(m.ID)] = true
-				w.Write(env.Body)
-				if len(env.Body) == 0 || env.Body[len(env.Body)-1] != '\n' {
-					w.WriteByte('\n')
-				}
-				if err := w.Flush(); err != nil {
-					return err
-				}
+		if body, ok := e.judge(name, q, m, &lastDropped); ok {
+			w.Write(body)
+			if len(body) == 0 || body[len(body)-1] != '\n' {
+				w.WriteByte('\n')
+			}
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			if err := e.shown(name, q); err != nil {
+				return err
 			}
 		}
 		ctx, cancel := e.step()
@@ -838,6 +829,9 @@ func runList(e *env, _ []string) error {
 				status = "secured"
 			case sendRefused:
 				status = "refused (suspended or deleted)"
+			}
+			if q.Pending != nil {
+				status += fmt.Sprintf(", message %d kept to send again", q.Pending.Seq)
 			}
 			fmt.Fprintf(tw, "%s\tsend\t%s\t%v\t%s\n", name, status, q.EncryptionKey.Type(), q.Server.Addr)
 		}

@@ -267,8 +267,10 @@ func TestFailureMessages(t *testing.T) {
 	down.Close()
 	otherFP := strings.Repeat("A", 43) + "="
 	// The longest message: maxBody of 8192-byte blocks, less the x25519
-	// overhead (SPEC §10) and the length prefix and two CRLFs.
-	maxX25519 := codec.MaxBody(codec.DefaultBlockSize) - 48 - 8
+	// overhead (SPEC §10), the length prefix and two CRLFs, and the longest
+	// signed header: "MSG " + 20 digits + " " + an 88-byte base64 Ed25519
+	// signature.
+	maxX25519 := codec.MaxBody(codec.DefaultBlockSize) - 48 - 8 - 113
 
 	cases := []struct {
 		name  string
