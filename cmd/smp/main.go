@@ -166,14 +166,14 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fmt.Fprintf(stderr, "smp %s: %v\nusage: smp %s %s\nRun 'smp help %s' for details.\n", c.name, err, c.name, c.args, c.name)
 		return 2
 	}
-	path := *statePath
+	path, own := *statePath, *statePath == "" && os.Getenv("SMP_STATE") == ""
 	if path == "" {
 		if path, err = defaultStatePath(); err != nil {
 			fmt.Fprintf(stderr, "smp: %v\n", err)
 			return 1
 		}
 	}
-	e.st = store{path: path}
+	e.st = store{path: path, own: own}
 	if err := runFn(e, pos); err != nil {
 		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 			return 130 // interrupted
