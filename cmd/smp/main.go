@@ -78,7 +78,7 @@ type env struct {
 
 // notef writes a notice for the user to standard error.
 func (e *env) notef(format string, args ...any) {
-	fmt.Fprintf(e.stderr, "smp: %s\n", clean(fmt.Sprintf(format, args...)))
+	fmt.Fprintf(e.stderr, "smp: %s\n", peerText([]byte(clean(fmt.Sprintf(format, args...))), "  "))
 }
 
 // command is one subcommand: its flags are defined by flags, and run gets
@@ -178,7 +178,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 			return 130 // interrupted
 		}
-		fmt.Fprintf(stderr, "smp %s: %s\n", c.name, describe(err, *timeout))
+		fmt.Fprintf(stderr, "smp %s: %s\n", c.name, peerText([]byte(describe(err, *timeout)), "  "))
 		return 1
 	}
 	return 0
