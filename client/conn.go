@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -32,6 +33,9 @@ var (
 	ErrProtocol = errors.New("client: protocol violation")
 	// ErrTooLarge reports a command that does not fit in one block.
 	ErrTooLarge = errors.New("client: command too large")
+	// ErrEventOverflow reports a Conn closed because a message, END or lost
+	// subscription found the event queue full (see Options.MaxEvents).
+	ErrEventOverflow = errors.New("client: event queue full: events are not read as fast as they arrive")
 )
 
 // Defaults of Options.
@@ -40,6 +44,7 @@ const (
 	DefaultPingInterval = time.Minute
 	DefaultMinBackoff   = 100 * time.Millisecond
 	DefaultMaxBackoff   = 30 * time.Second
+	DefaultMaxEvents    = 1024
 )
 
 // Options configure a Conn. Only Fingerprint is required.
@@ -50,7 +55,8 @@ type Options struct {
 	Fingerprint string
 
 	// Timeout bounds each command whose context has no deadline, and each
-	// dial and handshake. Zero means DefaultTimeout; negative means none.
+	// dial and handshake whatever the context's deadline (the earlier of
+	// the two applies). Zero means DefaultTimeout; negative means none.
 	Timeout time.Duration
 
 	// PingInterval is how often a PING checks that the server still
@@ -72,6 +78,18 @@ type Options struct {
 	// again once Close has returned, but Close does not wait for a call in
 	// progress.
 	OnEvent func(Event)
+
+	// MaxEvents bounds the events waiting for the consumer, plus two for
+	// each queue the Conn is subscribed to (a message, and the same one
+	// again after a reconnection). Zero means DefaultMaxEvents. When the
+	// queue is full, a new EventDisconnected, EventReconnectFailed or
+	// EventReconnected is dropped (Err and the events that follow still show
+	// the connection's state), and any other event closes the Conn with
+	// ErrEventOverflow rather than lose a message or a subscription change
+	// unseen. A relay cannot fill it on its own: it gets at most one message
+	// per subscribed queue and command (SPEC §5), and a push for any other
+	// queue fails the link.
+	MaxEvents int
 
 	// DialContext opens the TCP connection; nil means a net.Dialer.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -101,7 +119,8 @@ type Conn struct {
 	closed    bool
 	err       error                    // why the Conn closed
 	subs      map[string]*codec.Signer // RID → RK of the queues this Conn is subscribed to
-	lastMsg   map[string]string        // RID → msgId of the last message delivered
+	lastMsg   map[string]string        // RID → msgId of the last message delivered; only for subs
+	held      map[string]bool          // RID → a message was delivered and no ACK or SUB sent since; only for subs
 	blockSize int
 
 	ev *dispatcher
@@ -134,13 +153,16 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 	if opts.MaxBackoff < opts.MinBackoff {
 		opts.MaxBackoff = opts.MinBackoff
 	}
+	if opts.MaxEvents <= 0 {
+		opts.MaxEvents = DefaultMaxEvents
+	}
 	if opts.DialContext == nil {
 		var d net.Dialer
 		opts.DialContext = d.DialContext
 	}
 	c := &Conn{
 		addr: addr, opts: opts, ready: make(chan struct{}),
-		subs: make(map[string]*codec.Signer), lastMsg: make(map[string]string),
+		subs: make(map[string]*codec.Signer), lastMsg: make(map[string]string), held: make(map[string]bool),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.ev = newDispatcher(opts.OnEvent)
@@ -164,9 +186,14 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 	return c, nil
 }
 
-// connect dials and runs the handshake, within Options.Timeout.
+// connect dials and runs the handshake, within Options.Timeout even when
+// ctx allows longer: a relay that stalls the handshake must not hold Dial
+// (or a reconnection attempt) past it.
 func (c *Conn) connect(ctx context.Context) (*link, error) {
-	ctx, cancel := c.withTimeout(ctx)
+	cancel := context.CancelFunc(func() {})
+	if c.opts.Timeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, c.opts.Timeout)
+	}
 	defer cancel()
 	nc, err := c.opts.DialContext(ctx, "tcp", c.addr)
 	if err != nil {
@@ -231,15 +258,25 @@ func (c *Conn) linkGone(l *link) {
 		return
 	}
 	c.wg.Add(1)
-	go c.reconnect()
+	go c.reconnect(errors.Is(l.err, ErrProtocol))
 }
 
 // reconnect dials until it has a new link with every subscription restored,
 // waiting between attempts with exponential backoff. Each failed attempt is
-// reported as an EventReconnectFailed with the wait before the next.
-func (c *Conn) reconnect() {
+// reported as an EventReconnectFailed with the wait before the next. After a
+// link that broke the protocol, the first attempt waits too, so a hostile
+// relay cannot keep the Conn reconnecting in a tight loop.
+func (c *Conn) reconnect(afterViolation bool) {
 	defer c.wg.Done()
 	backoff := c.opts.MinBackoff
+	next := func() time.Duration {
+		d := time.Duration(float64(backoff) * (0.75 + 0.5*rand.Float64()))
+		backoff = min(2*backoff, c.opts.MaxBackoff)
+		return d
+	}
+	if afterViolation && !c.pause(next()) {
+		return
+	}
 	for {
 		err := c.reconnectOnce()
 		if err == nil || c.ctx.Err() != nil {
@@ -249,16 +286,23 @@ func (c *Conn) reconnect() {
 			c.shutdown(err)
 			return
 		}
-		wait := time.Duration(float64(backoff) * (0.75 + 0.5*rand.Float64()))
-		backoff = min(2*backoff, c.opts.MaxBackoff)
+		wait := next()
 		c.emit(Event{Kind: EventReconnectFailed, Err: err, Retry: wait})
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-c.ctx.Done():
-			t.Stop()
+		if !c.pause(wait) {
 			return
 		}
+	}
+}
+
+// pause waits for d, or reports false when the Conn closes first.
+func (c *Conn) pause(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-c.ctx.Done():
+		return false
 	}
 }
 
@@ -528,7 +572,50 @@ func (c *Conn) dropSub(rid []byte) {
 	c.mu.Lock()
 	delete(c.subs, string(rid))
 	delete(c.lastMsg, string(rid))
+	delete(c.held, string(rid))
 	c.mu.Unlock()
+}
+
+// release notes that an ACK or SUB for rid is about to be sent: the server
+// may deliver the queue's next message (SPEC §5). Called before the
+// command is queued, so it happens before any answer or push it allows.
+func (c *Conn) release(cmd codec.Cmd, rid []byte) {
+	if cmd != codec.CmdACK && cmd != codec.CmdSUB {
+		return
+	}
+	c.mu.Lock()
+	delete(c.held, string(rid))
+	c.mu.Unlock()
+}
+
+// admitPush checks a MSG or END the server sent on its own (empty corrId)
+// for queue rid on l: the Conn must be subscribed to rid, or have a SUB for
+// it in flight on l, and a MSG must not come while one delivered before
+// awaits ACK (SPEC §5: one message at a time per queue). Anything else is a
+// relay that tries to make the client hold what it never asked for.
+func (c *Conn) admitPush(l *link, cmd codec.Cmd, rid []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.subs[string(rid)]
+	if !ok && !l.subPending(rid) {
+		return fmt.Errorf("%w: the relay pushed %v for queue %s, which this client has not subscribed to",
+			ErrProtocol, cmd, base64.StdEncoding.EncodeToString(rid))
+	}
+	if cmd == codec.CmdMSG && c.held[string(rid)] {
+		return fmt.Errorf("%w: the relay pushed a second MSG for queue %s before the first was acknowledged",
+			ErrProtocol, base64.StdEncoding.EncodeToString(rid))
+	}
+	return nil
+}
+
+// lateMessage reports whether a MSG answering a command whose caller gave
+// up is to be delivered: the queue is subscribed and holds no message
+// awaiting ACK.
+func (c *Conn) lateMessage(rid []byte) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.subs[string(rid)]
+	return ok && !c.held[string(rid)]
 }
 
 // Subscribed reports whether the Conn is subscribed to the queue rid: it
@@ -550,6 +637,7 @@ func (c *Conn) deliver(t *codec.Transmission) {
 	c.mu.Lock()
 	m.Redelivered = c.lastMsg[string(m.RID)] == string(m.ID)
 	c.lastMsg[string(m.RID)] = string(m.ID)
+	c.held[string(m.RID)] = true
 	c.mu.Unlock()
 	c.emit(Event{Kind: EventMessage, RID: m.RID, Message: m})
 }
@@ -560,10 +648,20 @@ func (c *Conn) ended(rid []byte) {
 	c.emit(Event{Kind: EventEnd, RID: bytes.Clone(rid)})
 }
 
-func (c *Conn) emit(e Event) { c.ev.push(e) }
+// emit queues e for the consumer, closing the Conn when e does not fit
+// (Options.MaxEvents).
+func (c *Conn) emit(e Event) {
+	c.mu.Lock()
+	limit := c.opts.MaxEvents + 2*len(c.subs)
+	c.mu.Unlock()
+	if !c.ev.push(e, limit) {
+		c.shutdown(fmt.Errorf("%w (%d waiting when a %v event came)", ErrEventOverflow, limit, e.Kind))
+	}
+}
 
 // Events returns the channel on which events arrive, in order; it is closed
 // when the Conn closes. It returns nil when Options.OnEvent is set. Events
-// wait in an unbounded queue until received, so a consumer that stops
-// reading does not stall the connection. Safe for concurrent use.
+// wait in a queue until received, so a consumer that is slow for a while does
+// not stall the connection; the queue is bounded (Options.MaxEvents). Safe
+// for concurrent use.
 func (c *Conn) Events() <-chan Event { return c.ev.out }

@@ -47,9 +47,25 @@
 // Messages (MSG) and other things that happen on their own arrive as Events,
 // in order, on the channel Events returns or through Options.OnEvent. The
 // reader never blocks on a slow consumer: events wait in an internal queue,
-// which stays small because the server pushes at most one unacknowledged
-// message per queue. A MSG that answers Subscribe or Ack is delivered as an
-// event too, before that call returns.
+// bounded by Options.MaxEvents (see there for what happens when it is full).
+// A MSG that answers Subscribe or Ack is delivered as an event too, before
+// that call returns.
+//
+// # A hostile relay
+//
+// The Conn checks what the relay sends before it keeps anything of it. An
+// answer must carry its command's queue ID and be of a kind SPEC §5 allows
+// for the command; a MSG or END the relay sends on its own must be for a
+// queue this Conn is subscribed to, and a MSG must not come while the
+// previous one on that queue awaits ACK. Anything else fails the link with
+// ErrProtocol, which names what the relay did, so per-queue state exists only
+// for queues the Conn subscribed to, and the messages waiting are at most one
+// per queue and command. After such a failure the Conn reconnects only after
+// a backoff wait. Dial and every reconnection attempt end within
+// Options.Timeout, whatever the relay sends or withholds. What the relay can
+// still do — withhold or delay messages, choose their timestamps, deliver a
+// message again (Message.Redelivered marks the same message ID delivered
+// again) — is for the end-to-end layer (SPEC §10) and the application.
 //
 // RecipientQueue and SenderQueue values are not safe for concurrent mutation;
 // their methods that only read them may run concurrently.

@@ -96,14 +96,21 @@ type Message struct {
 	Redelivered bool      // this Conn delivered a message with this ID on this queue just before: the server sent it again (after a reconnection, or a repeated SUB)
 }
 
+// linkState reports the kinds that describe the connection rather than a
+// queue: the ones a full event queue drops (see Options.MaxEvents).
+func linkState(k EventKind) bool {
+	return k == EventDisconnected || k == EventReconnectFailed || k == EventReconnected
+}
+
 // dispatcher hands events to the consumer on its own goroutine, in order,
-// from an unbounded queue, so the reader never blocks on the consumer.
+// from a queue of bounded length, so the reader never blocks on the consumer.
 type dispatcher struct {
 	fn  func(Event) // callback mode
 	out chan Event  // channel mode; nil with fn
 
 	mu   sync.Mutex
 	q    []Event
+	n    int // events pushed and not yet handed to the consumer, q and the batch in hand
 	kick chan struct{}
 	done chan struct{} // closed when the goroutine ends
 }
@@ -118,14 +125,30 @@ func newDispatcher(fn func(Event)) *dispatcher {
 
 func (d *dispatcher) start(ctx context.Context) { go d.run(ctx) }
 
-func (d *dispatcher) push(e Event) {
+// push queues e unless limit events are already waiting. It reports false
+// when e did not fit and is not a link-state event, which may be dropped:
+// the caller then closes the Conn.
+func (d *dispatcher) push(e Event, limit int) bool {
 	d.mu.Lock()
+	if d.n >= limit {
+		d.mu.Unlock()
+		return linkState(e.Kind)
+	}
 	d.q = append(d.q, e)
+	d.n++
 	d.mu.Unlock()
 	select {
 	case d.kick <- struct{}{}:
 	default:
 	}
+	return true
+}
+
+// waiting returns how many events are queued; for tests.
+func (d *dispatcher) waiting() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.n
 }
 
 func (d *dispatcher) run(ctx context.Context) {
@@ -144,13 +167,16 @@ func (d *dispatcher) run(ctx context.Context) {
 			}
 			if d.fn != nil {
 				d.fn(e)
-				continue
+			} else {
+				select {
+				case d.out <- e:
+				case <-ctx.Done():
+					return
+				}
 			}
-			select {
-			case d.out <- e:
-			case <-ctx.Done():
-				return
-			}
+			d.mu.Lock()
+			d.n--
+			d.mu.Unlock()
 		}
 		if len(batch) > 0 {
 			continue

@@ -3,11 +3,13 @@ package client
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sync"
 
 	"github.com/smprelay/smprelay/codec"
@@ -196,6 +198,7 @@ func (l *link) queue(req request, corr string, t []byte) (*call, error) {
 	l.pending[corr] = cl
 	l.c.notePending(len(l.pending))
 	l.pmu.Unlock()
+	l.c.release(req.cmd, req.qid)
 
 	l.qmu.Lock()
 	l.sendq = append(l.sendq, t)
@@ -329,35 +332,97 @@ func (l *link) readLoop() {
 	}
 }
 
-// handle delivers pushes and answers the call t names by its corrId.
-func (l *link) handle(t *codec.Transmission) {
-	switch t.Cmd {
-	case codec.CmdMSG:
-		// Delivered whatever the corrId: the server counts it as delivered,
-		// and the queue stalls until it is acknowledged.
-		l.c.deliver(t)
-	case codec.CmdEND:
-		if len(t.CorrID) == 0 {
-			l.c.ended(t.QueueID)
-			return
+// subPending reports whether a SUB for rid is in flight on l.
+func (l *link) subPending(rid []byte) bool {
+	l.pmu.Lock()
+	defer l.pmu.Unlock()
+	for _, cl := range l.pending {
+		if cl.req.cmd == codec.CmdSUB && bytes.Equal(cl.req.qid, rid) {
+			return true
 		}
 	}
-	if len(t.CorrID) == 0 {
+	return false
+}
+
+// answers lists what the server may answer to each command (SPEC §5, §6).
+var answers = map[codec.Cmd][]codec.Cmd{
+	codec.CmdNEW:  {codec.CmdIDS},
+	codec.CmdSUB:  {codec.CmdOK, codec.CmdMSG},
+	codec.CmdACK:  {codec.CmdOK, codec.CmdMSG},
+	codec.CmdKEY:  {codec.CmdOK},
+	codec.CmdOFF:  {codec.CmdOK},
+	codec.CmdDEL:  {codec.CmdOK},
+	codec.CmdSEND: {codec.CmdOK},
+	codec.CmdPING: {codec.CmdPONG},
+}
+
+// checkAnswer checks that t may answer cl: a response carries the
+// command's queueId (SPEC §5; empty for NEW and PING, whose IDS and PONG
+// have none) and is of a kind the command can get.
+func checkAnswer(cl *call, t *codec.Transmission) error {
+	if !bytes.Equal(t.QueueID, cl.req.qid) {
+		return fmt.Errorf("%w: %v for queue %q answered with %v for queue %q", ErrProtocol, cl.req.cmd,
+			base64.StdEncoding.EncodeToString(cl.req.qid), t.Cmd, base64.StdEncoding.EncodeToString(t.QueueID))
+	}
+	if t.Cmd == codec.CmdERR || slices.Contains(answers[cl.req.cmd], t.Cmd) {
+		return nil
+	}
+	return fmt.Errorf("%w: %v answered with %v", ErrProtocol, cl.req.cmd, t.Cmd)
+}
+
+// handle answers the call t names by its corrId and delivers pushes. What
+// the relay sends is checked before the client keeps anything of it: an
+// answer for another queue, a push for a queue this client is not
+// subscribed to or a second MSG before ACK fails the link, so that a hostile
+// relay cannot make the client hold an unbounded amount.
+func (l *link) handle(t *codec.Transmission) {
+	var cl *call
+	if len(t.CorrID) > 0 {
+		l.pmu.Lock()
+		cl = l.pending[string(t.CorrID)]
+		delete(l.pending, string(t.CorrID))
+		l.pmu.Unlock()
+	}
+	if cl != nil {
+		if err := checkAnswer(cl, t); err != nil {
+			cl.done <- reply{err: err}
+			l.fail(err)
+			return
+		}
+		r := reply{cmd: t.Cmd, errType: t.ErrType}
+		if t.Cmd == codec.CmdIDS {
+			r.rid, r.sid = bytes.Clone(t.RID), bytes.Clone(t.SID)
+		}
+		// Done here, on the reader, so that a reconnection (which starts only
+		// after this goroutine ends) sees every subscription that succeeded,
+		// and before the MSG is delivered, so that its queue is subscribed.
+		l.c.account(cl, &r)
+		if t.Cmd == codec.CmdMSG {
+			l.c.deliver(t)
+		}
+		cl.done <- r
 		return
 	}
-	l.pmu.Lock()
-	cl := l.pending[string(t.CorrID)]
-	delete(l.pending, string(t.CorrID))
-	l.pmu.Unlock()
-	if cl == nil {
-		return // the answer to a command whose caller gave up
+	switch {
+	case len(t.CorrID) > 0 && t.Cmd == codec.CmdMSG:
+		// The answer to a SUB or ACK whose caller gave up: the server counts
+		// the message as delivered, and the queue stalls until it is
+		// acknowledged, so it is delivered if the queue is still ours and
+		// no message awaits ACK on it; otherwise it is dropped.
+		if l.c.lateMessage(t.QueueID) {
+			l.c.deliver(t)
+		}
+	case len(t.CorrID) > 0:
+		// Another answer to a command whose caller gave up.
+	case t.Cmd == codec.CmdMSG || t.Cmd == codec.CmdEND:
+		if err := l.c.admitPush(l, t.Cmd, t.QueueID); err != nil {
+			l.fail(err)
+			return
+		}
+		if t.Cmd == codec.CmdMSG {
+			l.c.deliver(t)
+		} else {
+			l.c.ended(t.QueueID)
+		}
 	}
-	r := reply{cmd: t.Cmd, errType: t.ErrType}
-	if t.Cmd == codec.CmdIDS {
-		r.rid, r.sid = bytes.Clone(t.RID), bytes.Clone(t.SID)
-	}
-	// Done here, on the reader, so that a reconnection (which starts only
-	// after this goroutine ends) sees every subscription that succeeded.
-	l.c.account(cl, &r)
-	cl.done <- r
 }

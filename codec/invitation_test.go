@@ -127,6 +127,8 @@ func TestInvitationRejects(t *testing.T) {
 		"text bad b64":      vecTypedKeyB64 + "\r\n" + "AQIDBAUGBwgJCgsMDQ4PEA" + "\r\nrelay.example\r\n" + vecFingerprint,
 		"text url b64":      strings.ReplaceAll(vecTypedKeyB64, "+", "-") + "\r\n" + vecSID + "\r\nrelay.example\r\n" + vecFingerprint,
 	}
+	zeroEK := base64.RawURLEncoding.EncodeToString(append([]byte{byte(KEMX25519)}, make([]byte, 32)...))
+	cases["all-zero x25519 key"] = strings.Split(vecURI, "#")[0] + "#" + zeroEK
 	for name, in := range cases {
 		if inv, err := ParseInvitation(in); err == nil {
 			t.Errorf("%s: ParseInvitation(%q) = %s, want an error", name, in, inv.URI())

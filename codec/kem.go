@@ -141,6 +141,11 @@ func ParseKEMPublicKey(typed []byte) (*KEMPublicKey, error) {
 		if len(body) != want {
 			return nil, fmt.Errorf("%w: %v key is %d bytes, want %d", ErrKEMKey, t, len(body), want)
 		}
+		// The X25519 share is the whole x25519 key and the last 32 bytes of
+		// the hybrid one (after the 1184-byte ML-KEM key).
+		if err := checkX25519Point(body[len(body)-x25519KeySize:]); err != nil {
+			return nil, fmt.Errorf("%w: %v: %w", ErrKEMKey, t, err)
+		}
 		pub, err := t.hpkeKEM().NewPublicKey(body)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v: %v", ErrKEMKey, t, err)
@@ -150,6 +155,34 @@ func ParseKEMPublicKey(typed []byte) (*KEMPublicKey, error) {
 		return nil, fmt.Errorf("%w: 0x%02x", ErrKEMType, typed[0])
 	}
 	return k, nil
+}
+
+// lowOrderProbe is a fixed X25519 private key. Its clamped scalar is a
+// multiple of the cofactor 8, so its product with a point is zero exactly when
+// the point lies in the small subgroup: the check needs no list of encodings.
+var lowOrderProbe = func() *ecdh.PrivateKey {
+	k, err := ecdh.X25519().NewPrivateKey([]byte("SMP low-order X25519 probe key!!"))
+	if err != nil {
+		panic(err)
+	}
+	return k
+}()
+
+// checkX25519Point rejects a low-order X25519 public key (all zeros among
+// them): every secret sealed to it would rest on a shared secret an observer
+// knows (RFC 7748 §6.1), so an invitation carrying one is refused when
+// parsed, before anything is created or sent.
+func checkX25519Point(b []byte) error {
+	pub, err := ecdh.X25519().NewPublicKey(b)
+	if err != nil {
+		return err
+	}
+	s, err := lowOrderProbe.ECDH(pub)
+	if err != nil {
+		return errors.New("low-order X25519 point")
+	}
+	clear(s)
+	return nil
 }
 
 // checkRSAPublic applies the limits of SPEC §2. Go's own checks accept keys

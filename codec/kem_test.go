@@ -112,7 +112,7 @@ func TestParseKEMPublicKey(t *testing.T) {
 	edPub, _, _ := ed25519.GenerateKey(rand.Reader)
 	edSPKI, _ := x509.MarshalPKIXPublicKey(edPub)
 	typed := func(t KEMType, b []byte) []byte { return append([]byte{byte(t)}, b...) }
-	for _, tc := range []struct {
+	cases := []struct {
 		name string
 		in   []byte
 		ok   bool
@@ -136,7 +136,22 @@ func TestParseKEMPublicKey(t *testing.T) {
 		{"rsa garbage", typed(KEMRSA, []byte{0x30, 0x03, 0x01, 0x02}), false},
 		{"rsa trailing", append(bytes.Clone(testKEMKey(t, KEMRSA).Public().Bytes()), 0), false},
 		{"ed25519 as rsa", typed(KEMRSA, edSPKI), false},
-	} {
+	}
+	for _, lo := range lowOrderX25519(t) {
+		cases = append(cases, struct {
+			name string
+			in   []byte
+			ok   bool
+		}{"x25519 low order " + hex.EncodeToString(lo), typed(KEMX25519, lo), false})
+		mixed := bytes.Clone(testKEMKey(t, KEMMLKEM768X25519).Public().Bytes())
+		copy(mixed[len(mixed)-32:], lo)
+		cases = append(cases, struct {
+			name string
+			in   []byte
+			ok   bool
+		}{"mlkem768x25519 with low-order x25519 " + hex.EncodeToString(lo), mixed, false})
+	}
+	for _, tc := range cases {
 		k, err := ParseKEMPublicKey(tc.in)
 		if tc.ok {
 			if err != nil {
@@ -150,6 +165,32 @@ func TestParseKEMPublicKey(t *testing.T) {
 			t.Errorf("%s: error = %v, want ErrKEMKey or ErrKEMType", tc.name, err)
 		}
 	}
+}
+
+// lowOrderX25519 returns the encodings of X25519 points of small order:
+// 0, 1, the two points of order 8, p − 1, p and p + 1 (libsodium's
+// blocklist), each also with the top bit set, which X25519 ignores.
+func lowOrderX25519(t *testing.T) [][]byte {
+	t.Helper()
+	var out [][]byte
+	for _, h := range []string{
+		"0000000000000000000000000000000000000000000000000000000000000000",
+		"0100000000000000000000000000000000000000000000000000000000000000",
+		"e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+		"5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+		"ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+		"edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+		"eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+	} {
+		b, err := hex.DecodeString(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		high := bytes.Clone(b)
+		high[31] |= 0x80
+		out = append(out, b, high)
+	}
+	return out
 }
 
 func TestKEMSealOpen(t *testing.T) {

@@ -6,7 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-
+	"strings"
 	"sync"
 	"time"
 
@@ -72,7 +72,7 @@ func chat(e *env, name string, co *createOpts, join string) error {
 	}
 	if !ct.Recv.Secured {
 		e.notef("waiting for %s's confirmation", name)
-		if err := accept(e, name, true, false); err != nil {
+		if err := accept(e, name, true, true); err != nil {
 			return err
 		}
 		if s, err = e.st.load(); err != nil {
@@ -89,14 +89,14 @@ func chat(e *env, name string, co *createOpts, join string) error {
 // talk sends each line of standard input and prints each message received,
 // until standard input ends or the command is interrupted.
 func talk(e *env, name string, ct *Contact) error {
-	rc, err := e.dial(ct.Recv.Server)
+	rc, err := e.dialFollow(ct.Recv.Server)
 	if err != nil {
 		return err
 	}
 	defer rc.Close()
 	sc := rc
 	if ct.Send.Server != ct.Recv.Server {
-		if sc, err = e.dial(ct.Send.Server); err != nil {
+		if sc, err = e.dialFollow(ct.Send.Server); err != nil {
 			return err
 		}
 		defer sc.Close()
@@ -125,7 +125,7 @@ func talk(e *env, name string, ct *Contact) error {
 			}
 			if body, ok := e.judge(name, ct.Recv, m, &lastDropped); ok {
 				out.Lock()
-				fmt.Fprintf(w, "%s: %s\n", name, body)
+				fmt.Fprintf(w, "%s: %s\n", name, peerText(body, strings.Repeat(" ", len(name)+2)))
 				err = w.Flush()
 				out.Unlock()
 				if err == nil {

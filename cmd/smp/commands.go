@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/smprelay/smprelay/client"
+	"github.com/smprelay/smprelay/client/e2e"
 	"github.com/smprelay/smprelay/codec"
 )
 
@@ -40,8 +42,10 @@ the URI or the text form from standard input. Once the queue's owner has run
 'smp accept', 'smp send NAME' works.
 
 With --reply, connect also creates a queue for NAME to answer you on, and puts
-its invitation in the confirmation: 'smp accept' on the other side connects to
-it, and 'smp accept NAME' here then secures it (what 'smp chat' does).`},
+its invitation in the confirmation: 'smp chat NAME' on the other side connects
+to it ('smp accept' only shows it), and 'smp accept NAME' here then secures it
+(what 'smp chat --join' does). Everything is checked before the reply queue is
+created, and it is deleted again if the confirmation cannot be sent.`},
 		{name: "accept", args: "[flags] NAME", minArgs: 1, maxArgs: 1, argsNames: "one contact name",
 			short: "accept a waiting confirmation and secure the queue", flags: acceptFlags, long: `
 Accept takes the confirmation NAME sent to the queue you created for them
@@ -49,10 +53,13 @@ Accept takes the confirmation NAME sent to the queue you created for them
 they can send to it. Messages that do not open with the queue's key — forged
 confirmations from someone who saw the queue ID but not the invitation — are
 acknowledged and dropped. Whatever the confirmation says goes to standard
-output; it is not signed, so take it as unverified. An invitation for a reply
-queue in it is connected to at once.
+output, as text: an invitation in it is not connected to, since that would
+tell the relay it names (which the sender chose) your address; 'smp chat'
+connects to the reply queue its other side offers. The confirmation is not
+signed, so take what it says as unverified.
 
-Without --wait, accept exits with status 1 when no confirmation is waiting.`},
+Without --wait, accept exits with status 1 when no confirmation is waiting,
+and gives up after --timeout.`},
 		{name: "send", args: "[flags] NAME [MESSAGE...]", minArgs: 1, maxArgs: -1, argsNames: "a contact name and a message",
 			short: "send a message", flags: sendFlags, long: `
 Send numbers MESSAGE (the arguments joined by spaces, or standard input when
@@ -73,13 +80,15 @@ a copy that arrives twice. With --retry, send sends only the kept message.`},
 		{name: "receive", args: "[flags] NAME", minArgs: 1, maxArgs: 1, argsNames: "one contact name",
 			short: "print and acknowledge received messages", flags: receiveFlags, long: `
 Receive prints each message waiting on the queue NAME sends to you, one per
-line on standard output, and acknowledges it so the server deletes it.
+line on standard output (further lines of a message are indented, and control
+characters are shown as �), and acknowledges it so the server deletes it.
 A message is printed only if it is signed by NAME's key and numbered after
 the last one printed; when numbers are skipped, a notice on standard error
 says which messages are missing. Anything else is acknowledged and dropped
 with a notice saying why: it does not open with the queue's key, it is not
 signed or its signature is not NAME's, its number is invalid, it is a
 replay or came out of order, or it is a repeated confirmation.
+Without --follow, it gives up after --timeout.
 With --follow it keeps listening until interrupted: when the relay cannot be
 reached, at the start or later, it says so on standard error and tries again,
 waiting about 1s, then 2s, and so on up to 30s; messages sent meanwhile wait on the
@@ -133,10 +142,20 @@ const (
 	maxBackoff = 30 * time.Second
 )
 
-func (e *env) dial(srv client.Server) (*client.Conn, error) {
+// dial connects to srv for one step: a broken connection ends the Conn, so
+// that the command fails at once with the reason (a relay that broke the
+// protocol is named) instead of waiting for a reconnection.
+func (e *env) dial(srv client.Server) (*client.Conn, error) { return e.dialWith(srv, false) }
+
+// dialFollow connects to srv for a command that keeps listening (receive
+// --follow, accept --wait, chat): the Conn reconnects on its own.
+func (e *env) dialFollow(srv client.Server) (*client.Conn, error) { return e.dialWith(srv, true) }
+
+func (e *env) dialWith(srv client.Server, follow bool) (*client.Conn, error) {
 	ctx, cancel := e.step()
 	defer cancel()
-	c, err := client.DialServer(ctx, srv, client.Options{Timeout: e.timeout, MinBackoff: minBackoff, MaxBackoff: maxBackoff})
+	c, err := client.DialServer(ctx, srv, client.Options{Timeout: e.timeout, MinBackoff: minBackoff, MaxBackoff: maxBackoff,
+		NoReconnect: !follow})
 	if err != nil && e.ctx.Err() == nil {
 		return nil, &relayError{addr: srv.Addr, timeout: e.timeout, err: err}
 	}
@@ -414,6 +433,22 @@ func connect(e *env, name string, inv *codec.Invitation, o *connectOpts) error {
 	ctx, cancel := e.step()
 	defer cancel()
 	info := []byte(*o.message)
+	// Everything that can be checked is checked before the reply queue is
+	// created, so that a bad invitation leaves nothing on the relay.
+	room, err := e2e.MaxContent(sq.EncryptionKey, c.MaxBody())
+	if err == nil {
+		room -= len(e2e.ConfirmationHeader(sq.SenderKey.PublicSPKI()))
+	}
+	need := len(info)
+	if *o.reply {
+		need = replyURILen(kem, c.Addr())
+	}
+	switch {
+	case err != nil:
+		return err
+	case need > room:
+		return fmt.Errorf("the confirmation would carry %d bytes and %s's queue takes %d", need, name, room)
+	}
 	var rq *client.RecipientQueue
 	if *o.reply {
 		if rq, err = client.CreateQueue(ctx, c, kem); err != nil {
@@ -421,18 +456,40 @@ func connect(e *env, name string, inv *codec.Invitation, o *connectOpts) error {
 		}
 		rinv, err := rq.Invitation()
 		if err != nil {
-			return err
+			return deleteReply(ctx, c, rq, err)
 		}
 		info = []byte(rinv.URI())
 	}
 	if err := sq.Confirm(ctx, c, info); err != nil {
-		return err
+		return deleteReply(ctx, c, rq, err)
 	}
 	if err := e.addContact(name, &Contact{Created: time.Now().UTC(), Recv: rq, Send: sq}); err != nil {
-		return err
+		return deleteReply(ctx, c, rq, err)
 	}
 	e.notef("sent the confirmation to %s's queue; once they accept it, 'smp send %s' reaches them", name, name)
 	return nil
+}
+
+// replyURILen bounds the length of the URI of a reply queue with an
+// encryption key of kind kem on the relay at addr (SPEC §9): 32-byte
+// fingerprint, 16-byte sender ID, the typed key (an RSA one is what
+// codec.GenerateKEMKey makes, 2048 bits), base64url without padding.
+func replyURILen(kem codec.KEMType, addr string) int {
+	key := map[codec.KEMType]int{codec.KEMX25519: 1 + 32, codec.KEMMLKEM768X25519: 1 + 1216, codec.KEMRSA: 1 + 294}[kem]
+	b64 := base64.RawURLEncoding.EncodedLen
+	return len("smp://") + b64(32) + len("@") + len(addr) + len("/") + b64(codec.QueueIDSize) + len("#") + b64(key)
+}
+
+// deleteReply deletes the reply queue rq, if any, after err stopped
+// connect, so that no queue stays on the relay that no state file knows.
+func deleteReply(ctx context.Context, c *client.Conn, rq *client.RecipientQueue, err error) error {
+	if rq == nil {
+		return err
+	}
+	if derr := rq.Delete(ctx, c); derr != nil {
+		return fmt.Errorf("%w (and deleting the reply queue created for it failed: %w)", err, derr)
+	}
+	return err
 }
 
 // ---- accept ----
@@ -441,12 +498,13 @@ var errNoConfirmation = errors.New("no confirmation is waiting (use --wait to wa
 
 func acceptFlags(fs *flag.FlagSet) func(*env, []string) error {
 	wait := fs.Bool("wait", false, "wait until a confirmation arrives")
-	return func(e *env, args []string) error { return accept(e, args[0], *wait, true) }
+	return func(e *env, args []string) error { return accept(e, args[0], *wait, false) }
 }
 
 // accept secures the queue NAME sends to with the first confirmation that
-// opens, connecting to a reply queue offered in it.
-func accept(e *env, name string, wait, printInfo bool) error {
+// opens. For smp chat it then connects to the reply queue offered in it;
+// for smp accept it shows what the confirmation says.
+func accept(e *env, name string, wait, chat bool) error {
 	ct, err := e.contact(name)
 	if err != nil {
 		return err
@@ -458,7 +516,7 @@ func accept(e *env, name string, wait, printInfo bool) error {
 	case q.Secured:
 		return fmt.Errorf("the queue %s sends to is already secured", name)
 	}
-	c, got, err := e.subscribe(q)
+	c, got, err := e.subscribe(q, wait)
 	if err != nil {
 		return err
 	}
@@ -466,8 +524,12 @@ func accept(e *env, name string, wait, printInfo bool) error {
 	if !got && !wait {
 		return errNoConfirmation
 	}
+	onLink := e.linkNotice(q.Server.Addr)
+	if !wait {
+		onLink = stopOnLoss
+	}
 	for {
-		m, err := nextMessage(e.ctx, c, q, func(client.Event) {})
+		m, err := e.nextMessage(c, q, wait, onLink)
 		if err != nil {
 			return err
 		}
@@ -504,18 +566,27 @@ func accept(e *env, name string, wait, printInfo bool) error {
 		if aerr != nil {
 			return aerr
 		}
-		return acceptInfo(e, name, env.Body, send == nil, printInfo)
+		return acceptInfo(e, name, env.Body, send == nil, chat)
 	}
 }
 
-// acceptInfo handles a confirmation's content: an invitation to a reply
-// queue is connected to; anything else is shown.
-func acceptInfo(e *env, name string, info []byte, wantReply, printInfo bool) error {
+// acceptInfo handles a confirmation's content. smp accept shows it as text
+// and connects to nothing: an invitation in it names a relay the sender
+// chose, which would learn this user's address. smp chat, whose flow is to
+// answer on the queue the other side offers, connects to it.
+func acceptInfo(e *env, name string, info []byte, wantReply, chat bool) error {
+	if !chat {
+		if len(info) == 0 {
+			return nil
+		}
+		fmt.Fprintln(e.stdout, peerText(info, "  "))
+		if _, err := codec.ParseInvitationURI(string(info)); err == nil {
+			e.notef("%s's note is an invitation; it was not connected to. To send to it, 'smp connect' it under another contact name", name)
+		}
+		return nil
+	}
 	rinv, err := codec.ParseInvitationURI(string(info))
 	if err != nil || !wantReply {
-		if len(info) > 0 && printInfo {
-			fmt.Fprintf(e.stdout, "%s\n", info)
-		}
 		return nil
 	}
 	sq, err := client.NewSenderQueue(&rinv)
@@ -546,10 +617,11 @@ func acceptInfo(e *env, name string, info []byte, wantReply, printInfo bool) err
 	return nil
 }
 
-// subscribe connects to q's server and subscribes to q; got reports that a
-// message arrived with the answer. The caller closes c.
-func (e *env) subscribe(q *client.RecipientQueue) (c *client.Conn, got bool, err error) {
-	if c, err = e.dial(q.Server); err != nil {
+// subscribe connects to q's server (with dialFollow when follow is set)
+// and subscribes to q; got reports that a message arrived with the answer.
+// The caller closes c.
+func (e *env) subscribe(q *client.RecipientQueue, follow bool) (c *client.Conn, got bool, err error) {
+	if c, err = e.dialWith(q.Server, follow); err != nil {
 		return nil, false, err
 	}
 	ctx, cancel := e.step()
@@ -561,9 +633,31 @@ func (e *env) subscribe(q *client.RecipientQueue) (c *client.Conn, got bool, err
 	return c, got, nil
 }
 
+// nextMessage waits for the next message on q: until the command is
+// interrupted when follow is set, else for --timeout at most, so that a
+// relay that answers and then sends nothing cannot hold the command.
+func (e *env) nextMessage(c *client.Conn, q *client.RecipientQueue, follow bool, onLink func(client.Event) error) (client.Message, error) {
+	ctx, cancel := e.ctx, context.CancelFunc(func() {})
+	if !follow {
+		ctx, cancel = e.step()
+	}
+	defer cancel()
+	return nextMessage(ctx, c, q, onLink)
+}
+
+// stopOnLoss is the onLink of a command that does not wait: a lost
+// connection ends it, with the reason.
+func stopOnLoss(ev client.Event) error {
+	if ev.Kind == client.EventDisconnected {
+		return fmt.Errorf("lost the connection to the relay: %w", ev.Err)
+	}
+	return nil
+}
+
 // nextMessage waits for the next message on q, turning END and a lost
-// subscription into errors; onLink gets the events about the connection.
-func nextMessage(ctx context.Context, c *client.Conn, q *client.RecipientQueue, onLink func(client.Event)) (client.Message, error) {
+// subscription into errors; onLink gets the events about the connection,
+// and an error it returns ends the wait.
+func nextMessage(ctx context.Context, c *client.Conn, q *client.RecipientQueue, onLink func(client.Event) error) (client.Message, error) {
 	for {
 		select {
 		case ev, ok := <-c.Events():
@@ -584,7 +678,9 @@ func nextMessage(ctx context.Context, c *client.Conn, q *client.RecipientQueue, 
 					return client.Message{}, fmt.Errorf("the server dropped the subscription: %w", ev.Err)
 				}
 			case client.EventDisconnected, client.EventReconnectFailed, client.EventReconnected:
-				onLink(ev)
+				if err := onLink(ev); err != nil {
+					return client.Message{}, err
+				}
 			}
 		case <-ctx.Done():
 			return client.Message{}, ctx.Err()
@@ -662,11 +758,15 @@ func receive(e *env, name string, follow bool) error {
 	case !q.Secured:
 		return fmt.Errorf("the queue %s sends to is not secured yet: run 'smp accept %s' first", name, name)
 	}
-	subscribe, onLink := e.subscribe, func(client.Event) {}
+	var c *client.Conn
+	var got bool
+	onLink := stopOnLoss
 	if follow {
-		subscribe, onLink = e.subscribeRetrying, e.linkNotice(q.Server.Addr)
+		onLink = e.linkNotice(q.Server.Addr)
+		c, got, err = e.subscribeRetrying(q)
+	} else {
+		c, got, err = e.subscribe(q, false)
 	}
-	c, got, err := subscribe(q)
 	if err != nil {
 		return err
 	}
@@ -678,15 +778,12 @@ func receive(e *env, name string, follow bool) error {
 	w := bufio.NewWriter(e.stdout)
 	var lastDropped string
 	for {
-		m, err := nextMessage(e.ctx, c, q, onLink)
+		m, err := e.nextMessage(c, q, follow, onLink)
 		if err != nil {
 			return err
 		}
 		if body, ok := e.judge(name, q, m, &lastDropped); ok {
-			w.Write(body)
-			if len(body) == 0 || body[len(body)-1] != '\n' {
-				w.WriteByte('\n')
-			}
+			fmt.Fprintln(w, peerText(body, "  "))
 			if err := w.Flush(); err != nil {
 				return err
 			}
@@ -716,7 +813,7 @@ func receive(e *env, name string, follow bool) error {
 func (e *env) subscribeRetrying(q *client.RecipientQueue) (*client.Conn, bool, error) {
 	wait, failed := minBackoff, false
 	for {
-		c, got, err := e.subscribe(q)
+		c, got, err := e.subscribe(q, true)
 		if err == nil {
 			if failed {
 				e.notef("connected to relay %s", q.Server.Addr)
@@ -741,8 +838,8 @@ func (e *env) subscribeRetrying(q *client.RecipientQueue) (*client.Conn, bool, e
 
 // linkNotice returns what tells the user about the connection to the relay
 // at addr of a long-running command.
-func (e *env) linkNotice(addr string) func(client.Event) {
-	return func(ev client.Event) {
+func (e *env) linkNotice(addr string) func(client.Event) error {
+	return func(ev client.Event) error {
 		switch ev.Kind {
 		case client.EventDisconnected:
 			e.notef("connection lost; reconnecting…")
@@ -752,6 +849,7 @@ func (e *env) linkNotice(addr string) func(client.Event) {
 		case client.EventReconnected:
 			e.notef("reconnected")
 		}
+		return nil
 	}
 }
 

@@ -78,7 +78,7 @@ type env struct {
 
 // notef writes a notice for the user to standard error.
 func (e *env) notef(format string, args ...any) {
-	fmt.Fprintf(e.stderr, "smp: %s\n", clean(fmt.Sprintf(format, args...)))
+	fmt.Fprintf(e.stderr, "smp: %s\n", peerText([]byte(clean(fmt.Sprintf(format, args...))), "  "))
 }
 
 // command is one subcommand: its flags are defined by flags, and run gets
@@ -166,19 +166,19 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fmt.Fprintf(stderr, "smp %s: %v\nusage: smp %s %s\nRun 'smp help %s' for details.\n", c.name, err, c.name, c.args, c.name)
 		return 2
 	}
-	path := *statePath
+	path, own := *statePath, *statePath == "" && os.Getenv("SMP_STATE") == ""
 	if path == "" {
 		if path, err = defaultStatePath(); err != nil {
 			fmt.Fprintf(stderr, "smp: %v\n", err)
 			return 1
 		}
 	}
-	e.st = store{path: path}
+	e.st = store{path: path, own: own}
 	if err := runFn(e, pos); err != nil {
 		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 			return 130 // interrupted
 		}
-		fmt.Fprintf(stderr, "smp %s: %s\n", c.name, describe(err, *timeout))
+		fmt.Fprintf(stderr, "smp %s: %s\n", c.name, peerText([]byte(describe(err, *timeout)), "  "))
 		return 1
 	}
 	return 0

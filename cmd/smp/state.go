@@ -73,8 +73,12 @@ func checkName(name string) error {
 	return nil
 }
 
-// store is the state file at path.
-type store struct{ path string }
+// store is the state file at path. own says that path is the default one,
+// in a folder that belongs to smp alone (see checkFolder).
+type store struct {
+	path string
+	own  bool
+}
 
 // defaultStatePath is $SMP_STATE, else state.json in the smp folder of the
 // user's configuration directory.
@@ -91,6 +95,9 @@ func defaultStatePath() (string, error) {
 
 // load reads the state; a missing file is an empty state.
 func (st store) load() (*State, error) {
+	if err := checkFolder(filepath.Dir(st.path), st.own); err != nil {
+		return nil, err
+	}
 	b, err := os.ReadFile(st.path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return &State{Version: stateVersion, Contacts: map[string]*Contact{}}, nil
@@ -119,6 +126,9 @@ func (st store) update(fn func(*State) error) error {
 	if err := os.MkdirAll(filepath.Dir(st.path), 0o700); err != nil {
 		return fmt.Errorf("creating the state folder: %w", err)
 	}
+	if err := checkFolder(filepath.Dir(st.path), st.own); err != nil {
+		return err
+	}
 	unlock, err := lockFile(st.path + ".lock")
 	if err != nil {
 		return err
@@ -138,8 +148,9 @@ func (st store) update(fn func(*State) error) error {
 	return writeFileAtomic(st.path, append(b, '\n'), 0o600)
 }
 
-// writeFileAtomic writes b to a temporary file in path's folder, syncs it
-// and renames it over path: a crash leaves the old file or the new one.
+// writeFileAtomic writes b to a temporary file in path's folder, syncs it,
+// renames it over path and syncs the folder: a crash leaves the old file or
+// the new one.
 func writeFileAtomic(path string, b []byte, mode fs.FileMode) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
 	if err != nil {
@@ -163,6 +174,9 @@ func writeFileAtomic(path string, b []byte, mode fs.FileMode) error {
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("writing the state: %w", err)
+	}
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		return fmt.Errorf("writing the state: syncing its folder: %w", err)
 	}
 	return nil
 }
