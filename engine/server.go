@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"regexp"
@@ -114,6 +115,14 @@ func (s *Server) SetConnLimits(l ConnLimits) {
 	}
 }
 
+// workSlice is how much work (signature verifications, real or dummy: see
+// Session.ProcessSome) a loop does for one connection before it serves the
+// other connections that are ready. About a millisecond with Ed25519 here:
+// a connection that sends cheap-to-send, costly-to-check commands (unsigned
+// SENDs to unknown queues cost the relay a dummy verification each, SPEC §7)
+// delays the others by one slice per round, not by everything it sent.
+const workSlice = 16
+
 // worker is the scratch space of one OnTraffic call, taken from a pool so
 // that loops running at once never share it and idle connections hold none.
 type worker struct {
@@ -154,6 +163,10 @@ type conn struct {
 	// hsCounted is set by whoever counts the handshake's outcome (the loop,
 	// or the handshake timer), so that each connection counts one.
 	hsCounted atomic.Bool
+
+	// rest is the unprocessed tail of a block whose processing the work
+	// slice cut short, in restBuf (made on first use); owned by the loop.
+	rest, restBuf []byte
 
 	// opened is set by OnOpen; the acceptor reads it to give back the slot
 	// of a connection that gnet never opened.
@@ -473,9 +486,21 @@ func (h *handler) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 		// Read after the drain began: dropped unanswered, and never stored.
 		_, _ = gc.Discard(gc.InboundBuffered())
 	}
-	// The drain's last pass answers every whole block already read, at any rate.
+	// The drain's last pass answers every whole block already read, at any
+	// rate and in one go.
 	final := draining && !c.drained
-	for gc.InboundBuffered() >= bs {
+	budget := workSlice
+	if final {
+		budget = math.MaxInt
+	}
+	if len(c.rest) > 0 {
+		n := c.sess.ProcessSome(c.rest, wk.parser, &wk.t, wk.w, &budget)
+		c.rest = c.rest[n:]
+		if !codec.More(c.rest) {
+			c.rest = c.rest[:0]
+		}
+	}
+	for budget > 0 && len(c.rest) == 0 && gc.InboundBuffered() >= bs {
 		if ok, wait := c.rate.take(lim.BlocksPerSecond, now); !ok && !final {
 			if gc.InboundBuffered() > lim.MaxInboundBlocks*bs {
 				action = gnet.Close // flooding far beyond the rate
@@ -498,8 +523,25 @@ func (h *handler) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 			action = gnet.Close
 			break
 		}
-		c.sess.Process(plain, wk.parser, &wk.t, wk.w)
+		if n := c.sess.ProcessSome(plain, wk.parser, &wk.t, wk.w, &budget); codec.More(plain[n:]) {
+			// Cut short by the slice: the rest waits in the connection's own
+			// buffer, since gnet's may hold a copy of the block, not the block.
+			if c.restBuf == nil {
+				c.restBuf = make([]byte, 0, bs)
+			}
+			c.rest = append(c.restBuf[:0], plain[n:]...)
+		}
 		_, _ = gc.Discard(bs)
+	}
+	if budget <= 0 && action == gnet.None && (len(c.rest) > 0 || gc.InboundBuffered() >= bs) {
+		if gc.InboundBuffered() > lim.MaxInboundBlocks*bs {
+			action = gnet.Close // sending far more work than its share
+			c.mx.rejected[rejFlood].Add(1)
+		} else {
+			// The slice is used up: the rest waits until the loop has served
+			// the other connections that are ready (a Wake runs after them).
+			c.wake()
+		}
 	}
 	if final {
 		c.drained = true

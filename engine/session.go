@@ -3,6 +3,7 @@ package engine
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"math"
 	"sync"
 	"time"
 
@@ -114,9 +115,27 @@ func (s *Session) postFrom(from *Session, ev event) {
 // and writes the responses to w, in order. p's scratch space is reused. Call it
 // on the session's loop only.
 func (s *Session) Process(plain []byte, p *codec.Parser, t *codec.Transmission, w *Writer) {
+	budget := math.MaxInt
+	s.ProcessSome(plain, p, t, w, &budget)
+}
+
+// ProcessSome is Process within a work budget: it stops before a
+// transmission once *budget is used up, and returns how many bytes of plain
+// it consumed (all of them when it did not stop early). Every transmission
+// but PING costs one unit, what its signature verification (real, or the
+// dummy one of SPEC §7) costs; the server charges the budget per connection
+// so that cheap-to-send work cannot crowd out other connections (issue 12).
+func (s *Session) ProcessSome(plain []byte, p *codec.Parser, t *codec.Transmission, w *Writer, budget *int) int {
+	total := len(plain)
 	for codec.More(plain) {
+		if *budget <= 0 {
+			return total - len(plain)
+		}
 		n := p.Parse(plain, t)
 		plain = plain[n:]
+		if t.Cmd != codec.CmdPING {
+			*budget--
+		}
 		s.lsn = 0
 		s.res = codec.ErrNone
 		start, flushes := len(w.buf), w.flushes
@@ -131,6 +150,7 @@ func (s *Session) Process(plain []byte, p *codec.Parser, t *codec.Transmission, 
 			w.buf = w.buf[:start]
 		}
 	}
+	return total
 }
 
 // logged notes the LSN the current reply must wait for and passes err on.

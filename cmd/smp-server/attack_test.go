@@ -161,7 +161,7 @@ func TestAttackSlowloris(t *testing.T) {
 }
 
 // TestAttackUnsignedFlood: a client floods SENDs at a secured queue it cannot
-// sign for. Every one it gets answered is ERR AUTH, none is stored, and the
+// sign for. Every one is answered ERR AUTH, in order, none is stored, and the
 // flood is throttled without starving the owner of the queue.
 func TestAttackUnsignedFlood(t *testing.T) {
 	ctx := testCtx(t)
@@ -186,8 +186,10 @@ func TestAttackUnsignedFlood(t *testing.T) {
 		if err != nil {
 			t.Fatalf("attacker response %d: %v", i, err)
 		}
-		if r.Cmd != codec.CmdERR || r.Err != codec.ErrAuth {
-			t.Fatalf("attacker response %d: %v, want ERR AUTH", i, r)
+		// In order: a block of 20 is more than one work slice, so this also
+		// checks that a block cut short resumes where it stopped.
+		if r.Cmd != codec.CmdERR || r.Err != codec.ErrAuth || r.CorrID != fmt.Sprint(i%len(txs)) {
+			t.Fatalf("attacker response %d: %v, want ERR AUTH to %d", i, r, i%len(txs))
 		}
 		if i%500 == 0 {
 			by.check(t, ctx)
