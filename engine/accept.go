@@ -50,6 +50,9 @@ const (
 	enrollQueue   = 56
 )
 
+// minSendBuffer is the least SO_SNDBUF the relay sets: a few blocks.
+const minSendBuffer = 32 << 10
+
 // Back-off of the acceptor after an accept error it cannot act on.
 const (
 	acceptBackoffMin = 5 * time.Millisecond
@@ -168,6 +171,13 @@ func (a *acceptor) admit(nc net.Conn) {
 		a.mx.rejected[rejPerSource].Add(1)
 		_ = nc.Close()
 		return
+	}
+	// The kernel's send buffer holds what a client has not read yet beside
+	// MaxOutbound in gnet's: capped at half of it (Linux doubles the value),
+	// a client that does not read is cut near MaxOutbound, not after a
+	// further tcp_wmem (4 MiB) as well. A reload applies to new connections.
+	if tc, ok := nc.(*net.TCPConn); ok {
+		_ = tc.SetWriteBuffer(max(lim.MaxOutbound/2, minSendBuffer))
 	}
 	c := &conn{id: s.ids.Add(1), src: src}
 	if lim.HandshakesPerSource > 0 && !src.hs.take(lim.HandshakesPerSource, time.Second, now) {
