@@ -165,7 +165,9 @@ func TestAttackSlowloris(t *testing.T) {
 // flood is throttled without starving the owner of the queue.
 func TestAttackUnsignedFlood(t *testing.T) {
 	ctx := testCtx(t)
-	srv := startLimited(t)
+	// The attacker reads its answers, but pipelines 100 blocks: room for
+	// them all, so that only the flood limits decide.
+	srv := startLimited(t, "--max-outbound", "1048576")
 	by := newBystander(t, ctx, srv)
 	attacker := dial(t, ctx, srv)
 	forger := newSigner(t, codec.SigEd25519)
