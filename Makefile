@@ -46,8 +46,13 @@ install: build
 run: build
 	$(BIN)/smp-server start --data $(DATA) --listen $(LISTEN)
 
+# staticcheck is pinned and fetched by the go command, so a fresh machine needs
+# nothing installed for it.
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
 vet:
 	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l .; echo "gofmt: files above need formatting"; exit 1; }
 
 test: vet

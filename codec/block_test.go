@@ -8,15 +8,6 @@ import (
 	"testing"
 )
 
-func mustHex(t testing.TB, s string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 var vectorBase = [12]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}
 
 func TestValidBlockSize(t *testing.T) {

@@ -226,6 +226,7 @@ func (m *serverStats) shard(gc gnet.Conn) int {
 type ServerMetrics struct {
 	KEM        string // the transport key's kind (SPEC §2), which every handshake uses
 	Open       int64  // connections open now
+	Sources    int64  // sources held for per-source limits (source.go)
 	Accepted   uint64 // connections accepted (below MaxConns)
 	Rejected   [numRejects]uint64
 	Handshakes [numOutcomes]uint64
@@ -237,7 +238,7 @@ type ServerMetrics struct {
 
 // Metrics returns a snapshot of the server's counters. Safe for concurrent use.
 func (s *Server) Metrics() ServerMetrics {
-	m := ServerMetrics{KEM: s.o.Key.Public().Type().String(), Open: s.conns.open.Load()}
+	m := ServerMetrics{KEM: s.o.Key.Public().Type().String(), Open: s.conns.open.Load(), Sources: int64(s.sources.len())}
 	var blockOut uint64
 	for i := range s.mx.loops {
 		l := &s.mx.loops[i]

@@ -3,7 +3,6 @@ package wal
 import (
 	"bytes"
 	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -473,6 +472,5 @@ func withFailFiles(l *Log) func() *failFile {
 	}
 }
 
-func hexID(id [16]byte) string { return hex.EncodeToString(id[:]) }
 
 var errInjected = errors.New("injected I/O error")

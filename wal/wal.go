@@ -87,14 +87,13 @@ type Log struct {
 	openFile openFunc     // opens segment files; tests replace it before Load
 
 	// Shared by Append (event loops), the writer and Close; guarded by mu.
-	mu          sync.Mutex
-	pending     []engine.Record   // records appended since the writer last took them
-	pendingLSN  uint64            // LSN of pending[0]
-	waiters     []engine.Notifier // notifiers of pending records (SyncAlways), consecutive repeats dropped
-	nextLSN     uint64            // LSN the next Append gets
-	state       logState          // where the log is in its life
-	failErr     error             // set once a write or fsync failed; wraps ErrFailed
-	compactFail time.Time         // when the last background compaction failed
+	mu         sync.Mutex
+	pending    []engine.Record   // records appended since the writer last took them
+	pendingLSN uint64            // LSN of pending[0]
+	waiters    []engine.Notifier // notifiers of pending records (SyncAlways), consecutive repeats dropped
+	nextLSN    uint64            // LSN the next Append gets
+	state      logState          // where the log is in its life
+	failErr    error             // set once a write or fsync failed; wraps ErrFailed
 
 	durable atomic.Uint64 // highest LSN on stable storage; written by the writer only
 	kick    chan struct{} // capacity 1: pending went from empty to non-empty

@@ -13,6 +13,7 @@ package main
 //	name                              type       labels             meaning
 //	smp_build_info                    gauge      version, key_type  always 1; the binary's version and the transport key's kind
 //	smp_connections_open              gauge      -                  connections open now
+//	smp_sources                       gauge      -                  sources (IPv4 addresses, IPv6 prefixes) held for per-source limits
 //	smp_connections_accepted_total    counter    -                  connections accepted (under --max-conns)
 //	smp_connections_rejected_total    counter    reason             connections refused or dropped by a limit: max_conns (at accept),
 //	                                                                idle (--idle-timeout), outbound (--max-outbound: the client does
@@ -166,9 +167,9 @@ type relayCollector struct {
 	src     metricsSource
 	version string
 
-	buildInfo, open, accepted, rejected, handshakes, commands        *prometheus.Desc
-	queues, messages, messageBytes, expired, delivery, blocks, bytes *prometheus.Desc
-	walFsync, walBatch, walBytes, walCompactions                     *prometheus.Desc
+	buildInfo, open, sources, accepted, rejected, handshakes, commands *prometheus.Desc
+	queues, messages, messageBytes, expired, delivery, blocks, bytes   *prometheus.Desc
+	walFsync, walBatch, walBytes, walCompactions                       *prometheus.Desc
 }
 
 func newRelayCollector(src metricsSource) *relayCollector {
@@ -181,6 +182,7 @@ func newRelayCollector(src metricsSource) *relayCollector {
 
 		buildInfo:  d("smp_build_info", "Always 1: the relay's version and its transport key's kind.", "version", "key_type"),
 		open:       d("smp_connections_open", "Connections open now."),
+		sources:    d("smp_sources", "Sources (IPv4 addresses, IPv6 prefixes) with connections now or in the last two minutes."),
 		accepted:   d("smp_connections_accepted_total", "Connections accepted."),
 		rejected:   d("smp_connections_rejected_total", "Connections refused or dropped by a limit, by the limit.", "reason"),
 		handshakes: d("smp_handshakes_total", "Client hellos by the transport key's kind and outcome.", "kem", "outcome"),
@@ -204,7 +206,7 @@ func newRelayCollector(src metricsSource) *relayCollector {
 
 // Describe implements prometheus.Collector.
 func (c *relayCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.buildInfo, c.open, c.accepted, c.rejected, c.handshakes, c.commands,
+	for _, d := range []*prometheus.Desc{c.buildInfo, c.open, c.sources, c.accepted, c.rejected, c.handshakes, c.commands,
 		c.queues, c.messages, c.messageBytes, c.expired, c.delivery, c.blocks, c.bytes} {
 		ch <- d
 	}
@@ -227,6 +229,7 @@ func (c *relayCollector) Collect(ch chan<- prometheus.Metric) {
 
 	sm := c.src.Server.Metrics()
 	gauge(c.open, sm.Open)
+	gauge(c.sources, sm.Sources)
 	counter(c.accepted, sm.Accepted)
 	for i, n := range sm.Rejected {
 		counter(c.rejected, n, engine.RejectLabels[i])

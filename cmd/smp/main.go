@@ -105,9 +105,6 @@ func lookup(name string) *command {
 	return nil
 }
 
-// errUsage is a usage error whose message has been printed with the usage.
-var errUsage = errors.New("usage")
-
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("smp", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
