@@ -173,11 +173,14 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 		return nil, err
 	}
 	c.ev.start(c.ctx)
-	if !c.install(l) {
+	if err := c.install(l); err != nil {
+		// The reader runs from the end of the handshake, so the link can
+		// fail before it is installed: the relay hung up, or broke SPEC at
+		// once (a push the client never asked for). Say which.
 		c.shutdown(ErrConnLost)
 		c.wg.Wait()
 		c.ev.wait()
-		return nil, fmt.Errorf("client: %s closed the connection after the handshake: %w", addr, ErrConnLost)
+		return nil, fmt.Errorf("client: the link to %s failed right after the handshake: %w", addr, err)
 	}
 	if opts.PingInterval > 0 {
 		c.wg.Add(1)
@@ -216,21 +219,27 @@ func (c *Conn) withTimeout(ctx context.Context) (context.Context, context.Cancel
 	return context.WithTimeout(ctx, c.opts.Timeout)
 }
 
-// install hands l to commands. It reports false, and leaves l alone, when
-// l has already failed or the Conn is closed.
-func (c *Conn) install(l *link) bool {
+// install hands l to commands. It leaves l alone and returns ErrClosed when
+// the Conn is closed, or ErrConnLost wrapping why l failed when it already
+// has.
+func (c *Conn) install(l *link) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	l.pmu.Lock()
-	dead := l.dead
+	dead, cause := l.dead, l.err
 	l.pmu.Unlock()
-	if c.closed || dead {
-		return false
+	switch {
+	case c.closed:
+		return ErrClosed
+	case dead && cause != nil && !errors.Is(cause, ErrConnLost):
+		return fmt.Errorf("%w: %w", ErrConnLost, cause)
+	case dead:
+		return ErrConnLost
 	}
 	c.link, l.installed = l, true
 	c.blockSize = l.blockSize
 	close(c.ready)
-	return true
+	return nil
 }
 
 // detach stops handing l to new commands; called when l fails.
@@ -317,9 +326,9 @@ func (c *Conn) reconnectOnce() error {
 		l.fail(err)
 		return err
 	}
-	if !c.install(l) {
-		l.fail(ErrConnLost)
-		return ErrConnLost
+	if err := c.install(l); err != nil {
+		l.fail(err)
+		return err
 	}
 	c.stats.reconnects.Add(1)
 	for _, e := range lost {

@@ -3,6 +3,8 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -377,17 +379,31 @@ func TestDispatcherFull(t *testing.T) {
 
 // TestHostileReconnect: a link that failed on a foreign push is replaced
 // (after a backoff wait, not at once), and EventDisconnected says why.
+//
+// The first link's relay pushes the foreign END behind its answer to the
+// client's first command, not as soon as the welcome is out: the link's
+// reader runs from the end of the handshake, so a push right after the
+// welcome may fail the link before Dial has installed it, and then Dial
+// itself fails (saying why) and there is nothing to reconnect.
 func TestHostileReconnect(t *testing.T) {
 	r := fakerelay.Start(t, func(ctx context.Context, s *fakerelay.Session) {
 		if s.Accept() != nil {
 			return
 		}
-		if s.Seq == 1 {
-			s.Send(codec.AppendEND(nil, fakerelay.RandomID()))
-		}
-		s.Serve(fakerelay.Answer)
+		first := s.Seq == 1
+		s.Serve(func(c fakerelay.Command) [][]byte {
+			ts := fakerelay.Answer(c)
+			if first {
+				first = false
+				ts = append(ts, codec.AppendEND(nil, fakerelay.RandomID()))
+			}
+			return ts
+		})
 	})
 	c := dial(t, r.Addr, fastOptions(r.Fingerprint))
+	if err := c.Ping(guard(t)); err != nil {
+		t.Fatalf("PING on the first link, answered before the foreign END: %v", err)
+	}
 	e := next(t, c, EventDisconnected)
 	if !errors.Is(e.Err, ErrProtocol) || !strings.Contains(e.Err.Error(), "not subscribed") {
 		t.Fatalf("disconnected: %v, want the foreign END named", e.Err)
@@ -395,5 +411,38 @@ func TestHostileReconnect(t *testing.T) {
 	next(t, c, EventReconnected)
 	if err := c.Ping(guard(t)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestInstallFailedLink: a link that failed between the handshake and its
+// installation (Dial's, or a reconnection's) is refused with why it failed,
+// so that Dial and EventReconnectFailed name a relay's protocol violation
+// instead of calling it a lost connection.
+func TestInstallFailedLink(t *testing.T) {
+	violation := fmt.Errorf("%w: the relay pushed END for a queue this client has not subscribed to", ErrProtocol)
+	for _, tc := range []struct {
+		name   string
+		closed bool
+		cause  error
+		want   []error
+	}{
+		{"protocol violation", false, violation, []error{ErrConnLost, ErrProtocol}},
+		{"relay hung up", false, fmt.Errorf("reading: %w", io.EOF), []error{ErrConnLost, io.EOF}},
+		{"failed without a cause", false, ErrConnLost, []error{ErrConnLost}},
+		{"Conn closed", true, nil, []error{ErrClosed}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &Conn{ready: make(chan struct{}), closed: tc.closed}
+			l := &link{c: c, dead: tc.cause != nil, err: tc.cause}
+			err := c.install(l)
+			for _, w := range tc.want {
+				if !errors.Is(err, w) {
+					t.Errorf("install: %v, want it to wrap %v", err, w)
+				}
+			}
+			if c.link != nil || l.installed {
+				t.Error("the failed link was installed")
+			}
+		})
 	}
 }
