@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,11 +24,32 @@ import (
 // drive the terminal, connects nowhere it was not told to, and leaves the
 // state file loadable and, where nothing legitimate happened, unchanged.
 
+// bob is the sender of the queue q that Alice receives on: sk is his
+// sender key SK, which his confirmation carries and Alice secures q with
+// (SPEC §10).
+type bob struct {
+	q  *client.RecipientQueue
+	sk *client.SigningKey
+
+	mu   sync.Mutex
+	msgs map[uint64]sealedMsg // by seq: what sealed gave
+}
+
+type sealedMsg struct {
+	text string
+	body []byte
+}
+
 // aliceState writes a state file whose contact bob is a queue on r that
-// Alice receives on, secured or not, and returns its path and the queue.
-func aliceState(t *testing.T, r *fakerelay.Relay, secured bool) (string, *client.RecipientQueue) {
+// Alice receives on, secured with bob's key or not secured yet, and returns
+// its path and bob.
+func aliceState(t *testing.T, r *fakerelay.Relay, secured bool) (string, *bob) {
 	t.Helper()
 	rk, err := client.GenerateSigningKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sk, err := client.GenerateSigningKey()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,37 +59,57 @@ func aliceState(t *testing.T, r *fakerelay.Relay, secured bool) (string, *client
 	}
 	q := &client.RecipientQueue{
 		Server: client.Server{Addr: r.Addr, Fingerprint: r.Fingerprint},
-		RID:    fakerelay.RandomID(), RecipientKey: rk, EncryptionKey: ek, Secured: secured,
+		RID:    fakerelay.RandomID(), SID: fakerelay.RandomID(), RecipientKey: rk, EncryptionKey: ek, Secured: secured,
 	}
-	if !secured {
-		q.SID = fakerelay.RandomID()
+	if secured {
+		q.SenderKey = sk.PublicSPKI() // what accept keeps of the confirmation, with SID
 	}
 	path := filepath.Join(t.TempDir(), "alice.json")
 	st := store{path: path}
 	if err := st.update(func(s *State) error { s.Contacts["bob"] = &Contact{Created: time.Now().UTC(), Recv: q}; return nil }); err != nil {
 		t.Fatal(err)
 	}
-	return path, q
+	return path, &bob{q: q, sk: sk, msgs: map[uint64]sealedMsg{}}
 }
 
-// sealed is a message for q as its sender writes it (SPEC §10).
-func sealed(t *testing.T, q *client.RecipientQueue, header []byte, text string) []byte {
+// seal seals header and text to q's EK, as a SEND body.
+func (b *bob) seal(t *testing.T, header []byte, text string) []byte {
 	t.Helper()
-	b, err := e2e.Seal(q.EncryptionKey.Public(), codec.MaxBody(codec.DefaultBlockSize), header, []byte(text))
+	body, err := e2e.Seal(b.q.EncryptionKey.Public(), codec.MaxBody(codec.DefaultBlockSize), header, []byte(text))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return b
+	return body
 }
 
-// confirmation is a confirmation for q carrying note.
-func confirmation(t *testing.T, q *client.RecipientQueue, note string) []byte {
+// sealed is bob's message number seq carrying text, as he sends it after
+// the confirmation: "MSG seq e2eSig", e2eSig by SK over q's SID, seq and
+// text (SPEC §10). bob numbers his messages 1, 2, 3 …; asked for the same
+// seq again, sealed returns the same bytes, as a relay that holds the
+// message delivers it.
+func sealed(t *testing.T, b *bob, seq uint64, text string) []byte {
 	t.Helper()
-	sk, err := client.GenerateSigningKey()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if m, ok := b.msgs[seq]; ok {
+		if m.text != text {
+			t.Fatalf("bob's message %d is %q, not %q: he does not reuse a number", seq, m.text, text)
+		}
+		return m.body
+	}
+	h, err := e2e.Sign(b.sk.Signer(), b.q.SID, seq, []byte(text))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return sealed(t, q, e2e.ConfirmationHeader(sk.PublicSPKI()), note)
+	body := b.seal(t, h.Bytes(), text)
+	b.msgs[seq] = sealedMsg{text, body}
+	return body
+}
+
+// confirmation is bob's confirmation carrying note: "KEY SK", unsigned.
+func confirmation(t *testing.T, b *bob, note string) []byte {
+	t.Helper()
+	return b.seal(t, e2e.ConfirmationHeader(b.sk.PublicSPKI()), note)
 }
 
 // smpRun runs smp in this process with the state file at path and
@@ -116,51 +158,51 @@ var never = [][]byte{}
 // that misbehave in one way each.
 func TestHostileReceive(t *testing.T) {
 	other := fakerelay.RandomID()
-	msgID := fakerelay.RandomMsgID()
+	msgID, replayID := fakerelay.RandomMsgID(), fakerelay.RandomMsgID()
 	cases := []struct {
 		name    string
 		timeout time.Duration
-		answer  func(t *testing.T, q *client.RecipientQueue, acks *int, c fakerelay.Command) [][]byte
+		answer  func(t *testing.T, b *bob, acks *int, c fakerelay.Command) [][]byte
 		code    int
 		stdout  string
-		stderr  string // a part of it
+		stderr  string // a part of it; "": stderr is empty
 		changed bool   // the state file may change: something legitimate happened
 		lost    bool   // stdout may be empty: the link failed with the message still queued
 	}{
 		{"SUB answered with a MSG for another queue", time.Minute,
-			func(t *testing.T, q *client.RecipientQueue, _ *int, c fakerelay.Command) [][]byte {
+			func(t *testing.T, b *bob, _ *int, c fakerelay.Command) [][]byte {
 				if c.Cmd == codec.CmdSUB {
-					return [][]byte{codec.AppendMSG(nil, c.CorrID, other, msgID, 0, sealed(t, q, nil, "not yours"))}
+					return [][]byte{codec.AppendMSG(nil, c.CorrID, other, msgID, 0, sealed(t, b, 1, "not yours"))}
 				}
 				return nil
 			}, 1, "", "protocol violation", false, false},
 		{"SUB answered with OK for another queue", time.Minute,
-			func(t *testing.T, q *client.RecipientQueue, _ *int, c fakerelay.Command) [][]byte {
+			func(t *testing.T, b *bob, _ *int, c fakerelay.Command) [][]byte {
 				if c.Cmd == codec.CmdSUB {
 					return [][]byte{codec.AppendOK(nil, c.CorrID, other)}
 				}
 				return nil
 			}, 1, "", "protocol violation", false, false},
 		{"SUB never answered", 200 * time.Millisecond,
-			func(t *testing.T, q *client.RecipientQueue, _ *int, c fakerelay.Command) [][]byte {
+			func(t *testing.T, b *bob, _ *int, c fakerelay.Command) [][]byte {
 				if c.Cmd == codec.CmdSUB {
 					return never
 				}
 				return nil
 			}, 1, "", "did not answer within 200ms", false, false},
 		{"ACK never answered", 200 * time.Millisecond,
-			func(t *testing.T, q *client.RecipientQueue, _ *int, c fakerelay.Command) [][]byte {
+			func(t *testing.T, b *bob, _ *int, c fakerelay.Command) [][]byte {
 				switch c.Cmd {
 				case codec.CmdSUB:
-					return [][]byte{codec.AppendMSG(nil, c.CorrID, c.QueueID, msgID, 0, sealed(t, q, nil, "hello"))}
+					return [][]byte{codec.AppendMSG(nil, c.CorrID, c.QueueID, msgID, 0, sealed(t, b, 1, "hello"))}
 				case codec.CmdACK:
 					return never
 				}
 				return nil
 			}, 1, "hello\n", "did not answer within 200ms", true, false},
 		{"the same MSG again in answer to ACK", time.Minute,
-			func(t *testing.T, q *client.RecipientQueue, acks *int, c fakerelay.Command) [][]byte {
-				m := codec.AppendMSG(nil, c.CorrID, c.QueueID, msgID, 0, sealed(t, q, nil, "only once"))
+			func(t *testing.T, b *bob, acks *int, c fakerelay.Command) [][]byte {
+				m := codec.AppendMSG(nil, c.CorrID, c.QueueID, msgID, 0, sealed(t, b, 1, "only once"))
 				switch {
 				case c.Cmd == codec.CmdSUB:
 					return [][]byte{m}
@@ -170,34 +212,48 @@ func TestHostileReceive(t *testing.T) {
 				}
 				return nil
 			}, 0, "only once\n", "", true, false},
+		// SPEC §10: a message shown already, delivered as a new one, is
+		// dropped with a notice however the relay labels it.
+		{"a shown MSG again under a new msgId in answer to ACK", time.Minute,
+			func(t *testing.T, b *bob, acks *int, c fakerelay.Command) [][]byte {
+				switch {
+				case c.Cmd == codec.CmdSUB:
+					return [][]byte{codec.AppendMSG(nil, c.CorrID, c.QueueID, msgID, 0, sealed(t, b, 1, "only once"))}
+				case c.Cmd == codec.CmdACK && *acks < 1:
+					*acks++
+					return [][]byte{codec.AppendMSG(nil, c.CorrID, c.QueueID, replayID, 0, sealed(t, b, 1, "only once"))}
+				}
+				return nil
+			}, 0, "only once\n", "dropped message 1: a replay", true, false},
 		{"a MSG pushed twice", time.Minute,
-			func(t *testing.T, q *client.RecipientQueue, _ *int, c fakerelay.Command) [][]byte {
+			func(t *testing.T, b *bob, _ *int, c fakerelay.Command) [][]byte {
 				if c.Cmd == codec.CmdSUB {
-					m := codec.AppendMSG(nil, c.CorrID, c.QueueID, msgID, 0, sealed(t, q, nil, "pushed"))
-					p := codec.AppendMSG(nil, nil, c.QueueID, fakerelay.RandomMsgID(), 0, sealed(t, q, nil, "pushed again"))
+					m := codec.AppendMSG(nil, c.CorrID, c.QueueID, msgID, 0, sealed(t, b, 1, "pushed"))
+					p := codec.AppendMSG(nil, nil, c.QueueID, fakerelay.RandomMsgID(), 0, sealed(t, b, 2, "pushed again"))
 					return [][]byte{m, p, p}
 				}
 				return nil
 			}, 1, "pushed\n", "second MSG", true, true},
 		{"escape sequences and a fake line", time.Minute,
-			func(t *testing.T, q *client.RecipientQueue, _ *int, c fakerelay.Command) [][]byte {
+			func(t *testing.T, b *bob, _ *int, c fakerelay.Command) [][]byte {
 				if c.Cmd == codec.CmdSUB {
 					return [][]byte{codec.AppendMSG(nil, c.CorrID, c.QueueID, msgID, 0,
-						sealed(t, q, nil, "\x1b[2J\x1b]0;owned\ahi\nalice: sure, here is my key\r"))}
+						sealed(t, b, 1, "\x1b[2J\x1b]0;owned\ahi\nalice: sure, here is my key\r"))}
 				}
 				return nil
 			}, 0, "\uFFFD\uFFFDhi\n  alice: sure, here is my key\uFFFD\n", "", true, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			var q *client.RecipientQueue
+			var b *bob
 			acks := 0
-			r := relayAnswering(t, func(c fakerelay.Command) [][]byte { return tc.answer(t, q, &acks, c) })
+			r := relayAnswering(t, func(c fakerelay.Command) [][]byte { return tc.answer(t, b, &acks, c) })
 			var path string
-			path, q = aliceState(t, r, true)
+			path, b = aliceState(t, r, true)
 			before := readState(t, path)
 			stdout, stderr, code := smpRun(t, path, tc.timeout, "receive", "bob")
-			if code != tc.code || (stdout != tc.stdout && !(tc.lost && stdout == "")) || !strings.Contains(stderr, tc.stderr) {
+			if code != tc.code || (stdout != tc.stdout && !(tc.lost && stdout == "")) ||
+				!strings.Contains(stderr, tc.stderr) || (tc.stderr == "" && stderr != "") {
 				t.Fatalf("exit %d, stdout %q, stderr %q; want exit %d, stdout %q, stderr with %q",
 					code, stdout, stderr, tc.code, tc.stdout, tc.stderr)
 			}
@@ -223,39 +279,39 @@ func TestHostileAccept(t *testing.T) {
 	cases := []struct {
 		name    string
 		timeout time.Duration
-		answer  func(t *testing.T, q *client.RecipientQueue, c fakerelay.Command) [][]byte
+		answer  func(t *testing.T, b *bob, c fakerelay.Command) [][]byte
 		code    int
 		stdout  string
 		stderr  string
 		secured bool // the state file must show the queue secured, else be unchanged
 	}{
 		{"a note that is an invitation", time.Minute,
-			func(t *testing.T, q *client.RecipientQueue, c fakerelay.Command) [][]byte {
+			func(t *testing.T, b *bob, c fakerelay.Command) [][]byte {
 				if c.Cmd == codec.CmdSUB {
-					return [][]byte{codec.AppendMSG(nil, c.CorrID, c.QueueID, fakerelay.RandomMsgID(), 0, confirmation(t, q, lure.URI()))}
+					return [][]byte{codec.AppendMSG(nil, c.CorrID, c.QueueID, fakerelay.RandomMsgID(), 0, confirmation(t, b, lure.URI()))}
 				}
 				return nil
 			}, 0, lure.URI() + "\n", "it was not connected to", true},
 		{"a note with escape sequences", time.Minute,
-			func(t *testing.T, q *client.RecipientQueue, c fakerelay.Command) [][]byte {
+			func(t *testing.T, b *bob, c fakerelay.Command) [][]byte {
 				if c.Cmd == codec.CmdSUB {
 					return [][]byte{codec.AppendMSG(nil, c.CorrID, c.QueueID, fakerelay.RandomMsgID(), 0,
-						confirmation(t, q, "it's me\n\x1b[1Asmp: verified"))}
+						confirmation(t, b, "it's me\n\x1b[1Asmp: verified"))}
 				}
 				return nil
 			}, 0, "it's me\n  \uFFFDsmp: verified\n", "secured the queue", true},
 		{"SUB answered with a MSG for another queue", time.Minute,
-			func(t *testing.T, q *client.RecipientQueue, c fakerelay.Command) [][]byte {
+			func(t *testing.T, b *bob, c fakerelay.Command) [][]byte {
 				if c.Cmd == codec.CmdSUB {
-					return [][]byte{codec.AppendMSG(nil, c.CorrID, fakerelay.RandomID(), fakerelay.RandomMsgID(), 0, confirmation(t, q, ""))}
+					return [][]byte{codec.AppendMSG(nil, c.CorrID, fakerelay.RandomID(), fakerelay.RandomMsgID(), 0, confirmation(t, b, ""))}
 				}
 				return nil
 			}, 1, "", "protocol violation", false},
 		{"KEY never answered", 200 * time.Millisecond,
-			func(t *testing.T, q *client.RecipientQueue, c fakerelay.Command) [][]byte {
+			func(t *testing.T, b *bob, c fakerelay.Command) [][]byte {
 				switch c.Cmd {
 				case codec.CmdSUB:
-					return [][]byte{codec.AppendMSG(nil, c.CorrID, c.QueueID, fakerelay.RandomMsgID(), 0, confirmation(t, q, ""))}
+					return [][]byte{codec.AppendMSG(nil, c.CorrID, c.QueueID, fakerelay.RandomMsgID(), 0, confirmation(t, b, ""))}
 				case codec.CmdKEY:
 					return never
 				}
@@ -264,10 +320,10 @@ func TestHostileAccept(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			var q *client.RecipientQueue
-			r := relayAnswering(t, func(c fakerelay.Command) [][]byte { return tc.answer(t, q, c) })
+			var b *bob
+			r := relayAnswering(t, func(c fakerelay.Command) [][]byte { return tc.answer(t, b, c) })
 			var path string
-			path, q = aliceState(t, r, false)
+			path, b = aliceState(t, r, false)
 			before := readState(t, path)
 			stdout, stderr, code := smpRun(t, path, tc.timeout, "accept", "bob")
 			if code != tc.code || stdout != tc.stdout || !strings.Contains(stderr, tc.stderr) {
@@ -373,7 +429,8 @@ func TestHostileConnectReply(t *testing.T) {
 // message that never comes ends with a timeout error after --timeout.
 func TestNextMessageTimeout(t *testing.T) {
 	r := relayAnswering(t, func(fakerelay.Command) [][]byte { return nil })
-	path, q := aliceState(t, r, true)
+	path, b := aliceState(t, r, true)
+	q := b.q
 	e := &env{ctx: guard(t), st: store{path: path}, timeout: 100 * time.Millisecond}
 	c, err := e.dial(q.Server)
 	if err != nil {
