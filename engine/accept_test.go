@@ -123,3 +123,31 @@ func TestGnetLoggerFailure(t *testing.T) {
 		t.Fatalf("address kept or format unfilled in production mode:\n%s", out)
 	}
 }
+
+// TestShareRetired: a share that is current when its minute is up is
+// retired, and its key dropped, even when no connection comes to replace it;
+// a key still held by a handshake is dropped when that handshake ends.
+func TestShareRetired(t *testing.T) {
+	var s shares
+	now := time.Now()
+	sh, err := s.acquire(now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.expire(sh) // what the timer does at the end of the minute
+	if s.current.Load() != nil {
+		t.Fatal("an expired share is still current")
+	}
+	if sh.priv == nil {
+		t.Fatal("the key was dropped while a handshake held it")
+	}
+	sh.release()
+	if sh.priv != nil || sh.acquire() {
+		t.Fatal("the key outlived the last handshake it was sent in")
+	}
+	next, err := s.acquire(now)
+	if err != nil || next == sh {
+		t.Fatalf("after expiry acquire gave %p (%v), want a new share", next, err)
+	}
+	next.release()
+}

@@ -127,5 +127,18 @@ func (s *shares) rotate(now time.Time) (*serverShare, error) {
 	if old != nil {
 		old.retire()
 	}
+	// Retired when its minute is up even if no connection comes to replace
+	// it: an idle relay must not keep the key (SPEC §3.1).
+	time.AfterFunc(shareLifetime, func() { s.expire(sh) })
 	return sh, nil
+}
+
+// expire retires sh if it is still current; its key is dropped once the
+// last handshake it was sent in has ended. Safe for concurrent use.
+func (s *shares) expire(sh *serverShare) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.current.CompareAndSwap(sh, nil) {
+		sh.retire()
+	}
 }

@@ -18,7 +18,9 @@ package main
 //	smp_connections_rejected_total    counter    reason             connections refused or dropped by a limit: max_conns (at accept),
 //	                                                                idle (--idle-timeout), outbound (--max-outbound: the client does
 //	                                                                not read), flood (256 blocks waiting beyond --blocks-per-second),
-//	                                                                fd_limit (at accept: the open-file limit is reached)
+//	                                                                fd_limit (at accept: the open-file limit is reached),
+//	                                                                per_source (--max-conns-per-source), handshake_rate
+//	                                                                (--handshakes-per-source)
 //	smp_handshakes_total              counter    kem, outcome       client hellos (SPEC §3.2) by the transport key's kind and outcome:
 //	                                                                ok, bad_hello (does not open or does not fit), timeout
 //	                                                                (--handshake-timeout), closed (the client left first)
