@@ -472,5 +472,4 @@ func withFailFiles(l *Log) func() *failFile {
 	}
 }
 
-
 var errInjected = errors.New("injected I/O error")
