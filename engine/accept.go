@@ -66,6 +66,7 @@ type acceptor struct {
 	ln      net.Listener
 	cli     *gnet.Client
 	reserve *os.File        // an open descriptor given up to accept one connection at EMFILE
+	sndbuf  int             // SO_SNDBUF set on the listener (capSendBuffer)
 	mx      *connStats      // refusals made before any loop owns the connection (shard 0)
 	queue   chan enrollment // accepted connections with a slot, for the enrollers
 	workers sync.WaitGroup  // the enrollers
@@ -149,6 +150,32 @@ func (a *acceptor) acceptLoop() error {
 	}
 }
 
+// capSendBuffer caps the kernel's send buffer of new connections. It holds
+// what a client has not read yet beside MaxOutbound in gnet's buffer: at half
+// of MaxOutbound (Linux doubles the value), a client that does not read is
+// cut near MaxOutbound, not after a further tcp_wmem (4 MiB) as well. The cap
+// is set on the listener, which accepted sockets inherit it from, so the
+// common case costs no system call; when a reload changes it, nc, accepted
+// before the change reached the listener, gets it too. Runs on the accept
+// goroutine.
+func (a *acceptor) capSendBuffer(nc net.Conn, lim *ConnLimits) {
+	want := max(lim.MaxOutbound/2, minSendBuffer)
+	if want == a.sndbuf {
+		return
+	}
+	if tl, ok := a.ln.(*net.TCPListener); ok {
+		if rc, err := tl.SyscallConn(); err == nil {
+			_ = rc.Control(func(fd uintptr) {
+				_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF, want)
+			})
+		}
+	}
+	if tc, ok := nc.(*net.TCPConn); ok {
+		_ = tc.SetWriteBuffer(want)
+	}
+	a.sndbuf = want
+}
+
 // admit gives nc a slot of MaxConns and queues it for an enroller, or
 // closes it. Runs on the accept goroutine.
 func (a *acceptor) admit(nc net.Conn) {
@@ -172,13 +199,7 @@ func (a *acceptor) admit(nc net.Conn) {
 		_ = nc.Close()
 		return
 	}
-	// The kernel's send buffer holds what a client has not read yet beside
-	// MaxOutbound in gnet's: capped at half of it (Linux doubles the value),
-	// a client that does not read is cut near MaxOutbound, not after a
-	// further tcp_wmem (4 MiB) as well. A reload applies to new connections.
-	if tc, ok := nc.(*net.TCPConn); ok {
-		_ = tc.SetWriteBuffer(max(lim.MaxOutbound/2, minSendBuffer))
-	}
+	a.capSendBuffer(nc, lim)
 	c := &conn{id: s.ids.Add(1), src: src}
 	if lim.HandshakesPerSource > 0 && !src.hs.take(lim.HandshakesPerSource, time.Second, now) {
 		s.freeSlot(c)
