@@ -3,7 +3,7 @@
 #   make run    build smp-server and start it on 127.0.0.1:5223 with ./data
 #   make build  smp-server and smp in ./bin, with the commit they were built from
 #   make install     make build, then copy both into $(PREFIX)/bin (PREFIX=/usr/local)
-#   make test   go vet, then every test (with the race detector when cgo works);
+#   make test   go vet and staticcheck, then every test (with the race detector when cgo works);
 #               the crash test runs its short form (3 kill -9 cycles)
 #   make crash-test  the long crash test: 25 kill -9 cycles against the real binary
 #   make bench       the relay's capacity on this machine (go run ./bench; under 10 minutes on
