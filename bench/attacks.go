@@ -135,7 +135,7 @@ func flood(ctx context.Context, t *target, ctr *attackCounters, workers int, set
 			for i := 0; i < maxRedials && ctx.Err() == nil; i++ {
 				c, err := rawDial(ctx, t.src, t.addr, t.fp, ctr)
 				if err != nil {
-					ctr.drops.Add(1)
+					ctr.dialFailed(err)
 					continue
 				}
 				blocks, per, ok := setup(w, c)
@@ -272,6 +272,7 @@ func holdConns(ctx context.Context, t *target, ctr *attackCounters, fig *figures
 				c, err := rawDial(ctx, t.src, t.addr, t.fp, ctr)
 				if err != nil {
 					refused.Add(1)
+					ctr.firstErr.CompareAndSwap(nil, err.Error())
 					continue
 				}
 				if held.Add(1) > want {
@@ -373,7 +374,7 @@ func helloFlood(replay bool) func(context.Context, *target, *attackCounters, *fi
 					}
 					tc, err := dialFromSrc(ctx, t.src, t.addr)
 					if err != nil {
-						ctr.drops.Add(1)
+						ctr.dialFailed(err)
 						continue
 					}
 					ctr.conns.Add(1)
@@ -413,7 +414,7 @@ func newReconnect(ctx context.Context, t *target, ctr *attackCounters, fig *figu
 	for i := 0; i < maxRedials && ctx.Err() == nil; i++ {
 		c, err := rawDial(ctx, t.src, t.addr, t.fp, ctr)
 		if err != nil {
-			ctr.drops.Add(1)
+			ctr.dialFailed(err)
 			continue
 		}
 		conns++
@@ -477,7 +478,7 @@ func memoryFill(ctx context.Context, t *target, ctr *attackCounters, fig *figure
 					dials++
 					if c, err1 = rawDial(ctx, t.src, t.addr, t.fp, ctr); err1 != nil {
 						c = nil
-						ctr.drops.Add(1)
+						ctr.dialFailed(err1)
 						continue
 					}
 					body = make([]byte, codec.MaxBody(c.bs))

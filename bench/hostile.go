@@ -100,6 +100,7 @@ type AttackStats struct {
 	Answers         int64              `json:"answersParsed"`
 	ConnectsPerSec  float64            `json:"connectionsPerSecond"`
 	Figures         map[string]float64 `json:"figures"`
+	FirstDialError  string             `json:"firstDialError,omitempty"`
 	QueuesPerSecond float64            `json:"queuesCreatedPerSecond,omitempty"`
 }
 
@@ -643,6 +644,9 @@ func runHostilePhase(ctx context.Context, c *config, srv *server, h *honest, kem
 			BytesOut: ctr.out.Load(), BytesIn: ctr.in.Load(), Answers: ctr.resps.Load(), Figures: fig.m}
 		as.CommandsPerSec, as.BytesOutPerSec, as.BytesInPerSec = float64(as.Commands)/s, float64(as.BytesOut)/s, float64(as.BytesIn)/s
 		as.ConnectsPerSec = float64(as.Connections) / s
+		if e, ok := ctr.firstErr.Load().(string); ok {
+			as.FirstDialError = e
+		}
 		if q, ok := fig.m["queues created"]; ok {
 			as.QueuesPerSecond = q / s
 		}

@@ -79,6 +79,9 @@ func (r *HostileResult) markdown() string {
 		if p.Honest.FirstError != "" {
 			fmt.Fprintf(&b, "\nFirst honest error during %s (%s): %s\n", p.Attack, p.KEM, p.Honest.FirstError)
 		}
+		if p.Attacker != nil && p.Attacker.FirstDialError != "" {
+			fmt.Fprintf(&b, "\nFirst failed attacker dial during %s (%s): %s\n", p.Attack, p.KEM, p.Attacker.FirstDialError)
+		}
 	}
 	b.WriteString("\n")
 	return b.String()

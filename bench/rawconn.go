@@ -40,6 +40,13 @@ type rawResp struct {
 // attackCounters are one attack's running totals, shared by its goroutines.
 type attackCounters struct {
 	conns, cmds, out, in, resps, drops atomic.Int64
+	firstErr                           atomic.Value // string: the first dial that failed, and why
+}
+
+// dialFailed counts a failed dial and keeps the first reason.
+func (c *attackCounters) dialFailed(err error) {
+	c.drops.Add(1)
+	c.firstErr.CompareAndSwap(nil, err.Error())
 }
 
 // dialFromSrc opens a TCP connection from src whose close sends RST, so
