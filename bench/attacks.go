@@ -135,7 +135,7 @@ func flood(ctx context.Context, t *target, ctr *attackCounters, workers int, set
 			for i := 0; i < maxRedials && ctx.Err() == nil; i++ {
 				c, err := rawDial(ctx, t.src, t.addr, t.fp, ctr)
 				if err != nil {
-					ctr.dialFailed(err)
+					ctr.dialFailed(ctx, err)
 					continue
 				}
 				blocks, per, ok := setup(w, c)
@@ -156,7 +156,7 @@ func flood(ctx context.Context, t *target, ctr *attackCounters, workers int, set
 				}
 				c.close()
 				<-done
-				if ctx.Err() == nil {
+				if !phaseOver(ctx) {
 					ctr.drops.Add(1)
 				}
 			}
@@ -271,8 +271,10 @@ func holdConns(ctx context.Context, t *target, ctr *attackCounters, fig *figures
 			for i := 0; i < maxRounds && ctx.Err() == nil && held.Load() < want && refused.Load() < 200; i++ {
 				c, err := rawDial(ctx, t.src, t.addr, t.fp, ctr)
 				if err != nil {
-					refused.Add(1)
-					ctr.firstErr.CompareAndSwap(nil, err.Error())
+					if !phaseOver(ctx) {
+						refused.Add(1)
+						ctr.firstErr.CompareAndSwap(nil, err.Error())
+					}
 					continue
 				}
 				if held.Add(1) > want {
@@ -308,7 +310,9 @@ func slowloris(ctx context.Context, t *target, ctr *attackCounters, fig *figures
 			for i := 0; i < maxRedials && ctx.Err() == nil; i++ {
 				tc, err := dialFromSrc(ctx, t.src, t.addr)
 				if err != nil {
-					failed.Add(1)
+					if !phaseOver(ctx) {
+						failed.Add(1)
+					}
 					continue
 				}
 				ctr.conns.Add(1)
@@ -317,7 +321,7 @@ func slowloris(ctx context.Context, t *target, ctr *attackCounters, fig *figures
 				ctr.in.Add(n)
 				stop()
 				tc.Close()
-				if ctx.Err() == nil {
+				if !phaseOver(ctx) {
 					closed.Add(1)
 					if n == 0 {
 						silent.Add(1)
@@ -374,7 +378,7 @@ func helloFlood(replay bool) func(context.Context, *target, *attackCounters, *fi
 					}
 					tc, err := dialFromSrc(ctx, t.src, t.addr)
 					if err != nil {
-						ctr.dialFailed(err)
+						ctr.dialFailed(ctx, err)
 						continue
 					}
 					ctr.conns.Add(1)
@@ -389,7 +393,7 @@ func helloFlood(replay bool) func(context.Context, *target, *attackCounters, *fi
 					switch {
 					case m == want:
 						accepted.Add(1)
-					case ctx.Err() == nil:
+					case !phaseOver(ctx):
 						rejected.Add(1)
 					}
 				}
@@ -414,7 +418,7 @@ func newReconnect(ctx context.Context, t *target, ctr *attackCounters, fig *figu
 	for i := 0; i < maxRedials && ctx.Err() == nil; i++ {
 		c, err := rawDial(ctx, t.src, t.addr, t.fp, ctr)
 		if err != nil {
-			ctr.dialFailed(err)
+			ctr.dialFailed(ctx, err)
 			continue
 		}
 		conns++
@@ -478,7 +482,7 @@ func memoryFill(ctx context.Context, t *target, ctr *attackCounters, fig *figure
 					dials++
 					if c, err1 = rawDial(ctx, t.src, t.addr, t.fp, ctr); err1 != nil {
 						c = nil
-						ctr.dialFailed(err1)
+						ctr.dialFailed(ctx, err1)
 						continue
 					}
 					body = make([]byte, codec.MaxBody(c.bs))

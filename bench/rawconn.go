@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"sync/atomic"
+	"time"
 
 	"github.com/smprelay/smprelay/codec"
 )
@@ -43,10 +44,26 @@ type attackCounters struct {
 	firstErr                           atomic.Value // string: the first dial that failed, and why
 }
 
-// dialFailed counts a failed dial and keeps the first reason.
-func (c *attackCounters) dialFailed(err error) {
+// dialFailed counts a failed dial and keeps the first reason; a dial cut
+// short by the end of the phase is neither.
+func (c *attackCounters) dialFailed(ctx context.Context, err error) {
+	if phaseOver(ctx) {
+		return
+	}
 	c.drops.Add(1)
 	c.firstErr.CompareAndSwap(nil, err.Error())
+}
+
+// phaseOver reports whether ctx, a phase's context, has ended. Its deadline
+// counts from the moment it passes: a dial waiting in connect gets "i/o
+// timeout" from the poller a moment before ctx.Err is set, and that is the
+// phase ending, not the relay refusing.
+func phaseOver(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	d, ok := ctx.Deadline()
+	return ok && !time.Now().Before(d)
 }
 
 // dialFromSrc opens a TCP connection from src whose close sends RST, so
