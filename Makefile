@@ -11,7 +11,7 @@
 #                    committed reference run is in bench/reference); BENCHFLAGS adds flags
 #   make bench-quick the same, short (under a minute)
 #   make bench-hostile  an honest client's latency under each attack of issue 12, one at a
-#                    time against the real relay (about 5 minutes); BENCHFLAGS adds flags,
+#                    time against the real relay (about 3 minutes on 2 cores); BENCHFLAGS adds flags,
 #                    e.g. BENCHFLAGS='--hostile-duration 4s --server-args "--fsync never"'
 #   make bench-wal   write-ahead log figures: compression, append rate per fsync mode,
 #                    the relay end to end per fsync mode, restart of 1M queues + 1M messages
