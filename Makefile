@@ -10,6 +10,9 @@
 #                    2 cores): JSON, Markdown and SVG charts in bench/results (gitignored; the
 #                    committed reference run is in bench/reference); BENCHFLAGS adds flags
 #   make bench-quick the same, short (under a minute)
+#   make bench-hostile  an honest client's latency under each attack of issue 12, one at a
+#                    time against the real relay (about 3 minutes on 2 cores); BENCHFLAGS adds flags,
+#                    e.g. BENCHFLAGS='--hostile-duration 4s --server-args "--fsync never"'
 #   make bench-wal   write-ahead log figures: compression, append rate per fsync mode,
 #                    the relay end to end per fsync mode, restart of 1M queues + 1M messages
 
@@ -31,7 +34,7 @@ RACE := $(shell [ "$$($(GO) env CGO_ENABLED)" = 1 ] && command -v "$$($(GO) env 
 # Cycles of make crash-test (at least 20 for the figure docs/performance.md quotes).
 CRASH_CYCLES ?= 25
 
-.PHONY: all build install run test vet clean fuzz crash-test bench bench-quick bench-wal
+.PHONY: all build install run test vet clean fuzz crash-test bench bench-quick bench-hostile bench-wal
 
 all: build
 
@@ -69,6 +72,9 @@ bench:
 
 bench-quick:
 	$(GO) run ./bench --quick $(BENCHFLAGS)
+
+bench-hostile:
+	$(GO) run ./bench --scenarios hostile $(BENCHFLAGS)
 
 bench-wal:
 	$(GO) test ./wal -run XXX -bench 'Compression|Append' -benchtime 2000x

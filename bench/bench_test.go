@@ -165,7 +165,7 @@ func TestHelpListsScenariosAndKnobs(t *testing.T) {
 	if code := run([]string{"--help"}, &stdout, &stderr); code != 0 {
 		t.Fatalf("--help exited %d", code)
 	}
-	for _, want := range append(allScenarios, "-pairs", "-queues", "-body", "-duration", "-keys", "-server-args", "-server-profile", "-profile") {
+	for _, want := range append(knownScenarios, "-hostile-duration", "-hostile-attacks", "-pairs", "-queues", "-body", "-duration", "-keys", "-server-args", "-server-profile", "-profile") {
 		if !strings.Contains(stderr.String(), want) {
 			t.Errorf("--help does not mention %q", want)
 		}
@@ -182,6 +182,9 @@ func TestBadFlags(t *testing.T) {
 		{"--window", "129"},
 		{"--body", "8000"},
 		{"--server-profile", "heap"},
+		{"--hostile-attacks", "nuke"},
+		{"--hostile-kems", "dh"},
+		{"--hostile-duration", "0s"},
 		{"extra"},
 	} {
 		var stdout, stderr bytes.Buffer

@@ -4,6 +4,7 @@
 //	go run ./bench                         # the standard suite (make bench)
 //	go run ./bench --quick                 # the short suite (make bench-quick)
 //	go run ./bench --scenarios relay-signed --pairs 1,8 --duration 5s
+//	go run ./bench --scenarios hostile     # attacks, one at a time (make bench-hostile)
 //	go run ./bench --help
 //
 // It builds smp-server itself, starts it on 127.0.0.1:0 with a fresh data
@@ -17,7 +18,10 @@
 // and RSA-2048, then a paced run at half of peak), relay-unsigned (the same
 // before KEY), handshakes (per KEM kind), idle-connections (server RSS per
 // subscribed idle connection up to the open-file limit) and fsync (relay-signed
-// under each --fsync mode).
+// under each --fsync mode). Outside the default suite, hostile (hostile.go,
+// attacks.go) runs a baseline and then each attack of issue 12 alone while an
+// honest client on 127.0.0.2 measures its latency; attackers use raw
+// connections (rawconn.go) from 127.0.0.10 and up.
 //
 // Server CPU and memory are read from /proc/<pid>/stat (utime+stime) and
 // /proc/<pid>/status (VmRSS) before and after each timed phase, so the load

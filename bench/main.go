@@ -26,8 +26,12 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// allScenarios are the scenarios in the order they run.
+// allScenarios are the scenarios of the default suite, in the order they run.
 var allScenarios = []string{"crypto-limit", "relay-signed", "relay-unsigned", "handshakes", "idle-connections", "fsync"}
+
+// knownScenarios adds the ones that run only when asked for: hostile
+// measures attacks, not capacity (make bench-hostile).
+var knownScenarios = append(slices.Clone(allScenarios), "hostile")
 
 // defaultOut is where fresh runs go, relative to the directory make runs in
 // (the repository root). .gitignore lists it, so runs leave no untracked
@@ -62,6 +66,13 @@ type config struct {
 	profile       string
 	out           string
 	serverBin     string
+
+	hostileDuration time.Duration
+	hostileAttacks  []string
+	hostileKEMs     []string
+	hostileMaxConns int
+	hostileRate     float64
+	hostileDialers  int
 }
 
 const usageText = `bench drives the real smp-server over loopback and reports what one machine can serve,
@@ -80,6 +91,10 @@ Scenarios (--scenarios, comma-separated, in this order):
   handshakes        new connections per second for each --kems kind
   idle-connections  subscribed idle connections in --idle-steps; server RSS per connection
   fsync             relay-signed (Ed25519, --fsync-pairs pairs) under each --fsync-modes mode
+  hostile           not in the default suite (make bench-hostile): a baseline, then each of --hostile-attacks
+                    alone for --hostile-duration while an honest client measures dial, SEND -> MSG and
+                    full-cycle latency; per attack the ratio to the baseline, relay CPU and RSS, the
+                    attacker's rate and whether the relay stayed up
 
 Flags:
 `
@@ -118,6 +133,12 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fl.StringVar(&c.profile, "profile", "", "profile this bench process: cpu, mem, block or mutex (github.com/pkg/profile)")
 	fl.StringVar(&c.out, "out", defaultOut, "`directory` for the JSON, Markdown and SVG results; the default is gitignored (the committed reference runs are in bench/reference)")
 	fl.StringVar(&c.serverBin, "server-bin", "", "use this smp-server binary instead of building ./cmd/smp-server")
+	fl.DurationVar(&c.hostileDuration, "hostile-duration", 8*time.Second, "hostile: `time` of each phase (the baseline and each attack)")
+	hAttacks := fl.String("hostile-attacks", strings.Join(attackNames(), ","), "hostile: attacks to run, comma-separated")
+	hKEMs := fl.String("hostile-kems", "rsa,x25519,mlkem768x25519", "hostile: relay key types the hello floods run against (a relay each)")
+	fl.IntVar(&c.hostileMaxConns, "hostile-max-conns", 1000, "hostile: start the relays with --max-conns `n` (unless --server-args sets it), so the connection attacks can reach it; 0: the relay's own default")
+	fl.Float64Var(&c.hostileRate, "hostile-rate", 50, "hostile: honest SEND -> MSG -> ACK cycles per second")
+	fl.IntVar(&c.hostileDialers, "hostile-dialers", 32, "hostile: concurrent dialers of the hello floods and conns-held")
 	if err := fl.Parse(args); err != nil {
 		return nil, err
 	}
@@ -129,7 +150,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if c.quick {
 		quick := map[string]string{"duration": "2s", "warmup": "500ms", "crypto-time": "100ms", "pairs": "1,16",
 			"rsa-pairs": "16", "fsync-modes": "always,never", "kems": "x25519,mlkem768x25519",
-			"handshake-duration": "2s", "idle-steps": "500,2000", "idle-sample": "20"}
+			"handshake-duration": "2s", "idle-steps": "500,2000", "idle-sample": "20", "hostile-duration": "2s"}
 		for name, v := range quick {
 			if !set[name] {
 				if err := fl.Set(name, v); err != nil {
@@ -140,10 +161,22 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	var err error
 	for _, s := range splitList(*scen) {
-		if !slices.Contains(allScenarios, s) {
-			return nil, fmt.Errorf("--scenarios: unknown scenario %q (known: %s)", s, strings.Join(allScenarios, ", "))
+		if !slices.Contains(knownScenarios, s) {
+			return nil, fmt.Errorf("--scenarios: unknown scenario %q (known: %s)", s, strings.Join(knownScenarios, ", "))
 		}
 		c.scenarios = append(c.scenarios, s)
+	}
+	c.hostileAttacks, c.hostileKEMs = splitList(*hAttacks), splitList(*hKEMs)
+	for _, a := range c.hostileAttacks {
+		if !slices.Contains(attackNames(), a) {
+			return nil, fmt.Errorf("--hostile-attacks: unknown attack %q (known: %s)", a, strings.Join(attackNames(), ", "))
+		}
+	}
+	switch {
+	case c.hostileDuration <= 0 || c.hostileRate <= 0:
+		return nil, errors.New("--hostile-duration and --hostile-rate must be positive")
+	case c.hostileDialers < 1 || c.hostileMaxConns < 0:
+		return nil, errors.New("--hostile-dialers must be at least 1 and --hostile-max-conns at least 0")
 	}
 	if c.pairs, err = intList("pairs", *pairs, false); err != nil {
 		return nil, err
@@ -165,7 +198,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 			return nil, fmt.Errorf("--fsync-modes: %q is not always, interval or never", m)
 		}
 	}
-	for _, k := range append(slices.Clone(c.kems), c.idleKEM) {
+	for _, k := range slices.Concat(c.kems, []string{c.idleKEM}, c.hostileKEMs) {
 		if _, err := codec.ParseKEMType(k); err != nil {
 			return nil, fmt.Errorf("KEM kind %q: must be rsa, x25519 or mlkem768x25519", k)
 		}
@@ -279,6 +312,10 @@ func runSuite(ctx context.Context, c *config, args []string, stderr io.Writer) (
 		"rate": c.rate, "fsyncModes": c.fsyncModes, "fsyncPairs": c.fsyncPairs, "kems": c.kems, "dialers": c.dialers,
 		"handshakeDuration": c.hsDuration.String(), "idleSteps": c.idleSteps, "idleKEM": c.idleKEM,
 		"serverArgs": c.serverArgs, "serverProfile": c.serverProfile, "quick": c.quick}
+	if c.has("hostile") {
+		rep.Config["hostileDuration"], rep.Config["hostileAttacks"], rep.Config["hostileKEMs"] = c.hostileDuration.String(), c.hostileAttacks, c.hostileKEMs
+		rep.Config["hostileMaxConns"], rep.Config["hostileRate"], rep.Config["hostileDialers"] = c.hostileMaxConns, c.hostileRate, c.hostileDialers
+	}
 	tmp, err := os.MkdirTemp("", "smp-bench-")
 	if err != nil {
 		return nil, err
@@ -344,7 +381,7 @@ func runSuite(ctx context.Context, c *config, args []string, stderr io.Writer) (
 		}
 		p.finish(fmt.Sprintf("signed cycle %.1f µs (Ed25519), limit %.0f msg/s", cc.cycle("signed-ed25519").NsPerOp/1e3, cc.cycle("signed-ed25519").LimitOps))
 		rep.Crypto = cc
-	} else {
+	} else if slices.ContainsFunc(c.scenarios, func(s string) bool { return s != "hostile" }) {
 		// The ratios need the costs: measure them quickly.
 		if cc, err := measureCrypto(c, min(c.cryptoTime, 200*time.Millisecond), newProgress("crypto costs (for the ratios)", 10)); err == nil {
 			rep.Crypto = cc
@@ -450,6 +487,13 @@ func runSuite(ctx context.Context, c *config, args []string, stderr io.Writer) (
 					return rep, err
 				}
 			}
+		}
+	}
+	if c.has("hostile") {
+		res, err := runHostile(ctx, c, bin, start)
+		rep.Hostile = res
+		if err != nil {
+			return rep, fmt.Errorf("hostile: %w", err)
 		}
 	}
 	return rep, ctx.Err()

@@ -22,6 +22,7 @@ type Report struct {
 	Handshakes []HandshakePoint `json:"handshakes,omitempty"`
 	Idle       *IdleResult      `json:"idleConnections,omitempty"`
 	Fsync      []RelayPoint     `json:"fsync,omitempty"`
+	Hostile    *HostileResult   `json:"hostile,omitempty"`
 	Goals      []Goal           `json:"goals"`
 	Profiles   []string         `json:"serverProfileDirs,omitempty"`
 	Files      []string         `json:"files"`
@@ -80,6 +81,14 @@ func (r *Report) goals() {
 	for _, h := range halves {
 		r.Goals = append(r.Goals, Goal{"p99 SEND→MSG < 5 ms at half of peak throughput (" + h.Series + ")",
 			fmt.Sprintf("%.2f ms at %.0f msg/s paced (%d pairs)", h.P99Ms, h.Throughput, h.Pairs), h.P99Ms < 5})
+	}
+	if r.Hostile != nil {
+		for _, p := range r.Hostile.Phases {
+			if p.GoalApplies {
+				r.Goals = append(r.Goals, Goal{"hostile " + p.Attack + " (" + p.KEM + "): honest full-cycle p99 ≤ 5× baseline + 5 ms, relay up",
+					fmt.Sprintf("%.2f ms (%.2f× baseline; limit %.2f ms); relay up: %v", p.Honest.CycleP99Ms, p.Ratio.CycleP99, p.GoalLimitMs, p.RelayUp), p.GoalMet})
+			}
+		}
 	}
 }
 
@@ -266,6 +275,9 @@ func (r *Report) markdown() string {
 				float64(id.At100k)/(1<<30), float64(id.At1M)/(1<<30))
 		}
 		fmt.Fprintf(&b, "Stopped by: %s. %d worker processes.\n\n", id.StoppedBy, id.Workers)
+	}
+	if r.Hostile != nil {
+		b.WriteString(r.Hostile.markdown())
 	}
 	if len(r.Files) > 0 {
 		b.WriteString("Files: ")
