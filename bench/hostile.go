@@ -17,6 +17,7 @@ import (
 
 	"github.com/smprelay/smprelay/client"
 	"github.com/smprelay/smprelay/codec"
+	"github.com/smprelay/smprelay/engine"
 )
 
 // The hostile scenario (issue 12): each attack of attacks runs alone for
@@ -497,8 +498,20 @@ func runHostile(ctx context.Context, c *config, bin string, start func(args ...s
 	defer func() { res.WallSeconds = time.Since(t0).Seconds() }()
 	for _, plan := range c.hostilePlan() {
 		args := []string{"--key-type", plan.kem}
-		if c.hostileMaxConns > 0 && !slices.ContainsFunc(c.serverArgs, func(a string) bool { return strings.HasPrefix(a, "--max-conns") }) {
+		given := func(flag string) bool {
+			return slices.ContainsFunc(c.serverArgs, func(a string) bool { return a == flag || strings.HasPrefix(a, flag+"=") })
+		}
+		if c.hostileMaxConns > 0 && !given("--max-conns") {
 			args = append(args, "--max-conns", strconv.Itoa(c.hostileMaxConns))
+		}
+		// The relay's own per-source defaults, which startServer's
+		// capacityArgs turn off for the capacity scenarios: attacks must meet
+		// what a public relay runs with.
+		for flag, v := range map[string]int{"--max-conns-per-source": engine.DefaultConnLimits.MaxConnsPerSource,
+			"--handshakes-per-source": engine.DefaultConnLimits.HandshakesPerSource} {
+			if !given(flag) {
+				args = append(args, flag, strconv.Itoa(v))
+			}
 		}
 		srv, err := start(args...)
 		if err != nil {
