@@ -48,11 +48,12 @@ type Server struct {
 	// this server's key (SPEC §3.2).
 	helloPrefix []byte
 	chLen       int
-	shares      shares        // the X25519 share that goes into new hellos
-	sources     sources       // per-source state (source.go)
-	prefixV6    int           // ConnLimits.SourcePrefixV6, fixed when the server is made
-	pool        sync.Pool     // *worker: scratch for one OnTraffic call
-	closed      chan struct{} // closed by Shutdown, or by Serve when it stops on a failure
+	shares      shares            // the X25519 share that goes into new hellos
+	turns       [statShards]turns // paused connections per loop (turns.go), by statistics shard
+	sources     sources           // per-source state (source.go)
+	prefixV6    int               // ConnLimits.SourcePrefixV6, fixed when the server is made
+	pool        sync.Pool         // *worker: scratch for one OnTraffic call
+	closed      chan struct{}     // closed by Shutdown, or by Serve when it stops on a failure
 	once        sync.Once
 	done        chan struct{} // closed when ServeListener returns
 	// serving is set when ServeListener is called, so that Shutdown waits for it.
@@ -167,6 +168,12 @@ type conn struct {
 	// rest is the unprocessed tail of a block whose processing the work
 	// slice cut short, in restBuf (made on first use); owned by the loop.
 	rest, restBuf []byte
+	// turns is the paused list of the connection's loop (turns.go); paused
+	// (guarded by its mutex) says c is on it; turn is set when c is woken
+	// for a turn.
+	turns  *turns
+	paused bool
+	turn   turnFlag
 
 	// opened is set by OnOpen; the acceptor reads it to give back the slot
 	// of a connection that gnet never opened.
@@ -381,6 +388,7 @@ func (h *handler) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	}
 	loop := h.s.mx.shard(gc)
 	mx := &h.s.mx.loops[loop]
+	c.turns = &h.s.turns[loop]
 	share, err := h.s.shares.acquire(time.Now())
 	if err != nil { // the system's randomness failed: no connection can be served
 		h.s.log.Error("no server share for a new connection", "err", err)
@@ -423,6 +431,9 @@ func (h *handler) OnClose(gc gnet.Conn, _ error) gnet.Action {
 		h.s.freeSlot(c)
 		c.countHandshake(hsClosed) // a no-op once the handshake's outcome was counted
 		c.releaseShare()
+		if c.turns != nil {
+			c.turns.remove(c)
+		}
 		c.timer.Stop()
 		if c.throttle != nil {
 			c.throttle.Stop()
@@ -455,6 +466,11 @@ func (h *handler) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 			action = gnet.Close
 		}
 	}()
+	turn := c.turn.Swap(false)
+	if c.turns != nil {
+		c.turns.active.Store(busy)
+		defer func() { c.turns.active.Store(time.Now().UnixNano()) }()
+	}
 	draining := h.s.draining.Load()
 	if draining {
 		if c.phase.Load() == phaseHello {
@@ -533,15 +549,19 @@ func (h *handler) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 		}
 		_, _ = gc.Discard(bs)
 	}
-	if budget <= 0 && action == gnet.None && (len(c.rest) > 0 || gc.InboundBuffered() >= bs) {
+	switch {
+	case budget <= 0 && action == gnet.None && (len(c.rest) > 0 || gc.InboundBuffered() >= bs):
 		if gc.InboundBuffered() > lim.MaxInboundBlocks*bs {
 			action = gnet.Close // sending far more work than its share
 			c.mx.rejected[rejFlood].Add(1)
 		} else {
-			// The slice is used up: the rest waits until the loop has served
-			// the other connections that are ready (a Wake runs after them).
-			c.wake()
+			// The slice is used up: the rest waits for a turn (turns.go).
+			c.turns.pause(c)
 		}
+	case !turn && budget > 0:
+		// A light event of this connection's own: one paused connection of
+		// the loop gets a turn after it.
+		c.turns.give(c)
 	}
 	if final {
 		c.drained = true
