@@ -175,8 +175,33 @@ func edKeyFromRaw(t testing.TB, pub []byte) *VerifyKey {
 	return k
 }
 
-// TestVectorsVerify checks vectors.md §1 and §7 against Verify and
-// VerifyTimingSafe.
+// verifyBatched verifies one entry inside a batch of valid signatures and
+// returns its result, checking that the other entries verified.
+func verifyBatched(t testing.TB, k *VerifyKey, msg, sig []byte) bool {
+	t.Helper()
+	var b BatchVerifier
+	s := vectorSigner(t)
+	fill := func(n int) {
+		for i := range n {
+			m := []byte{'f', byte(i)}
+			fs, _ := s.Sign(m)
+			b.Add(s.VerifyKey(), m, fs)
+		}
+	}
+	fill(3)
+	i := b.Add(k, msg, sig)
+	fill(3)
+	res := b.Verify()
+	for j, ok := range res {
+		if j != i && !ok {
+			t.Fatalf("batch: valid entry %d failed", j)
+		}
+	}
+	return res[i]
+}
+
+// TestVectorsVerify checks vectors.md §1 and §7 against Verify,
+// VerifyTimingSafe and a batch.
 func TestVectorsVerify(t *testing.T) {
 	der, _ := base64.StdEncoding.DecodeString("MCowBQYDK2VwAyEA11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=")
 	k, err := ParseVerifyKey(der)
@@ -190,7 +215,7 @@ func TestVectorsVerify(t *testing.T) {
 	} {
 		sig, _ := base64.StdEncoding.DecodeString(v.sig)
 		msg := []byte(v.signed)
-		if !k.Verify(msg, sig) || !VerifyTimingSafe(k, msg, sig) {
+		if !k.Verify(msg, sig) || !VerifyTimingSafe(k, msg, sig) || !verifyBatched(t, k, msg, sig) {
 			t.Errorf("vectors.md %s: signature does not verify", v.name)
 		}
 		if !ed25519.Verify(k.ed, msg, sig) {
@@ -264,7 +289,7 @@ func TestVerifyRejects(t *testing.T) {
 		{"65 bytes", msg, append(bytes.Clone(good), 0)},
 		{"R and S swapped", msg, append(bytes.Clone(good[32:]), good[:32]...)},
 	} {
-		if k.Verify(tc.msg, tc.sig) || VerifyTimingSafe(k, tc.msg, tc.sig) {
+		if k.Verify(tc.msg, tc.sig) || VerifyTimingSafe(k, tc.msg, tc.sig) || verifyBatched(t, k, tc.msg, tc.sig) {
 			t.Errorf("%s: accepted", tc.name)
 		}
 		if ed25519.Verify(key.pub, tc.msg, tc.sig) {
@@ -278,14 +303,14 @@ func TestVerifyRejects(t *testing.T) {
 	// A public key that is not a curve point parses, as before, and nothing
 	// verifies under it.
 	bad := edKeyFromRaw(t, notOnCurve)
-	if !bad.edp.bad || bad.Verify(msg, good) || VerifyTimingSafe(bad, msg, good) {
+	if !bad.edp.bad || bad.Verify(msg, good) || VerifyTimingSafe(bad, msg, good) || verifyBatched(t, bad, msg, good) {
 		t.Error("key off the curve: not marked bad, or something verifies")
 	}
 }
 
 // TestVerifyRuleDifferences makes one signature of each kind on which the
 // relay's ZIP-215 rules and crypto/ed25519 differ, and checks that the
-// relay accepts it, crypto/ed25519 rejects it, and
+// relay accepts it on both paths, crypto/ed25519 rejects it, and
 // ruleDifference names it. Each one takes the private key.
 func TestVerifyRuleDifferences(t *testing.T) {
 	key := newEdTestKey(t, bytes.Repeat([]byte{9}, 32))
@@ -341,7 +366,7 @@ func TestVerifyRuleDifferences(t *testing.T) {
 		if ed25519.Verify(tc.pub, msg, tc.sig) {
 			t.Errorf("%s: crypto/ed25519 accepts it", tc.name)
 		}
-		if !tc.key.Verify(msg, tc.sig) || !VerifyTimingSafe(tc.key, msg, tc.sig) {
+		if !tc.key.Verify(msg, tc.sig) || !VerifyTimingSafe(tc.key, msg, tc.sig) || !verifyBatched(t, tc.key, msg, tc.sig) {
 			t.Errorf("%s: the relay rejects it", tc.name)
 		}
 		if got := ruleDifference(tc.pub, msg, tc.sig); got != tc.rule {
@@ -380,6 +405,9 @@ func TestVerifyWeakKeys(t *testing.T) {
 		got, want := k.Verify(msg, forged), ed25519.Verify(pub, msg, forged)
 		if got != want && ruleDifference(pub, msg, forged) == "" {
 			t.Errorf("%x: Verify %v, crypto/ed25519 %v, no named rule", pub, got, want)
+		}
+		if got != verifyBatched(t, k, msg, forged) {
+			t.Errorf("%x: batch and single differ", pub)
 		}
 	}
 }
