@@ -7,8 +7,6 @@ import (
 	"testing"
 
 	"filippo.io/edwards25519"
-
-	"github.com/smprelay/smprelay/internal/race"
 )
 
 type batchCase struct {
@@ -159,9 +157,6 @@ func TestBatchReuse(t *testing.T) {
 }
 
 func TestBatchAllocs(t *testing.T) {
-	if race.Enabled {
-		t.Skip("-race changes allocation counts")
-	}
 	var b BatchVerifier
 	for _, n := range []int{8, 64, 100} {
 		cases := edBatch(t, n, 7200)
