@@ -3,6 +3,7 @@ module github.com/smprelay/smprelay
 go 1.26.0
 
 require (
+	filippo.io/edwards25519 v1.2.0
 	github.com/panjf2000/gnet/v2 v2.9.7
 	github.com/pkg/profile v1.7.0
 	github.com/prometheus/client_golang v1.25.0

@@ -10,7 +10,25 @@
 //   - blocks: BlockCipher (AES-256-GCM with a per-direction counter nonce) and padding;
 //   - the handshake: ServerHello and ClientHello;
 //   - keys: typed KEM keys (rsa, x25519, mlkem768x25519) that seal the client
-//     hello, and signature keys (Ed25519, RSA-PSS) with timing-safe verification.
+//     hello, and signature keys (Ed25519, RSA-PSS) with timing-safe verification,
+//     one at a time (VerifyTimingSafe) or in batches (BatchVerifier).
+//
+// # Ed25519 verification rules
+//
+// SPEC §2 asks for pure Ed25519 (RFC 8032), which leaves the verification
+// equation and the decoding of non-canonical points open. The relay applies
+// the ZIP-215 rules on every path, single and batch: A and R decoded
+// permissively (y ≥ p and x = −0 accepted), S < ℓ required, and the
+// cofactored equation [8]([S]B − R − [k]A) = 0, k = SHA-512(R ‖ A ‖ M) over
+// the bytes as sent. Every signature crypto/ed25519 accepts is accepted; the
+// only ones accepted that crypto/ed25519 rejects have a non-canonical
+// encoding of R or a small-order component in R or A, and making one takes
+// the key's private half. One rule set on both paths is what lets a batch
+// (which needs the cofactored equation to be sound) accept exactly the
+// signatures single verification accepts. A key is decoded once, when it is
+// parsed (and the dummy keys of SPEC §7 when first used), so a verification
+// decompresses no key and costs the same against a queue's key as against a
+// dummy. See ed25519.go for the details and batch.go for the batch's timing.
 //
 // # Wire format
 //

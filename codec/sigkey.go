@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"math/big"
 	"sync"
+
+	"filippo.io/edwards25519"
 )
 
 // SigAlg is the algorithm of a signature key (SPEC §2).
@@ -50,6 +52,7 @@ var pssOptions = &rsa.PSSOptions{SaltLength: 32, Hash: crypto.SHA256}
 type VerifyKey struct {
 	alg    SigAlg
 	ed     ed25519.PublicKey // 32 bytes, for SigEd25519
+	edp    *edPublic         // ed decoded, for SigEd25519
 	rsa    *rsa.PublicKey    // for SigRSA
 	n      []byte            // for SigRSA: the modulus, big-endian, sigLen bytes
 	spki   []byte            // the DER it was parsed from; nil for dummy keys
@@ -79,7 +82,7 @@ func parseVerifyKey(spkiDER []byte) (*VerifyKey, error) {
 			return nil, fmt.Errorf("%w: ed25519 key of %d bytes", ErrSigKey, len(p))
 		}
 		// Copied so that no caller buffer aliases the key.
-		return &VerifyKey{alg: SigEd25519, ed: append(ed25519.PublicKey(nil), p...), sigLen: ed25519.SignatureSize}, nil
+		return newEdVerifyKey(p), nil
 	case *rsa.PublicKey:
 		if err := checkRSAPublic(p); err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrSigKey, err)
@@ -100,15 +103,30 @@ func (k *VerifyKey) SPKI() []byte { return k.spki }
 // modulus length in bytes for RSA.
 func (k *VerifyKey) SigLen() int { return k.sigLen }
 
-// Verify reports whether sig is a valid signature of signed. It does not
-// allocate for a valid Ed25519 signature.
+// newEdVerifyKey returns the key for the 32-byte encoding pub, decoded once
+// here so that no verification decodes it again. A pub that is not a curve
+// point is still a key, as crypto/ed25519 has it, under which nothing
+// verifies: the write-ahead log may hold one, and a key that loaded once must
+// load again.
+func newEdVerifyKey(pub []byte) *VerifyKey {
+	// Copied so that no caller buffer aliases the key.
+	ed := append(ed25519.PublicKey(nil), pub...)
+	return &VerifyKey{alg: SigEd25519, ed: ed, edp: decodeEdPublic(ed), sigLen: ed25519.SignatureSize}
+}
+
+// Verify reports whether sig is a valid signature of signed. Ed25519
+// signatures are checked under the ZIP-215 rules (see the package
+// documentation): every signature crypto/ed25519 accepts verifies, and the
+// only ones crypto/ed25519 rejects that verify here have a non-canonical R or
+// a small-order component, which only the key's owner can make. Verify does
+// not allocate for Ed25519 and decodes no key.
 func (k *VerifyKey) Verify(signed, sig []byte) bool {
 	if k == nil || len(sig) != k.sigLen {
 		return false
 	}
 	switch k.alg {
 	case SigEd25519:
-		return ed25519.Verify(k.ed, signed, sig)
+		return verifyEd25519(k.edp, k.ed, signed, sig)
 	case SigRSA:
 		digest := sha256.Sum256(signed)
 		if bytes.Compare(sig, k.n) >= 0 {
@@ -155,12 +173,14 @@ func VerifyTimingSafe(k *VerifyKey, signed, sig []byte) bool {
 }
 
 // dummyEdSig is the garbage signature for lengths that suggest no algorithm.
-// Its S half is canonical (top byte zero, so S < l) so that verification
-// runs the full scalar multiplication instead of failing at the S check.
+// Its R half is a curve point (the base point's encoding) and its S half is
+// canonical (top byte zero, so S < l), so that verification decodes R and
+// runs the full scalar multiplication instead of failing at either check.
 var dummyEdSig = func() (s [ed25519.SignatureSize]byte) {
 	for i := range s {
 		s[i] = byte(0xa5 ^ i)
 	}
+	copy(s[:32], ed25519Basepoint)
 	s[63] = 0
 	return s
 }()
@@ -175,7 +195,9 @@ var (
 )
 
 // dummyEd25519 returns a real, freshly generated Ed25519 public key whose
-// private half is discarded, so no signature verifies under it.
+// private half is discarded, so no signature verifies under it. Like every
+// key, it is decoded once, here, so a verification against it costs what one
+// against a queue's key costs (SPEC §7).
 func dummyEd25519() *VerifyKey {
 	dummyEdOnce.Do(func() {
 		pub, _, err := ed25519.GenerateKey(rand.Reader)
@@ -184,7 +206,13 @@ func dummyEd25519() *VerifyKey {
 			// point that decodes still yields the same verification work.
 			pub = append(ed25519.PublicKey(nil), ed25519Basepoint...)
 		}
-		dummyEdKey = &VerifyKey{alg: SigEd25519, ed: pub, sigLen: ed25519.SignatureSize}
+		var a edwards25519.Point
+		if _, err := a.SetBytes(pub); err != nil {
+			panic("codec: dummy Ed25519 key does not decode") // a generated key always does
+		}
+		p := new(edPublic)
+		p.negA.Negate(&a)
+		dummyEdKey = &VerifyKey{alg: SigEd25519, ed: pub, edp: p, sigLen: ed25519.SignatureSize}
 	})
 	return dummyEdKey
 }

@@ -1,0 +1,317 @@
+package codec
+
+import (
+	"bytes"
+	"crypto/rand"
+	"fmt"
+	"testing"
+
+	"filippo.io/edwards25519"
+)
+
+type batchCase struct {
+	k        *VerifyKey
+	msg, sig []byte
+}
+
+// edBatch returns n entries signed by n keys over messages of size bytes.
+func edBatch(t testing.TB, n, size int) []batchCase {
+	t.Helper()
+	out := make([]batchCase, n)
+	for i := range out {
+		s, err := GenerateSigner(SigEd25519, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := make([]byte, size)
+		rand.Read(msg)
+		sig, _ := s.Sign(msg)
+		out[i] = batchCase{s.VerifyKey(), msg, sig}
+	}
+	return out
+}
+
+// runBatch adds cases to b (after a Reset) and checks each result against
+// VerifyTimingSafe.
+func runBatch(t *testing.T, b *BatchVerifier, cases []batchCase) []bool {
+	t.Helper()
+	b.Reset()
+	for i, c := range cases {
+		if j := b.Add(c.k, c.msg, c.sig); j != i {
+			t.Fatalf("Add returned %d, want %d", j, i)
+		}
+	}
+	if b.Len() != len(cases) {
+		t.Fatalf("Len = %d", b.Len())
+	}
+	res := b.Verify()
+	if len(res) != len(cases) {
+		t.Fatalf("%d results for %d entries", len(res), len(cases))
+	}
+	for i, c := range cases {
+		if want := VerifyTimingSafe(c.k, c.msg, c.sig); res[i] != want {
+			t.Fatalf("entry %d: batch %v, VerifyTimingSafe %v", i, res[i], want)
+		}
+	}
+	return res
+}
+
+func TestBatchAllValid(t *testing.T) {
+	var b BatchVerifier
+	for _, n := range []int{0, 1, 2, 7, 8, 64, 65, 130} {
+		cases := edBatch(t, n, 100)
+		fb := b.fallbacks
+		for i, ok := range runBatch(t, &b, cases) {
+			if !ok {
+				t.Fatalf("n=%d: entry %d failed", n, i)
+			}
+		}
+		if b.fallbacks != fb {
+			t.Errorf("n=%d: a batch of valid signatures fell back", n)
+		}
+	}
+}
+
+// TestBatchFindsBadOnes puts bad entries at various places in batches and
+// checks that exactly those fail, and that the batch fell back.
+func TestBatchFindsBadOnes(t *testing.T) {
+	var b BatchVerifier
+	rs := rsaSigner(t)
+	for _, n := range []int{2, 8, 64, 100} {
+		for _, bad := range [][]int{{0}, {n - 1}, {n / 2}, {0, n - 1}, {1, 3, 5}, nil} {
+			t.Run(fmt.Sprintf("n=%d/bad=%v", n, bad), func(t *testing.T) {
+				cases := edBatch(t, n, 64)
+				isBad := make([]bool, n)
+				for j, i := range bad {
+					if i >= n {
+						continue
+					}
+					isBad[i] = true
+					c := &cases[i]
+					switch j % 4 {
+					case 0: // a flipped bit in S
+						c.sig = bytes.Clone(c.sig)
+						c.sig[40] ^= 4
+					case 1: // a queue that does not exist
+						c.k = nil
+					case 2: // another key's signature
+						c.k = cases[(i+1)%n].k
+					case 3: // a wrong message
+						c.msg = append(bytes.Clone(c.msg), 0)
+					}
+				}
+				fb := b.fallbacks
+				res := runBatch(t, &b, cases)
+				for i := range res {
+					if res[i] == isBad[i] {
+						t.Errorf("entry %d: result %v, bad %v", i, res[i], isBad[i])
+					}
+				}
+				if len(bad) > 0 && b.fallbacks == fb {
+					t.Error("a batch with bad signatures did not fall back")
+				}
+			})
+		}
+	}
+
+	// Mixed kinds: RSA entries, wrong lengths, undecodable signatures.
+	msg := []byte(vectorSigned)
+	rsig, _ := rs.Sign(msg)
+	cases := edBatch(t, 6, 32)
+	cases = append(cases,
+		batchCase{rs.VerifyKey(), msg, rsig},                       // valid RSA
+		batchCase{nil, msg, rsig},                                  // RSA size, no queue
+		batchCase{rs.VerifyKey(), msg, cases[0].sig},               // Ed25519 sig, RSA key
+		batchCase{cases[0].k, msg, rsig},                           // RSA sig, Ed25519 key
+		batchCase{cases[1].k, msg, nil},                            // empty
+		batchCase{nil, msg, []byte("odd")},                         // odd length, no queue
+		batchCase{cases[2].k, msg, make([]byte, 64)},               // zeros: S canonical, R = 0 decodes
+		batchCase{cases[3].k, msg, bytes.Repeat([]byte{0xff}, 64)}, // S not canonical
+	)
+	want := []bool{true, true, true, true, true, true, true, false, false, false, false, false, false, false}
+	res := runBatch(t, &b, cases)
+	for i := range want {
+		if res[i] != want[i] {
+			t.Errorf("mixed entry %d: %v, want %v", i, res[i], want[i])
+		}
+	}
+}
+
+// TestBatchReuse checks that a BatchVerifier gives the same answers across
+// Reset and keeps no state from one batch to the next.
+func TestBatchReuse(t *testing.T) {
+	var b BatchVerifier
+	good := edBatch(t, 16, 10)
+	for round := range 4 {
+		cases := append([]batchCase(nil), good...)
+		if round%2 == 1 {
+			cases[round] = batchCase{nil, cases[round].msg, cases[round].sig}
+		}
+		res := runBatch(t, &b, cases)
+		for i, ok := range res {
+			if want := !(round%2 == 1 && i == round); ok != want {
+				t.Fatalf("round %d entry %d: %v", round, i, ok)
+			}
+		}
+	}
+}
+
+func TestBatchAllocs(t *testing.T) {
+	var b BatchVerifier
+	for _, n := range []int{8, 64, 100} {
+		cases := edBatch(t, n, 7200)
+		badCases := append([]batchCase(nil), cases...)
+		badCases[n/2].k = nil
+		for _, cs := range [][]batchCase{cases, badCases} {
+			run := func() {
+				b.Reset()
+				for _, c := range cs {
+					b.Add(c.k, c.msg, c.sig)
+				}
+				b.Verify()
+			}
+			run() // warm-up: scratch grows to size
+			if a := testing.AllocsPerRun(5, run); a != 0 {
+				t.Errorf("n=%d: Reset+Add+Verify allocates %v times", n, a)
+			}
+		}
+	}
+}
+
+// TestBatchTimingSafe compares, within one run, a batch holding one entry for
+// a queue that does not exist with one holding a wrong signature for a queue
+// that does (SPEC §7): both fall back, and must cost the same.
+func TestBatchTimingSafe(t *testing.T) {
+	if testing.Short() {
+		t.Skip("timing test")
+	}
+	const n = 8
+	cases := edBatch(t, n, 7200)
+	wrong := append([]batchCase(nil), cases...)
+	wrong[3].sig = bytes.Clone(wrong[3].sig)
+	wrong[3].sig[40] ^= 1
+	absent := append([]batchCase(nil), wrong...)
+	absent[3].k = nil
+	var b BatchVerifier
+	run := func(cs []batchCase) func() {
+		return func() {
+			b.Reset()
+			for _, c := range cs {
+				b.Add(c.k, c.msg, c.sig)
+			}
+			b.Verify()
+		}
+	}
+	run(absent)()
+	var r float64
+	for range 3 {
+		if r = meanRatio(60, run(absent), run(wrong)); r > 1/1.2 && r < 1.2 {
+			break
+		}
+	}
+	t.Logf("absent/wrong batch mean ratio %.3f", r)
+	if r <= 1/1.2 || r >= 1.2 {
+		t.Errorf("absent/wrong batch mean ratio %.2f outside 1/1.2..1.2", r)
+	}
+}
+
+// BenchmarkBatchVerify7200 reports the cost per signature of verifying
+// batches of 8 and 64 Ed25519 signatures over 7,200-byte messages, and of a
+// batch of 64 with one bad signature (which falls back).
+func BenchmarkBatchVerify7200(b *testing.B) {
+	for _, tc := range []struct {
+		n   int
+		bad bool
+	}{{8, false}, {64, false}, {64, true}} {
+		name := fmt.Sprintf("%d", tc.n)
+		if tc.bad {
+			name += "-one-bad"
+		}
+		b.Run(name, func(b *testing.B) {
+			cases := edBatch(b, tc.n, 7200)
+			if tc.bad {
+				cases[0].k = nil
+			}
+			var v BatchVerifier
+			b.ReportAllocs()
+			for b.Loop() {
+				v.Reset()
+				for _, c := range cases {
+					v.Add(c.k, c.msg, c.sig)
+				}
+				res := v.Verify()
+				if !tc.bad && !res[0] {
+					b.Fatal("no verify")
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*tc.n), "ns/sig")
+		})
+	}
+}
+
+// TestMSMAgainstLibrary checks the multi-scalar multiplication against
+// filippo.io/edwards25519's VarTimeMultiScalarMult: a sum the library says
+// is the identity, or a point of small order, passes cofactorZero; the same
+// sum off by B does not.
+func TestMSMAgainstLibrary(t *testing.T) {
+	var m msmScratch
+	for _, n := range []int{1, 2, 5, 40} {
+		for _, tor := range []int{0, 1, 2, 4} {
+			scalars := make([]*edwards25519.Scalar, n)
+			points := make([]*edwards25519.Point, n)
+			m.reset(n)
+			top := 0
+			var p msmP3
+			for i := range n {
+				var b [64]byte
+				rand.Read(b[:])
+				scalars[i], _ = new(edwards25519.Scalar).SetUniformBytes(b[:])
+				rand.Read(b[:])
+				var s edwards25519.Scalar
+				s.SetUniformBytes(b[:])
+				points[i] = new(edwards25519.Point).ScalarBaseMult(&s)
+				if i == 0 {
+					points[i].Add(points[i], torsion(t, tor))
+				}
+				if tt := m.setPoint(i, p.set(points[i]), scalars[i]); tt > top {
+					top = tt
+				}
+			}
+			// With base 0 and 1: cofactorZero must say whether [8] of the
+			// library's Σ sᵢPᵢ (+ B) is the identity.
+			sum := new(edwards25519.Point).VarTimeMultiScalarMult(scalars, points)
+			for _, baseOne := range []bool{false, true} {
+				var base edwards25519.Scalar
+				want := new(edwards25519.Point).Set(sum)
+				if baseOne {
+					base.SetCanonicalBytes(append([]byte{1}, make([]byte, 31)...))
+					want.Add(want, edwards25519.NewGeneratorPoint())
+				}
+				want.MultByCofactor(want)
+				if got := m.cofactorZero(&base, top); got != (want.Equal(edwards25519.NewIdentityPoint()) == 1) {
+					t.Fatalf("n=%d torsion=%d base=%v: cofactorZero %v", n, tor, baseOne, got)
+				}
+			}
+			// Now a combination that vanishes up to torsion: P₀ = T + [x]B,
+			// scalar 1, base −x.
+			var b [64]byte
+			rand.Read(b[:])
+			var x, negX edwards25519.Scalar
+			x.SetUniformBytes(b[:])
+			negX.Negate(&x)
+			var one edwards25519.Scalar
+			one.SetCanonicalBytes(append([]byte{1}, make([]byte, 31)...))
+			var p0 edwards25519.Point
+			p0.ScalarBaseMult(&x)
+			p0.Add(&p0, torsion(t, tor))
+			m.reset(1)
+			if !m.cofactorZero(&negX, m.setPoint(0, p.set(&p0), &one)) {
+				t.Fatalf("torsion=%d: [8](T + [x]B − [x]B) is not the identity", tor)
+			}
+			negX.Add(&negX, &one)
+			if m.cofactorZero(&negX, m.setPoint(0, p.set(&p0), &one)) {
+				t.Fatalf("torsion=%d: [8](T + B) is the identity", tor)
+			}
+		}
+	}
+}

@@ -1,0 +1,169 @@
+package codec
+
+import (
+	"crypto/ed25519"
+	"crypto/sha512"
+
+	"filippo.io/edwards25519"
+	"filippo.io/edwards25519/field"
+)
+
+// Ed25519 verification rules (SPEC §2, §7).
+//
+// The relay verifies Ed25519 signatures with the ZIP-215 rules, on the single
+// path (VerifyKey.Verify, VerifyTimingSafe) and the batch path
+// (BatchVerifier) alike:
+//
+//   - A (the key) and R (the first half of the signature) are decoded
+//     permissively: an unreduced y (y ≥ p) and a negative zero x are
+//     accepted, as filippo.io/edwards25519's Point.SetBytes does;
+//   - S must be canonical (S < ℓ);
+//   - k = SHA-512(R ‖ A ‖ M), R and A as the bytes that were sent;
+//   - the equation is cofactored: [8]([S]B − R − [k]A) = 0.
+//
+// crypto/ed25519 differs in two ways, and in both it rejects where the relay
+// accepts; it never accepts a signature that the relay rejects:
+//
+//   - it does not decode R but compares R's bytes with the canonical encoding
+//     of [S]B − [k]A, so a non-canonical encoding of R always fails;
+//   - its equation is cofactorless, so a signature whose residual
+//     [S]B − R − [k]A is a non-zero point of small order (a small-order
+//     component in R or in A) fails.
+//
+// Producing either kind takes the private key of A (or a key of small order,
+// under which both rule sets admit forgeries), so a third party can neither
+// forge nor maul a signature of an honest key under these rules: every
+// signature crypto/ed25519.Sign makes verifies under both. Non-canonical
+// encodings of A are accepted by both rule sets alike.
+//
+// Why not crypto/ed25519's rules: batch verification checks one random
+// linear combination of the equations, which is sound only with the
+// cofactored equation (a cofactorless batch accepts a signature with an
+// order-2 residual half the time). With the cofactored equation on both
+// paths, a batch that verifies implies that every signature in it verifies
+// alone, and a signature that verifies alone never fails a batch (except
+// with probability 2⁻¹²⁸ per batch), so the batch and single paths accept
+// exactly the same signatures.
+
+// edPublic is an Ed25519 public key decoded once, when the key is parsed, so
+// that verification does no point decompression of A.
+type edPublic struct {
+	// negA is −A, the point the verification equation multiplies by k.
+	negA edwards25519.Point
+	// bad is set when the 32 bytes do not encode a curve point: then negA is
+	// the dummy key's, verification does the work of a failure against it
+	// and reports false (SPEC §7).
+	bad bool
+}
+
+// decodeEdPublic decodes the 32-byte encoding of A.
+func decodeEdPublic(enc []byte) *edPublic {
+	p := new(edPublic)
+	var a edwards25519.Point
+	if len(enc) != ed25519.PublicKeySize || !edDecodePoint(&a, enc) {
+		p.negA.Set(&dummyEd25519().edp.negA)
+		p.bad = true
+		return p
+	}
+	p.negA.Negate(&a)
+	return p
+}
+
+// edChallenge sets k = SHA-512(R ‖ A ‖ M) mod ℓ.
+func edChallenge(k *edwards25519.Scalar, r, a, msg []byte) {
+	h := sha512.New()
+	h.Write(r)
+	h.Write(a)
+	h.Write(msg)
+	var sum [sha512.Size]byte
+	h.Sum(sum[:0])
+	k.SetUniformBytes(sum[:]) // 64 bytes: cannot fail
+}
+
+// edParseSig decodes R and S of a 64-byte signature: R permissively, S
+// canonical. It reports false if either does not decode. Unlike
+// Point.SetBytes and Scalar.SetCanonicalBytes, it does not allocate (an error
+// value) on failure, so garbage signatures cost no garbage.
+func edParseSig(r *edwards25519.Point, s *edwards25519.Scalar, sig []byte) bool {
+	if !edCanonicalScalar(sig[32:]) {
+		return false
+	}
+	if _, err := s.SetCanonicalBytes(sig[32:]); err != nil {
+		return false // not reached: checked above
+	}
+	return edDecodePoint(r, sig[:32])
+}
+
+// edOrder is ℓ, little-endian.
+var edOrder = [32]byte{
+	0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+}
+
+// edCanonicalScalar reports whether the 32 little-endian bytes are below ℓ.
+func edCanonicalScalar(b []byte) bool {
+	for i := 31; i >= 0; i-- {
+		switch {
+		case b[i] < edOrder[i]:
+			return true
+		case b[i] > edOrder[i]:
+			return false
+		}
+	}
+	return false // equal to ℓ
+}
+
+// edDecodePoint decodes a 32-byte point encoding as Point.SetBytes does
+// (y ≥ p and x = −0 accepted), without allocating on failure.
+func edDecodePoint(p *edwards25519.Point, enc []byte) bool {
+	var y, y2, u, v, x, xNeg, t, one field.Element
+	if _, err := y.SetBytes(enc); err != nil {
+		return false
+	}
+	one.One()
+	// −x² + y² = 1 + dx²y², so x² = (y² − 1) / (dy² + 1).
+	y2.Square(&y)
+	u.Subtract(&y2, &one)
+	v.Multiply(&y2, edD)
+	v.Add(&v, &one)
+	if _, wasSquare := x.SqrtRatio(&u, &v); wasSquare == 0 {
+		return false
+	}
+	xNeg.Negate(&x)
+	x.Select(&xNeg, &x, int(enc[31]>>7))
+	t.Multiply(&x, &y)
+	_, err := p.SetExtendedCoordinates(&x, &y, &one, &t)
+	return err == nil // on the curve by construction
+}
+
+// edCheck reports whether [8]([S]B + [k](−A) − R) is the identity.
+func edCheck(negA *edwards25519.Point, r *edwards25519.Point, k, s *edwards25519.Scalar) bool {
+	var p edwards25519.Point
+	p.VarTimeDoubleScalarBaseMult(k, negA, s)
+	p.Subtract(&p, r)
+	p.MultByCofactor(&p)
+	return p.Equal(edIdentity) == 1
+}
+
+var edIdentity = edwards25519.NewIdentityPoint()
+
+// edD is the constant d of the curve equation −x² + y² = 1 + dx²y².
+var edD, _ = new(field.Element).SetBytes([]byte{
+	0xa3, 0x78, 0x59, 0x13, 0xca, 0x4d, 0xeb, 0x75,
+	0xab, 0xd8, 0x41, 0x41, 0x4d, 0x0a, 0x70, 0x00,
+	0x98, 0xe8, 0x79, 0x77, 0x79, 0x40, 0xc7, 0x8c,
+	0x73, 0xfe, 0x6f, 0x2b, 0xee, 0x6c, 0x03, 0x52})
+
+// verifyEd25519 verifies a 64-byte sig over msg under the ZIP-215 rules.
+// enc is the 32-byte encoding of A, the bytes that go into the hash.
+func verifyEd25519(p *edPublic, enc, msg, sig []byte) bool {
+	var (
+		r    edwards25519.Point
+		s, k edwards25519.Scalar
+	)
+	if !edParseSig(&r, &s, sig) {
+		return false
+	}
+	edChallenge(&k, sig[:32], enc, msg)
+	return edCheck(&p.negA, &r, &k, &s) && !p.bad
+}
