@@ -66,6 +66,7 @@ type config struct {
 	profile       string
 	out           string
 	serverBin     string
+	pin           bool
 
 	hostileDuration time.Duration
 	hostileAttacks  []string
@@ -132,6 +133,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fl.StringVar(&c.serverProfile, "server-profile", "", "run every server with --profile `kind` (cpu, mem, block, mutex); files go beside the results")
 	fl.StringVar(&c.profile, "profile", "", "profile this bench process: cpu, mem, block or mutex (github.com/pkg/profile)")
 	fl.StringVar(&c.out, "out", defaultOut, "`directory` for the JSON, Markdown and SVG results; the default is gitignored (the committed reference runs are in bench/reference)")
+	fl.BoolVar(&c.pin, "pin", true, "run every smp-server on the first half of this process's CPUs (at least one) and the load generator on the rest, "+
+		"so that the per-server-core figures are the server's own; off with one CPU; --pin=false: both share every core")
 	fl.StringVar(&c.serverBin, "server-bin", "", "use this smp-server binary instead of building ./cmd/smp-server")
 	fl.DurationVar(&c.hostileDuration, "hostile-duration", 8*time.Second, "hostile: `time` of each phase (the baseline and each attack)")
 	hAttacks := fl.String("hostile-attacks", strings.Join(attackNames(), ","), "hostile: attacks to run, comma-separated")
@@ -311,7 +314,7 @@ func runSuite(ctx context.Context, c *config, args []string, stderr io.Writer) (
 		"rsaPairs": c.rsaPairs, "queuesPerPair": c.queues, "window": c.window, "bodyBytes": c.body, "keys": c.keys,
 		"rate": c.rate, "fsyncModes": c.fsyncModes, "fsyncPairs": c.fsyncPairs, "kems": c.kems, "dialers": c.dialers,
 		"handshakeDuration": c.hsDuration.String(), "idleSteps": c.idleSteps, "idleKEM": c.idleKEM,
-		"serverArgs": c.serverArgs, "serverProfile": c.serverProfile, "quick": c.quick}
+		"serverArgs": c.serverArgs, "serverProfile": c.serverProfile, "quick": c.quick, "pin": c.pin}
 	if c.has("hostile") {
 		rep.Config["hostileDuration"], rep.Config["hostileAttacks"], rep.Config["hostileKEMs"] = c.hostileDuration.String(), c.hostileAttacks, c.hostileKEMs
 		rep.Config["hostileMaxConns"], rep.Config["hostileRate"], rep.Config["hostileDialers"] = c.hostileMaxConns, c.hostileRate, c.hostileDialers
@@ -329,6 +332,7 @@ func runSuite(ctx context.Context, c *config, args []string, stderr io.Writer) (
 		}
 	}
 	serverN := 0
+	var pin *pinning // set after the crypto costs are measured, on every CPU
 	start := func(args ...string) (*server, error) {
 		full := append(slices.Clone(c.serverArgs), args...)
 		if c.serverProfile != "" {
@@ -343,7 +347,7 @@ func runSuite(ctx context.Context, c *config, args []string, stderr io.Writer) (
 			full = append(full, "--profile", c.serverProfile, "--profile-dir", dir)
 			rep.Profiles = append(rep.Profiles, dir)
 		}
-		return startServer(ctx, bin, tmp, full...)
+		return startServer(ctx, bin, tmp, pin.serverSet(), full...)
 	}
 	relayArgs := func(series string, signed bool, alg codec.SigAlg, pairs int) relayRun {
 		return relayRun{series: series, signed: signed, alg: alg, pairs: pairs, queues: c.queues, window: c.window,
@@ -386,6 +390,22 @@ func runSuite(ctx context.Context, c *config, args []string, stderr io.Writer) (
 		if cc, err := measureCrypto(c, min(c.cryptoTime, 200*time.Millisecond), newProgress("crypto costs (for the ratios)", 10)); err == nil {
 			rep.Crypto = cc
 		}
+	}
+	// Pinning starts only now: the crypto costs above are per core either way,
+	// and the all-cores factor needs every core this process may use.
+	if pin, err = startPinning(c.pin); err != nil {
+		return rep, err
+	}
+	defer func() {
+		if err := pin.restore(); err != nil {
+			fmt.Fprintf(stderr, "bench: restoring this process's CPU affinity: %v\n", err)
+		}
+	}()
+	rep.Machine.Pin = pin.Pin
+	if pin.Enabled {
+		fmt.Fprintf(stderr, "bench: smp-server on CPUs %s, the load generator on CPUs %s (--pin=false: share them)\n", pin.ServerCPUs, pin.GeneratorCPUs)
+	} else if c.pin {
+		fmt.Fprintf(stderr, "bench: pinning %s\n", pin.Note)
 	}
 	if c.has("relay-signed") {
 		if slices.Contains(c.keys, "ed25519") {
