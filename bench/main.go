@@ -370,6 +370,7 @@ func runSuite(ctx context.Context, c *config, args []string, stderr io.Writer) (
 				return pts, fmt.Errorf("%s with %d pairs: %w", label, n, err)
 			}
 			pt.ServerArgs = strings.Join(append(slices.Clone(c.serverArgs), args...), " ")
+			pt.ServerCores = pin.serverCores()
 			pt.withCrypto(rep.Crypto, cycle)
 			p.finish(fmt.Sprintf("%.0f msg/s, p99 %.2f ms, server %.0f µs CPU/msg", pt.Throughput, pt.P99Ms, pt.ServerCPUPerMsg))
 			pts = append(pts, pt)
