@@ -97,6 +97,11 @@ Scenarios (--scenarios, comma-separated, in this order):
                     full-cycle latency; per attack the ratio to the baseline, relay CPU and RSS, the
                     attacker's rate and whether the relay stayed up
 
+Pinning (--pin, default on): smp-server runs on the first half of the CPUs this process may use (at least
+one; taskset -c style lists in the report), the load generator on the rest (1 + 1 on 2 CPUs), and the relay
+points add msg/s per server core against the stdlib crypto limit of one core, and the server's non-crypto
+CPU per delivered message. Off with one CPU; --pin=false: server and load generator share every core.
+
 Flags:
 `
 
