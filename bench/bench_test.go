@@ -8,12 +8,14 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/smprelay/smprelay/internal/smptest"
+	"golang.org/x/sys/unix"
 )
 
 // TestMain lets the test binary serve as "bench worker", as the bench
@@ -33,7 +35,15 @@ func TestMain(m *testing.M) {
 func TestTinySuite(t *testing.T) {
 	out := t.TempDir()
 	settleEvery = 50 * time.Millisecond
+	var before unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &before); err != nil {
+		t.Fatal(err)
+	}
+	procs := runtime.GOMAXPROCS(0)
 	var stdout, stderr bytes.Buffer
+	// --pin is on by default: with two CPUs or more the server and the load
+	// generator get their own (startServer fails if the server's mask is not
+	// the server CPUs).
 	args := []string{"--scenarios", "crypto-limit,relay-signed,idle-connections", "--crypto-time", "10ms",
 		"--keys", "ed25519", "--pairs", "1", "--rsa-pairs", "", "--duration", "1s", "--warmup", "200ms",
 		"--idle-steps", "20,40", "--idle-sample", "5", "--idle-kem", "x25519",
@@ -41,6 +51,12 @@ func TestTinySuite(t *testing.T) {
 	if code := run(args, &stdout, &stderr); code != 0 {
 		t.Fatalf("run exited %d\nstderr:\n%s", code, stderr.String())
 	}
+	var after unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &after); err != nil || after != before || runtime.GOMAXPROCS(0) != procs {
+		t.Errorf("after the run this thread may use CPUs %s and GOMAXPROCS is %d; before, %s and %d (err %v)",
+			formatCPUs(cpuList(&after)), runtime.GOMAXPROCS(0), formatCPUs(cpuList(&before)), procs, err)
+	}
+	pinned := before.Count() >= 2
 	jsons, _ := filepath.Glob(filepath.Join(out, "*.json"))
 	if len(jsons) != 1 {
 		t.Fatalf("want one JSON file in %s, got %v", out, jsons)
@@ -66,6 +82,25 @@ func TestTinySuite(t *testing.T) {
 	if p.Delivered <= 0 || p.Errors != 0 || p.ServerCPUPerMsg <= 0 || p.CryptoPerMsg <= 0 {
 		t.Errorf("relay point: %+v", p)
 	}
+	if pin := rep.Machine.Pin; pin.Enabled != pinned || (pinned && (pin.ServerCPUs == "" || pin.GeneratorCPUs == "" ||
+		pin.ServerCores+pin.GenCores != before.Count())) || (!pinned && pin.Note == "") {
+		t.Errorf("machine pin %+v with %d CPUs", pin, before.Count())
+	}
+	if pinned {
+		for _, q := range []RelayPoint{p, *rep.HalfPeak} {
+			if q.ServerCores != rep.Machine.Pin.ServerCores || q.PerServerCore <= 0 || q.CoreLimit <= 0 || q.PerCoreOverLimit <= 0 || q.NonCryptoPerMsg <= 0 {
+				t.Errorf("pinned relay point lacks the per-server-core figures: %+v", q)
+			}
+			if d := q.PerCoreOverLimit - q.PerServerCore/q.CoreLimit; d > 1e-9 || d < -1e-9 {
+				t.Errorf("÷ crypto limit per core %v is not %v ÷ %v", q.PerCoreOverLimit, q.PerServerCore, q.CoreLimit)
+			}
+		}
+		for _, field := range []string{`"serverCpus"`, `"messagesPerSecondPerServerCore"`, `"perServerCoreOverCryptoLimitPerCore"`, `"nonCryptoServerCpuPerMessageUs"`} {
+			if !bytes.Contains(raw, []byte(field)) {
+				t.Errorf("JSON lacks %s", field)
+			}
+		}
+	}
 	if !(p.P50Ms <= p.P99Ms && p.P99Ms <= p.P999Ms && p.P999Ms <= p.MaxMs) || len(p.CDF) != len(cdfPercentiles) {
 		t.Errorf("latency percentiles out of order: %+v", p)
 	}
@@ -88,7 +123,11 @@ func TestTinySuite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"# smp-server benchmark", "## crypto-limit", "## relay-signed", "## idle-connections", "## Goals", "## Summary"} {
+	wants := []string{"# smp-server benchmark", "## crypto-limit", "## relay-signed", "## idle-connections", "## Goals", "## Summary"}
+	if pinned {
+		wants = append(wants, "Pinned (--pin)", "| relay signed-ed25519, peak, per server core |", "msg/s per server core", "non-crypto server CPU µs/msg")
+	}
+	for _, want := range wants {
 		if !bytes.Contains(md, []byte(want)) {
 			t.Errorf("Markdown lacks %q", want)
 		}
@@ -165,7 +204,7 @@ func TestHelpListsScenariosAndKnobs(t *testing.T) {
 	if code := run([]string{"--help"}, &stdout, &stderr); code != 0 {
 		t.Fatalf("--help exited %d", code)
 	}
-	for _, want := range append(knownScenarios, "-hostile-duration", "-hostile-attacks", "-pairs", "-queues", "-body", "-duration", "-keys", "-server-args", "-server-profile", "-profile") {
+	for _, want := range append(knownScenarios, "-hostile-duration", "-hostile-attacks", "-pairs", "-queues", "-body", "-duration", "-keys", "-server-args", "-server-profile", "-profile", "-pin") {
 		if !strings.Contains(stderr.String(), want) {
 			t.Errorf("--help does not mention %q", want)
 		}
@@ -214,6 +253,25 @@ func TestSlopeAndPercentiles(t *testing.T) {
 	}
 	if pctMs(nil, 50) != 0 {
 		t.Error("pctMs of nothing is not 0")
+	}
+}
+
+func TestSplitCPUs(t *testing.T) {
+	for _, c := range []struct {
+		cpus        []int
+		server, gen string
+		ok          bool
+	}{
+		{[]int{0}, "", "", false},
+		{[]int{0, 1}, "0", "1", true},
+		{[]int{0, 1, 2}, "0", "1-2", true},
+		{[]int{0, 1, 2, 3, 4, 5, 6, 7}, "0-3", "4-7", true},
+		{[]int{2, 3, 5, 8, 9}, "2-3", "5,8-9", true},
+	} {
+		s, g, ok := splitCPUs(c.cpus)
+		if ok != c.ok || formatCPUs(s) != c.server || formatCPUs(g) != c.gen {
+			t.Errorf("splitCPUs(%v) = %q, %q, %v; want %q, %q, %v", c.cpus, formatCPUs(s), formatCPUs(g), ok, c.server, c.gen, c.ok)
+		}
 	}
 }
 

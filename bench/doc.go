@@ -25,8 +25,19 @@
 //
 // Server CPU and memory are read from /proc/<pid>/stat (utime+stime) and
 // /proc/<pid>/status (VmRSS) before and after each timed phase, so the load
-// generator's own cost, which shares the cores, does not count against the
-// server. Transmissions are signed before the timed phase (client.Prepared).
+// generator's own cost does not count against the server. Transmissions are
+// signed before the timed phase (client.Prepared).
+//
+// Pinning (--pin, on by default; pin.go): after crypto-limit, which measures
+// on every CPU, the CPUs this process may use are split into server cores
+// (the first half, at least one) and generator cores (the rest): 1 + 1 on a
+// 2-CPU machine. Every smp-server runs on the server cores, this process and
+// its workers on the others, and the relay-signed and fsync points add the
+// server-only ratios: msg/s per server core against the stdlib crypto limit
+// of one core (1 s ÷ the one-core crypto cost of the signed cycle), and
+// non-crypto server CPU per delivered message (server CPU per message less
+// that cost). With one CPU pinning is off, with a note in the report;
+// --pin=false shares every core between server and load generator, as before.
 //
 // Results go to --out, by default bench/results/<date>-<commit>.json (every
 // figure), a Markdown summary beside it (also printed at the end, followed on

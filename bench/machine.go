@@ -23,6 +23,8 @@ type Machine struct {
 	// LoadAvg is /proc/loadavg's 1-minute figure when the run started: the
 	// machine may be shared, and other work skews every figure.
 	LoadAvg float64 `json:"loadAverageAtStart"`
+	// Pin says which CPUs the server and the load generator ran on (--pin).
+	Pin Pin `json:"pin"`
 }
 
 // loadAvg returns the 1-minute load average, or -1.

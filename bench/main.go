@@ -66,6 +66,7 @@ type config struct {
 	profile       string
 	out           string
 	serverBin     string
+	pin           bool
 
 	hostileDuration time.Duration
 	hostileAttacks  []string
@@ -95,6 +96,11 @@ Scenarios (--scenarios, comma-separated, in this order):
                     alone for --hostile-duration while an honest client measures dial, SEND -> MSG and
                     full-cycle latency; per attack the ratio to the baseline, relay CPU and RSS, the
                     attacker's rate and whether the relay stayed up
+
+Pinning (--pin, default on): smp-server runs on the first half of the CPUs this process may use (at least
+one; taskset -c style lists in the report), the load generator on the rest (1 + 1 on 2 CPUs), and the relay
+points add msg/s per server core against the stdlib crypto limit of one core, and the server's non-crypto
+CPU per delivered message. Off with one CPU; --pin=false: server and load generator share every core.
 
 Flags:
 `
@@ -132,6 +138,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fl.StringVar(&c.serverProfile, "server-profile", "", "run every server with --profile `kind` (cpu, mem, block, mutex); files go beside the results")
 	fl.StringVar(&c.profile, "profile", "", "profile this bench process: cpu, mem, block or mutex (github.com/pkg/profile)")
 	fl.StringVar(&c.out, "out", defaultOut, "`directory` for the JSON, Markdown and SVG results; the default is gitignored (the committed reference runs are in bench/reference)")
+	fl.BoolVar(&c.pin, "pin", true, "run every smp-server on the first half of this process's CPUs (at least one) and the load generator on the rest, "+
+		"so that the per-server-core figures are the server's own; off with one CPU; --pin=false: both share every core")
 	fl.StringVar(&c.serverBin, "server-bin", "", "use this smp-server binary instead of building ./cmd/smp-server")
 	fl.DurationVar(&c.hostileDuration, "hostile-duration", 8*time.Second, "hostile: `time` of each phase (the baseline and each attack)")
 	hAttacks := fl.String("hostile-attacks", strings.Join(attackNames(), ","), "hostile: attacks to run, comma-separated")
@@ -311,7 +319,7 @@ func runSuite(ctx context.Context, c *config, args []string, stderr io.Writer) (
 		"rsaPairs": c.rsaPairs, "queuesPerPair": c.queues, "window": c.window, "bodyBytes": c.body, "keys": c.keys,
 		"rate": c.rate, "fsyncModes": c.fsyncModes, "fsyncPairs": c.fsyncPairs, "kems": c.kems, "dialers": c.dialers,
 		"handshakeDuration": c.hsDuration.String(), "idleSteps": c.idleSteps, "idleKEM": c.idleKEM,
-		"serverArgs": c.serverArgs, "serverProfile": c.serverProfile, "quick": c.quick}
+		"serverArgs": c.serverArgs, "serverProfile": c.serverProfile, "quick": c.quick, "pin": c.pin}
 	if c.has("hostile") {
 		rep.Config["hostileDuration"], rep.Config["hostileAttacks"], rep.Config["hostileKEMs"] = c.hostileDuration.String(), c.hostileAttacks, c.hostileKEMs
 		rep.Config["hostileMaxConns"], rep.Config["hostileRate"], rep.Config["hostileDialers"] = c.hostileMaxConns, c.hostileRate, c.hostileDialers
@@ -329,6 +337,7 @@ func runSuite(ctx context.Context, c *config, args []string, stderr io.Writer) (
 		}
 	}
 	serverN := 0
+	var pin *pinning // set after the crypto costs are measured, on every CPU
 	start := func(args ...string) (*server, error) {
 		full := append(slices.Clone(c.serverArgs), args...)
 		if c.serverProfile != "" {
@@ -343,7 +352,7 @@ func runSuite(ctx context.Context, c *config, args []string, stderr io.Writer) (
 			full = append(full, "--profile", c.serverProfile, "--profile-dir", dir)
 			rep.Profiles = append(rep.Profiles, dir)
 		}
-		return startServer(ctx, bin, tmp, full...)
+		return startServer(ctx, bin, tmp, pin.serverSet(), full...)
 	}
 	relayArgs := func(series string, signed bool, alg codec.SigAlg, pairs int) relayRun {
 		return relayRun{series: series, signed: signed, alg: alg, pairs: pairs, queues: c.queues, window: c.window,
@@ -366,6 +375,7 @@ func runSuite(ctx context.Context, c *config, args []string, stderr io.Writer) (
 				return pts, fmt.Errorf("%s with %d pairs: %w", label, n, err)
 			}
 			pt.ServerArgs = strings.Join(append(slices.Clone(c.serverArgs), args...), " ")
+			pt.ServerCores = pin.serverCores()
 			pt.withCrypto(rep.Crypto, cycle)
 			p.finish(fmt.Sprintf("%.0f msg/s, p99 %.2f ms, server %.0f µs CPU/msg", pt.Throughput, pt.P99Ms, pt.ServerCPUPerMsg))
 			pts = append(pts, pt)
@@ -386,6 +396,22 @@ func runSuite(ctx context.Context, c *config, args []string, stderr io.Writer) (
 		if cc, err := measureCrypto(c, min(c.cryptoTime, 200*time.Millisecond), newProgress("crypto costs (for the ratios)", 10)); err == nil {
 			rep.Crypto = cc
 		}
+	}
+	// Pinning starts only now: the crypto costs above are per core either way,
+	// and the all-cores factor needs every core this process may use.
+	if pin, err = startPinning(c.pin); err != nil {
+		return rep, err
+	}
+	defer func() {
+		if err := pin.restore(); err != nil {
+			fmt.Fprintf(stderr, "bench: restoring this process's CPU affinity: %v\n", err)
+		}
+	}()
+	rep.Machine.Pin = pin.Pin
+	if pin.Enabled {
+		fmt.Fprintf(stderr, "bench: smp-server on CPUs %s, the load generator on CPUs %s (--pin=false: share them)\n", pin.ServerCPUs, pin.GeneratorCPUs)
+	} else if c.pin {
+		fmt.Fprintf(stderr, "bench: pinning %s\n", pin.Note)
 	}
 	if c.has("relay-signed") {
 		if slices.Contains(c.keys, "ed25519") {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -72,6 +73,20 @@ type RelayPoint struct {
 	Limit             float64 `json:"limitPerSecond"`
 	OverLimit         float64 `json:"throughputOverLimit"`
 	Errors            int64   `json:"errors"`
+	// ServerCores is how many cores the server was pinned to (--pin); 0 when
+	// it shared every core with the load generator.
+	ServerCores int `json:"serverCores,omitempty"`
+	// PerServerCore is the throughput per server core (pinned runs only), and
+	// CoreLimit the stdlib crypto limit of one core for the point's signed
+	// cycle (1 s ÷ its one-core crypto cost); PerCoreOverLimit is the first
+	// over the second.
+	PerServerCore    float64 `json:"messagesPerSecondPerServerCore,omitempty"`
+	CoreLimit        float64 `json:"cryptoLimitPerCore,omitempty"`
+	PerCoreOverLimit float64 `json:"perServerCoreOverCryptoLimitPerCore,omitempty"`
+	// NonCryptoPerMsg is the server's CPU per delivered message less the
+	// one-core crypto cost of a message: what the relay spends on everything
+	// but the cryptography (signed series, pinned runs only).
+	NonCryptoPerMsg float64 `json:"nonCryptoServerCpuPerMessageUs,omitempty"`
 }
 
 var cdfPercentiles = []float64{1, 5, 10, 25, 50, 75, 90, 95, 99, 99.5, 99.9, 99.99, 100}
@@ -429,4 +444,12 @@ func (pt *RelayPoint) withCrypto(cc *CryptoCosts, cycle string) {
 		pt.CPUOverCryptoBusy = pt.ServerCPUPerMsg / (cy.NsAllCores / 1e3)
 	}
 	pt.OverLimit = pt.Throughput / pt.Limit
+	// The server-only ratios: with its own cores, the server's throughput per
+	// core set against what one core's crypto allows.
+	if pt.ServerCores > 0 && strings.HasPrefix(cycle, "signed-") && pt.CryptoPerMsg > 0 {
+		pt.PerServerCore = pt.Throughput / float64(pt.ServerCores)
+		pt.CoreLimit = 1e6 / pt.CryptoPerMsg
+		pt.PerCoreOverLimit = pt.PerServerCore / pt.CoreLimit
+		pt.NonCryptoPerMsg = pt.ServerCPUPerMsg - pt.CryptoPerMsg
+	}
 }

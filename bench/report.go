@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -192,7 +193,15 @@ func (r *Report) markdown() string {
 		m.CPUModel, m.Cores, float64(m.MemoryBytes)/(1<<30), m.Kernel, m.GoVersion, m.Commit, m.NoFileSoft, m.NoFileHard)
 	fmt.Fprintf(&b, "Command: `%s`  \n", strings.TrimSpace(r.Command))
 	fmt.Fprintf(&b, "Load average (1 min): %.2f at the start, %.2f at the end; the load generator adds about one core, anything above that is other work skewing the figures.  \n", m.LoadAvg, r.LoadAvgEnd)
-	b.WriteString("Load generator and server share the machine's cores; server CPU is read from /proc, so it is the server's own.\n\n")
+	if m.Pin.Enabled {
+		fmt.Fprintf(&b, "Pinned (--pin): smp-server on CPU %s (%s), the load generator on CPU %s (%s); server CPU is read from /proc, so it is the server's own.\n\n",
+			m.Pin.ServerCPUs, coresText(m.Pin.ServerCores), m.Pin.GeneratorCPUs, coresText(m.Pin.GenCores))
+	} else {
+		if m.Pin.Note != "" && !strings.HasPrefix(m.Pin.Note, "off (--pin=false)") {
+			fmt.Fprintf(&b, "Pinning %s.  \n", m.Pin.Note)
+		}
+		b.WriteString("Load generator and server share the machine's cores; server CPU is read from /proc, so it is the server's own.\n\n")
+	}
 
 	b.WriteString(r.summary())
 	if len(r.Goals) > 0 {
@@ -219,21 +228,43 @@ func (r *Report) markdown() string {
 			return
 		}
 		fmt.Fprintf(&b, "## %s\n\n", title)
-		b.WriteString("| series | pairs | msg/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/msg | ÷ crypto | ÷ crypto, all cores busy | ÷ limit | server-bound msg/s | load gen CPU µs/msg | server RSS MiB | other load, cores | errors |\n")
-		b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+		// Pinned runs add the server-only columns; --pin=false tables stay as they were.
+		pinned := slices.ContainsFunc(pts, func(p RelayPoint) bool { return p.ServerCores > 0 })
+		b.WriteString("| series | pairs | msg/s | p50 ms | p99 ms | p99.9 ms | server CPU µs/msg | ÷ crypto | ÷ crypto, all cores busy | ÷ limit | server-bound msg/s | load gen CPU µs/msg | server RSS MiB | other load, cores | errors |")
+		if pinned {
+			b.WriteString(" msg/s per server core | ÷ crypto limit per core | non-crypto server CPU µs/msg |")
+		}
+		b.WriteString("\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+		if pinned {
+			b.WriteString("---|---|---|")
+		}
+		b.WriteString("\n")
 		for _, p := range pts {
 			name := p.Series
 			if p.Paced {
 				name += fmt.Sprintf(" (paced at %.0f/s)", p.TargetRate)
 			}
-			fmt.Fprintf(&b, "| %s | %d | %.0f | %.2f | %.2f | %.2f | %.0f | %.2f× | %.2f× | %.0f%% | %.0f | %.0f | %.0f | %.2f | %d |\n", name, p.Pairs, p.Throughput,
+			fmt.Fprintf(&b, "| %s | %d | %.0f | %.2f | %.2f | %.2f | %.0f | %.2f× | %.2f× | %.0f%% | %.0f | %.0f | %.0f | %.2f | %d |", name, p.Pairs, p.Throughput,
 				p.P50Ms, p.P99Ms, p.P999Ms, p.ServerCPUPerMsg, p.CPUOverCrypto, p.CPUOverCryptoBusy, 100*p.OverLimit, p.ServerBound, p.LoadGenCPUPerMsg,
 				float64(p.ServerRSS)/(1<<20), p.OtherCores, p.Errors)
+			switch {
+			case !pinned:
+			case p.PerServerCore > 0:
+				fmt.Fprintf(&b, " %.0f | %.0f%% of %.0f | %.0f |", p.PerServerCore, 100*p.PerCoreOverLimit, p.CoreLimit, p.NonCryptoPerMsg)
+			default:
+				b.WriteString(" | | |")
+			}
+			b.WriteString("\n")
 		}
 		b.WriteString("\n÷ crypto: server CPU per message over the crypto cost of a message on one core alone (crypto-limit); " +
 			"÷ crypto, all cores busy: over that cost × the all-cores factor. ÷ limit: throughput over the " +
 			"crypto limit of all cores. Server-bound: cores ÷ server CPU per message, the rate if the load generator did not share the cores. " +
 			"Other load: CPU used by other processes meanwhile (/proc/stat less the server and the load generator); above ~0.1 core the machine was shared.\n")
+		if pinned {
+			b.WriteString("\nPinned runs: msg/s per server core is the throughput over the cores the server was pinned to; ÷ crypto limit per core " +
+				"sets it against 1 s ÷ the one-core crypto cost of a message (the stdlib crypto limit of one core); non-crypto server CPU is the " +
+				"server's CPU per delivered message less that crypto cost: what the relay spends on everything else.\n")
+		}
 		b.WriteString("\n")
 	}
 	var signed, unsigned []RelayPoint
@@ -314,6 +345,12 @@ func (r *Report) summary() string {
 				p.Throughput, p.Pairs, 100*p.OverLimit, p.P50Ms, p.P99Ms, p.ServerCPUPerMsg, p.CPUOverCrypto, p.CPUOverCryptoBusy, p.ServerBound))
 		}
 	}
+	for _, s := range []string{"signed-ed25519", "signed-rsa2048"} {
+		if p := r.best(s); p != nil && p.PerServerCore > 0 {
+			add("relay "+s+", peak, per server core", fmt.Sprintf("%.0f msg/s per server core (%s) = %.0f%% of the stdlib crypto limit per core (%.0f msg/s); non-crypto server CPU %.0f µs per delivered message (%.0f µs − %.0f µs of crypto)",
+				p.PerServerCore, coresText(p.ServerCores), 100*p.PerCoreOverLimit, p.CoreLimit, p.NonCryptoPerMsg, p.ServerCPUPerMsg, p.CryptoPerMsg))
+		}
+	}
 	if h := r.HalfPeak; h != nil {
 		add("relay signed-ed25519, half of peak (paced)", fmt.Sprintf("%.0f msg/s: p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms", h.Throughput, h.P50Ms, h.P99Ms, h.P999Ms))
 	}
@@ -342,4 +379,12 @@ func (r *Report) summary() string {
 	}
 	b.WriteString("\n")
 	return b.String()
+}
+
+// coresText is "1 core" or "n cores".
+func coresText(n int) string {
+	if n == 1 {
+		return "1 core"
+	}
+	return fmt.Sprintf("%d cores", n)
 }

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // clockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat
@@ -51,8 +53,9 @@ var capacityArgs = []string{"--max-conns-per-source", "0", "--handshakes-per-sou
 
 // startServer runs "bin start --listen 127.0.0.1:0 --data <fresh dir>"
 // with capacityArgs and args appended (a flag in args wins), and waits for
-// its "listening on" line.
-func startServer(ctx context.Context, bin, tmp string, args ...string) (*server, error) {
+// its "listening on" line. With cpus set, the server runs on those CPUs only
+// (startPinned, pin.go).
+func startServer(ctx context.Context, bin, tmp string, cpus *unix.CPUSet, args ...string) (*server, error) {
 	data, err := os.MkdirTemp(tmp, "data-")
 	if err != nil {
 		return nil, err
@@ -69,8 +72,13 @@ func startServer(ctx context.Context, bin, tmp string, args ...string) (*server,
 		return nil, err
 	}
 	s := &server{Data: data, cmd: cmd, exited: make(chan struct{})}
-	if err := cmd.Start(); err != nil {
+	if err := startPinned(cpus, cmd.Start); err != nil {
 		return nil, fmt.Errorf("starting smp-server: %w", err)
+	}
+	if err := checkAffinity(cmd.Process.Pid, cpus); err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return nil, err
 	}
 	addrs := make(chan string, 2)
 	var wg sync.WaitGroup
