@@ -7,8 +7,9 @@
 #               the crash test runs its short form (3 kill -9 cycles)
 #   make crash-test  the long crash test: 25 kill -9 cycles against the real binary
 #   make bench       the relay's capacity on this machine (go run ./bench; under 10 minutes on
-#                    2 cores): JSON, Markdown and SVG charts in bench/results (gitignored; the
-#                    committed reference run is in bench/reference); BENCHFLAGS adds flags
+#                    2 cores), smp-server pinned to half the cores and the load generator to the
+#                    rest (BENCHFLAGS=--pin=false shares them): JSON, Markdown and SVG charts in
+#                    bench/results (gitignored; the committed reference run is in bench/reference)
 #   make bench-quick the same, short (under a minute)
 #   make bench-hostile  an honest client's latency under each attack of issue 12, one at a
 #                    time against the real relay (about 3 minutes on 2 cores); BENCHFLAGS adds flags,
