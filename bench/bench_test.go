@@ -57,18 +57,7 @@ func TestTinySuite(t *testing.T) {
 			formatCPUs(cpuList(&after)), runtime.GOMAXPROCS(0), formatCPUs(cpuList(&before)), procs, err)
 	}
 	pinned := before.Count() >= 2
-	jsons, _ := filepath.Glob(filepath.Join(out, "*.json"))
-	if len(jsons) != 1 {
-		t.Fatalf("want one JSON file in %s, got %v", out, jsons)
-	}
-	raw, err := os.ReadFile(jsons[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rep Report
-	if err := json.Unmarshal(raw, &rep); err != nil {
-		t.Fatalf("JSON: %v", err)
-	}
+	rep, raw, jsons := readReport(t, out)
 	if rep.Machine.Cores < 1 || rep.Machine.GoVersion == "" || rep.Machine.Commit == "" {
 		t.Errorf("machine description incomplete: %+v", rep.Machine)
 	}
@@ -284,4 +273,23 @@ func TestBlockShare(t *testing.T) {
 			t.Errorf("blockShare(%d) = %v, want %v", c.n, got, c.want)
 		}
 	}
+}
+
+// readReport reads the one JSON report a run wrote to out, and returns it
+// with its bytes and the list of JSON files (one).
+func readReport(t *testing.T, out string) (Report, []byte, []string) {
+	t.Helper()
+	jsons, _ := filepath.Glob(filepath.Join(out, "*.json"))
+	if len(jsons) != 1 {
+		t.Fatalf("want one JSON file in %s, got %v", out, jsons)
+	}
+	raw, err := os.ReadFile(jsons[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep Report
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		t.Fatalf("JSON: %v", err)
+	}
+	return rep, raw, jsons
 }

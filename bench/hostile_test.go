@@ -2,9 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -25,18 +22,7 @@ func TestHostileShort(t *testing.T) {
 	if code := run(args, &stdout, &stderr); code != 0 {
 		t.Fatalf("run exited %d\nstderr:\n%s", code, stderr.String())
 	}
-	jsons, _ := filepath.Glob(filepath.Join(out, "*.json"))
-	if len(jsons) != 1 {
-		t.Fatalf("want one JSON file in %s, got %v", out, jsons)
-	}
-	raw, err := os.ReadFile(jsons[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rep Report
-	if err := json.Unmarshal(raw, &rep); err != nil {
-		t.Fatalf("JSON: %v", err)
-	}
+	rep, _, _ := readReport(t, out)
 	h := rep.Hostile
 	if h == nil {
 		t.Fatal("no hostile result in the report")
