@@ -228,23 +228,6 @@ func (e *Engine) newQueue(rk *codec.VerifyKey) (*queue, error) {
 	return nil, errors.New("engine: could not draw unique queue IDs")
 }
 
-// recipientQueue authenticates a recipient command (SUB KEY ACK OFF DEL): the
-// queueId must be a RID and the signature must verify with its RK. Whatever
-// the outcome, it costs one signature verification (SPEC §7): a missing
-// queue, an SID, or a signature that does not fit the key is checked against
-// a dummy key. It returns nil when the command gets ERR AUTH.
-func (e *Engine) recipientQueue(t *codec.Transmission) *queue {
-	q := e.queues.get(t.QueueID)
-	var key *codec.VerifyKey
-	if q != nil && string(q.rid[:]) == string(t.QueueID) {
-		key = q.rk
-	}
-	if !codec.VerifyTimingSafe(key, t.Signed, t.Signature) || key == nil {
-		return nil
-	}
-	return q
-}
-
 // Expire deletes messages older than the message TTL and queues suspended for
 // longer than the suspended TTL, as of now. A delivered message that expires
 // frees the subscriber for the next one. The server calls it periodically;

@@ -93,7 +93,7 @@ func NewServer(o ServerOptions) (*Server, error) {
 	s.lim.Store(&o.Limits)
 	s.prefixV6 = o.Limits.SourcePrefixV6
 	s.pool.New = func() any {
-		return &worker{parser: codec.NewParser(codec.ServerSide, bs), w: NewWriter(bs)}
+		return &worker{parser: codec.NewParser(codec.ServerSide, bs), b: newBatch(bs), w: NewWriter(bs)}
 	}
 	return s, nil
 }
@@ -128,7 +128,7 @@ const workSlice = 16
 // that loops running at once never share it and idle connections hold none.
 type worker struct {
 	parser *codec.Parser
-	t      codec.Transmission
+	b      *batch // the transmissions of one connection verified together
 	w      *Writer
 }
 
@@ -510,7 +510,7 @@ func (h *handler) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 		budget = math.MaxInt
 	}
 	if len(c.rest) > 0 {
-		n := c.sess.ProcessSome(c.rest, wk.parser, &wk.t, wk.w, &budget)
+		n := c.sess.processBatched(c.rest, wk.parser, wk.b, wk.w, &budget)
 		c.rest = c.rest[n:]
 		if !codec.More(c.rest) {
 			c.rest = c.rest[:0]
@@ -539,7 +539,7 @@ func (h *handler) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 			action = gnet.Close
 			break
 		}
-		if n := c.sess.ProcessSome(plain, wk.parser, &wk.t, wk.w, &budget); codec.More(plain[n:]) {
+		if n := c.sess.processBatched(plain, wk.parser, wk.b, wk.w, &budget); codec.More(plain[n:]) {
 			// Cut short by the slice: the rest waits in the connection's own
 			// buffer, since gnet's may hold a copy of the block, not the block.
 			if c.restBuf == nil {
@@ -584,7 +584,6 @@ func (h *handler) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 		c.finSent = true
 	}
 	wk.w.Seal, wk.w.Send = nil, nil
-	wk.t = codec.Transmission{}
 	h.s.pool.Put(wk)
 	return action
 }

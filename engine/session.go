@@ -125,6 +125,9 @@ func (s *Session) Process(plain []byte, p *codec.Parser, t *codec.Transmission, 
 // but PING costs one unit, what its signature verification (real, or the
 // dummy one of SPEC §7) costs; the server charges the budget per connection
 // so that cheap-to-send work cannot crowd out other connections (issue 12).
+//
+// ProcessSome verifies each signature on its own; the server uses
+// processBatched, which gives the same replies.
 func (s *Session) ProcessSome(plain []byte, p *codec.Parser, t *codec.Transmission, w *Writer, budget *int) int {
 	total := len(plain)
 	for codec.More(plain) {
@@ -136,21 +139,200 @@ func (s *Session) ProcessSome(plain []byte, p *codec.Parser, t *codec.Transmissi
 		if t.Cmd != codec.CmdPING {
 			*budget--
 		}
-		s.lsn = 0
-		s.res = codec.ErrNone
-		start, flushes := len(w.buf), w.flushes
-		s.handle(t, w)
-		s.countCommand(t)
-		if (s.lsn != 0 && s.lsn > s.e.store.Durable()) || len(s.heldAt) > 0 {
-			if w.flushes != flushes {
-				start = 0 // room() sealed the block before the reply: it alone is in this one
-			}
-			s.held = append(s.held, w.buf[start:]...)
-			s.heldAt = append(s.heldAt, heldReply{end: len(s.held), lsn: s.lsn})
-			w.buf = w.buf[:start]
-		}
+		var a auth
+		s.resolve(t, &a)
+		a.ok = !a.verify || codec.VerifyTimingSafe(a.key, t.Signed, t.Signature)
+		s.run(t, &a, w)
 	}
 	return total
+}
+
+// batch is the scratch space of processBatched: one per worker (one event
+// loop at a time), never one per connection, as the verifier's scratch grows
+// to about 200 KB. A batch holds what one connection sent and nothing else.
+type batch struct {
+	bv    codec.BatchVerifier
+	items []batchItem // the transmissions of the current batch, at most codec.MaxBatch
+	// arena holds the transmissions' fields the Parser decoded into its
+	// scratch (signature, queueId), which the next Parse overwrites.
+	arena []byte
+}
+
+type batchItem struct {
+	t codec.Transmission
+	a auth
+	i int // index of its signature in bv; -1 when it needs no verification
+}
+
+func newBatch(blockSize int) *batch {
+	return &batch{items: make([]batchItem, 0, codec.MaxBatch), arena: make([]byte, 0, blockSize)}
+}
+
+// reset empties the batch and drops its references to keys, queues and
+// buffers, keeping the scratch.
+func (b *batch) reset() {
+	clear(b.items)
+	b.items = b.items[:0]
+	b.arena = b.arena[:0]
+	b.bv.Reset()
+}
+
+// own copies the fields of t that point into the Parser's scratch into the
+// arena. The others point into the block's plaintext, which stays put until
+// the batch is carried out, or are allocated (Key).
+func (b *batch) own(t *codec.Transmission) {
+	// Appending may move the arena to a larger array (only for blocks larger
+	// than the arena); the slices taken before still point to the old one,
+	// which nothing writes again.
+	if n := len(t.Signature); n > 0 {
+		b.arena = append(b.arena, t.Signature...)
+		t.Signature = b.arena[len(b.arena)-n : len(b.arena) : len(b.arena)]
+	}
+	if n := len(t.QueueID); n > 0 {
+		b.arena = append(b.arena, t.QueueID...)
+		t.QueueID = b.arena[len(b.arena)-n : len(b.arena) : len(b.arena)]
+	}
+}
+
+// endsBatch reports whether t may change the key or the state another
+// transmission of its batch is authenticated against: NEW adds a queue, KEY
+// sets a sender key, OFF and DEL close a queue.
+//
+// Keys are resolved in the first pass, before any command of the batch runs,
+// so such a command is the last of its batch: the transmissions after it are
+// resolved in the next batch, once it has run, against the state the single
+// path would see (KEY then a signed SEND verifies against the new key; DEL
+// then SUB costs the dummy verification of a missing queue). The other
+// choice, re-checking each key at execution and verifying again when it
+// changed, would cost a second verification in exactly those cases and
+// spread the check over every command; ending the batch costs nothing on the
+// hot path (SEND, ACK, SUB), where these commands are rare.
+func endsBatch(t *codec.Transmission) bool {
+	if t.Err != codec.ErrNone {
+		return false
+	}
+	switch t.Cmd {
+	case codec.CmdNEW, codec.CmdKEY, codec.CmdOFF, codec.CmdDEL:
+		return true
+	}
+	return false
+}
+
+// processBatched is ProcessSome with the signatures of the transmissions in
+// plain verified in batches (codec.BatchVerifier), with the same replies in
+// the same order. Each batch takes two passes: parse up to codec.MaxBatch
+// transmissions within the budget, resolve each one's key as the single path
+// does and add its signature; then verify the batch and carry out each
+// command in order with its result. A batch that holds a bad signature falls
+// back to verifying each one alone, a cost that lands on the connection that
+// sent it, as a batch holds what one block of one connection holds.
+func (s *Session) processBatched(plain []byte, p *codec.Parser, b *batch, w *Writer, budget *int) int {
+	total := len(plain)
+	for codec.More(plain) && *budget > 0 {
+		b.reset()
+		for len(b.items) < codec.MaxBatch && codec.More(plain) && *budget > 0 {
+			b.items = b.items[:len(b.items)+1]
+			it := &b.items[len(b.items)-1]
+			n := p.Parse(plain, &it.t)
+			plain = plain[n:]
+			if it.t.Cmd != codec.CmdPING {
+				*budget--
+			}
+			b.own(&it.t)
+			s.resolve(&it.t, &it.a)
+			it.i = -1
+			if it.a.verify {
+				it.i = b.bv.Add(it.a.key, it.t.Signed, it.t.Signature)
+			}
+			if endsBatch(&it.t) {
+				break
+			}
+		}
+		res := b.bv.Verify()
+		for i := range b.items {
+			it := &b.items[i]
+			it.a.ok = it.i < 0 || res[it.i]
+			s.run(&it.t, &it.a, w)
+		}
+	}
+	b.reset()
+	if codec.More(plain) {
+		return total - len(plain)
+	}
+	return total
+}
+
+// auth is how one transmission authenticates: what resolve found before
+// verification, then the verification's result.
+type auth struct {
+	q      *queue           // SEND, recipient commands: the queue its ID names, of the right kind
+	sk     *codec.VerifyKey // SEND: the sender key the queue had
+	key    *codec.VerifyKey // the key to verify with; nil for the dummy of SPEC §7
+	verify bool             // it costs one verification (real or dummy)
+	deny   bool             // ERR AUTH whatever the verification says
+	ok     bool             // set after verification: it verified, or needed none
+}
+
+// granted reports whether the transmission authenticated.
+func (a *auth) granted() bool { return a.ok && !a.deny }
+
+// resolve fills in a for t: which key its signature is checked against.
+// Every path to ERR AUTH costs one signature verification (SPEC §7): a
+// missing queue, an ID of the wrong kind, or a signature that does not fit
+// the key is checked against a dummy key.
+func (s *Session) resolve(t *codec.Transmission, a *auth) {
+	*a = auth{}
+	if t.Err != codec.ErrNone {
+		return
+	}
+	switch t.Cmd {
+	case codec.CmdNEW:
+		a.key, a.verify = t.Key, len(t.Signature) > 0
+	case codec.CmdSEND:
+		a.verify = true
+		q := s.e.queues.get(t.QueueID)
+		if q == nil || string(q.sid[:]) != string(t.QueueID) {
+			a.deny = true
+			return
+		}
+		q.mu.Lock()
+		sk, closed := q.sk, q.deleted || q.suspended
+		q.mu.Unlock()
+		a.q, a.sk, a.key = q, sk, sk
+		switch {
+		case closed || (sk == nil && len(t.Signature) > 0):
+			a.deny = true
+		case sk == nil:
+			a.verify = false // an unsigned SEND to an unsecured queue (the confirmation)
+		}
+	case codec.CmdSUB, codec.CmdKEY, codec.CmdACK, codec.CmdOFF, codec.CmdDEL:
+		// The queueId must be a RID, and the signature must verify with its RK.
+		a.verify = true
+		q := s.e.queues.get(t.QueueID)
+		if q == nil || string(q.rid[:]) != string(t.QueueID) {
+			a.deny = true
+			return
+		}
+		a.q, a.key = q, q.rk
+	}
+}
+
+// run carries out one transmission whose authentication is settled and
+// writes its reply, or holds it until the log is durable.
+func (s *Session) run(t *codec.Transmission, a *auth, w *Writer) {
+	s.lsn = 0
+	s.res = codec.ErrNone
+	start, flushes := len(w.buf), w.flushes
+	s.handle(t, a, w)
+	s.countCommand(t)
+	if (s.lsn != 0 && s.lsn > s.e.store.Durable()) || len(s.heldAt) > 0 {
+		if w.flushes != flushes {
+			start = 0 // room() sealed the block before the reply: it alone is in this one
+		}
+		s.held = append(s.held, w.buf[start:]...)
+		s.heldAt = append(s.heldAt, heldReply{end: len(s.held), lsn: s.lsn})
+		w.buf = w.buf[:start]
+	}
 }
 
 // logged notes the LSN the current reply must wait for and passes err on.
@@ -285,8 +467,9 @@ func (s *Session) subscribe(q *queue) {
 	s.subs[q] = struct{}{}
 }
 
-// handle carries out one parsed transmission and writes its response.
-func (s *Session) handle(t *codec.Transmission, w *Writer) {
+// handle carries out one parsed transmission, authenticated as a says, and
+// writes its response.
+func (s *Session) handle(t *codec.Transmission, a *auth, w *Writer) {
 	if s.e.debug {
 		s.e.log.Debug("command", "cmd", t.Cmd.String(), "corrId", string(t.CorrID),
 			"queueId", base64.StdEncoding.EncodeToString(t.QueueID), "err", t.Err.String())
@@ -300,15 +483,15 @@ func (s *Session) handle(t *codec.Transmission, w *Writer) {
 		w.room(codec.MaxResponse(0))
 		w.buf = codec.AppendPONG(w.buf, t.CorrID)
 	case codec.CmdNEW:
-		s.cmdNew(t, w)
+		s.cmdNew(t, a, w)
 	case codec.CmdSEND:
-		s.cmdSend(t, w)
+		s.cmdSend(t, a, w)
 	case codec.CmdSUB, codec.CmdKEY, codec.CmdACK, codec.CmdOFF, codec.CmdDEL:
-		q := s.e.recipientQueue(t)
-		if q == nil {
+		if !a.granted() {
 			s.fail(t, codec.ErrAuth, w)
 			return
 		}
+		q := a.q
 		switch t.Cmd {
 		case codec.CmdSUB:
 			s.cmdSub(t, q, w)
@@ -340,8 +523,8 @@ func (s *Session) ok(t *codec.Transmission, w *Writer) {
 }
 
 // cmdNew creates a queue and subscribes this session to it (SPEC §5 NEW).
-func (s *Session) cmdNew(t *codec.Transmission, w *Writer) {
-	if len(t.Signature) > 0 && !codec.VerifyTimingSafe(t.Key, t.Signed, t.Signature) {
+func (s *Session) cmdNew(t *codec.Transmission, a *auth, w *Writer) {
+	if !a.granted() {
 		s.fail(t, codec.ErrAuth, w)
 		return
 	}
@@ -508,28 +691,15 @@ func (s *Session) cmdDel(t *codec.Transmission, q *queue, w *Writer) {
 	s.ok(t, w)
 }
 
-// cmdSend stores a message (SPEC §5 SEND). Every path to ERR AUTH costs one
-// signature verification (SPEC §7), and the verification runs outside the
-// queue lock; the state it was checked against is checked again under it.
-func (s *Session) cmdSend(t *codec.Transmission, w *Writer) {
-	q := s.e.queues.get(t.QueueID)
-	if q == nil || string(q.sid[:]) != string(t.QueueID) {
-		codec.VerifyTimingSafe(nil, t.Signed, t.Signature)
+// cmdSend stores a message (SPEC §5 SEND). Its signature was verified
+// (resolve) outside the queue lock; the state it was checked against is
+// checked again under it.
+func (s *Session) cmdSend(t *codec.Transmission, a *auth, w *Writer) {
+	if !a.granted() {
 		s.fail(t, codec.ErrAuth, w)
 		return
 	}
-	q.mu.Lock()
-	sk, closed := q.sk, q.deleted || q.suspended
-	q.mu.Unlock()
-	switch {
-	case closed || (sk == nil && len(t.Signature) > 0):
-		codec.VerifyTimingSafe(sk, t.Signed, t.Signature)
-		s.fail(t, codec.ErrAuth, w)
-		return
-	case sk != nil && !codec.VerifyTimingSafe(sk, t.Signed, t.Signature):
-		s.fail(t, codec.ErrAuth, w)
-		return
-	}
+	q, sk := a.q, a.sk
 
 	var m message
 	if _, err := rand.Read(m.id[:]); err != nil {
