@@ -15,8 +15,7 @@ func TestHotPathAllocations(t *testing.T) {
 	}
 	e, _ := newTestEngine(t, Limits{})
 	q := newQueue(t, e, codec.SigEd25519)
-	sk := signer(t, codec.SigEd25519)
-	wantCmd(t, q.rc.one(tx(t, q.rk, "key", q.rid, codec.CmdKEY, sk.PublicSPKI(), nil)), codec.CmdOK)
+	sk := q.secure(t, codec.SigEd25519)
 	sender := newConn(t, e)
 	sender.w.Send = func([]byte) error { return nil }
 	q.rc.w.Send = func([]byte) error { return nil }
@@ -75,8 +74,7 @@ func TestHotPathAllocations(t *testing.T) {
 func BenchmarkSignedCycle(b *testing.B) {
 	e, _ := newTestEngine(b, Limits{})
 	q := newQueue(b, e, codec.SigEd25519)
-	sk := signer(b, codec.SigEd25519)
-	wantCmd(b, q.rc.one(tx(b, q.rk, "key", q.rid, codec.CmdKEY, sk.PublicSPKI(), nil)), codec.CmdOK)
+	sk := q.secure(b, codec.SigEd25519)
 	sender := newConn(b, e)
 	sender.w.Send = func([]byte) error { return nil }
 	q.rc.w.Send = func([]byte) error { return nil }

@@ -150,8 +150,7 @@ func TestBatchedAuthTiming(t *testing.T) {
 		e, _ := newTestEngine(t, Limits{})
 		q := newQueue(t, e, alg)
 		wrong := signer(t, alg)
-		sk := signer(t, alg)
-		wantCmd(t, q.rc.one(tx(t, q.rk, "key", q.rid, codec.CmdKEY, sk.PublicSPKI(), nil)), codec.CmdOK)
+		q.secure(t, alg)
 		missing := make([]byte, 16)
 		rand.Read(missing)
 		valid := tx(t, q.rk, "v", q.rid, codec.CmdSUB, nil, nil)
@@ -230,8 +229,7 @@ func TestBatchedAllocations(t *testing.T) {
 	const n = 8
 	e, _ := newTestEngine(t, Limits{})
 	q := newQueue(t, e, codec.SigEd25519)
-	sk := signer(t, codec.SigEd25519)
-	wantCmd(t, q.rc.one(tx(t, q.rk, "key", q.rid, codec.CmdKEY, sk.PublicSPKI(), nil)), codec.CmdOK)
+	sk := q.secure(t, codec.SigEd25519)
 	sender := newConn(t, e)
 	sender.w.Send = func([]byte) error { return nil }
 	q.rc.w.Send = func([]byte) error { return nil }
@@ -282,8 +280,7 @@ func BenchmarkSignedCyclePacked(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			e, _ := newTestEngine(b, Limits{})
 			q := newQueue(b, e, codec.SigEd25519)
-			sk := signer(b, codec.SigEd25519)
-			wantCmd(b, q.rc.one(tx(b, q.rk, "key", q.rid, codec.CmdKEY, sk.PublicSPKI(), nil)), codec.CmdOK)
+			sk := q.secure(b, codec.SigEd25519)
 			sender := newConn(b, e)
 			sender.w.Send = func([]byte) error { return nil }
 			q.rc.w.Send = func([]byte) error { return nil }

@@ -189,6 +189,15 @@ func newQueue(t testing.TB, e *Engine, alg codec.SigAlg) queueFixture {
 	return queueFixture{rid: r.RID, sid: r.SID, rk: rk, rc: rc}
 }
 
+// secure secures the queue with a new sender key of alg (KEY) and returns
+// that key, as a recipient does once the sender confirmed.
+func (q queueFixture) secure(t testing.TB, alg codec.SigAlg) *codec.Signer {
+	t.Helper()
+	sk := signer(t, alg)
+	wantCmd(t, q.rc.one(tx(t, q.rk, "key", q.rid, codec.CmdKEY, sk.PublicSPKI(), nil)), codec.CmdOK)
+	return sk
+}
+
 func wantCmd(t testing.TB, r resp, cmd codec.Cmd) {
 	t.Helper()
 	if r.Cmd != cmd {

@@ -22,8 +22,7 @@ func TestAuthTiming(t *testing.T) {
 		e, _ := newTestEngine(t, Limits{})
 		q := newQueue(t, e, alg)
 		wrong := signer(t, alg)
-		sk := signer(t, alg)
-		wantCmd(t, q.rc.one(tx(t, q.rk, "key", q.rid, codec.CmdKEY, sk.PublicSPKI(), nil)), codec.CmdOK)
+		sk := q.secure(t, alg)
 		missing := make([]byte, 16)
 		rand.Read(missing)
 
