@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/smprelay/smprelay/internal/atomicfile"
 )
 
 // Modes of what the log creates.
@@ -77,17 +79,7 @@ func listDir(dir string) (dirListing, error) {
 }
 
 // syncDir fsyncs a directory, making renames and removals in it durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
+func syncDir(dir string) error { return atomicfile.SyncDir(dir) }
 
 // segmentFile is what the writer needs of a segment: os.File, or a test's
 // wrapper that fails or counts.

@@ -39,6 +39,7 @@ import (
 	"github.com/pkg/profile"
 	"github.com/smprelay/smprelay/codec"
 	"github.com/smprelay/smprelay/engine"
+	"github.com/smprelay/smprelay/internal/atomicfile"
 	"github.com/smprelay/smprelay/wal"
 )
 
@@ -195,7 +196,7 @@ func serve(sf startFlags, r *resolved, stdout, stderr io.Writer) int {
 			"key-type", key.Public().Type().String())
 	}
 	fp := key.Public().Fingerprint()
-	if err := writeFileAtomic(filepath.Join(c.data, "fingerprint"), []byte(fp+"\n"), 0o600); err != nil {
+	if err := atomicfile.Write(filepath.Join(c.data, "fingerprint"), []byte(fp+"\n"), 0o600); err != nil {
 		log.Error("writing the fingerprint", "err", err)
 		return 1
 	}
@@ -421,7 +422,7 @@ func initCmd(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fp := key.Public().Fingerprint()
-	if err := writeFileAtomic(filepath.Join(data, "fingerprint"), []byte(fp+"\n"), 0o600); err != nil {
+	if err := atomicfile.Write(filepath.Join(data, "fingerprint"), []byte(fp+"\n"), 0o600); err != nil {
 		fmt.Fprintf(stderr, "smp-server: writing the fingerprint: %v\n", err)
 		return 1
 	}
@@ -655,7 +656,7 @@ func loadOrCreateKey(dir, keyType string) (*codec.KEMPrivateKey, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	if err := writeFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: pemLabel, Bytes: der}), 0o600); err != nil {
+	if err := atomicfile.Write(path, pem.EncodeToMemory(&pem.Block{Type: pemLabel, Bytes: der}), 0o600); err != nil {
 		return nil, false, fmt.Errorf("writing server key: %w", err)
 	}
 	return k, true, nil
@@ -676,30 +677,4 @@ func readKey(path string) (*codec.KEMPrivateKey, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return k, nil
-}
-
-// writeFileAtomic writes b to a temporary file, syncs it and renames it over
-// path, so a crash leaves either the old file or the new one.
-func writeFileAtomic(path string, b []byte, mode fs.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

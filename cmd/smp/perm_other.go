@@ -5,6 +5,3 @@ package main
 // checkFolder does nothing where Unix permissions are missing: the state
 // folder is protected by whatever the system's access lists say.
 func checkFolder(string, bool) error { return nil }
-
-// syncDir does nothing where a directory cannot be opened to be synced.
-func syncDir(string) error { return nil }

@@ -45,14 +45,3 @@ func checkFolder(dir string, own bool) error {
 	}
 	return nil
 }
-
-// syncDir makes a rename in dir durable: without it a crash can leave the
-// directory entry pointing at the old file, or at none.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}

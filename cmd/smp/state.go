@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/smprelay/smprelay/client"
+	"github.com/smprelay/smprelay/internal/atomicfile"
 )
 
 // stateVersion is the format of the state file; a file of another version is
@@ -148,35 +149,11 @@ func (st store) update(fn func(*State) error) error {
 	return writeFileAtomic(st.path, append(b, '\n'), 0o600)
 }
 
-// writeFileAtomic writes b to a temporary file in path's folder, syncs it,
-// renames it over path and syncs the folder: a crash leaves the old file or
-// the new one.
+// writeFileAtomic replaces path with b (internal/atomicfile: temp file,
+// fsync, rename, fsync the folder), so a crash leaves the old state or the new.
 func writeFileAtomic(path string, b []byte, mode fs.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
+	if err := atomicfile.Write(path, b, mode); err != nil {
 		return fmt.Errorf("writing the state: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing the state: %w", err)
-	}
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing the state: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing the state: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("writing the state: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("writing the state: %w", err)
-	}
-	if err := syncDir(filepath.Dir(path)); err != nil {
-		return fmt.Errorf("writing the state: syncing its folder: %w", err)
 	}
 	return nil
 }
