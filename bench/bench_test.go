@@ -18,11 +18,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TestMain lets the test binary serve as "bench worker", as the bench
-// binary does: the idle-connections scenario re-executes itself.
+// TestMain lets the test binary serve as "bench worker" and "bench honest",
+// as the bench binary does: the idle-connections scenario and the hostile
+// scenario's honest client re-execute it.
 func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == "worker" {
 		os.Exit(workerMain(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "honest" {
+		os.Exit(honestMain(os.Args[2:]))
 	}
 	code := m.Run()
 	smptest.Cleanup()

@@ -10,7 +10,8 @@
 // It builds smp-server itself, starts it on 127.0.0.1:0 with a fresh data
 // directory for each scenario, and drives it over loopback from this process
 // (and, for idle connections, from worker processes that are this binary run
-// as "bench worker"). Only 127.0.0.x addresses are ever used.
+// as "bench worker"; the hostile scenario's honest client, from one run as
+// "bench honest"). Only 127.0.0.x addresses are ever used.
 //
 // Scenarios: crypto-limit (in-process per-core cost of the cryptography every
 // message and handshake must pay, and the limits it implies), relay-signed

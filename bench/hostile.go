@@ -49,6 +49,7 @@ type HostileResult struct {
 	TimeoutMs    float64           `json:"honestTimeoutMs"`
 	MaxConns     map[string]int    `json:"relayMaxConns"` // per relay key type; 0: unknown
 	RelayArgs    map[string]string `json:"relayArgs"`
+	HonestProc   bool              `json:"honestClientOwnProcess"` // --hostile-honest-process
 	Phases       []HostilePhase    `json:"phases"`
 	WallSeconds  float64           `json:"wallSeconds"`
 	Note         string            `json:"note"`
@@ -117,7 +118,7 @@ type HostilePhase struct {
 	RSSStart   uint64       `json:"relayRssStartBytes"`
 	RSSMax     uint64       `json:"relayRssMaxBytes"`
 	RSSEnd     uint64       `json:"relayRssEndBytes"`
-	LoadGen    float64      `json:"loadGeneratorCores"` // attacker + honest client, this process
+	LoadGen    float64      `json:"loadGeneratorCores"` // attacker + honest client (this process, and the honest one's own if it has one)
 	OtherCores float64      `json:"otherProcessesCores"`
 	Attacker   *AttackStats `json:"attacker,omitempty"`
 	RelayAlive bool         `json:"relayAlive"`
@@ -165,7 +166,7 @@ func ratio(a, b float64) float64 {
 // secured queue and a sender connection, both from honestSrc, reconnecting
 // on their own when the relay drops them.
 type honest struct {
-	srv      *server
+	honestParams
 	rc, sc   *client.Conn
 	rid, sid []byte
 	rk, sk   *codec.Signer
@@ -181,13 +182,28 @@ type honestMsg struct {
 	at  time.Time
 }
 
-func honestDial(ctx context.Context, network, addr string) (net.Conn, error) {
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(honestSrc)}}
+// honestParams are what the honest client needs to know: its relay and how
+// it behaves. The parent passes them to a "bench honest" process as flags.
+type honestParams struct {
+	Addr, FP  string        // the relay
+	Src       string        // source address (honestSrc)
+	Body      int           // SEND body bytes
+	Timeout   time.Duration // per dial and cycle (honestTimeout)
+	DialEvery time.Duration // dial probe period (honestDialEvery)
+}
+
+func defaultHonestParams(srv *server) honestParams {
+	return honestParams{Addr: srv.Addr, FP: srv.Fingerprint, Src: honestSrc, Body: codec.MaxBody(codec.DefaultBlockSize),
+		Timeout: honestTimeout, DialEvery: honestDialEvery}
+}
+
+func (h *honest) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(h.Src)}}
 	return d.DialContext(ctx, network, addr)
 }
 
-func newHonest(ctx context.Context, srv *server) (*honest, error) {
-	h := &honest{srv: srv, msgs: make(chan honestMsg, 1024)}
+func newHonest(ctx context.Context, hp honestParams) (*honest, error) {
+	h := &honest{honestParams: hp, msgs: make(chan honestMsg, 1024)}
 	var err error
 	if h.rk, err = codec.GenerateSigner(codec.SigEd25519, 0); err != nil {
 		return nil, err
@@ -195,8 +211,8 @@ func newHonest(ctx context.Context, srv *server) (*honest, error) {
 	if h.sk, err = codec.GenerateSigner(codec.SigEd25519, 0); err != nil {
 		return nil, err
 	}
-	opts := client.Options{Fingerprint: srv.Fingerprint, Timeout: honestTimeout, PingInterval: -1,
-		MinBackoff: 50 * time.Millisecond, MaxBackoff: time.Second, DialContext: honestDial}
+	opts := client.Options{Fingerprint: h.FP, Timeout: h.Timeout, PingInterval: -1,
+		MinBackoff: 50 * time.Millisecond, MaxBackoff: time.Second, DialContext: h.dial}
 	ropts := opts
 	ropts.OnEvent = func(e client.Event) {
 		switch e.Kind {
@@ -215,10 +231,10 @@ func newHonest(ctx context.Context, srv *server) (*honest, error) {
 			h.drops.Add(1)
 		}
 	}
-	if h.rc, err = client.Dial(ctx, srv.Addr, ropts); err != nil {
+	if h.rc, err = client.Dial(ctx, h.Addr, ropts); err != nil {
 		return nil, fmt.Errorf("honest recipient: %w", err)
 	}
-	if h.sc, err = client.Dial(ctx, srv.Addr, opts); err != nil {
+	if h.sc, err = client.Dial(ctx, h.Addr, opts); err != nil {
 		h.rc.Close()
 		return nil, fmt.Errorf("honest sender: %w", err)
 	}
@@ -231,8 +247,9 @@ func newHonest(ctx context.Context, srv *server) (*honest, error) {
 		return nil, fmt.Errorf("honest queue: %w", err)
 	}
 	h.rid, h.sid = ids.RID, ids.SID
-	// A max-size body, as real clients pad every body (SPEC §10).
-	h.body = make([]byte, codec.MaxBody(codec.DefaultBlockSize))
+	// A max-size body by default, as real clients pad every body (SPEC §10);
+	// at least 8 bytes for the sequence number.
+	h.body = make([]byte, max(8, h.Body))
 	_, _ = rand.Read(h.body)
 	return h, nil
 }
@@ -257,18 +274,18 @@ func (h *honest) measure(phase, ctx context.Context, rate float64) HonestStats {
 		firstErr.CompareAndSwap(nil, what+": "+err.Error())
 	}
 	ends0, drops0 := h.ends.Load(), h.drops.Load()
-	timeout := honestTimeout.Nanoseconds()
+	timeout := h.Timeout.Nanoseconds()
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { // dial probes
 		defer wg.Done()
-		opts := client.Options{Fingerprint: h.srv.Fingerprint, Timeout: honestTimeout, PingInterval: -1,
-			NoReconnect: true, DialContext: honestDial}
-		tick := time.NewTicker(honestDialEvery)
+		opts := client.Options{Fingerprint: h.FP, Timeout: h.Timeout, PingInterval: -1,
+			NoReconnect: true, DialContext: h.dial}
+		tick := time.NewTicker(h.DialEvery)
 		defer tick.Stop()
 		for i := 0; i < maxRounds && phase.Err() == nil; i++ {
 			t0 := time.Now()
-			c, err := client.Dial(ctx, h.srv.Addr, opts)
+			c, err := client.Dial(ctx, h.Addr, opts)
 			d := time.Since(t0).Nanoseconds()
 			if ctx.Err() != nil {
 				return
@@ -307,11 +324,11 @@ func (h *honest) measure(phase, ctx context.Context, rate float64) HonestStats {
 		if err != nil {
 			st.CycleFailures++
 			noteErr("cycle", err)
-			sm, cy = later(sm, due.Add(honestTimeout)), later(cy, due.Add(honestTimeout))
+			sm, cy = later(sm, due.Add(h.Timeout)), later(cy, due.Add(h.Timeout))
 		}
 		smLat = append(smLat, sm.Sub(due).Nanoseconds())
 		cyLat = append(cyLat, cy.Sub(due).Nanoseconds())
-		if late := time.Since(next); late > honestTimeout {
+		if late := time.Since(next); late > h.Timeout {
 			next = time.Now() // after a long stall, do not fire a burst of overdue cycles
 		}
 	}
@@ -370,7 +387,7 @@ func later(a, b time.Time) time.Time {
 // earlier cycles that failed are acknowledged and skipped (the body's first 8
 // bytes number them).
 func (h *honest) cycle(ctx context.Context) (msgAt, done time.Time, err error) {
-	ctx, cancel := context.WithTimeout(ctx, honestTimeout)
+	ctx, cancel := context.WithTimeout(ctx, h.Timeout)
 	defer cancel()
 	h.seq++
 	body := slices.Clone(h.body)
@@ -495,6 +512,14 @@ func runHostile(ctx context.Context, c *config, bin string, start func(args ...s
 			res.GoalAttacks = append(res.GoalAttacks, a.name)
 		}
 	}
+	res.HonestProc = c.hostileHonestProc
+	if c.hostileHonestProc {
+		res.Note += "; the honest client runs in a process of its own (bench honest), so the attackers' goroutines cannot starve it " +
+			"in a shared Go runtime; with --pin it inherits the load generator's CPU mask and so shares the generator cores with the attackers"
+	} else {
+		res.Note += "; the honest client runs in the attackers' process (--hostile-honest-process=false), where a heavy attack can " +
+			"starve its goroutines"
+	}
 	defer func() { res.WallSeconds = time.Since(t0).Seconds() }()
 	for _, plan := range c.hostilePlan() {
 		args := []string{"--key-type", plan.kem}
@@ -533,11 +558,25 @@ func runHostile(ctx context.Context, c *config, bin string, start func(args ...s
 }
 
 func runRelayPlan(ctx context.Context, c *config, srv *server, plan hostilePlan, maxConns int, res *HostileResult) error {
-	h, err := newHonest(ctx, srv)
-	if err != nil {
-		return fmt.Errorf("relay %s: %w", plan.kem, err)
+	var h honestRunner
+	if c.hostileHonestProc {
+		hp, err := startHonestProc(ctx, defaultHonestParams(srv))
+		if err != nil {
+			return fmt.Errorf("relay %s: %w", plan.kem, err)
+		}
+		h = hp
+	} else {
+		hl, err := newHonest(ctx, defaultHonestParams(srv))
+		if err != nil {
+			return fmt.Errorf("relay %s: %w", plan.kem, err)
+		}
+		h = localHonest{hl}
 	}
-	defer h.close()
+	defer func() {
+		if err := h.close(); err != nil && ctx.Err() == nil {
+			res.RelayErrors = append(res.RelayErrors, plan.kem+": honest client process: "+err.Error())
+		}
+	}()
 	base, err := runHostilePhase(ctx, c, srv, h, plan.kem, nil, nil)
 	if err != nil {
 		return err
@@ -549,7 +588,7 @@ func runRelayPlan(ctx context.Context, c *config, srv *server, plan hostilePlan,
 			return nil
 		}
 		t := &target{addr: srv.Addr, fp: srv.Fingerprint, src: fmt.Sprintf("127.0.0.%d", 10+slices.IndexFunc(attacks, func(x attack) bool { return x.name == a.name })),
-			maxConns: maxConns, honestRID: h.rid, dialers: c.hostileDialers}
+			maxConns: maxConns, honestRID: h.queueRID(), dialers: c.hostileDialers}
 		p, err := runHostilePhase(ctx, c, srv, h, plan.kem, &a, t)
 		if err != nil {
 			return err
@@ -562,7 +601,9 @@ func runRelayPlan(ctx context.Context, c *config, srv *server, plan hostilePlan,
 		p.GoalApplies = a.goal
 		p.GoalLimitMs, p.GoalMet = hostileGoal(p, base.Honest)
 		if isAlive(srv) {
-			p.RecoverySeconds = h.recover(ctx, time.Duration(p.GoalLimitMs*float64(time.Millisecond)))
+			if p.RecoverySeconds, err = h.recoverWait(ctx, time.Duration(p.GoalLimitMs*float64(time.Millisecond))); err != nil {
+				return err
+			}
 		}
 		res.Phases = append(res.Phases, p)
 		if ctx.Err() != nil {
@@ -579,7 +620,7 @@ func lastLines(s string, n int) string {
 
 // runHostilePhase runs one phase: the honest client throughout, and the
 // attack (none for the baseline) for the phase's duration.
-func runHostilePhase(ctx context.Context, c *config, srv *server, h *honest, kem string, a *attack, t *target) (HostilePhase, error) {
+func runHostilePhase(ctx context.Context, c *config, srv *server, h honestRunner, kem string, a *attack, t *target) (HostilePhase, error) {
 	p := HostilePhase{Attack: "baseline", KEM: kem, What: "no attack"}
 	if a != nil {
 		p.Attack, p.What = a.name, a.what
@@ -593,6 +634,11 @@ func runHostilePhase(ctx context.Context, c *config, srv *server, h *honest, kem
 		return p, err
 	}
 	self0, _ := procUsage(os.Getpid())
+	// The honest client's process, when it has its own; zero otherwise.
+	var hon0 usage
+	if h.pid() != os.Getpid() {
+		hon0, _ = procUsage(h.pid())
+	}
 	busy0 := machineBusy()
 	p.RSSStart, p.RSSMax = u0.RSS, u0.RSS
 	var ctr attackCounters
@@ -601,9 +647,9 @@ func runHostilePhase(ctx context.Context, c *config, srv *server, h *honest, kem
 	// The relay's CPU and this process's are read when the attack ends; the
 	// honest client's last cycle may finish after that.
 	type reading struct {
-		u, self usage
-		busy    time.Duration
-		err     error
+		u, self, hon usage
+		busy         time.Duration
+		err          error
 	}
 	end := make(chan reading, 1)
 	wg.Add(1)
@@ -622,6 +668,9 @@ func runHostilePhase(ctx context.Context, c *config, srv *server, h *honest, kem
 				var r reading
 				r.u, r.err = srv.usage()
 				r.self, _ = procUsage(os.Getpid())
+				if h.pid() != os.Getpid() {
+					r.hon, _ = procUsage(h.pid())
+				}
 				r.busy = machineBusy()
 				end <- r
 				return
@@ -635,10 +684,17 @@ func runHostilePhase(ctx context.Context, c *config, srv *server, h *honest, kem
 			a.run(pctx, t, &ctr, &fig)
 		}()
 	}
-	p.Honest = h.measure(pctx, ctx, c.hostileRate)
+	var herr error
+	p.Honest, herr = h.measure(pctx, ctx, c.hostileRate)
+	cancel() // a failed honest process ends the phase's goroutines too
 	wg.Wait()
+	if herr != nil {
+		prog.finish("failed")
+		return p, herr
+	}
 	r := <-end
 	u1, self1, busy1 := r.u, r.self, r.busy
+	self1.CPU += r.hon.CPU - hon0.CPU // the load generator: attacker and honest client
 	p.RelayAlive = isAlive(srv)
 	p.RelayUp = p.RelayAlive && p.Honest.Cycles > 0
 	if r.err == nil {

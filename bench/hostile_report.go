@@ -66,9 +66,9 @@ func (r *HostileResult) markdown() string {
 			float64(p.RSSStart)/(1<<20), float64(p.RSSMax)/(1<<20), conns, cmds, out, in, p.LoadGen, p.OtherCores, rec, figs)
 	}
 	fmt.Fprintf(&b, "\nCommands: transmissions sent (hellos for the hello floods); answers: transmissions the attacker read back. "+
-		"Recovery: after the attack, until 5 honest cycles in a row were within the goal's limit again (the next phase starts then). Load gen: this process (attacker and honest client) "+
-		"shares the cores with the relay; other load: every other process meanwhile, above ~0.1 core the machine was shared. "+
-		"Wall time of the scenario: %.0f s.\n", r.WallSeconds)
+		"Recovery: after the attack, until 5 honest cycles in a row were within the goal's limit again (the next phase starts then). Load gen: the attacker and the honest client (%s) "+
+		"share the cores with the relay; other load: every other process meanwhile, above ~0.1 core the machine was shared. "+
+		"Wall time of the scenario: %.0f s.\n", honestWhere(r.HonestProc), r.WallSeconds)
 	if len(r.RelayErrors) > 0 {
 		fmt.Fprintf(&b, "\nRelay errors at stop: %s\n", strings.Join(r.RelayErrors, "; "))
 	}
@@ -101,4 +101,12 @@ func sortedKeys(m map[string]string) []string {
 		f[k] = 0
 	}
 	return sortedFigures(f)
+}
+
+// honestWhere says where the honest client ran.
+func honestWhere(own bool) string {
+	if own {
+		return "in a process of its own, bench honest"
+	}
+	return "in the attacker's process"
 }

@@ -27,6 +27,9 @@ func TestHostileShort(t *testing.T) {
 	if h == nil {
 		t.Fatal("no hostile result in the report")
 	}
+	if !h.HonestProc {
+		t.Error("the honest client did not run in its own process (--hostile-honest-process is on by default)")
+	}
 	want := []struct{ attack, kem string }{{"baseline", mainKEM}, {"unsigned-send-8", mainKEM}, {"baseline", "x25519"}, {"hello-replay", "x25519"}}
 	if len(h.Phases) != len(want) {
 		t.Fatalf("got %d phases, want %d: %+v", len(h.Phases), len(want), h.Phases)
@@ -72,6 +75,32 @@ func TestHostileShort(t *testing.T) {
 		if !strings.Contains(md, s) {
 			t.Errorf("Markdown lacks %q", s)
 		}
+	}
+}
+
+// TestHostileInProcess runs one short attack with the honest client in the
+// attackers' process (--hostile-honest-process=false), the mode kept to
+// compare with.
+func TestHostileInProcess(t *testing.T) {
+	out := t.TempDir()
+	var stdout, stderr bytes.Buffer
+	args := []string{"--scenarios", "hostile", "--hostile-attacks", "unsigned-send-1", "--hostile-kems", mainKEM,
+		"--hostile-duration", "1s", "--hostile-honest-process=false", "--server-bin", smptest.BuildServer(t), "--out", out}
+	if code := run(args, &stdout, &stderr); code != 0 {
+		t.Fatalf("run exited %d\nstderr:\n%s", code, stderr.String())
+	}
+	rep, _, _ := readReport(t, out)
+	h := rep.Hostile
+	if h == nil || h.HonestProc || len(h.Phases) != 2 {
+		t.Fatalf("want an in-process run of 2 phases, got %+v", h)
+	}
+	for _, p := range h.Phases {
+		if p.Honest.Cycles == 0 || !p.RelayAlive {
+			t.Errorf("%s: %d honest cycles, relay alive %v", p.Attack, p.Honest.Cycles, p.RelayAlive)
+		}
+	}
+	if !strings.Contains(stdout.String(), "in the attacker's process") {
+		t.Error("the Markdown does not say where the honest client ran")
 	}
 }
 

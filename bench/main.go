@@ -23,6 +23,9 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "worker" {
 		os.Exit(workerMain(os.Args[2:]))
 	}
+	if len(os.Args) > 1 && os.Args[1] == "honest" {
+		os.Exit(honestMain(os.Args[2:]))
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -74,6 +77,8 @@ type config struct {
 	hostileMaxConns int
 	hostileRate     float64
 	hostileDialers  int
+	// hostileHonestProc runs the honest client in its own process.
+	hostileHonestProc bool
 }
 
 const usageText = `bench drives the real smp-server over loopback and reports what one machine can serve,
@@ -147,6 +152,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fl.IntVar(&c.hostileMaxConns, "hostile-max-conns", 1000, "hostile: start the relays with --max-conns `n` (unless --server-args sets it), so the connection attacks can reach it; 0: the relay's own default")
 	fl.Float64Var(&c.hostileRate, "hostile-rate", 50, "hostile: honest SEND -> MSG -> ACK cycles per second")
 	fl.IntVar(&c.hostileDialers, "hostile-dialers", 32, "hostile: concurrent dialers of the hello floods and conns-held")
+	fl.BoolVar(&c.hostileHonestProc, "hostile-honest-process", true, "hostile: run the honest client in a process of its own (bench honest), "+
+		"so the attackers cannot starve it inside this one; false: in this process, as the attackers")
 	if err := fl.Parse(args); err != nil {
 		return nil, err
 	}
@@ -323,6 +330,7 @@ func runSuite(ctx context.Context, c *config, args []string, stderr io.Writer) (
 	if c.has("hostile") {
 		rep.Config["hostileDuration"], rep.Config["hostileAttacks"], rep.Config["hostileKEMs"] = c.hostileDuration.String(), c.hostileAttacks, c.hostileKEMs
 		rep.Config["hostileMaxConns"], rep.Config["hostileRate"], rep.Config["hostileDialers"] = c.hostileMaxConns, c.hostileRate, c.hostileDialers
+		rep.Config["hostileHonestProcess"] = c.hostileHonestProc
 	}
 	tmp, err := os.MkdirTemp("", "smp-bench-")
 	if err != nil {
