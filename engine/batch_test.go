@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -306,5 +307,52 @@ func BenchmarkSignedCyclePacked(b *testing.B) {
 			}
 			b.ReportMetric(float64(time.Since(start).Nanoseconds())/float64(b.N*n), "ns/msg")
 		})
+	}
+}
+
+// TestFailurePenalty: within one work slice a connection whose commands
+// authenticate gets all of them done, one whose commands fail (a forged
+// signature, or an absent queue: the same charge) gets one done, on both the
+// single and the batched path.
+func TestFailurePenalty(t *testing.T) {
+	e, _ := newTestEngine(t, Limits{})
+	q := newQueue(t, e, codec.SigEd25519)
+	forger := signer(t, codec.SigEd25519)
+	absent := make([]byte, codec.QueueIDSize)
+	const n = 8
+	for _, tc := range []struct {
+		name string
+		tx   []byte
+		want int // transmissions done within a budget of n
+	}{
+		{"authenticated", tx(t, q.rk, "ok", q.rid, codec.CmdSUB, nil, nil), n},
+		{"wrong signature", tx(t, forger, "bad", q.rid, codec.CmdSUB, nil, nil), 1},
+		{"absent queue", tx(t, forger, "bad", absent, codec.CmdSUB, nil, nil), 1},
+	} {
+		plain := block(slices.Repeat([][]byte{tc.tx}, n)...)
+		for _, batched := range []bool{false, true} {
+			c := newConn(t, e)
+			budget := n
+			var used int
+			if batched {
+				used = c.s.processBatched(plain, c.p, newBatch(testBlock), c.w, &budget)
+			} else {
+				used = c.s.ProcessSome(plain, c.p, &c.tr, c.w, &budget)
+			}
+			// Every copy has the same length; the ones not done are left over.
+			done := n - strings.Count(string(plain[used:]), string(tc.tx))
+			if batched && tc.want == 1 {
+				// A batch verifies together what it parsed within the
+				// budget; the failures leave the budget that much in debt,
+				// which the server makes the connection repay a slice per turn.
+				if want := -authPenalty * n; done != n || budget != want {
+					t.Errorf("%s, batched: %d done, budget %d; want %d done and budget %d", tc.name, done, budget, n, want)
+				}
+				continue
+			}
+			if done != tc.want {
+				t.Errorf("%s (batched %v): %d of %d done within a budget of %d, want %d", tc.name, batched, done, n, n, tc.want)
+			}
+		}
 	}
 }

@@ -168,6 +168,9 @@ type conn struct {
 	// rest is the unprocessed tail of a block whose processing the work
 	// slice cut short, in restBuf (made on first use); owned by the loop.
 	rest, restBuf []byte
+	// debt is work the connection still owes for failed authentications
+	// (Session's authPenalty): it is repaid a slice per turn. Owned by the loop.
+	debt int
 	// turns is the paused list of the connection's loop (turns.go); paused
 	// (guarded by its mutex) says c is on it; turn is set when c is woken
 	// for a turn.
@@ -505,9 +508,18 @@ func (h *handler) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 	// The drain's last pass answers every whole block already read, at any
 	// rate and in one go.
 	final := draining && !c.drained
+	// A connection in debt (failed authentications, Session's authPenalty)
+	// repays it a slice per turn before it is served again.
 	budget := workSlice
-	if final {
+	switch {
+	case final:
 		budget = math.MaxInt
+	case c.debt >= workSlice:
+		c.debt -= workSlice
+		budget = 0
+	default:
+		budget -= c.debt
+		c.debt = 0
 	}
 	if len(c.rest) > 0 {
 		n := c.sess.processBatched(c.rest, wk.parser, wk.b, wk.w, &budget)
@@ -548,6 +560,9 @@ func (h *handler) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 			c.rest = append(c.restBuf[:0], plain[n:]...)
 		}
 		_, _ = gc.Discard(bs)
+	}
+	if budget < 0 && !final {
+		c.debt = -budget
 	}
 	switch {
 	case budget <= 0 && action == gnet.None && (len(c.rest) > 0 || gc.InboundBuffered() >= bs):

@@ -143,8 +143,25 @@ func (s *Session) ProcessSome(plain []byte, p *codec.Parser, t *codec.Transmissi
 		s.resolve(t, &a)
 		a.ok = !a.verify || codec.VerifyTimingSafe(a.key, t.Signed, t.Signature)
 		s.run(t, &a, w)
+		chargeFailure(&a, budget)
 	}
 	return total
+}
+
+// authPenalty is the work a failed authentication costs on top of its
+// verification. A client that authenticates gets a whole work slice of
+// commands (batched); one whose commands fail — the cheap flood of SPEC §7's
+// dummy verifications — gets about one per turn. Every failure costs the
+// same, whether its queue exists or not, so the charge tells the sender
+// nothing its ERR AUTH did not.
+const authPenalty = 15
+
+// chargeFailure charges authPenalty for a transmission that paid a
+// verification and was refused.
+func chargeFailure(a *auth, budget *int) {
+	if a.verify && !a.granted() {
+		*budget -= authPenalty
+	}
 }
 
 // batch is the scratch space of processBatched: one per worker (one event
@@ -253,6 +270,7 @@ func (s *Session) processBatched(plain []byte, p *codec.Parser, b *batch, w *Wri
 			it := &b.items[i]
 			it.a.ok = it.i < 0 || res[it.i]
 			s.run(&it.t, &it.a, w)
+			chargeFailure(&it.a, budget)
 		}
 	}
 	b.reset()
