@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"bytes"
 	"strings"
 	"testing"
@@ -17,8 +18,14 @@ import (
 func TestHostileShort(t *testing.T) {
 	out := t.TempDir()
 	var stdout, stderr bytes.Buffer
+	// The relay is built without -race: the race detector slows everything
+	// but the cryptography about tenfold, which would measure the detector.
+	bin, err := buildServer(context.Background(), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
 	args := []string{"--scenarios", "hostile", "--hostile-attacks", "unsigned-send-8,hello-replay", "--hostile-kems", "x25519",
-		"--hostile-duration", "1500ms", "--hostile-dialers", "8", "--server-bin", smptest.BuildServer(t), "--out", out}
+		"--hostile-duration", "3s", "--hostile-dialers", "8", "--server-bin", bin, "--out", out}
 	if code := run(args, &stdout, &stderr); code != 0 {
 		t.Fatalf("run exited %d\nstderr:\n%s", code, stderr.String())
 	}
@@ -62,6 +69,16 @@ func TestHostileShort(t *testing.T) {
 		}
 		if a := p.Attacker; a == nil || a.Connections == 0 || a.Commands == 0 || a.BytesOut == 0 {
 			t.Errorf("%s: the attacker achieved nothing: %+v", p.Attack, a)
+		}
+	}
+	// Issue 12's goal as a ratio within this run, with room for a short
+	// phase on a shared machine: the honest full cycle under the flood from
+	// 8 connections stays within 10× its baseline + 10 ms (make bench-hostile
+	// checks the goal itself, 5× + 5 ms, over longer phases).
+	for _, i := range []int{1, 3} { // unsigned-send-8, hello-replay: each after its relay's baseline
+		if p, base := h.Phases[i], h.Phases[i-1].Honest.CycleP99Ms; p.Honest.CycleP99Ms > 10*base+10 {
+			t.Errorf("%s (%s): honest full-cycle p99 %.2f ms, over 10× the baseline %.2f ms + 10 ms",
+				p.Attack, p.KEM, p.Honest.CycleP99Ms, base)
 		}
 	}
 	if auth := h.Phases[1].Attacker.Figures["ERR AUTH answers"]; auth <= 0 {
