@@ -32,7 +32,7 @@ type ConnLimits struct {
 	// one more is closed at accept. Default 256; < 0 means no limit.
 	MaxConnsPerSource int
 	// HandshakesPerSource caps the connections one source may open per
-	// second (each costs the relay a handshake), with a burst of as many;
+	// second (each costs the relay a handshake), with a burst of a tenth;
 	// one more is closed at accept. Default 100; < 0 means no limit.
 	HandshakesPerSource int
 	// SourcePrefixV6 is the prefix length that makes IPv6 addresses one
@@ -110,13 +110,13 @@ type bucket struct {
 }
 
 // takePer takes one token from a bucket refilled at rate tokens per period
-// up to rate, refilling first.
-func (b *bucket) takePer(rate float64, period time.Duration, now int64) bool {
+// up to burst tokens, refilling first.
+func (b *bucket) takePer(rate, burst float64, period time.Duration, now int64) bool {
 	if b.at == 0 {
-		b.tokens, b.at = rate, now
+		b.tokens, b.at = burst, now
 	}
 	if now > b.at {
-		b.tokens = min(rate, b.tokens+rate*float64(now-b.at)/float64(period))
+		b.tokens = min(burst, b.tokens+rate*float64(now-b.at)/float64(period))
 		b.at = now
 	}
 	if b.tokens < 1 {

@@ -77,7 +77,8 @@ func (e *Engine) NewSession(wake func()) *Session {
 // NewQueuesPerMinute per minute up to that many.
 func (s *Session) allowNew() bool {
 	if s.newShared != nil {
-		return s.newShared.take(s.e.limits.Load().NewQueuesPerMinute, time.Minute, s.e.now().UnixNano())
+		n := s.e.limits.Load().NewQueuesPerMinute
+		return s.newShared.take(n, n, time.Minute, s.e.now().UnixNano())
 	}
 	limit := float64(s.e.limits.Load().NewQueuesPerMinute)
 	now := s.e.now().UnixNano()

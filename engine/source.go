@@ -37,13 +37,19 @@ type sharedBucket struct {
 	b  bucket
 }
 
-// take takes a token, the bucket refilled at rate per period up to rate.
-func (s *sharedBucket) take(rate int, period time.Duration, now int64) bool {
+// take takes a token, the bucket refilled at rate per period up to burst.
+func (s *sharedBucket) take(rate, burst int, period time.Duration, now int64) bool {
 	s.mu.Lock()
-	ok := s.b.takePer(float64(rate), period, now)
+	ok := s.b.takePer(float64(rate), float64(burst), period, now)
 	s.mu.Unlock()
 	return ok
 }
+
+// handshakeBurst is how many handshakes a source may start at once: a tenth
+// of its rate per second (at least one), so that a flood meets the rate from
+// its first second instead of a second's worth at once; with RSA keys a
+// second's worth at once (about a millisecond each) stalls a loop for 100 ms.
+func handshakeBurst(rate int) int { return max(1, rate/10) }
 
 // sourceKey maps a peer address to its source: the IPv4 address (an
 // IPv4-mapped IPv6 address counts as IPv4) or the IPv6 address masked to

@@ -189,7 +189,7 @@ var options = []option{
 			"closed at accept; 0: no limit. Clients behind one NAT share it",
 		"an integer of at least 0 (0: no limit)", true, func(c *config) *int { return &c.maxPerSource }),
 	intOpt("handshakes-per-source", engine.DefaultConnLimits.HandshakesPerSource, 0,
-		"connections one source may open per second (a burst of as many); more are\n"+
+		"connections one source may open per second (a burst of a tenth of it); more are\n"+
 			"closed at accept; 0: no limit", "an integer of at least 0 (0: no limit)", true,
 		func(c *config) *int { return &c.handshakesPerSource }),
 	intOpt("source-prefix-v6", engine.DefaultConnLimits.SourcePrefixV6, 1,
