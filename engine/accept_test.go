@@ -90,12 +90,12 @@ func TestServeShutdown(t *testing.T) {
 		t.Fatalf("Shutdown: %v", err)
 	}
 	select {
-	case err := <-served:
-		if err != nil {
-			t.Fatalf("Serve after Shutdown = %v, want nil", err)
-		}
+	case <-s.done: // closed by ServeListener as it returns
 	default:
-		t.Fatal("Shutdown returned before Serve did")
+		t.Fatal("Shutdown returned before Serve had finished")
+	}
+	if err := <-served; err != nil {
+		t.Fatalf("Serve after Shutdown = %v, want nil", err)
 	}
 }
 

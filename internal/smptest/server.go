@@ -94,7 +94,8 @@ type Server struct {
 }
 
 // StartServer runs "smp-server start --data <t.TempDir()> --listen
-// 127.0.0.1:0 args..." and returns once it prints "listening on". The server
+// 127.0.0.1:0 --handshakes-per-source 0 args..." and returns once it prints
+// "listening on". The server
 // is stopped with SIGTERM when the test ends and must exit with status 0.
 func StartServer(t testing.TB, args ...string) *Server {
 	t.Helper()
@@ -110,7 +111,7 @@ func StartServerIn(t testing.TB, dir string, args ...string) *Server {
 // Launch is how StartServerWith runs the server.
 type Launch struct {
 	Dir    string   // the data directory; a new t.TempDir() when empty
-	Args   []string // after "start --data DIR --listen 127.0.0.1:0" (a later --listen wins)
+	Args   []string // after "start --data DIR --listen 127.0.0.1:0 --handshakes-per-source 0" (later flags win)
 	NoFile int      // when > 0, the server runs with this open-file limit, soft and hard
 }
 
@@ -124,7 +125,10 @@ func StartServerWith(t testing.TB, l Launch) *Server {
 	}
 	dir := l.Dir
 	s := &Server{DataDir: dir, t: t, exited: make(chan struct{}), grew: make(chan struct{})}
-	all := append([]string{"start", "--data", dir, "--listen", "127.0.0.1:0"}, l.Args...)
+	// Tests dial from 127.0.0.1, often many connections at once: the
+	// handshake rate per source is off unless a test sets it (a later flag
+	// wins), and tested on its own in cmd/smp-server/conns_test.go.
+	all := append([]string{"start", "--data", dir, "--listen", "127.0.0.1:0", "--handshakes-per-source", "0"}, l.Args...)
 	if l.NoFile > 0 {
 		// Both limits: Go raises the soft one to the hard one at start.
 		// exec keeps the pid, so signals reach the server itself.
