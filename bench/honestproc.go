@@ -82,21 +82,12 @@ func startHonestProc(ctx context.Context, hp honestParams) (*honestProc, error) 
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.CommandContext(ctx, exe, "honest", "--addr", hp.Addr, "--fp", hp.FP, "--src", hp.Src,
-		"--body", strconv.Itoa(hp.Body), "--timeout", hp.Timeout.String(), "--dial-every", hp.DialEvery.String())
-	cmd.Stderr = os.Stderr
-	in, err := cmd.StdinPipe()
+	cmd, in, out, err := startChild(ctx, exe, "the honest client process", "honest", "--addr", hp.Addr, "--fp", hp.FP,
+		"--src", hp.Src, "--body", strconv.Itoa(hp.Body), "--timeout", hp.Timeout.String(), "--dial-every", hp.DialEvery.String())
 	if err != nil {
 		return nil, err
 	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting the honest client process: %w", err)
-	}
-	p := &honestProc{cmd: cmd, in: in, out: bufio.NewScanner(out)}
+	p := &honestProc{cmd: cmd, in: in, out: out}
 	p.out.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	r, err := p.read()
 	if err == nil && len(r.RID) == 0 {

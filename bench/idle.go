@@ -136,20 +136,11 @@ func runIdle(ctx context.Context, srv *server, kem string, steps []int, sample i
 	}()
 	spawn := func() (*workerProc, error) {
 		src := fmt.Sprintf("127.0.0.%d", 100+len(workers))
-		cmd := exec.CommandContext(ctx, exe, "worker", "--addr", srv.Addr, "--fp", srv.Fingerprint, "--src", src)
-		cmd.Stderr = os.Stderr
-		in, err := cmd.StdinPipe()
+		cmd, in, out, err := startChild(ctx, exe, "a worker process", "worker", "--addr", srv.Addr, "--fp", srv.Fingerprint, "--src", src)
 		if err != nil {
 			return nil, err
 		}
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			return nil, err
-		}
-		if err := cmd.Start(); err != nil {
-			return nil, fmt.Errorf("starting a worker process: %w", err)
-		}
-		w := &workerProc{cmd: cmd, in: in, out: bufio.NewScanner(out)}
+		w := &workerProc{cmd: cmd, in: in, out: out}
 		workers = append(workers, w)
 		return w, nil
 	}
