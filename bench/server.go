@@ -45,11 +45,13 @@ type server struct {
 	out         bytes.Buffer // the process's output, for errors
 }
 
-// capacityArgs lift the per-source limits: the capacity scenarios drive
+// capacityArgs lift the per-source limits (NEW is one of them: the idle
+// scenario creates thousands of queues from one worker address): the
+// capacity scenarios drive
 // the relay from one or a few loopback addresses, where a public relay's
 // defaults would measure those limits instead of the relay (the hostile-load
 // scenario keeps them).
-var capacityArgs = []string{"--max-conns-per-source", "0", "--handshakes-per-source", "0"}
+var capacityArgs = []string{"--max-conns-per-source", "0", "--handshakes-per-source", "0", "--new-queues-per-minute", "10000000"}
 
 // startServer runs "bin start --listen 127.0.0.1:0 --data <fresh dir>"
 // with capacityArgs and args appended (a flag in args wins), and waits for
