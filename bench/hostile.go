@@ -17,7 +17,7 @@ import (
 
 	"github.com/smprelay/smprelay/client"
 	"github.com/smprelay/smprelay/codec"
-	"github.com/smprelay/smprelay/engine"
+	"github.com/smprelay/smprelay/transport"
 )
 
 // The hostile scenario (issue 12): each attack of attacks runs alone for
@@ -532,8 +532,8 @@ func runHostile(ctx context.Context, c *config, bin string, start func(args ...s
 		// The relay's own per-source defaults, which startServer's
 		// capacityArgs turn off for the capacity scenarios: attacks must meet
 		// what a public relay runs with.
-		for flag, v := range map[string]int{"--max-conns-per-source": engine.DefaultConnLimits.MaxConnsPerSource,
-			"--handshakes-per-source": engine.DefaultConnLimits.HandshakesPerSource} {
+		for flag, v := range map[string]int{"--max-conns-per-source": transport.DefaultConnLimits.MaxConnsPerSource,
+			"--handshakes-per-source": transport.DefaultConnLimits.HandshakesPerSource} {
 			if !given(flag) {
 				args = append(args, flag, strconv.Itoa(v))
 			}

@@ -84,7 +84,7 @@ func (w *workerProc) ask(line string) (workerReply, error) {
 }
 
 // serverMaxConns is what the server's default --max-conns works out to:
-// its open-file soft limit less 64 (engine.ConnLimits).
+// its open-file soft limit less 64 (transport.ConnLimits).
 func serverMaxConns(pid int) int {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", pid))
 	if err != nil {

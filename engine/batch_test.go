@@ -12,16 +12,16 @@ import (
 	"github.com/smprelay/smprelay/internal/race"
 )
 
-// processBatched runs the server's batched path on one block, as often as
+// ProcessBatched runs the server's batched path on one block, as often as
 // the budget makes it stop early, and returns the responses.
-func (c *tconn) doBatched(b *batch, budget int, txs ...[]byte) []resp {
+func (c *tconn) doBatched(b *Batch, budget int, txs ...[]byte) []resp {
 	c.t.Helper()
 	plain := block(txs...)
 	for codec.More(plain) {
 		left := budget
-		n := c.s.processBatched(plain, c.p, b, c.w, &left)
+		n := c.s.ProcessBatched(plain, c.p, b, c.w, &left)
 		if n == 0 {
-			c.t.Fatal("processBatched consumed nothing")
+			c.t.Fatal("ProcessBatched consumed nothing")
 		}
 		plain = plain[n:]
 	}
@@ -118,7 +118,7 @@ func TestBatchedSameReplies(t *testing.T) {
 	for _, budget := range []int{1 << 30, 1, 3} {
 		t.Run(fmt.Sprintf("budget=%d", budget), func(t *testing.T) {
 			c, txs, names := batchScenario(t)
-			got := render(c.doBatched(newBatch(testBlock), budget, txs...), names)
+			got := render(c.doBatched(NewBatch(testBlock), budget, txs...), names)
 			if !slices.Equal(got, want) {
 				for i := range max(len(got), len(want)) {
 					var g, w string
@@ -185,7 +185,7 @@ func TestBatchedAuthTiming(t *testing.T) {
 					}
 					blocks := [2][]byte{build(tc.real), build(tc.absent)}
 					c := newConn(t, e)
-					b := newBatch(testBlock)
+					b := NewBatch(testBlock)
 					for _, r := range c.doBatched(b, 1<<30, tc.real, tc.absent) {
 						if r.Cmd == codec.CmdERR {
 							wantErr(t, r, codec.ErrAuth)
@@ -200,7 +200,7 @@ func TestBatchedAuthTiming(t *testing.T) {
 							plain := blocks[i%2]
 							budget := 1 << 30
 							start := time.Now()
-							c.s.processBatched(plain, c.p, b, c.w, &budget)
+							c.s.ProcessBatched(plain, c.p, b, c.w, &budget)
 							times[i%2] = append(times[i%2], time.Since(start))
 							c.w.Finish()
 							c.blocks = c.blocks[:0]
@@ -236,10 +236,10 @@ func TestBatchedAllocations(t *testing.T) {
 	q.rc.w.Send = func([]byte) error { return nil }
 	sends, acks := packedCycle(t, q, sk, n)
 	bad := block(slices.Repeat([][]byte{tx(t, sk, "s", q.rid, codec.CmdSUB, nil, nil)}, n)...)
-	bs, br := newBatch(testBlock), newBatch(testBlock)
-	run := func(c *tconn, b *batch, plain []byte) {
+	bs, br := NewBatch(testBlock), NewBatch(testBlock)
+	run := func(c *tconn, b *Batch, plain []byte) {
 		budget := 1 << 30
-		c.s.processBatched(plain, c.p, b, c.w, &budget)
+		c.s.ProcessBatched(plain, c.p, b, c.w, &budget)
 		c.s.Drain(c.w)
 		c.w.Finish()
 	}
@@ -286,11 +286,11 @@ func BenchmarkSignedCyclePacked(b *testing.B) {
 			sender.w.Send = func([]byte) error { return nil }
 			q.rc.w.Send = func([]byte) error { return nil }
 			sends, acks := packedCycle(b, q, sk, n)
-			bs, br := newBatch(testBlock), newBatch(testBlock)
-			run := func(c *tconn, bt *batch, plain []byte) {
+			bs, br := NewBatch(testBlock), NewBatch(testBlock)
+			run := func(c *tconn, bt *Batch, plain []byte) {
 				if batched {
 					budget := 1 << 30
-					c.s.processBatched(plain, c.p, bt, c.w, &budget)
+					c.s.ProcessBatched(plain, c.p, bt, c.w, &budget)
 				} else {
 					c.s.Process(plain, c.p, &c.tr, c.w)
 				}
@@ -335,7 +335,7 @@ func TestFailurePenalty(t *testing.T) {
 			budget := n
 			var used int
 			if batched {
-				used = c.s.processBatched(plain, c.p, newBatch(testBlock), c.w, &budget)
+				used = c.s.ProcessBatched(plain, c.p, NewBatch(testBlock), c.w, &budget)
 			} else {
 				used = c.s.ProcessSome(plain, c.p, &c.tr, c.w, &budget)
 			}

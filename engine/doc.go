@@ -1,11 +1,14 @@
 // Package engine is the relay: the queue store, the command semantics of
-// SPEC §5 (subscriptions, one-at-a-time delivery, OFF, DEL, quota, expiry),
-// the timing-safe authentication of §7, and the gnet event handler that runs
-// the encrypted block transport of §3 for every connection.
+// SPEC §5 (subscriptions, one-at-a-time delivery, OFF, DEL, quota, expiry)
+// and the timing-safe authentication of §7. It imports no network library:
+// a transport (package transport, on gnet) runs the encrypted block
+// transport of §3, owns the connections and feeds each one's block
+// plaintext to a Session, through the exported seams only (NewSession,
+// Session.ProcessBatched/Drain/Close/SetStatsShard/SetNewBucket/Holding,
+// Writer, Engine.Expire/Now/BlockSize/Metrics).
 //
-// Layers, from the socket in:
+// Layers, from the transport in:
 //
-//	Server (server.go)   gnet handler: handshake, block open/seal, per-connection state
 //	Session (session.go) one connection's protocol state: commands in, responses out
 //	Engine (engine.go)   the queues, shared by all sessions; expiry
 //	Writer (writer.go)   packs responses into blocks and blocks into one write
@@ -13,8 +16,8 @@
 //
 // Ownership and locking:
 //
-//   - A connection, its ciphers, block counters, Session and subscriptions set
-//     belong to the gnet event loop that accepted it; only that loop touches them.
+//   - A Session and its subscriptions set belong to the goroutine (a
+//     transport's event loop) that runs its connection; only it touches them.
 //   - The queue map is split into shards, each with its own mutex; each queue
 //     has its own mutex for its mutable fields. No code holds two of these locks
 //     at once, so there is no lock order to get wrong, and no lock is held

@@ -136,6 +136,10 @@ func (e *Engine) SetLimits(l Limits) error {
 	return nil
 }
 
+// Now returns the engine's clock reading (time.Now unless a test set one).
+// Safe for concurrent use.
+func (e *Engine) Now() time.Time { return e.now() }
+
 // BlockSize returns the transport block size the engine was built for.
 func (e *Engine) BlockSize() int { return e.blockSz }
 

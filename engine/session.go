@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/smprelay/smprelay/codec"
+	"github.com/smprelay/smprelay/internal/bucket"
 )
 
 // eventKind is what another connection (or the expiry sweep) asks a session's
@@ -50,7 +51,7 @@ type Session struct {
 	// newShared, set by the Server, is the NEW bucket of the connection's
 	// source, used instead of the session's own (shared by the loops of
 	// every connection of that source).
-	newShared *sharedBucket
+	newShared *bucket.Shared
 
 	// Replies that wait for the log (fsync mode always), owned by the loop.
 	// Once one reply waits, every later one queues behind it, so replies keep
@@ -73,12 +74,27 @@ func (e *Engine) NewSession(wake func()) *Session {
 	return &Session{e: e, wake: wake, mx: &e.mx.loops[0], newTokens: float64(e.limits.Load().NewQueuesPerMinute), newAt: e.now().UnixNano()}
 }
 
+// SetStatsShard makes the session count into counter shard i (0 to
+// StatShards-1; others wrap): a transport gives each event loop its own
+// shard, so loops do not share a cache line. Call it before the session is
+// used; it is owned by the session's goroutine.
+func (s *Session) SetStatsShard(i int) { s.mx = &s.e.mx.loops[i%StatShards] }
+
+// SetNewBucket makes NEW take from b, shared with other sessions (a
+// transport's per-source budget), instead of the session's own bucket. Call
+// it before the session is used.
+func (s *Session) SetNewBucket(b *bucket.Shared) { s.newShared = b }
+
+// Holding reports whether replies wait for the log (fsync mode always).
+// Owned by the session's goroutine.
+func (s *Session) Holding() bool { return len(s.heldAt) > 0 }
+
 // allowNew takes a token from the NEW bucket, refilled at
 // NewQueuesPerMinute per minute up to that many.
 func (s *Session) allowNew() bool {
 	if s.newShared != nil {
 		n := s.e.limits.Load().NewQueuesPerMinute
-		return s.newShared.take(n, n, time.Minute, s.e.now().UnixNano())
+		return s.newShared.Take(n, n, time.Minute, s.e.now().UnixNano())
 	}
 	limit := float64(s.e.limits.Load().NewQueuesPerMinute)
 	now := s.e.now().UnixNano()
@@ -128,7 +144,7 @@ func (s *Session) Process(plain []byte, p *codec.Parser, t *codec.Transmission, 
 // so that cheap-to-send work cannot crowd out other connections (issue 12).
 //
 // ProcessSome verifies each signature on its own; the server uses
-// processBatched, which gives the same replies.
+// ProcessBatched, which gives the same replies.
 func (s *Session) ProcessSome(plain []byte, p *codec.Parser, t *codec.Transmission, w *Writer, budget *int) int {
 	total := len(plain)
 	for codec.More(plain) {
@@ -165,10 +181,10 @@ func chargeFailure(a *auth, budget *int) {
 	}
 }
 
-// batch is the scratch space of processBatched: one per worker (one event
+// Batch is the scratch space of ProcessBatched: one per worker (one event
 // loop at a time), never one per connection, as the verifier's scratch grows
 // to about 200 KB. A batch holds what one connection sent and nothing else.
-type batch struct {
+type Batch struct {
 	bv    codec.BatchVerifier
 	items []batchItem // the transmissions of the current batch, at most codec.MaxBatch
 	// arena holds the transmissions' fields the Parser decoded into its
@@ -182,13 +198,13 @@ type batchItem struct {
 	i int // index of its signature in bv; -1 when it needs no verification
 }
 
-func newBatch(blockSize int) *batch {
-	return &batch{items: make([]batchItem, 0, codec.MaxBatch), arena: make([]byte, 0, blockSize)}
+func NewBatch(blockSize int) *Batch {
+	return &Batch{items: make([]batchItem, 0, codec.MaxBatch), arena: make([]byte, 0, blockSize)}
 }
 
 // reset empties the batch and drops its references to keys, queues and
 // buffers, keeping the scratch.
-func (b *batch) reset() {
+func (b *Batch) reset() {
 	clear(b.items)
 	b.items = b.items[:0]
 	b.arena = b.arena[:0]
@@ -198,7 +214,7 @@ func (b *batch) reset() {
 // own copies the fields of t that point into the Parser's scratch into the
 // arena. The others point into the block's plaintext, which stays put until
 // the batch is carried out, or are allocated (Key).
-func (b *batch) own(t *codec.Transmission) {
+func (b *Batch) own(t *codec.Transmission) {
 	// Appending may move the arena to a larger array (only for blocks larger
 	// than the arena); the slices taken before still point to the old one,
 	// which nothing writes again.
@@ -236,7 +252,7 @@ func endsBatch(t *codec.Transmission) bool {
 	return false
 }
 
-// processBatched is ProcessSome with the signatures of the transmissions in
+// ProcessBatched is ProcessSome with the signatures of the transmissions in
 // plain verified in batches (codec.BatchVerifier), with the same replies in
 // the same order. Each batch takes two passes: parse up to codec.MaxBatch
 // transmissions within the budget, resolve each one's key as the single path
@@ -244,7 +260,7 @@ func endsBatch(t *codec.Transmission) bool {
 // command in order with its result. A batch that holds a bad signature falls
 // back to verifying each one alone, a cost that lands on the connection that
 // sent it, as a batch holds what one block of one connection holds.
-func (s *Session) processBatched(plain []byte, p *codec.Parser, b *batch, w *Writer, budget *int) int {
+func (s *Session) ProcessBatched(plain []byte, p *codec.Parser, b *Batch, w *Writer, budget *int) int {
 	total := len(plain)
 	for codec.More(plain) && *budget > 0 {
 		b.reset()

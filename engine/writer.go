@@ -84,3 +84,11 @@ func (w *Writer) Finish() error {
 	w.err = nil
 	return err
 }
+
+// Welcome writes the welcome block: the first server block holds "SMP/1" CRLF
+// and padding only (SPEC §3.3).
+func (w *Writer) Welcome() {
+	w.flushBlock()
+	w.buf = append(w.buf, codec.Welcome...)
+	w.flushBlock()
+}

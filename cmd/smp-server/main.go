@@ -40,6 +40,7 @@ import (
 	"github.com/smprelay/smprelay/codec"
 	"github.com/smprelay/smprelay/engine"
 	"github.com/smprelay/smprelay/internal/atomicfile"
+	"github.com/smprelay/smprelay/transport"
 	"github.com/smprelay/smprelay/wal"
 )
 
@@ -154,7 +155,7 @@ func serve(sf startFlags, r *resolved, stdout, stderr io.Writer) int {
 	for _, w := range envWarnings(os.Environ()) {
 		log.Warn(w)
 	}
-	if n, lim, ok := engine.AutoMaxConns(); c.limits.MaxConns > n && ok {
+	if n, lim, ok := transport.AutoMaxConns(); c.limits.MaxConns > n && ok {
 		log.Warn("max-conns is above what the open-file limit allows: connections past it are refused "+
 			"when descriptors run out (raise LimitNOFILE / ulimit -n, or lower max-conns)",
 			"max-conns", c.limits.MaxConns, "open-file-limit", lim, "usable", n)
@@ -162,7 +163,7 @@ func serve(sf startFlags, r *resolved, stdout, stderr io.Writer) int {
 
 	// Bound before the data directory is touched, so that an address in use
 	// fails at once, naming the address, with nothing created or compacted.
-	ln, err := engine.Listen(c.listen)
+	ln, err := transport.Listen(c.listen)
 	if err != nil {
 		log.Error("cannot listen: is another relay or program using this address? (see --listen)", "err", err)
 		return 1
@@ -218,7 +219,7 @@ func serve(sf startFlags, r *resolved, stdout, stderr io.Writer) int {
 		store.Close()
 		return 1
 	}
-	srv, err := engine.NewServer(engine.ServerOptions{
+	srv, err := transport.NewServer(transport.ServerOptions{
 		Engine: e, Key: key, HandshakeTimeout: c.handshakeTimeout, Logger: log, LogClientData: debugLog,
 		Limits: c.connLimits(),
 	})
@@ -293,10 +294,10 @@ func serve(sf startFlags, r *resolved, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// drain stops the relay without losing a reply (engine.Server.Drain), within
+// drain stops the relay without losing a reply (transport.Server.Drain), within
 // timeout; a second SIGTERM or SIGINT cuts it short. Runs on the signal
 // goroutine; Serve returns once it is done.
-func drain(srv *engine.Server, sig os.Signal, d time.Duration, sigs <-chan os.Signal, log *slog.Logger) {
+func drain(srv *transport.Server, sig os.Signal, d time.Duration, sigs <-chan os.Signal, log *slog.Logger) {
 	log.Info("draining: new connections are refused; answering what is in flight", "signal", sig.String(), "drain-timeout", d.String())
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
@@ -324,7 +325,7 @@ func drain(srv *engine.Server, sig os.Signal, d time.Duration, sigs <-chan os.Si
 // flags still win), applies the live options and keeps the others as they
 // run, logging what changed and what needs a restart. An invalid
 // configuration is logged and ignored. Runs on the signal goroutine.
-func reload(cur *resolved, sf startFlags, e *engine.Engine, srv *engine.Server, level *slog.LevelVar, startedDebug bool, log *slog.Logger) *resolved {
+func reload(cur *resolved, sf startFlags, e *engine.Engine, srv *transport.Server, level *slog.LevelVar, startedDebug bool, log *slog.Logger) *resolved {
 	next, err := resolve(sf, osEnv, readConfigFile)
 	if err != nil {
 		log.Error("reload: configuration rejected; the relay keeps its current one", "err", strings.ReplaceAll(err.Error(), "\n", "; "))

@@ -61,6 +61,7 @@ import (
 
 	"github.com/smprelay/smprelay/engine"
 	"github.com/smprelay/smprelay/internal/metric"
+	"github.com/smprelay/smprelay/transport"
 	"github.com/smprelay/smprelay/wal"
 )
 
@@ -68,7 +69,7 @@ import (
 // exported (SPEC §8): no label names a queue, a client or an address.
 type metricsSource struct {
 	Engine  *engine.Engine
-	Server  *engine.Server
+	Server  *transport.Server
 	Log     *wal.Log // nil with --store memory
 	KeyType string   // the transport key's kind
 	// Draining reports that a SIGTERM/SIGINT drain has begun (/healthz then
@@ -234,10 +235,10 @@ func (c *relayCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.sources, sm.Sources)
 	counter(c.accepted, sm.Accepted)
 	for i, n := range sm.Rejected {
-		counter(c.rejected, n, engine.RejectLabels[i])
+		counter(c.rejected, n, transport.RejectLabels[i])
 	}
 	for i, n := range sm.Handshakes {
-		counter(c.handshakes, n, sm.KEM, engine.HandshakeLabels[i])
+		counter(c.handshakes, n, sm.KEM, transport.HandshakeLabels[i])
 	}
 	counter(c.blocks, sm.BlocksIn, "in")
 	counter(c.blocks, sm.BlocksOut, "out")

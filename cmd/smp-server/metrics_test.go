@@ -22,13 +22,14 @@ import (
 	"github.com/smprelay/smprelay/codec"
 	"github.com/smprelay/smprelay/engine"
 	"github.com/smprelay/smprelay/internal/smptest"
+	"github.com/smprelay/smprelay/transport"
 	"github.com/smprelay/smprelay/wal"
 )
 
 // relay is an in-process relay with its metrics endpoint.
 type relay struct {
 	e        *engine.Engine
-	srv      *engine.Server
+	srv      *transport.Server
 	log      *wal.Log // nil with the memory store
 	key      *codec.KEMPrivateKey
 	addr     string // the relay's address
@@ -40,7 +41,7 @@ type relay struct {
 // startRelay starts an engine and a server on 127.0.0.1:0 (with a log in
 // fsync mode always when withLog, and the server options that opts set) and
 // the metrics endpoint on 127.0.0.1:0, wired as main wires them.
-func startRelay(t *testing.T, withLog bool, opts ...func(*engine.ServerOptions)) *relay {
+func startRelay(t *testing.T, withLog bool, opts ...func(*transport.ServerOptions)) *relay {
 	t.Helper()
 	r := &relay{}
 	var err error
@@ -57,11 +58,11 @@ func startRelay(t *testing.T, withLog bool, opts ...func(*engine.ServerOptions))
 	if r.e, err = engine.New(engine.Options{Store: store}); err != nil {
 		t.Fatal(err)
 	}
-	so := engine.ServerOptions{Engine: r.e, Key: r.key}
+	so := transport.ServerOptions{Engine: r.e, Key: r.key}
 	for _, o := range opts {
 		o(&so)
 	}
-	if r.srv, err = engine.NewServer(so); err != nil {
+	if r.srv, err = transport.NewServer(so); err != nil {
 		t.Fatal(err)
 	}
 	addrc := make(chan net.Addr, 1)
@@ -283,11 +284,11 @@ func TestMetricsEndpoint(t *testing.T) {
 // the time the client sees the server close it.
 func TestMetricsLimits(t *testing.T) {
 	t.Parallel()
-	r := startRelay(t, false, func(o *engine.ServerOptions) {
+	r := startRelay(t, false, func(o *transport.ServerOptions) {
 		o.HandshakeTimeout = 500 * time.Millisecond
 		// The idle timeout is long enough that the two connections held
 		// for MaxConns stay open while the third one is refused.
-		o.Limits = engine.ConnLimits{MaxConns: 2, IdleTimeout: time.Second, BlocksPerSecond: 1, MaxInboundBlocks: 1}
+		o.Limits = transport.ConnLimits{MaxConns: 2, IdleTimeout: time.Second, BlocksPerSecond: 1, MaxInboundBlocks: 1}
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), hangGuardIn)
 	defer cancel()
@@ -399,8 +400,8 @@ func TestMetricsLimits(t *testing.T) {
 // before the drop reaches it.
 func TestMetricsOutbound(t *testing.T) {
 	t.Parallel()
-	r := startRelay(t, false, func(o *engine.ServerOptions) {
-		o.Limits = engine.ConnLimits{MaxOutbound: 1, BlocksPerSecond: 1 << 20}
+	r := startRelay(t, false, func(o *transport.ServerOptions) {
+		o.Limits = transport.ConnLimits{MaxOutbound: 1, BlocksPerSecond: 1 << 20}
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), hangGuardIn)
 	defer cancel()
@@ -441,9 +442,9 @@ func TestMetricsOutbound(t *testing.T) {
 // allowedLabels is every label value the relay's own metrics may carry, by
 // label name; "version" and "key_type" are checked separately.
 var allowedLabels = map[string][]string{
-	"reason":    engine.RejectLabels[:],
+	"reason":    transport.RejectLabels[:],
 	"kem":       {"rsa", "x25519", "mlkem768x25519"},
-	"outcome":   engine.HandshakeLabels[:],
+	"outcome":   transport.HandshakeLabels[:],
 	"command":   engine.CommandLabels[:],
 	"result":    engine.ResultLabels[:],
 	"direction": {"in", "out"},

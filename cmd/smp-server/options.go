@@ -16,6 +16,7 @@ import (
 
 	"github.com/smprelay/smprelay/codec"
 	"github.com/smprelay/smprelay/engine"
+	"github.com/smprelay/smprelay/transport"
 	"github.com/smprelay/smprelay/wal"
 )
 
@@ -33,10 +34,10 @@ type config struct {
 	handshakeTimeout time.Duration
 	keyType          string
 	logLevel         string
-	limits           engine.ConnLimits
+	limits           transport.ConnLimits
 	newPerMinute     int
 	// Per-source limits as the options give them (0: no limit); connLimits
-	// maps them onto engine.ConnLimits, where 0 means the default.
+	// maps them onto transport.ConnLimits, where 0 means the default.
 	maxPerSource        int
 	handshakesPerSource int
 	drainTimeout        time.Duration
@@ -184,24 +185,24 @@ var options = []option{
 		func(c *config) *time.Duration { return &c.handshakeTimeout }),
 	intOpt("max-conns", 0, 0, "open connections at most; 0 means the open-file limit less 64",
 		"an integer of at least 0 (0: automatic)", true, func(c *config) *int { return &c.limits.MaxConns }),
-	intOpt("max-conns-per-source", engine.DefaultConnLimits.MaxConnsPerSource, 0,
+	intOpt("max-conns-per-source", transport.DefaultConnLimits.MaxConnsPerSource, 0,
 		"open connections of one source (IPv4 address or IPv6 prefix) at most; more are\n"+
 			"closed at accept; 0: no limit. Clients behind one NAT share it",
 		"an integer of at least 0 (0: no limit)", true, func(c *config) *int { return &c.maxPerSource }),
-	intOpt("handshakes-per-source", engine.DefaultConnLimits.HandshakesPerSource, 0,
+	intOpt("handshakes-per-source", transport.DefaultConnLimits.HandshakesPerSource, 0,
 		"connections one source may open per second (a burst of a tenth of it); more are\n"+
 			"closed at accept; 0: no limit", "an integer of at least 0 (0: no limit)", true,
 		func(c *config) *int { return &c.handshakesPerSource }),
-	intOpt("source-prefix-v6", engine.DefaultConnLimits.SourcePrefixV6, 1,
+	intOpt("source-prefix-v6", transport.DefaultConnLimits.SourcePrefixV6, 1,
 		"IPv6 addresses with this many leading bits in common are one source", "an integer from 1 to 128", false,
 		func(c *config) *int { return &c.limits.SourcePrefixV6 }),
-	durOpt("idle-timeout", engine.DefaultConnLimits.IdleTimeout,
+	durOpt("idle-timeout", transport.DefaultConnLimits.IdleTimeout,
 		"close connections that send no block for this long (clients PING to stay)", true,
 		func(c *config) *time.Duration { return &c.limits.IdleTimeout }),
-	intOpt("max-outbound", engine.DefaultConnLimits.MaxOutbound, 1,
+	intOpt("max-outbound", transport.DefaultConnLimits.MaxOutbound, 1,
 		"bytes waiting for a client that does not read before it is disconnected (at least one block)",
 		"an integer of at least block-size", true, func(c *config) *int { return &c.limits.MaxOutbound }),
-	intOpt("blocks-per-second", engine.DefaultConnLimits.BlocksPerSecond, 1,
+	intOpt("blocks-per-second", transport.DefaultConnLimits.BlocksPerSecond, 1,
 		"blocks read from one connection per second; more wait, and a client\n"+
 			"that piles up 256 waiting blocks is disconnected", "an integer of at least 1", true,
 		func(c *config) *int { return &c.limits.BlocksPerSecond }),
@@ -505,7 +506,7 @@ func (r *resolved) printConfig(w io.Writer) {
 
 // autoMaxConnsText says what max-conns 0 means on this machine.
 func autoMaxConnsText() string {
-	n, lim, ok := engine.AutoMaxConns()
+	n, lim, ok := transport.AutoMaxConns()
 	if !ok {
 		return fmt.Sprintf("automatic: %d (the open-file limit could not be read)", n)
 	}
@@ -614,7 +615,7 @@ func (c *config) engineLimits() engine.Limits {
 		NewQueuesPerMinute: c.newPerMinute}
 }
 
-func (c *config) connLimits() engine.ConnLimits {
+func (c *config) connLimits() transport.ConnLimits {
 	l := c.limits
 	l.MaxConnsPerSource, l.HandshakesPerSource = noLimit(c.maxPerSource), noLimit(c.handshakesPerSource)
 	return l

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/smprelay/smprelay/engine"
+	"github.com/smprelay/smprelay/transport"
 )
 
 // env is a fake environment.
@@ -419,7 +419,7 @@ func TestPrintConfigCommand(t *testing.T) {
 			t.Errorf("missing %q in\n%s", want, out.String())
 		}
 	}
-	n, lim, _ := engine.AutoMaxConns()
+	n, lim, _ := transport.AutoMaxConns()
 	if want := fmt.Sprintf("max-conns              = 0                        # default; automatic: %d (open-file limit %d less", n, lim); !strings.Contains(out.String(), want) {
 		t.Errorf("missing %q (the effective max-conns) in\n%s", want, out.String())
 	}

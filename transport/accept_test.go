@@ -1,4 +1,4 @@
-package engine
+package transport
 
 import (
 	"bytes"
@@ -12,11 +12,22 @@ import (
 	"time"
 
 	"github.com/smprelay/smprelay/codec"
+	"github.com/smprelay/smprelay/engine"
 )
+
+// testEngine is an engine with the memory store and the default block size.
+func testEngine(t *testing.T) *engine.Engine {
+	t.Helper()
+	e, err := engine.New(engine.Options{BlockSize: codec.DefaultBlockSize})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
 
 func newTestServer(t *testing.T, log *slog.Logger) *Server {
 	t.Helper()
-	e, _ := newTestEngine(t, Limits{})
+	e := testEngine(t)
 	key, err := codec.GenerateKEMKey(codec.KEMX25519)
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package engine
+package transport
 
 import (
 	"context"
@@ -20,11 +20,13 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/smprelay/smprelay/codec"
+	"github.com/smprelay/smprelay/engine"
+	"github.com/smprelay/smprelay/internal/bucket"
 )
 
 // ServerOptions configures the transport side of the relay.
 type ServerOptions struct {
-	Engine           *Engine
+	Engine           *engine.Engine
 	Key              *codec.KEMPrivateKey // the server transport key (SPEC §3.1)
 	HandshakeTimeout time.Duration        // close a connection whose hello is not complete by then (default 10 s)
 	ExpireEvery      time.Duration        // how often the TTL sweep runs (default 1 min)
@@ -41,7 +43,7 @@ type ServerOptions struct {
 // Session's outbox and gnet's Wake.
 type Server struct {
 	o   ServerOptions
-	e   *Engine
+	e   *engine.Engine
 	log *slog.Logger
 	// helloPrefix is the part of the server hello before serverRandom, the
 	// same for every connection; chLen is the length of a client hello for
@@ -93,7 +95,7 @@ func NewServer(o ServerOptions) (*Server, error) {
 	s.lim.Store(&o.Limits)
 	s.prefixV6 = o.Limits.SourcePrefixV6
 	s.pool.New = func() any {
-		return &worker{parser: codec.NewParser(codec.ServerSide, bs), b: newBatch(bs), w: NewWriter(bs)}
+		return &worker{parser: codec.NewParser(codec.ServerSide, bs), b: engine.NewBatch(bs), w: engine.NewWriter(bs)}
 	}
 	return s, nil
 }
@@ -131,8 +133,8 @@ const workSlice = 8
 // that loops running at once never share it and idle connections hold none.
 type worker struct {
 	parser *codec.Parser
-	b      *batch // the transmissions of one connection verified together
-	w      *Writer
+	b      *engine.Batch // the transmissions of one connection verified together
+	w      *engine.Writer
 }
 
 // Connection phases.
@@ -147,14 +149,14 @@ type conn struct {
 	id    uint64 // registry shard key
 	gc    gnet.Conn
 	phase atomic.Int32
-	last  atomic.Int64 // Unix nanoseconds of the last block received, for the idle sweep
-	rate  bucket       // BlocksPerSecond
+	last  atomic.Int64  // Unix nanoseconds of the last block received, for the idle sweep
+	rate  bucket.Bucket // BlocksPerSecond
 	// throttle wakes the loop when the rate bucket has a token again; made on
 	// first use, so only throttled connections pay for it.
 	throttle *time.Timer
 	rx       codec.BlockCipher // client -> server
 	tx       codec.BlockCipher // server -> client
-	sess     *Session
+	sess     *engine.Session
 	timer    *time.Timer
 	send     func([]byte) error // gc.Write as a value made once, so batches do not allocate
 	mx       *connStats         // counters of the connection's loop
@@ -362,7 +364,7 @@ func (s *Server) expireLoop() {
 		case <-s.limChanged:
 			arm()
 		case <-expire.C:
-			s.e.Expire(s.e.now())
+			s.e.Expire(s.e.Now())
 			s.sources.sweep(time.Now().Add(-sourceIdle).UnixNano())
 		case now := <-idle:
 			if d := s.lim.Load().IdleTimeout; d > 0 {
@@ -421,9 +423,9 @@ func (h *handler) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	h.s.conns.add(c)
 	c.send = c.write
 	c.sess = h.s.e.NewSession(c.wake)
-	c.sess.mx = &h.s.e.mx.loops[loop]
+	c.sess.SetStatsShard(loop)
 	if c.src != nil {
-		c.sess.newShared = &c.src.newQ // NEW is limited per source: reconnecting resets nothing
+		c.sess.SetNewBucket(&c.src.newQ) // NEW is limited per source: reconnecting resets nothing
 	}
 	c.timer = time.AfterFunc(h.s.o.HandshakeTimeout, c.handshakeExpired)
 	return hello, gnet.None
@@ -499,9 +501,9 @@ func (h *handler) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 	wk := h.s.pool.Get().(*worker)
 	wk.w.Seal, wk.w.Send = &c.tx, c.send
 	if c.phase.Load() == phaseOpen && c.tx.Next() == 0 {
-		wk.w.welcome()
+		wk.w.Welcome()
 	}
-	bs := h.s.e.blockSz
+	bs := h.s.e.BlockSize()
 	lim := h.s.lim.Load()
 	now := time.Now().UnixNano()
 	if c.drained {
@@ -525,14 +527,14 @@ func (h *handler) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 		c.debt = 0
 	}
 	if len(c.rest) > 0 {
-		n := c.sess.processBatched(c.rest, wk.parser, wk.b, wk.w, &budget)
+		n := c.sess.ProcessBatched(c.rest, wk.parser, wk.b, wk.w, &budget)
 		c.rest = c.rest[n:]
 		if !codec.More(c.rest) {
 			c.rest = c.rest[:0]
 		}
 	}
 	for budget > 0 && len(c.rest) == 0 && gc.InboundBuffered() >= bs {
-		if ok, wait := c.rate.take(lim.BlocksPerSecond, now); !ok && !final {
+		if ok, wait := c.rate.Take(lim.BlocksPerSecond, now); !ok && !final {
 			if gc.InboundBuffered() > lim.MaxInboundBlocks*bs {
 				action = gnet.Close // flooding far beyond the rate
 				c.mx.rejected[rejFlood].Add(1)
@@ -554,7 +556,7 @@ func (h *handler) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 			action = gnet.Close
 			break
 		}
-		if n := c.sess.processBatched(plain, wk.parser, wk.b, wk.w, &budget); codec.More(plain[n:]) {
+		if n := c.sess.ProcessBatched(plain, wk.parser, wk.b, wk.w, &budget); codec.More(plain[n:]) {
 			// Cut short by the slice: the rest waits in the connection's own
 			// buffer, since gnet's may hold a copy of the block, not the block.
 			if c.restBuf == nil {
@@ -593,7 +595,7 @@ func (h *handler) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 		}
 		action = gnet.Close
 	}
-	if c.drained && action == gnet.None && len(c.sess.heldAt) == 0 && gc.OutboundBuffered() == 0 {
+	if c.drained && action == gnet.None && !c.sess.Holding() && gc.OutboundBuffered() == 0 {
 		// Every reply is with the kernel: send FIN after them, so the client
 		// reads them all and then EOF, and wait (lingering) for it to close.
 		if syscall.Shutdown(gc.Fd(), syscall.SHUT_WR) != nil {
@@ -677,7 +679,7 @@ func (s *Server) handshake(c *conn) (done, ok bool) {
 	if c.share == nil {
 		return false, false
 	}
-	keys, err := codec.ServerHandshake(s.o.Key, c.share.priv, uint32(s.e.blockSz), &c.random, ch,
+	keys, err := codec.ServerHandshake(s.o.Key, c.share.priv, uint32(s.e.BlockSize()), &c.random, ch,
 		s.helloPrefix, c.random[:], c.share.pub[:])
 	c.releaseShare()
 	if err != nil {
@@ -696,14 +698,6 @@ func (s *Server) handshake(c *conn) (done, ok bool) {
 	c.timer.Stop()
 	c.countHandshake(hsOK)
 	return true, true
-}
-
-// welcome writes the welcome block: the first server block holds "SMP/1" CRLF
-// and padding only (SPEC §3.3).
-func (w *Writer) welcome() {
-	w.flushBlock()
-	w.buf = append(w.buf, codec.Welcome...)
-	w.flushBlock()
 }
 
 // gnetLogger routes gnet's own log lines into slog. gnet's debug and info

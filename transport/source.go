@@ -1,4 +1,4 @@
-package engine
+package transport
 
 import (
 	"net"
@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/smprelay/smprelay/internal/bucket"
 )
 
 // A source is where connections come from, as far as per-source limits are
@@ -24,25 +26,10 @@ const sourceIdle = 2 * time.Minute
 // source is the state of one source. conns and last are atomic; each bucket
 // has its own mutex, since connections of one source run on every loop.
 type source struct {
-	conns atomic.Int32 // open connections (slots taken at accept)
-	last  atomic.Int64 // Unix nanoseconds of the last connection's close or accept
-	hs    sharedBucket // handshakes per second (ConnLimits.HandshakesPerSource)
-	newQ  sharedBucket // NEW per minute (Limits.NewQueuesPerMinute)
-}
-
-// sharedBucket is a token bucket taken from by the loops of every connection
-// of one source.
-type sharedBucket struct {
-	mu sync.Mutex
-	b  bucket
-}
-
-// take takes a token, the bucket refilled at rate per period up to burst.
-func (s *sharedBucket) take(rate, burst int, period time.Duration, now int64) bool {
-	s.mu.Lock()
-	ok := s.b.takePer(float64(rate), float64(burst), period, now)
-	s.mu.Unlock()
-	return ok
+	conns atomic.Int32  // open connections (slots taken at accept)
+	last  atomic.Int64  // Unix nanoseconds of the last connection's close or accept
+	hs    bucket.Shared // handshakes per second (ConnLimits.HandshakesPerSource)
+	newQ  bucket.Shared // NEW per minute (Limits.NewQueuesPerMinute)
 }
 
 // handshakeBurst is how many handshakes a source may start at once: a tenth

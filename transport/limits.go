@@ -1,4 +1,4 @@
-package engine
+package transport
 
 import (
 	"sync"
@@ -100,48 +100,6 @@ func (l ConnLimits) withDefaults() ConnLimits {
 		l.SourcePrefixV6 = d.SourcePrefixV6
 	}
 	return l
-}
-
-// bucket is a token bucket refilled at rate tokens per second up to rate. It
-// belongs to the connection's loop.
-type bucket struct {
-	tokens float64
-	at     int64 // Unix nanoseconds of the last refill
-}
-
-// takePer takes one token from a bucket refilled at rate tokens per period
-// up to burst tokens, refilling first.
-func (b *bucket) takePer(rate, burst float64, period time.Duration, now int64) bool {
-	if b.at == 0 {
-		b.tokens, b.at = burst, now
-	}
-	if now > b.at {
-		b.tokens = min(burst, b.tokens+rate*float64(now-b.at)/float64(period))
-		b.at = now
-	}
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
-}
-
-// take takes one token, refilling first; when none is left it returns how
-// long until one is.
-func (b *bucket) take(rate int, now int64) (bool, time.Duration) {
-	r := float64(rate)
-	if b.at == 0 {
-		b.tokens, b.at = r, now
-	}
-	if now > b.at {
-		b.tokens = min(r, b.tokens+r*float64(now-b.at)/float64(time.Second))
-		b.at = now
-	}
-	if b.tokens >= 1 {
-		b.tokens--
-		return true, 0
-	}
-	return false, time.Duration((1 - b.tokens) / r * float64(time.Second))
 }
 
 // registry holds every open connection for the idle sweep, in shards so that

@@ -1,4 +1,4 @@
-package engine
+package transport
 
 import (
 	"context"
@@ -201,7 +201,7 @@ func (a *acceptor) admit(nc net.Conn) {
 	}
 	a.capSendBuffer(nc, lim)
 	c := &conn{id: s.ids.Add(1), src: src}
-	if lim.HandshakesPerSource > 0 && !src.hs.take(lim.HandshakesPerSource, handshakeBurst(lim.HandshakesPerSource), time.Second, now) {
+	if lim.HandshakesPerSource > 0 && !src.hs.Take(lim.HandshakesPerSource, handshakeBurst(lim.HandshakesPerSource), time.Second, now) {
 		s.freeSlot(c)
 		a.mx.rejected[rejHandshakeRate].Add(1)
 		_ = nc.Close()

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package engine
+package transport
 
 // unacked cannot be read here: a drained connection then closes when the
 // client does, or when the drain's deadline passes.
