@@ -129,6 +129,11 @@ func (s *Server) SetConnLimits(l ConnLimits) {
 // of honest clients further.
 const workSlice = 8
 
+// maxDebt caps a connection's debt at what one slice of failures costs
+// (workSlice failures, each charged engine's authPenalty on top of its
+// verification): repaid in 16 turns.
+const maxDebt = workSlice * 16
+
 // worker is the scratch space of one OnTraffic call, taken from a pool so
 // that loops running at once never share it and idle connections hold none.
 type worker struct {
@@ -567,7 +572,10 @@ func (h *handler) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 		_, _ = gc.Discard(bs)
 	}
 	if budget < 0 && !final {
-		c.debt = -budget
+		// Capped: a client whose commands fail for a while (its contact
+		// deleted the queue) waits a few turns, not minutes of them; a
+		// flood still gets about one failure per turn.
+		c.debt = min(-budget, maxDebt)
 	}
 	switch {
 	case budget <= 0 && action == gnet.None && (len(c.rest) > 0 || gc.InboundBuffered() >= bs):
