@@ -26,7 +26,9 @@ type ConnLimits struct {
 	// buffer, and a client that piles up more than MaxInboundBlocks waiting
 	// blocks is disconnected. Default 4000.
 	BlocksPerSecond int
-	// MaxInboundBlocks caps the blocks buffered for a throttled connection. Default 256.
+	// MaxInboundBlocks caps the blocks buffered for a connection waiting past
+	// its rate or for its turn of work; past it the connection is closed as a
+	// flood. Default 256.
 	MaxInboundBlocks int
 	// MaxConnsPerSource caps the open connections of one source (source.go);
 	// one more is closed at accept. Default 256; < 0 means no limit.

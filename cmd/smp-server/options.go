@@ -204,8 +204,13 @@ var options = []option{
 		"an integer of at least block-size", true, func(c *config) *int { return &c.limits.MaxOutbound }),
 	intOpt("blocks-per-second", transport.DefaultConnLimits.BlocksPerSecond, 1,
 		"blocks read from one connection per second; more wait, and a client\n"+
-			"that piles up 256 waiting blocks is disconnected", "an integer of at least 1", true,
+			"that piles up max-inbound-blocks waiting blocks is disconnected", "an integer of at least 1", true,
 		func(c *config) *int { return &c.limits.BlocksPerSecond }),
+	intOpt("max-inbound-blocks", transport.DefaultConnLimits.MaxInboundBlocks, 1,
+		"blocks read from one connection and waiting (past its rate, or for its turn of\n"+
+			"work) before it is disconnected as a flood: the relay's memory per connection\n"+
+			"for input, block-size each", "an integer of at least 1", true,
+		func(c *config) *int { return &c.limits.MaxInboundBlocks }),
 	durOpt("drain-timeout", 30*time.Second,
 		"on SIGTERM/SIGINT, how long to wait for in-flight replies before closing connections as they are", true,
 		func(c *config) *time.Duration { return &c.drainTimeout }),
