@@ -1,0 +1,193 @@
+package bodylog
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/smprelay/smprelay/store"
+)
+
+// Append adds the body of message id of queue rid to the log and returns its
+// ref. It writes to the append buffer, and to the file when the buffer is
+// full, but never fsyncs: the body is durable once a Sync that began after
+// Append returned has returned nil. body must not be modified afterwards
+// (store.Record's rule): the cache may keep it. Safe for concurrent use; it
+// holds the append lock for a copy, and for a write(2) when the buffer fills.
+func (l *Log) Append(rid store.QueueID, id store.MsgID, body []byte) (store.BodyRef, error) {
+	if len(body) > MaxBodyBytes {
+		return 0, fmt.Errorf("%w: %d bytes, at most %d", ErrTooLarge, len(body), MaxBodyBytes)
+	}
+	var h [recordHeaderSize]byte
+	putRecordHeader(&h, &rid, &id, body) // the checksum, outside the lock
+	ext := extent(len(body))
+
+	l.mu.Lock()
+	if err := l.usableLocked(); err != nil {
+		l.mu.Unlock()
+		return 0, err
+	}
+	if size := l.cur.size.Load(); size+ext > l.opts.SegmentBytes && size > segmentHeaderSize {
+		if err := l.rotateLocked(); err != nil {
+			l.mu.Unlock()
+			return 0, err
+		}
+	}
+	if len(l.buf)+int(ext) > cap(l.buf) {
+		if err := l.flushLocked(); err != nil {
+			l.mu.Unlock()
+			return 0, err
+		}
+	}
+	s := l.cur
+	off := s.size.Load()
+	l.buf = append(l.buf, h[:]...)
+	l.buf = append(l.buf, body...)
+	l.buf = l.buf[:len(l.buf)+int(ext)-recordHeaderSize-len(body)] // padding: buf is zero past len (flushLocked clears it)
+	s.size.Store(off + ext)
+	s.liveRecs.Add(1)
+	s.liveBytes.Add(ext)
+	l.mu.Unlock()
+
+	l.stats.appended.Add(1)
+	l.stats.appendedBytes.Add(uint64(ext))
+	ref := makeRef(s.num, off)
+	if c := l.cache.Load(); c != nil {
+		c.Set(uint64(ref), cached{rid: rid, id: id, body: body}, int64(len(body)))
+	}
+	return ref, nil
+}
+
+// usableLocked returns why the log takes no more bodies, or nil.
+func (l *Log) usableLocked() error {
+	switch {
+	case l.failErr != nil:
+		return l.failErr
+	case l.closed:
+		return ErrClosed
+	}
+	return nil
+}
+
+// Sync makes every body whose Append returned before Sync was called
+// durable: it writes the append buffer, fsyncs the current segment and those
+// sealed since the last Sync, and the directory when a segment was created.
+// The owner's metadata writer calls it before each fsync of its own, so that
+// a durable ref always has a durable body. A failure fails the log for good
+// (ErrFailed). Safe for concurrent use; concurrent Syncs take turns, and
+// Appends go on during the fsyncs.
+func (l *Log) Sync() error {
+	l.mu.Lock()
+	closed := l.closed
+	l.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	return l.sync()
+}
+
+// sync is Sync without the closed check, for Close.
+func (l *Log) sync() error {
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
+	l.mu.Lock()
+	if l.failErr != nil {
+		l.mu.Unlock()
+		return l.failErr
+	}
+	l.syncGen++
+	if err := l.flushLocked(); err != nil {
+		l.mu.Unlock()
+		return err
+	}
+	todo := append(l.rotated, l.cur)
+	l.rotated = nil
+	dir := l.dirDirty
+	l.dirDirty = false
+	l.mu.Unlock()
+
+	for _, s := range todo {
+		if err := s.f.Sync(); err != nil {
+			if s.removed.Load() {
+				continue // every record in it was erased: nothing to make durable
+			}
+			return l.fail(failAt(s.path, s.flushed.Load(), "fsync", err))
+		}
+		l.stats.syncs.Add(1)
+	}
+	if dir {
+		if err := l.fs.SyncDir(l.dir); err != nil {
+			return l.fail(failAt(l.dir, 0, "fsync of the directory", err))
+		}
+	}
+	return nil
+}
+
+// flushLocked writes the append buffer to the current segment.
+func (l *Log) flushLocked() error {
+	if len(l.buf) == 0 {
+		return nil
+	}
+	if _, err := l.cur.f.Write(l.buf); err != nil {
+		return l.failLocked(failAt(l.cur.path, l.bufOff, "write", err))
+	}
+	l.bufOff += int64(len(l.buf))
+	l.cur.flushed.Store(l.bufOff)
+	clear(l.buf) // Append's padding relies on zeros past len
+	l.buf = l.buf[:0]
+	return nil
+}
+
+// rotateLocked seals the current segment and starts the next one. The
+// sealed segment is fsynced by the next Sync.
+func (l *Log) rotateLocked() error {
+	if err := l.flushLocked(); err != nil {
+		return err
+	}
+	l.cur.sealed.Store(true)
+	l.rotated = append(l.rotated, l.cur)
+	return l.newSegmentLocked()
+}
+
+// newSegmentLocked creates segment l.nextNum and makes it current; its
+// header goes out with the first write. The directory entry is made durable
+// by the next Sync, before any ref into the segment is durable.
+func (l *Log) newSegmentLocked() error {
+	if l.nextNum > maxSegmentNumber {
+		return l.failLocked(fmt.Errorf("%w: segment numbers exhausted", ErrFailed))
+	}
+	n := l.nextNum
+	path := joinPath(l.dir, segmentName(n))
+	f, err := l.fs.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, fileMode)
+	if err != nil {
+		return l.failLocked(failAt(path, 0, "creating the segment", err))
+	}
+	s := &segment{num: n, path: path, f: f}
+	s.counted.Store(true)
+	s.size.Store(segmentHeaderSize)
+	h := segmentHeader(n)
+	l.buf = append(l.buf, h[:]...)
+	l.bufOff = 0
+	l.nextNum++
+	l.dirDirty = true
+	l.segMu.Lock()
+	l.segs[n] = s
+	l.segMu.Unlock()
+	l.cur = s
+	return nil
+}
+
+// fail records err (which wraps ErrFailed) as the reason the log is failed,
+// unless it already is, and returns the first such reason.
+func (l *Log) fail(err error) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.failLocked(err)
+}
+
+func (l *Log) failLocked(err error) error {
+	if l.failErr == nil {
+		l.failErr = err
+		l.log.Error("bodylog: the log failed and takes no more bodies", "err", err)
+	}
+	return l.failErr
+}

@@ -1,0 +1,336 @@
+package bodylog
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+
+	"github.com/smprelay/smprelay/store"
+)
+
+// syncsBeforeErase is how many Syncs must have started after a Delete before
+// the eraser may apply it without waiting for the next interval: enough for
+// the owner's deletion record, appended before Delete, to be fsynced by a
+// writer that calls Sync before each of its fsyncs (see the package
+// documentation).
+const syncsBeforeErase = 3
+
+// zeroChunk is what erasure writes where holes cannot be punched.
+var zeroChunk [64 << 10]byte
+
+// Delete tells the log that the body at ref is dead: acknowledged, expired,
+// or its queue deleted. The owner has already appended its own record of the
+// deletion. The body leaves the cache at once and the disk within two
+// EraseIntervals (sooner when Syncs come often); Erase applies it now. A ref
+// that is not the log's, or whose record is already erased, is ignored.
+// Safe for concurrent use; it takes the append lock for a slice append.
+func (l *Log) Delete(ref store.BodyRef) {
+	if _, _, ok := checkRef(ref); !ok {
+		return
+	}
+	if c := l.cache.Load(); c != nil {
+		c.Del(uint64(ref))
+	}
+	l.mu.Lock()
+	if !l.closed {
+		l.pending = append(l.pending, pendingDelete{ref: ref, gen: l.syncGen})
+	}
+	l.mu.Unlock()
+}
+
+// Erase applies every pending Delete now, whatever its age, fsyncs what it
+// changed and removes the segments left with nothing live: afterwards no
+// deleted body is in any file of the directory. For tests, and for the
+// owner's compaction, which promises the same of its own files. Safe for
+// concurrent use; it waits for the eraser's batch in progress.
+func (l *Log) Erase() error {
+	l.mu.Lock()
+	err := l.usableLocked()
+	l.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return l.eraseAll()
+}
+
+// eraser is the goroutine that applies Deletes every EraseInterval, until
+// Close.
+func (l *Log) eraser() {
+	defer close(l.done)
+	t := time.NewTicker(l.opts.EraseInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+			_ = l.eraseDue() // a failure fails the log and is logged there
+		}
+	}
+}
+
+// eraseDue is one wake-up of the eraser: it applies the Deletes that are due.
+func (l *Log) eraseDue() error {
+	l.eraseMu.Lock()
+	defer l.eraseMu.Unlock()
+	return l.eraseRefs(l.takeDue(false))
+}
+
+// eraseAll applies every pending Delete.
+func (l *Log) eraseAll() error {
+	l.eraseMu.Lock()
+	defer l.eraseMu.Unlock()
+	return l.eraseRefs(l.takeDue(true))
+}
+
+// takeDue removes from the pending list the Deletes that are due and
+// returns their refs in a slice owned under eraseMu: all of them, or (for
+// the eraser's tick) those that were already pending at the previous tick
+// and those older than syncsBeforeErase Syncs. Both rules select a prefix:
+// the list is in call order, and syncGen never decreases.
+func (l *Log) takeDue(all bool) []store.BodyRef {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := len(l.pending)
+	if !all {
+		n = l.aged
+		for n < len(l.pending) && l.pending[n].gen+syncsBeforeErase <= l.syncGen {
+			n++
+		}
+	}
+	refs := l.eraseList[:0]
+	for _, p := range l.pending[:n] {
+		refs = append(refs, p.ref)
+	}
+	l.eraseList = refs
+	l.pending = l.pending[:copy(l.pending, l.pending[n:])]
+	l.aged = len(l.pending)
+	return refs
+}
+
+// eraseRefs erases the records at refs, fsyncs the segments it changed,
+// updates the live counts and removes the segments that are sealed, counted
+// and empty. Called with eraseMu held.
+func (l *Log) eraseRefs(refs []store.BodyRef) error {
+	if len(refs) == 0 {
+		return nil
+	}
+	slices.Sort(refs)
+	refs = slices.Compact(refs)
+	removed := false
+	for len(refs) > 0 {
+		n, _ := SplitRef(refs[0])
+		k := 1
+		for k < len(refs) && uint64(refs[k])>>32 == n {
+			k++
+		}
+		batch := refs[:k]
+		refs = refs[k:]
+		s := l.segment(n)
+		if s == nil || s.bad != nil {
+			continue // a removed segment (a repeated Delete), or one Read reports as corrupt
+		}
+		recs, bytes, wrote, err := l.eraseInSegment(s, batch)
+		if err != nil {
+			return err
+		}
+		if wrote {
+			if err := s.f.Sync(); err != nil {
+				return l.fail(failAt(s.path, 0, "fsync after erasing", err))
+			}
+			l.stats.syncs.Add(1)
+		}
+		if s.counted.Load() {
+			s.liveBytes.Add(-bytes)
+			if s.liveRecs.Add(-recs) == 0 && s.sealed.Load() {
+				if err := l.removeSegment(s); err != nil {
+					return err
+				}
+				removed = true
+			}
+		}
+	}
+	if removed {
+		if err := l.fs.SyncDir(l.dir); err != nil {
+			return l.fail(failAt(l.dir, 0, "fsync of the directory after removing segments", err))
+		}
+	}
+	return nil
+}
+
+// eraseInSegment erases the records at refs (sorted) in s: in the append
+// buffer those still there, in the file the others (adjacent records in one
+// range). It checks each record before erasing it, so a repeated Delete or a
+// wrong ref never erases a neighbour; records that do not check are left
+// alone and logged. It returns the records and bytes erased and whether the
+// file changed. Called with eraseMu held.
+func (l *Log) eraseInSegment(s *segment, refs []store.BodyRef) (recs, bytes int64, wrote bool, err error) {
+	var from, to int64 // the file range being gathered; empty when from == to
+	flush := func() error {
+		if from == to {
+			return nil
+		}
+		wrote = true
+		err := l.eraseRange(s, from, to, false)
+		from, to = 0, 0
+		return err
+	}
+	for _, ref := range refs {
+		_, off := SplitRef(ref)
+		if off >= s.flushed.Load() {
+			n, done := l.eraseBuffered(s, off)
+			if done {
+				if n > 0 {
+					recs++
+					bytes += n
+				}
+				continue
+			}
+		}
+		n, err := l.checkRecordAt(s, off)
+		if err != nil {
+			if !errors.Is(err, errGap) { // zeros: already erased
+				l.log.Warn("bodylog: not erasing a record that does not check", "file", s.path, "offset", off, "err", err)
+			}
+			continue
+		}
+		recs++
+		bytes += n
+		if off != to {
+			if err := flush(); err != nil {
+				return recs, bytes, wrote, err
+			}
+			from = off
+		}
+		to = off + n
+	}
+	return recs, bytes, wrote, flush()
+}
+
+// eraseBuffered zeroes the record at off if it is still in the append
+// buffer, so its body never reaches the file. done is false when it was
+// written meanwhile; n is the extent erased, 0 when there was no valid
+// record.
+func (l *Log) eraseBuffered(s *segment, off int64) (n int64, done bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if s != l.cur || off < l.bufOff {
+		return 0, false
+	}
+	if off >= l.bufOff+int64(len(l.buf)) {
+		return 0, true
+	}
+	b := l.buf[off-l.bufOff:]
+	_, k, err := decodeRecord(b)
+	if err != nil {
+		return 0, true
+	}
+	clear(b[:k])
+	l.stats.erased.Add(1)
+	l.stats.erasedBytes.Add(uint64(k))
+	return int64(k), true
+}
+
+// checkRecordAt reads the record at off in s's file and checks it, returning
+// its extent. Called with eraseMu held (it uses readBuf).
+func (l *Log) checkRecordAt(s *segment, off int64) (int64, error) {
+	if cap(l.readBuf) < maxRecordSize {
+		l.readBuf = make([]byte, maxRecordSize)
+	}
+	h := l.readBuf[:8]
+	if _, err := s.f.ReadAt(h, off); err != nil {
+		return 0, err
+	}
+	size, err := recordSize(h)
+	if err != nil {
+		return 0, err
+	}
+	b := l.readBuf[:align(int64(size))]
+	if _, err := s.f.ReadAt(b, off); err != nil {
+		if errors.Is(err, io.EOF) {
+			return 0, errShort
+		}
+		return 0, err
+	}
+	_, n, err := decodeRecord(b)
+	if err == nil {
+		l.stats.erased.Add(1)
+	}
+	return int64(n), err
+}
+
+// eraseRange makes [from, to) of s's file zeros: a punched hole where the
+// file system can (the blocks go back to it), else written zeros. With
+// onlyNonZero, written zeros go only where the bytes are not zero yet (so a
+// repeated sweep writes nothing). Called with eraseMu held; it does not
+// fsync.
+func (l *Log) eraseRange(s *segment, from, to int64, onlyNonZero bool) error {
+	if from >= to {
+		return nil
+	}
+	if !l.noPunch.Load() {
+		ok, err := punchHole(s.f, from, to-from)
+		if err != nil {
+			return l.fail(failAt(s.path, from, "punching a hole", err))
+		}
+		if ok {
+			l.stats.erasedBytes.Add(uint64(to - from))
+			return nil
+		}
+		l.noPunch.Store(true)
+		l.log.Info("bodylog: the file system cannot punch holes; erasing by writing zeros", "dir", l.dir)
+	}
+	wa, ok := s.f.(io.WriterAt)
+	if !ok {
+		return l.fail(fmt.Errorf("%w: %s", ErrNoErase, s.path))
+	}
+	if cap(l.readBuf) < maxRecordSize {
+		l.readBuf = make([]byte, maxRecordSize)
+	}
+	for off := from; off < to; {
+		n := min(to-off, int64(len(zeroChunk)))
+		if onlyNonZero {
+			b := l.readBuf[:n]
+			k, err := s.f.ReadAt(b, off)
+			if err != nil && !errors.Is(err, io.EOF) {
+				return fmt.Errorf("bodylog: reading %s at offset %d: %w", s.path, off, err)
+			}
+			if isZero(b[:k]) && int64(k) == n {
+				off += n
+				continue
+			}
+		}
+		if _, err := wa.WriteAt(zeroChunk[:n], off); err != nil {
+			return l.fail(failAt(s.path, off, "writing zeros", err))
+		}
+		l.stats.erasedBytes.Add(uint64(n))
+		off += n
+	}
+	return nil
+}
+
+func isZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// removeSegment deletes segment s, whose records are all dead. The caller
+// fsyncs the directory.
+func (l *Log) removeSegment(s *segment) error {
+	l.segMu.Lock()
+	delete(l.segs, s.num)
+	l.segMu.Unlock()
+	s.removed.Store(true) // before Close: a Sync whose fsync then fails on it knows why
+	s.f.Close()
+	if err := l.fs.Remove(s.path); err != nil {
+		return fmt.Errorf("bodylog: removing %s: %w", s.path, err)
+	}
+	l.stats.removed.Add(1)
+	return nil
+}

@@ -1,0 +1,43 @@
+package bodylog
+
+import (
+	"errors"
+	"io"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/smprelay/smprelay/internal/vfs"
+)
+
+// punchHole deallocates [off, off+n) of f, keeping its size: the range reads
+// as zeros and its whole blocks go back to the file system (fallocate(2)
+// FALLOC_FL_PUNCH_HOLE). ok is false, with no error, when f has no file
+// descriptor or its file system cannot punch holes: the caller writes zeros.
+func punchHole(f vfs.File, off, n int64) (ok bool, err error) {
+	sc, isConn := f.(syscall.Conn)
+	if !isConn {
+		return false, nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false, nil
+	}
+	var perr error
+	if err := rc.Control(func(fd uintptr) {
+		perr = unix.Fallocate(int(fd), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
+	}); err != nil {
+		return false, nil
+	}
+	if errors.Is(perr, unix.EOPNOTSUPP) || errors.Is(perr, unix.ENOSYS) {
+		return false, nil
+	}
+	return perr == nil, perr
+}
+
+// canErase reports whether dead records of f can be erased in place.
+func canErase(f vfs.File) bool {
+	_, isConn := f.(syscall.Conn)
+	_, isWriterAt := f.(io.WriterAt)
+	return isConn || isWriterAt
+}

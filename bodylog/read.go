@@ -1,0 +1,178 @@
+package bodylog
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+
+	"github.com/dgraph-io/ristretto/v2"
+
+	"github.com/smprelay/smprelay/store"
+)
+
+// Read appends to dst the body of message id of queue rid, which Append
+// stored at ref, and returns the extended slice. It looks in the cache, then
+// in the append buffer or the file (two pread(2)s: header, then body), and
+// checks the record: its checksum, and that it is the body of rid and id.
+// Errors wrap ErrMissing (zeros or end of file at ref: erased, or lost in a
+// power cut before it was synced), ErrCorrupt (any other mismatch, with the
+// file and offset) or ErrRef, or are I/O errors naming the file. Safe for
+// concurrent use; it takes no lock on the cache path, and the append lock only
+// for a body still in the append buffer. Never call it for a ref after Delete.
+func (l *Log) Read(rid store.QueueID, id store.MsgID, ref store.BodyRef, dst []byte) ([]byte, error) {
+	n, off, ok := checkRef(ref)
+	if !ok {
+		return dst, fmt.Errorf("%w: %#x", ErrRef, uint64(ref))
+	}
+	if c := l.cache.Load(); c != nil {
+		if v, ok := c.Get(uint64(ref)); ok && v.rid == rid && v.id == id {
+			l.stats.hits.Add(1)
+			return append(dst, v.body...), nil
+		}
+	}
+	l.stats.misses.Add(1)
+	s := l.segment(n)
+	if s == nil {
+		return dst, posErr(ErrCorrupt, joinPath(l.dir, segmentName(n)), off, "no such segment")
+	}
+	if s.bad != nil {
+		return dst, s.bad
+	}
+	if off >= s.flushed.Load() {
+		if out, done, err := l.readBuffered(s, off, rid, id, dst); done {
+			return out, err
+		}
+	}
+	var h [recordHeaderSize]byte
+	if _, err := s.f.ReadAt(h[:], off); err != nil {
+		if errors.Is(err, io.EOF) {
+			return dst, posErr(ErrMissing, s.path, off, "past the end of the segment (%d bytes)", s.size.Load())
+		}
+		return dst, fmt.Errorf("bodylog: reading %s at offset %d: %w", s.path, off, err)
+	}
+	size, err := recordSize(h[:])
+	if err != nil {
+		return dst, recordErr(s.path, off, err)
+	}
+	bn := size - recordHeaderSize
+	out := slices.Grow(dst, bn)
+	body := out[len(dst) : len(dst)+bn]
+	if _, err := s.f.ReadAt(body, off+recordHeaderSize); err != nil {
+		if errors.Is(err, io.EOF) {
+			return dst, posErr(ErrMissing, s.path, off, "record of %d bytes cut short by the end of the segment", size)
+		}
+		return dst, fmt.Errorf("bodylog: reading %s at offset %d: %w", s.path, off, err)
+	}
+	if recordCRC(h[:], body) != binary.LittleEndian.Uint32(h[4:]) {
+		return dst, recordErr(s.path, off, errCRC)
+	}
+	if err := checkIDs(&h, &rid, &id); err != nil {
+		return dst, recordErr(s.path, off, err)
+	}
+	if c := l.cache.Load(); c != nil {
+		c.Set(uint64(ref), cached{rid: rid, id: id, body: bytes.Clone(body)}, int64(bn))
+	}
+	return out[:len(dst)+bn], nil
+}
+
+// readBuffered reads a record from the append buffer; done is false when the
+// record was written to the file meanwhile (read it there).
+func (l *Log) readBuffered(s *segment, off int64, rid store.QueueID, id store.MsgID, dst []byte) (out []byte, done bool, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if s != l.cur || off < l.bufOff {
+		return dst, false, nil
+	}
+	if off >= l.bufOff+int64(len(l.buf)) {
+		return dst, true, posErr(ErrMissing, s.path, off, "past the end of the segment (%d bytes)", s.size.Load())
+	}
+	r, _, err := decodeRecord(l.buf[off-l.bufOff:])
+	if err == nil && (r.rid != rid || r.id != id) {
+		err = errOther
+	}
+	if err != nil {
+		return dst, true, recordErr(s.path, off, err)
+	}
+	return append(dst, r.body...), true, nil
+}
+
+// errOther: the record at a ref is another message's.
+var errOther = errors.New("the record is another message's")
+
+// checkIDs checks that the header h is that of message id of queue rid.
+func checkIDs(h *[recordHeaderSize]byte, rid *store.QueueID, id *store.MsgID) error {
+	if !bytes.Equal(h[8:24], rid[:]) || !bytes.Equal(h[24:32], id[:]) {
+		return errOther
+	}
+	return nil
+}
+
+// recordErr maps a decoding failure at off to ErrMissing (zeros) or
+// ErrCorrupt.
+func recordErr(path string, off int64, err error) error {
+	if errors.Is(err, errGap) {
+		return posErr(ErrMissing, path, off, "%v", err)
+	}
+	return posErr(ErrCorrupt, path, off, "%v", err)
+}
+
+// SetCacheBytes changes the cache's bound while the log runs (the
+// --cache-size reload): ristretto evicts down to a smaller bound as entries
+// come and go. 0 drops the cache; a positive bound on a log without one makes
+// a new cache. Safe for concurrent use with everything.
+func (l *Log) SetCacheBytes(n int64) error {
+	l.cacheMu.Lock()
+	defer l.cacheMu.Unlock()
+	l.mu.Lock()
+	closed := l.closed
+	l.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	old := l.cache.Load()
+	switch {
+	case n <= 0:
+		if old != nil {
+			l.cache.Store(nil)
+			old.Close() // a concurrent Get or Set on it returns "absent"
+		}
+	case old != nil:
+		old.UpdateMaxCost(n)
+	default:
+		c, err := newCache(n)
+		if err != nil {
+			return err
+		}
+		l.cache.Store(c)
+	}
+	return nil
+}
+
+// newCache makes a cache of bound maxCost bytes. Ristretto wants ten
+// counters per entry it may hold; entries are sized for 4 KiB bodies, at
+// least 64 MiB worth, so a bound raised later keeps reasonable admission.
+func newCache(maxCost int64) (*bodyCache, error) {
+	c, err := ristretto.NewCache(&ristretto.Config[uint64, cached]{
+		NumCounters: max(maxCost, 64<<20) / 4096 * 10,
+		MaxCost:     maxCost,
+		BufferItems: 64,
+		KeyToHash:   refHash,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bodylog: making the cache: %w", err)
+	}
+	return c, nil
+}
+
+// refHash spreads refs (whose low bits are offsets, multiples of 8) over
+// ristretto's shards and counters; the ref itself is the conflict key, so two
+// refs never share an entry.
+func refHash(ref uint64) (uint64, uint64) {
+	z := ref + 0x9e3779b97f4a7c15 // splitmix64's finaliser
+	z = (z ^ z>>30) * 0xbf58476d1ce4e5b9
+	z = (z ^ z>>27) * 0x94d049bb133111eb
+	return z ^ z>>31, ref
+}
