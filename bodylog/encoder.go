@@ -73,9 +73,21 @@ func putRecordHeader(h *[recordHeaderSize]byte, rid *store.QueueID, id *store.Ms
 // recordCRC is the checksum of a record: bytes 0–3 (size) and 8–31 of its
 // header h, then the body.
 func recordCRC(h []byte, body []byte) uint32 {
-	c := crc32.Update(0, castagnoli, h[0:4])
-	c = crc32.Update(c, castagnoli, h[8:recordHeaderSize])
+	c := crcSmall(0, h[0:4])
+	c = crcSmall(c, h[8:recordHeaderSize])
 	return crc32.Update(c, castagnoli, body)
+}
+
+// crcSmall is crc32.Update(crc, castagnoli, p) for the few header bytes, a
+// byte at a time: crc32.Update's assembly is reached through a function
+// value, so its argument escapes, and Append's header would be allocated on
+// the heap at every call.
+func crcSmall(crc uint32, p []byte) uint32 {
+	crc = ^crc
+	for _, v := range p {
+		crc = castagnoli[byte(crc)^v] ^ crc>>8
+	}
+	return ^crc
 }
 
 // appendRecord appends the whole record of body, padding included, to b.

@@ -140,7 +140,7 @@ func grepDir(files map[string][]byte, needle []byte) string {
 func assertGone(t testing.TB, files map[string][]byte, m *msg) {
 	t.Helper()
 	needles := [][]byte{append(m.rid[:len(m.rid):len(m.rid)], m.id[:]...)}
-	if len(m.body) > 0 {
+	if len(m.body) >= 16 { // shorter ones match by chance
 		needles = append(needles, m.body)
 		for i := 0; i+24 <= len(m.body); i += 997 { // windows: a partial erasure shows
 			needles = append(needles, m.body[i:i+24])
@@ -157,7 +157,7 @@ func assertGone(t testing.TB, files map[string][]byte, m *msg) {
 // search is known to work).
 func assertPresent(t testing.TB, files map[string][]byte, m *msg) {
 	t.Helper()
-	if grepDir(files, m.body) == "" {
+	if len(m.body) >= 16 && grepDir(files, m.body) == "" {
 		t.Fatalf("a live message (ref %#x) is in no file", uint64(m.ref))
 	}
 }

@@ -46,19 +46,23 @@ func (l *Log) Read(rid store.QueueID, id store.MsgID, ref store.BodyRef, dst []b
 			return out, err
 		}
 	}
+	// The header is read into dst's spare room, not into h directly: a slice
+	// handed to an interface method escapes, and h would be allocated.
+	out := slices.Grow(dst, recordHeaderSize)
 	var h [recordHeaderSize]byte
-	if _, err := s.f.ReadAt(h[:], off); err != nil {
+	if _, err := s.f.ReadAt(out[len(dst):len(dst)+recordHeaderSize], off); err != nil {
 		if errors.Is(err, io.EOF) {
 			return dst, posErr(ErrMissing, s.path, off, "past the end of the segment (%d bytes)", s.size.Load())
 		}
 		return dst, fmt.Errorf("bodylog: reading %s at offset %d: %w", s.path, off, err)
 	}
+	copy(h[:], out[len(dst):len(dst)+recordHeaderSize])
 	size, err := recordSize(h[:])
 	if err != nil {
 		return dst, recordErr(s.path, off, err)
 	}
 	bn := size - recordHeaderSize
-	out := slices.Grow(dst, bn)
+	out = slices.Grow(out[:len(dst)], bn)
 	body := out[len(dst) : len(dst)+bn]
 	if _, err := s.f.ReadAt(body, off+recordHeaderSize); err != nil {
 		if errors.Is(err, io.EOF) {
