@@ -1,0 +1,328 @@
+package bodylog
+
+import (
+	"errors"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/smprelay/smprelay/store"
+)
+
+// eraseModes runs f with hole punching and with zero writes (a file system
+// without holes: faultFS's files have no descriptor).
+func eraseModes(t *testing.T, f func(t *testing.T, o Options)) {
+	t.Run("punch", func(t *testing.T) { f(t, Options{}) })
+	t.Run("zeros", func(t *testing.T) { f(t, Options{FS: &faultFS{FS: osFS()}}) })
+}
+
+// TestDeleteLeavesNoTrace is the grep test: after Delete and Erase
+// no byte of a deleted body, nor its IDs, is in any file of the directory;
+// segments left with nothing live are deleted; live bodies still read.
+func TestDeleteLeavesNoTrace(t *testing.T) {
+	eraseModes(t, func(t *testing.T, o Options) {
+		dir := t.TempDir()
+		o.SegmentBytes = 64 << 10
+		o.CacheBytes = 1 << 20
+		l := openT(t, dir, o)
+		r := rand.New(rand.NewPCG(6, 6))
+		var ms []*msg
+		for i := range 60 {
+			m := newMsg(r, sizes[i%len(sizes)]%20000)
+			appendT(t, l, m)
+			ms = append(ms, m)
+			if i == 30 {
+				if err := l.Sync(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		// Delete every message of the first segment, and every third one after:
+		// whole segments go, the others get holes; some records are still in
+		// the append buffer.
+		first, _ := SplitRef(ms[0].ref)
+		var dead, live []*msg
+		for i, m := range ms {
+			if seg, _ := SplitRef(m.ref); seg == first || i%3 == 0 {
+				dead = append(dead, m)
+				l.Delete(m.ref)
+			} else {
+				live = append(live, m)
+			}
+		}
+		before := l.Stats()
+		if err := l.Erase(); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		files := dirFiles(t, dir)
+		for _, m := range dead {
+			assertGone(t, files, m)
+		}
+		for _, m := range live {
+			assertPresent(t, files, m)
+			readT(t, l, m)
+		}
+		if _, err := os.Stat(filepath.Join(dir, segmentName(first))); !os.IsNotExist(err) {
+			t.Fatalf("segment %d, all dead: %v", first, err)
+		}
+		st := l.Stats()
+		if st.Erased != uint64(len(dead)) || st.SegmentsRemoved != 1 || st.LiveRecords != int64(len(live)) || st.PendingDeletes != 0 {
+			t.Fatalf("stats %+v: want %d erased, 1 segment removed, %d live", st, len(dead), len(live))
+		}
+		if st.LiveBytes >= before.LiveBytes || st.DiskBytes > st.FileBytes+int64(4096*st.Segments) { // blocks round up
+			t.Fatalf("live bytes %d → %d, disk %d of %d", before.LiveBytes, st.LiveBytes, st.DiskBytes, st.FileBytes)
+		}
+		// A repeated Delete is harmless: the record is zeros and is skipped.
+		l.Delete(dead[len(dead)-1].ref)
+		if err := l.Erase(); err != nil {
+			t.Fatal(err)
+		}
+		if got := l.Stats().Erased; got != st.Erased {
+			t.Fatalf("a repeated Delete erased again: %d → %d", st.Erased, got)
+		}
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+		files = dirFiles(t, dir)
+		for _, m := range dead {
+			assertGone(t, files, m)
+		}
+	})
+}
+
+// TestEraseRules: the eraser applies a Delete once three Syncs have started
+// after it, or at its second wake-up, and not before.
+func TestEraseRules(t *testing.T) {
+	l := openT(t, t.TempDir(), Options{})
+	defer l.Close()
+	r := rand.New(rand.NewPCG(7, 7))
+	a, b := newMsg(r, 50), newMsg(r, 50)
+	appendT(t, l, a)
+	appendT(t, l, b)
+	if err := l.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	erased := func() uint64 { return l.Stats().Erased }
+	step := func(what string, want uint64) {
+		t.Helper()
+		if err := l.eraseDue(); err != nil {
+			t.Fatal(err)
+		}
+		if got := erased(); got != want {
+			t.Fatalf("%s: %d erased, want %d", what, got, want)
+		}
+	}
+
+	l.Delete(a.ref)
+	step("just deleted", 0)
+	for range syncsBeforeErase - 1 {
+		if err := l.Sync(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.Delete(b.ref)
+	if err := l.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	step("a after three Syncs, b after one (and one wake-up)", 1)
+	if !errors.Is(readErr(l, a), ErrMissing) {
+		t.Fatal("a still reads after its erasure")
+	}
+	step("b at its second wake-up", 2)
+}
+
+// TestRetainAfterCrash: a crash leaves Deletes not erased, records written
+// but never synced nor named by the owner, a torn tail, and records only in
+// the lost append buffer. Retain, given the live refs, erases all of it;
+// the live bodies still read; a second restart reads nothing.
+func TestRetainAfterCrash(t *testing.T) {
+	eraseModes(t, func(t *testing.T, o Options) {
+		dir := t.TempDir()
+		o.SegmentBytes = 48 << 10
+		l := openT(t, dir, o)
+		r := rand.New(rand.NewPCG(8, 8))
+		var live, dead []*msg
+		for i := range 40 {
+			m := newMsg(r, 3000+i)
+			appendT(t, l, m)
+			if i%4 == 1 {
+				dead = append(dead, m)
+			} else {
+				live = append(live, m)
+			}
+		}
+		if err := l.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range dead {
+			l.Delete(m.ref) // pending, never erased: the crash comes first
+		}
+		// Written to the file but never synced, and never named by the
+		// owner's durable metadata.
+		for range 3 {
+			m := newMsg(r, 2000)
+			appendT(t, l, m)
+			dead = append(dead, m)
+		}
+		l.mu.Lock()
+		if err := l.flushLocked(); err != nil {
+			t.Fatal(err)
+		}
+		last := l.cur
+		l.mu.Unlock()
+		// Still in the buffer: lost with the process.
+		lost := newMsg(r, 500)
+		appendT(t, l, lost)
+		l.abandon()
+		// A torn tail: half a record after the last whole one.
+		torn := newMsg(r, 1000)
+		rec := appendRecord(nil, &torn.rid, &torn.id, torn.body)
+		writeAt(t, last.path, last.flushed.Load(), rec[:len(rec)/2])
+		dead = append(dead, torn)
+
+		l = openT(t, dir, o)
+		st, err := l.Retain(refsOf(live))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Vouched != 0 || st.Unreadable != 0 || st.Swept == 0 || st.Erased == 0 {
+			t.Fatalf("Retain after a crash: %+v", st)
+		}
+		files := dirFiles(t, dir)
+		for _, m := range dead {
+			assertGone(t, files, m)
+		}
+		for _, m := range live {
+			assertPresent(t, files, m)
+			readT(t, l, m)
+		}
+		if got := l.Stats().LiveRecords; got != int64(len(live)) {
+			t.Fatalf("%d live records counted, want %d", got, len(live))
+		}
+		if !errors.Is(readErr(l, lost), ErrMissing) {
+			t.Fatalf("a body lost in the buffer: %v", readErr(l, lost))
+		}
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+
+		// A clean Close vouches for every segment: Retain reads nothing.
+		l = openT(t, dir, o)
+		st, err = l.Retain(refsOf(live))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The segment the crashed run started, empty, goes.
+		if st.Swept != 0 || st.Vouched+st.Removed != st.Segments || st.Removed > 1 {
+			t.Fatalf("Retain after a clean Close: %+v", st)
+		}
+		for _, m := range live {
+			readT(t, l, m)
+		}
+		l.Close()
+	})
+}
+
+// TestRetainMismatch: when the owner's live refs disagree with the summary
+// (here: it lost some messages), Retain sweeps that segment instead of
+// trusting the summary, and erases the bodies the owner no longer names.
+func TestRetainMismatch(t *testing.T) {
+	dir := t.TempDir()
+	l := openT(t, dir, Options{})
+	r := rand.New(rand.NewPCG(9, 9))
+	ms := make([]*msg, 10)
+	for i := range ms {
+		ms[i] = newMsg(r, 700)
+		appendT(t, l, ms[i])
+	}
+	if _, err := l.Retain(nil); err != nil { // nothing older: every segment is counted
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, summaryName)); err != nil {
+		t.Fatalf("no summary after a clean Close: %v", err)
+	}
+	l = openT(t, dir, Options{})
+	defer l.Close()
+	if _, err := os.Stat(filepath.Join(dir, summaryName)); !os.IsNotExist(err) {
+		t.Fatalf("the summary outlives Open: %v", err)
+	}
+	st, err := l.Retain(refsOf(ms[:7]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Swept != 1 || st.Vouched != 0 {
+		t.Fatalf("Retain with fewer live refs than the summary: %+v", st)
+	}
+	files := dirFiles(t, dir)
+	for _, m := range ms[7:] {
+		assertGone(t, files, m)
+	}
+	for _, m := range ms[:7] {
+		readT(t, l, m)
+	}
+}
+
+// TestRetainRemovesEmptySegments: segments older than Open with no live ref
+// are deleted without being read, and a ref into a missing segment is
+// reported.
+func TestRetainRemovesEmptySegments(t *testing.T) {
+	dir := t.TempDir()
+	l := openT(t, dir, Options{SegmentBytes: 4096})
+	r := rand.New(rand.NewPCG(10, 10))
+	ms := make([]*msg, 20)
+	for i := range ms {
+		ms[i] = newMsg(r, 1500)
+		appendT(t, l, ms[i])
+	}
+	l.Close()
+	keep, gone := ms[len(ms)-1], ms[0]
+	seg, _ := SplitRef(gone.ref)
+	if err := os.Remove(filepath.Join(dir, segmentName(seg))); err != nil {
+		t.Fatal(err)
+	}
+	l = openT(t, dir, Options{})
+	defer l.Close()
+	st, err := l.Retain([]store.BodyRef{keep.ref, gone.ref})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Segments < 5 || st.Removed != st.Segments-1 || st.Unreadable != 1 {
+		t.Fatalf("Retain: %+v", st)
+	}
+	readT(t, l, keep)
+	if n := l.Stats().Segments; n != 2 {
+		t.Fatalf("%d segments, want the kept one and the new one", n)
+	}
+}
+
+// TestDeleteBeforeRetain: before Retain, a Delete in an older segment is
+// erased but the segment is not deleted (its count is unknown); Retain then
+// deletes it.
+func TestDeleteBeforeRetain(t *testing.T) {
+	dir := t.TempDir()
+	l := openT(t, dir, Options{})
+	m := newMsg(rand.New(rand.NewPCG(11, 11)), 300)
+	appendT(t, l, m)
+	l.Close()
+	l = openT(t, dir, Options{})
+	defer l.Close()
+	l.Delete(m.ref)
+	if err := l.Erase(); err != nil {
+		t.Fatal(err)
+	}
+	assertGone(t, dirFiles(t, dir), m)
+	seg, _ := SplitRef(m.ref)
+	if _, err := os.Stat(filepath.Join(dir, segmentName(seg))); err != nil {
+		t.Fatalf("segment deleted before its count was known: %v", err)
+	}
+	if st, err := l.Retain(nil); err != nil || st.Removed != 1 {
+		t.Fatalf("Retain: %+v, %v", st, err)
+	}
+}
