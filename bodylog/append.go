@@ -51,9 +51,7 @@ func (l *Log) Append(rid store.QueueID, id store.MsgID, body []byte) (store.Body
 	l.stats.appended.Add(1)
 	l.stats.appendedBytes.Add(uint64(ext))
 	ref := makeRef(s.num, off)
-	if c := l.cache.Load(); c != nil {
-		c.Set(uint64(ref), cached{rid: rid, id: id, body: body}, int64(len(body)))
-	}
+	l.cacheSet(ref, rid, id, body)
 	return ref, nil
 }
 

@@ -61,7 +61,7 @@ func BenchmarkRead(b *testing.B) {
 				b.Fatal(err)
 			}
 			if c.cache > 0 {
-				l.cache.Load().Wait()
+				l.cacheWait()
 			}
 			dst := make([]byte, 0, benchBody)
 			b.SetBytes(benchBody)

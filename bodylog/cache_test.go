@@ -18,7 +18,7 @@ func TestCache(t *testing.T) {
 	if err := l.Sync(); err != nil {
 		t.Fatal(err)
 	}
-	l.cache.Load().Wait() // ristretto applies Sets asynchronously
+	l.cacheWait() // ristretto applies Sets asynchronously
 	hits := func() (uint64, uint64) { st := l.Stats(); return st.CacheHits, st.CacheMisses }
 
 	readT(t, l, a)
@@ -47,7 +47,7 @@ func TestCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	readT(t, l, a) // miss, fills the cache
-	l.cache.Load().Wait()
+	l.cacheWait()
 	readT(t, l, a)
 	if h, m := hits(); h != 2 || m != 3 {
 		t.Fatalf("after re-enabling: %d hits, %d misses", h, m)
@@ -62,7 +62,7 @@ func TestCache(t *testing.T) {
 	}
 	b := newMsg(r, 7168) // costs more than the whole bound: never admitted
 	appendT(t, l, b)
-	l.cache.Load().Wait()
+	l.cacheWait()
 	readT(t, l, b)
 	if h, _ := hits(); h != 2 {
 		t.Fatalf("a body larger than the cache was a hit")
@@ -74,16 +74,16 @@ func TestCache(t *testing.T) {
 	}
 	c := newMsg(r, 100)
 	appendT(t, l, c)
-	l.cache.Load().Wait()
+	l.cacheWait()
 	l.Delete(c.ref)
-	l.cache.Load().Wait()
-	if _, ok := l.cache.Load().Get(uint64(c.ref)); ok {
+	l.cacheWait()
+	if _, ok := l.cacheGet(c.ref, c.rid, c.id, nil); ok {
 		t.Fatal("a deleted body is still in the cache")
 	}
 }
 
-// TestConcurrent appends, reads, deletes, syncs and erases from several
-// goroutines at once (for -race), across rotations, with the cache on.
+// TestConcurrent appends, reads, deletes, syncs, erases and resizes the
+// cache from several goroutines at once (for -race), across rotations.
 func TestConcurrent(t *testing.T) {
 	dir := t.TempDir()
 	l := openT(t, dir, Options{SegmentBytes: 32 << 10, CacheBytes: 64 << 10})
@@ -129,7 +129,12 @@ func TestConcurrent(t *testing.T) {
 	}
 	stop := make(chan struct{})
 	var bg sync.WaitGroup
-	for _, f := range []func() error{l.Sync, l.Erase} {
+	toggles := 0
+	toggle := func() error { // --cache-size reloads, dropping and remaking the cache
+		toggles++
+		return l.SetCacheBytes(int64(toggles%3) * 32 << 10)
+	}
+	for _, f := range []func() error{l.Sync, l.Erase, toggle} {
 		bg.Add(1)
 		go func() {
 			defer bg.Done()
@@ -202,7 +207,7 @@ func TestAllocs(t *testing.T) {
 	l := openT(t, t.TempDir(), Options{CacheBytes: 1 << 20})
 	defer l.Close()
 	appendT(t, l, m)
-	l.cache.Load().Wait()
+	l.cacheWait()
 	dst := make([]byte, 0, 8192)
 	var err error
 	got := testing.AllocsPerRun(1000, func() {

@@ -30,9 +30,11 @@ func (l *Log) Delete(ref store.BodyRef) {
 	if _, _, ok := checkRef(ref); !ok {
 		return
 	}
-	if c := l.cache.Load(); c != nil {
-		c.Del(uint64(ref))
+	l.cacheMu.RLock()
+	if l.cache != nil {
+		l.cache.Del(uint64(ref))
 	}
+	l.cacheMu.RUnlock()
 	l.mu.Lock()
 	if !l.closed {
 		l.pending = append(l.pending, pendingDelete{ref: ref, gen: l.syncGen})

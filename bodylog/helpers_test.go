@@ -99,9 +99,7 @@ func (l *Log) abandon() {
 	l.mu.Unlock()
 	close(l.stop)
 	<-l.done
-	if c := l.cache.Swap(nil); c != nil {
-		c.Close()
-	}
+	l.setCache(nil)
 	l.closeFiles()
 	l.lock.Close()
 }

@@ -154,8 +154,11 @@ type Log struct {
 	eraseList []store.BodyRef         // the refs of the batch being erased; under eraseMu
 	noPunch   atomic.Bool             // holes cannot be punched here: erase by writing zeros
 
-	cache   atomic.Pointer[bodyCache] // nil: no cache. Get/Set from any goroutine
-	cacheMu sync.Mutex                // serialises SetCacheBytes and Close's release of the cache
+	// cacheMu is held for reading around every use of the cache, and for
+	// writing to replace or close it: ristretto's Close is not safe against
+	// a concurrent Get or Set (it closes the channel Set sends on).
+	cacheMu sync.RWMutex
+	cache   *bodyCache // nil: no cache; guarded by cacheMu
 
 	stop chan struct{} // closed by Close: the eraser returns
 	done chan struct{} // closed when the eraser goroutine has returned
@@ -223,7 +226,7 @@ func Open(dir string, o Options) (*Log, error) {
 			lock.Close()
 			return nil, err
 		}
-		l.cache.Store(c)
+		l.cache = c
 	}
 	go l.eraser()
 	return l, nil
@@ -327,11 +330,7 @@ func (l *Log) Close() error {
 	if err == nil {
 		err = l.writeSummary()
 	}
-	l.cacheMu.Lock()
-	if c := l.cache.Swap(nil); c != nil {
-		c.Close()
-	}
-	l.cacheMu.Unlock()
+	l.setCache(nil)
 	if cerr := l.closeFiles(); err == nil {
 		err = cerr
 	}
@@ -390,9 +389,11 @@ func (l *Log) Stats() Stats {
 	l.mu.Lock()
 	st.PendingDeletes = len(l.pending)
 	l.mu.Unlock()
-	if c := l.cache.Load(); c != nil {
+	l.cacheMu.RLock()
+	if c := l.cache; c != nil {
 		st.CacheMaxBytes = c.MaxCost()
 		st.CacheUsedBytes = c.MaxCost() - c.RemainingCost()
 	}
+	l.cacheMu.RUnlock()
 	return st
 }

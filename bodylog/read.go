@@ -27,11 +27,9 @@ func (l *Log) Read(rid store.QueueID, id store.MsgID, ref store.BodyRef, dst []b
 	if !ok {
 		return dst, fmt.Errorf("%w: %#x", ErrRef, uint64(ref))
 	}
-	if c := l.cache.Load(); c != nil {
-		if v, ok := c.Get(uint64(ref)); ok && v.rid == rid && v.id == id {
-			l.stats.hits.Add(1)
-			return append(dst, v.body...), nil
-		}
+	if out, ok := l.cacheGet(ref, rid, id, dst); ok {
+		l.stats.hits.Add(1)
+		return out, nil
 	}
 	l.stats.misses.Add(1)
 	s := l.segment(n)
@@ -76,8 +74,8 @@ func (l *Log) Read(rid store.QueueID, id store.MsgID, ref store.BodyRef, dst []b
 	if err := checkIDs(&h, &rid, &id); err != nil {
 		return dst, recordErr(s.path, off, err)
 	}
-	if c := l.cache.Load(); c != nil {
-		c.Set(uint64(ref), cached{rid: rid, id: id, body: bytes.Clone(body)}, int64(bn))
+	if l.hasCache() {
+		l.cacheSet(ref, rid, id, bytes.Clone(body))
 	}
 	return out[:len(dst)+bn], nil
 }
@@ -126,33 +124,88 @@ func recordErr(path string, off int64, err error) error {
 // SetCacheBytes changes the cache's bound while the log runs (the
 // --cache-size reload): ristretto evicts down to a smaller bound as entries
 // come and go. 0 drops the cache; a positive bound on a log without one makes
-// a new cache. Safe for concurrent use with everything.
+// a new cache. Safe for concurrent use with everything; it waits for cache
+// operations in progress when it drops or replaces the cache.
 func (l *Log) SetCacheBytes(n int64) error {
-	l.cacheMu.Lock()
-	defer l.cacheMu.Unlock()
 	l.mu.Lock()
 	closed := l.closed
 	l.mu.Unlock()
 	if closed {
 		return ErrClosed
 	}
-	old := l.cache.Load()
-	switch {
-	case n <= 0:
-		if old != nil {
-			l.cache.Store(nil)
-			old.Close() // a concurrent Get or Set on it returns "absent"
-		}
-	case old != nil:
-		old.UpdateMaxCost(n)
-	default:
-		c, err := newCache(n)
-		if err != nil {
-			return err
-		}
-		l.cache.Store(c)
+	if n <= 0 {
+		l.setCache(nil)
+		return nil
 	}
+	l.cacheMu.RLock()
+	c := l.cache
+	if c != nil {
+		c.UpdateMaxCost(n)
+	}
+	l.cacheMu.RUnlock()
+	if c != nil {
+		return nil
+	}
+	c, err := newCache(n)
+	if err != nil {
+		return err
+	}
+	l.setCache(c)
 	return nil
+}
+
+// setCache replaces the cache with c (nil: none) and closes the old one once
+// no Get or Set is using it.
+func (l *Log) setCache(c *bodyCache) {
+	l.cacheMu.Lock()
+	old := l.cache
+	l.cache = c
+	l.cacheMu.Unlock()
+	if old != nil && old != c {
+		old.Close() // nobody can reach it any more
+	}
+}
+
+// cacheGet appends the cached body of ref to dst, if the cache has it for
+// rid and id.
+func (l *Log) cacheGet(ref store.BodyRef, rid store.QueueID, id store.MsgID, dst []byte) ([]byte, bool) {
+	l.cacheMu.RLock()
+	defer l.cacheMu.RUnlock()
+	if l.cache == nil {
+		return dst, false
+	}
+	v, ok := l.cache.Get(uint64(ref))
+	if !ok || v.rid != rid || v.id != id {
+		return dst, false
+	}
+	return append(dst, v.body...), true
+}
+
+// cacheSet offers body to the cache, at a cost of its length (ristretto
+// adds its own per-entry cost).
+func (l *Log) cacheSet(ref store.BodyRef, rid store.QueueID, id store.MsgID, body []byte) {
+	l.cacheMu.RLock()
+	if l.cache != nil {
+		l.cache.Set(uint64(ref), cached{rid: rid, id: id, body: body}, int64(len(body)))
+	}
+	l.cacheMu.RUnlock()
+}
+
+// hasCache reports whether there is a cache (so a Read copies the body for it).
+func (l *Log) hasCache() bool {
+	l.cacheMu.RLock()
+	defer l.cacheMu.RUnlock()
+	return l.cache != nil
+}
+
+// cacheWait waits until the Sets made so far are applied (ristretto applies
+// them asynchronously); for tests.
+func (l *Log) cacheWait() {
+	l.cacheMu.RLock()
+	defer l.cacheMu.RUnlock()
+	if l.cache != nil {
+		l.cache.Wait()
+	}
 }
 
 // newCache makes a cache of bound maxCost bytes. Ristretto wants ten
