@@ -59,10 +59,10 @@
 //
 // size is 32 plus the body's length, from 32 to 1 MiB (so a body has at most
 // MaxBodyBytes); crc32c covers bytes 0–3 (size) and 8 to size (IDs and body).
-// padding brings the record's extent to the next multiple of 8. A record is
-// written whole or not at all as far as the format is concerned: one whose
-// size word is implausible, that runs past the end of the file or whose
-// checksum fails is not a record.
+// padding brings the record's extent to the next multiple of 8. There is no
+// partial record: bytes whose size word is implausible, that run past the end
+// of the file, whose checksum fails or whose padding is not zero are not a
+// record.
 //
 // Erased space is zeros. A size word of 0 never starts a record (a record's
 // size is at least 32), so a zero 8-byte word where a record would start is
@@ -73,10 +73,10 @@
 // A ref packs the segment number and the record's byte offset in the segment
 // file; part of the file format, since refs are kept in the owner's log:
 //
-//	 63                               32 31                                0
-//	+----------------------------------+-----------------------------------+
-//	| segment number (1 … 2³²−1)       | offset of the record (≥ 32, ≡ 0 mod 8) |
-//	+----------------------------------+-----------------------------------+
+//	 63                             32 31                                     0
+//	+---------------------------------+----------------------------------------+
+//	| segment number (1 … 2³²−1)      | offset of the record (≥ 32, ≡ 0 mod 8) |
+//	+---------------------------------+----------------------------------------+
 //
 // A ref is never 0 (store.BodyRef's "the body is in memory"): segment numbers
 // start at 1. Segments are at most MaxSegmentBytes (2 GiB) so that offsets
@@ -149,10 +149,10 @@
 // its writer, which calls Sync before each fsync of a group, has fsynced that
 // record by the time the third Sync starts. Erasing only then means a crash
 // never leaves a message whose deletion was not durable without its body.
-// The first rule bounds the time when Syncs are rare (SyncNever): a deleted
-// body leaves the disk within two intervals either way; in SyncNever a power
-// loss can then bring back a deleted message without its body, which the
-// owner drops (ErrMissing). Erase applies every queued Delete at once (for
+// The first rule bounds the time when Syncs are rare (SyncNever) or slower
+// than an interval: a deleted body leaves the disk within two intervals
+// either way, and then a power loss can bring back a deleted message without
+// its body, which the owner drops (ErrMissing): it was deleted. Erase applies every queued Delete at once (for
 // compaction, tests and Close).
 //
 // To erase a record the eraser reads it and checks it (so a repeated Delete,
@@ -194,14 +194,17 @@
 // Append, Read, Delete, Sync, Erase, Retain, SetCacheBytes and Stats may be
 // called from any goroutine. Append and Delete take mu, the append lock, for
 // a copy or a slice append (and a write(2) when the buffer fills, or file
-// creation at rotation); the checksum is computed before. Read takes no lock
-// on a cache hit, the segment list's read lock to find a file, and mu only
-// for a body still in the append buffer; file reads are pread(2)s. Sync takes
+// creation at rotation); the checksum is computed before. Every use of the
+// cache holds cacheMu for reading (ristretto's own Get and Set are lock-free
+// enough); SetCacheBytes and Close hold it for writing only to swap the cache
+// out, because ristretto's Close must not run during a Get or Set. Read takes
+// cacheMu, the segment list's read lock to find a file, and mu only for a
+// body still in the append buffer; file reads are pread(2)s. Sync takes
 // syncMu (one Sync at a time), mu to write the buffer, and fsyncs holding
 // neither mu nor any lock an appender needs. The eraser goroutine, Erase,
 // Retain and Close take eraseMu for a whole batch; erasure writes with
 // pwrite(2) or fallocate(2) on ranges no appender touches, and takes mu only
 // to zero a record still in the buffer. Lock order: eraseMu, then mu, then
-// segMu; syncMu, then mu. Close stops the eraser, erases what is pending,
+// segMu; syncMu, then mu; cacheMu is never held while taking another. Close stops the eraser, erases what is pending,
 // syncs and writes CLEAN; the owner closes its metadata log first.
 package bodylog

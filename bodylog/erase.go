@@ -116,12 +116,14 @@ func (l *Log) takeDue(all bool) []store.BodyRef {
 // updates the live counts and removes the segments that are sealed, counted
 // and empty. Called with eraseMu held.
 func (l *Log) eraseRefs(refs []store.BodyRef) error {
-	if len(refs) == 0 {
-		return nil
-	}
 	slices.Sort(refs)
 	refs = slices.Compact(refs)
-	removed := false
+	// A segment whose last record was erased while it was still current was
+	// sealed since with nothing live: its removal is due now.
+	removed, err := l.removeEmpty()
+	if err != nil {
+		return err
+	}
 	for len(refs) > 0 {
 		n, _ := SplitRef(refs[0])
 		k := 1
@@ -320,6 +322,25 @@ func isZero(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// removeEmpty removes the sealed, counted segments with no live record.
+// Called with eraseMu held; the caller fsyncs the directory.
+func (l *Log) removeEmpty() (bool, error) {
+	var empty []*segment
+	l.segMu.RLock()
+	for _, s := range l.segs {
+		if s.sealed.Load() && s.counted.Load() && s.liveRecs.Load() == 0 {
+			empty = append(empty, s)
+		}
+	}
+	l.segMu.RUnlock()
+	for _, s := range empty {
+		if err := l.removeSegment(s); err != nil {
+			return false, err
+		}
+	}
+	return len(empty) > 0, nil
 }
 
 // removeSegment deletes segment s, whose records are all dead. The caller

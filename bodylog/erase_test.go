@@ -326,3 +326,26 @@ func TestDeleteBeforeRetain(t *testing.T) {
 		t.Fatalf("Retain: %+v, %v", st, err)
 	}
 }
+
+// TestEmptiedBeforeSealed: a segment whose records were all erased while it
+// was current is deleted once it is sealed.
+func TestEmptiedBeforeSealed(t *testing.T) {
+	dir := t.TempDir()
+	l := openT(t, dir, Options{SegmentBytes: 4096})
+	defer l.Close()
+	r := rand.New(rand.NewPCG(15, 15))
+	a := newMsg(r, 3000) // the next one does not fit: segment 1 holds a alone
+	appendT(t, l, a)
+	l.Delete(a.ref)
+	if err := l.Erase(); err != nil {
+		t.Fatal(err)
+	}
+	first, _ := SplitRef(a.ref)
+	appendT(t, l, newMsg(r, 1500)) // rotates
+	if err := l.Erase(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, segmentName(first))); !os.IsNotExist(err) {
+		t.Fatalf("segment %d, emptied then sealed: %v", first, err)
+	}
+}

@@ -137,7 +137,9 @@ type Log struct {
 	pending  []pendingDelete // Deletes not yet handed to the eraser, in call order
 	aged     int             // pending[:aged] were already pending at the eraser's last run
 	failErr  error           // set once a write or fsync failed; wraps ErrFailed
-	closed   bool            // Close has begun
+	closed   bool            // Close has begun (also in isClosed, for Read)
+
+	isClosed atomic.Bool // closed, readable without mu
 
 	syncMu sync.Mutex // serialises Sync's fsync rounds, so a Sync never returns before an earlier one's SyncDir
 
@@ -320,6 +322,7 @@ func (l *Log) Close() error {
 		return ErrClosed
 	}
 	l.closed = true
+	l.isClosed.Store(true)
 	l.mu.Unlock()
 	close(l.stop)
 	<-l.done

@@ -19,13 +19,17 @@ import (
 // checks the record: its checksum, and that it is the body of rid and id.
 // Errors wrap ErrMissing (zeros or end of file at ref: erased, or lost in a
 // power cut before it was synced), ErrCorrupt (any other mismatch, with the
-// file and offset) or ErrRef, or are I/O errors naming the file. Safe for
-// concurrent use; it takes no lock on the cache path, and the append lock only
-// for a body still in the append buffer. Never call it for a ref after Delete.
+// file and offset), ErrRef or ErrClosed, or are I/O errors naming the file.
+// Safe for concurrent use; it takes the cache's read lock, the segment list's
+// read lock, and the append lock only for a body still in the append buffer.
+// Never call it for a ref after Delete.
 func (l *Log) Read(rid store.QueueID, id store.MsgID, ref store.BodyRef, dst []byte) ([]byte, error) {
 	n, off, ok := checkRef(ref)
 	if !ok {
 		return dst, fmt.Errorf("%w: %#x", ErrRef, uint64(ref))
+	}
+	if l.isClosed.Load() {
+		return dst, ErrClosed
 	}
 	if out, ok := l.cacheGet(ref, rid, id, dst); ok {
 		l.stats.hits.Add(1)
