@@ -27,7 +27,8 @@ type RetainStats struct {
 // deletes the segments with no live ref; in the others it erases the space
 // between live records and cuts what follows the last one — unless a clean
 // Close left a summary whose count for the segment matches, in which case
-// there is nothing to erase and nothing is read. Otherwise it reads each live
+// there is nothing to erase and nothing is read (no record is ever added to
+// a segment after its Open, so equal counts mean equal sets). Otherwise it reads each live
 // record's 8-byte size word (one page per live record), never a body.
 //
 // The owner calls it once after loading its metadata and before any Delete;
