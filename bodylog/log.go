@@ -62,7 +62,7 @@ type Stats struct {
 	Appended        uint64 // bodies appended
 	AppendedBytes   uint64 // their extents
 	Syncs           uint64 // fsyncs of segment files, for Sync and for erasure
-	Erased          uint64 // records erased (Delete, Retain)
+	Erased          uint64 // records erased for Delete (Retain erases ranges: see ErasedBytes)
 	ErasedBytes     uint64 // bytes punched or zeroed (Delete, Retain)
 	SegmentsRemoved uint64 // segment files deleted because nothing in them was live
 	CacheHits       uint64 // Reads answered from the cache
