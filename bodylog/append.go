@@ -83,6 +83,22 @@ func (l *Log) Sync() error {
 	return l.sync()
 }
 
+// Flush writes the append buffer to the current segment, without fsync:
+// bodies appended before it survive the process's death (kill -9), not a
+// power loss. In the modes where the owner's writer writes its records
+// without fsyncing each group (SyncInterval, SyncNever), it calls Flush
+// before each write, so that what the kernel holds of the owner's log never
+// names a body only this process held. A failure fails the log (ErrFailed).
+// Safe for concurrent use; it holds the append lock for the write(2).
+func (l *Log) Flush() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.usableLocked(); err != nil {
+		return err
+	}
+	return l.flushLocked()
+}
+
 // sync is Sync without the closed check, for Close.
 func (l *Log) sync() error {
 	l.syncMu.Lock()

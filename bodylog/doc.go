@@ -130,11 +130,13 @@
 // # Durability
 //
 // Append writes to a buffer (and to the file when the buffer fills) and never
-// fsyncs; Sync writes the buffer and fsyncs the current segment, the segments
-// sealed since the last Sync, and the directory when a segment was created
-// since then. The owner's modes carry over unchanged: in SyncAlways every
-// group's fsync is preceded by Sync; in SyncInterval and SyncNever the owner
-// calls Sync before the fsyncs it does make. A write or fsync error fails the
+// fsyncs; Flush writes the buffer; Sync writes it and fsyncs the current
+// segment, the segments sealed since the last Sync, and the directory when a
+// segment was created since then. The owner's modes carry over unchanged: in
+// SyncAlways every group's fsync is preceded by Sync; in SyncInterval and
+// SyncNever every write of a group is preceded by Flush (a kill -9 then loses
+// no body the owner's written records name) and every fsync the owner does
+// make by Sync. A write or fsync error fails the
 // log for good, as in the wal: Append and Sync then return an error wrapping
 // ErrFailed (no fsync is retried: after a failed fsync the kernel may have
 // dropped the dirty pages).

@@ -249,3 +249,27 @@ func TestSyncFailure(t *testing.T) {
 	}
 	readT(t, l, m) // reads still work
 }
+
+// TestFlushSurvivesKill: a body flushed (not synced) survives the death of
+// the process, whose append buffer is lost; one only appended does not.
+func TestFlushSurvivesKill(t *testing.T) {
+	dir := t.TempDir()
+	l := openT(t, dir, Options{})
+	r := rand.New(rand.NewPCG(16, 16))
+	kept, lost := newMsg(r, 700), newMsg(r, 700)
+	appendT(t, l, kept)
+	if err := l.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	appendT(t, l, lost)
+	l.abandon() // kill -9: the page cache keeps what was written
+	l = openT(t, dir, Options{})
+	defer l.Close()
+	if _, err := l.Retain(refsOf([]*msg{kept, lost})); err != nil {
+		t.Fatal(err)
+	}
+	readT(t, l, kept)
+	if err := readErr(l, lost); !errors.Is(err, ErrMissing) {
+		t.Fatalf("a body that was never written: %v", err)
+	}
+}
