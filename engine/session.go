@@ -9,6 +9,7 @@ import (
 
 	"github.com/smprelay/smprelay/codec"
 	"github.com/smprelay/smprelay/internal/bucket"
+	"github.com/smprelay/smprelay/store"
 )
 
 // eventKind is what another connection (or the expiry sweep) asks a session's
@@ -370,15 +371,19 @@ func (s *Session) run(t *codec.Transmission, a *auth, w *Writer) {
 	}
 }
 
-// logged notes the LSN the current reply must wait for and passes err on.
-func (s *Session) logged(lsn uint64, err error) error {
-	if err == nil && lsn > s.lsn {
-		s.lsn = lsn
+// logged appends r to the store for the command being run, notes the LSN
+// its reply must wait for, and returns the ref the store gave a message body
+// (0 when the engine keeps it).
+func (s *Session) logged(r store.Record) (store.BodyRef, error) {
+	lsn, ref, err := s.e.store.Append(r, s)
+	if err != nil {
+		return 0, err
 	}
-	return err
+	s.lsn = max(s.lsn, lsn)
+	return ref, nil
 }
 
-// NotifyDurable implements Notifier: the log made some of this session's
+// NotifyDurable implements store.Notifier: the log made some of this session's
 // records durable, so its loop should release the replies that waited.
 // Safe from any goroutine.
 func (s *Session) NotifyDurable() {
@@ -576,7 +581,7 @@ func (s *Session) cmdNew(t *codec.Transmission, a *auth, w *Writer) {
 		return
 	}
 	q.mu.Lock()
-	err = s.logged(s.e.store.Append(Record{Kind: RecQueueCreated, RID: q.rid, SID: q.sid, RecipientKey: q.rk}, s))
+	_, err = s.logged(store.Record{Kind: store.QueueCreated, RID: q.rid, SID: q.sid, RecipientKey: q.rk})
 	if err != nil {
 		s.e.deleteLocked(q)
 		q.mu.Unlock()
@@ -646,7 +651,7 @@ func (s *Session) cmdKey(t *codec.Transmission, q *queue, w *Writer) {
 		s.fail(t, codec.ErrAuth, w)
 		return
 	}
-	if err := s.logged(s.e.store.Append(Record{Kind: RecQueueSecured, RID: q.rid, SenderKey: t.Key}, s)); err != nil {
+	if _, err := s.logged(store.Record{Kind: store.QueueSecured, RID: q.rid, SenderKey: t.Key}); err != nil {
 		q.mu.Unlock()
 		s.internal(t, err, w)
 		return
@@ -666,7 +671,7 @@ func (s *Session) cmdAck(t *codec.Transmission, q *queue, w *Writer) {
 		s.fail(t, codec.ErrProhibited, w)
 		return
 	}
-	if err := s.logged(s.e.store.Append(Record{Kind: RecMessageDeleted, RID: q.rid, MsgID: q.msgs.front().id}, s)); err != nil {
+	if _, err := s.logged(store.Record{Kind: store.MessageDeleted, RID: q.rid, MsgID: q.msgs.front().id}); err != nil {
 		q.mu.Unlock()
 		s.internal(t, err, w)
 		return
@@ -692,7 +697,7 @@ func (s *Session) cmdOff(t *codec.Transmission, q *queue, w *Writer) {
 	}
 	if !q.suspended {
 		now := s.e.now().Unix()
-		if err := s.logged(s.e.store.Append(Record{Kind: RecQueueSuspended, RID: q.rid, Time: now}, s)); err != nil {
+		if _, err := s.logged(store.Record{Kind: store.QueueSuspended, RID: q.rid, Time: now}); err != nil {
 			q.mu.Unlock()
 			s.internal(t, err, w)
 			return
@@ -708,7 +713,7 @@ func (s *Session) cmdDel(t *codec.Transmission, q *queue, w *Writer) {
 	if !s.lockLive(t, q, w) {
 		return
 	}
-	if err := s.logged(s.e.store.Append(Record{Kind: RecQueueDeleted, RID: q.rid}, s)); err != nil {
+	if _, err := s.logged(store.Record{Kind: store.QueueDeleted, RID: q.rid}); err != nil {
 		q.mu.Unlock()
 		s.internal(t, err, w)
 		return
@@ -756,7 +761,7 @@ func (s *Session) cmdSend(t *codec.Transmission, a *auth, w *Writer) {
 		return
 	}
 	m.body = append(make([]byte, 0, len(t.Body)), t.Body...) // the one allocation a SEND must make
-	if err := s.logged(s.e.store.Append(Record{Kind: RecMessageStored, RID: q.rid, MsgID: m.id, Time: m.ts, Body: m.body}, s)); err != nil {
+	if _, err := s.logged(store.Record{Kind: store.MessageStored, RID: q.rid, MsgID: m.id, Time: m.ts, Size: len(m.body), Body: m.body}); err != nil {
 		q.mu.Unlock()
 		s.internal(t, err, w)
 		return

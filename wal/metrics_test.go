@@ -3,7 +3,7 @@ package wal
 import (
 	"testing"
 
-	"github.com/smprelay/smprelay/engine"
+	"github.com/smprelay/smprelay/store"
 )
 
 // TestLayouts: the histogram layouts are valid (Init would refuse them) and
@@ -32,11 +32,11 @@ func TestMetrics(t *testing.T) {
 
 	n := newChanNotifier()
 	rid := randID()
-	m.record(t, l, engine.Record{Kind: engine.RecQueueCreated, RID: rid, SID: randID(), RecipientKey: edKey(t, 0)}, n)
+	m.record(t, l, store.Record{Kind: store.QueueCreated, RID: rid, SID: randID(), RecipientKey: edKey(t, 0)}, n)
 	<-entered // the writer is inside the first group's fsync: the next 5 records form one group
 	var last uint64
 	for range 5 {
-		last = m.record(t, l, engine.Record{Kind: engine.RecMessageStored, RID: rid, MsgID: randMsgID(), Body: []byte("x")}, n)
+		last = m.record(t, l, store.Record{Kind: store.MessageStored, RID: rid, MsgID: randMsgID(), Size: 1, Body: []byte("x")}, n)
 	}
 	f.set(func(f *failFile) { f.hold = nil })
 	close(hold)
@@ -61,7 +61,7 @@ func TestMetrics(t *testing.T) {
 	}
 
 	cur().set(func(f *failFile) { f.failSync = errInjected })
-	lsn := m.record(t, l, engine.Record{Kind: engine.RecMessageStored, RID: rid, MsgID: randMsgID(), Body: []byte("y")}, n)
+	lsn := m.record(t, l, store.Record{Kind: store.MessageStored, RID: rid, MsgID: randMsgID(), Size: 1, Body: []byte("y")}, n)
 	if err := l.call(&request{kind: reqSync}); err == nil { // the writer has met the fault once this returns
 		t.Fatalf("a sync after an injected fsync error succeeded (record %d)", lsn)
 	}

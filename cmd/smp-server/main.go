@@ -40,6 +40,7 @@ import (
 	"github.com/smprelay/smprelay/codec"
 	"github.com/smprelay/smprelay/engine"
 	"github.com/smprelay/smprelay/internal/atomicfile"
+	"github.com/smprelay/smprelay/store"
 	"github.com/smprelay/smprelay/transport"
 	"github.com/smprelay/smprelay/wal"
 )
@@ -202,13 +203,13 @@ func serve(sf startFlags, r *resolved, stdout, stderr io.Writer) int {
 		return 1
 	}
 
-	store, wlog, err := openStore(c, log)
+	st, wlog, err := openStore(c, log)
 	if err != nil {
 		log.Error("opening the store", "err", err)
 		return 1
 	}
 	e, err := engine.New(engine.Options{
-		Store:         store,
+		Store:         st,
 		BlockSize:     c.blockSize,
 		Limits:        c.engineLimits(),
 		Logger:        log,
@@ -216,7 +217,7 @@ func serve(sf startFlags, r *resolved, stdout, stderr io.Writer) int {
 	})
 	if err != nil {
 		log.Error("starting the engine", "err", err)
-		store.Close()
+		st.Close()
 		return 1
 	}
 	srv, err := transport.NewServer(transport.ServerOptions{
@@ -225,7 +226,7 @@ func serve(sf startFlags, r *resolved, stdout, stderr io.Writer) int {
 	})
 	if err != nil {
 		log.Error("starting the server", "err", err)
-		store.Close()
+		st.Close()
 		return 1
 	}
 
@@ -278,7 +279,7 @@ func serve(sf startFlags, r *resolved, stdout, stderr io.Writer) int {
 		}
 	}
 	// SPEC §11: the log is flushed (and fsynced) before the process exits.
-	closeErr := store.Close()
+	closeErr := st.Close()
 	switch {
 	case metricsErr != nil:
 		log.Error("starting the metrics endpoint", "err", metricsErr)
@@ -588,9 +589,9 @@ func profileMode(s string) (func(*profile.Profile), error) {
 
 // openStore opens the store the store option names, and returns the log too
 // when it is the wal (for metrics). The wal lives in DATA/wal.
-func openStore(c *config, log *slog.Logger) (engine.Store, *wal.Log, error) {
+func openStore(c *config, log *slog.Logger) (store.Store, *wal.Log, error) {
 	if c.store == "memory" {
-		return engine.MemoryStore{}, nil, nil
+		return store.MemoryStore{}, nil, nil
 	}
 	mode, err := wal.ParseSyncMode(c.fsync)
 	if err != nil {
