@@ -59,13 +59,17 @@ func TestMetrics(t *testing.T) {
 	if got.Failed {
 		t.Fatal("Failed before any fault")
 	}
+	if ss := l.StoreStats(); ss.DiskBytes != got.DiskBytes || ss.Records != got.Records || ss.Syncs != got.Syncs ||
+		ss.Compactions != got.Compactions || ss.Durable != got.Durable || ss.BodyBytes != 0 || ss.Failed {
+		t.Errorf("StoreStats %+v disagrees with Metrics %+v", ss, got.Stats)
+	}
 
 	cur().set(func(f *failFile) { f.failSync = errInjected })
 	lsn := m.record(t, l, store.Record{Kind: store.MessageStored, RID: rid, MsgID: randMsgID(), Size: 1, Body: []byte("y")}, n)
 	if err := l.call(&request{kind: reqSync}); err == nil { // the writer has met the fault once this returns
 		t.Fatalf("a sync after an injected fsync error succeeded (record %d)", lsn)
 	}
-	if !l.Metrics().Failed {
+	if !l.Metrics().Failed || !l.StoreStats().Failed {
 		t.Fatal("Failed is false after an fsync error")
 	}
 }

@@ -246,9 +246,13 @@ func (l *Log) Stats() Stats {
 }
 
 // StoreStats implements store.StatsReporter: Stats in the terms every store
-// reports (BodyBytes is 0: the engine holds the bodies).
+// reports (BodyBytes is 0: the engine holds the bodies), and whether the log
+// failed.
 func (l *Log) StoreStats() store.Stats {
 	st := l.Stats()
+	l.mu.Lock()
+	failed := l.failErr != nil
+	l.mu.Unlock()
 	return store.Stats{
 		Records:     st.Records,
 		Groups:      st.Groups,
@@ -258,6 +262,7 @@ func (l *Log) StoreStats() store.Stats {
 		LogBytes:    st.LogBytes,
 		Compactions: st.Compactions,
 		Durable:     st.Durable,
+		Failed:      failed,
 	}
 }
 

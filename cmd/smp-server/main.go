@@ -203,7 +203,7 @@ func serve(sf startFlags, r *resolved, stdout, stderr io.Writer) int {
 		return 1
 	}
 
-	st, wlog, err := openStore(c, log)
+	st, err := openStore(c, log)
 	if err != nil {
 		log.Error("opening the store", "err", err)
 		return 1
@@ -255,8 +255,11 @@ func serve(sf startFlags, r *resolved, stdout, stderr io.Writer) int {
 	var metricsErr error
 	err = srv.ServeListener(ln, func(addr net.Addr) {
 		if c.metricsListen != "" {
-			src := metricsSource{Engine: e, Server: srv, Log: wlog, KeyType: key.Public().Type().String(),
+			src := metricsSource{Engine: e, Server: srv, KeyType: key.Public().Type().String(),
 				Draining: srv.Draining}
+			if rep, ok := st.(store.StatsReporter); ok {
+				src.Store = rep
+			}
 			bound, stop, err := startMetrics(c.metricsListen, src, log)
 			if err != nil {
 				metricsErr = fmt.Errorf("metrics-listen %s: %w", c.metricsListen, err)
@@ -587,21 +590,21 @@ func profileMode(s string) (func(*profile.Profile), error) {
 	return nil, fmt.Errorf("profile %q: must be cpu, mem, block or mutex", s)
 }
 
-// openStore opens the store the store option names, and returns the log too
-// when it is the wal (for metrics). The wal lives in DATA/wal.
-func openStore(c *config, log *slog.Logger) (store.Store, *wal.Log, error) {
+// openStore opens the store the store option names. The wal lives in
+// DATA/wal.
+func openStore(c *config, log *slog.Logger) (store.Store, error) {
 	if c.store == "memory" {
-		return store.MemoryStore{}, nil, nil
+		return store.MemoryStore{}, nil
 	}
 	mode, err := wal.ParseSyncMode(c.fsync)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	l, err := wal.Open(filepath.Join(c.data, "wal"), wal.Options{Sync: mode, SyncInterval: c.fsyncInterval, Logger: log})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	return l, l, nil
+	return l, nil
 }
 
 // fsyncLabel is the durability the relay runs with, for the start-up line.

@@ -91,7 +91,10 @@ func startRelay(t *testing.T, withLog bool, opts ...func(*transport.ServerOption
 		}
 	})
 
-	src := metricsSource{Engine: r.e, Server: r.srv, Log: r.log, KeyType: "x25519", Draining: r.draining.Load}
+	src := metricsSource{Engine: r.e, Server: r.srv, KeyType: "x25519", Draining: r.draining.Load}
+	if r.log != nil {
+		src.Store = r.log // not a nil *wal.Log in the interface
+	}
 	bound, stop, err := startMetrics("127.0.0.1:0", src, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatalf("startMetrics: %v", err)
