@@ -363,7 +363,7 @@ func (s *Session) run(t *codec.Transmission, a *auth, w *Writer) {
 	s.countCommand(t)
 	if (s.lsn != 0 && s.lsn > s.e.store.Durable()) || len(s.heldAt) > 0 {
 		if w.flushes != flushes {
-			start = 0 // room() sealed the block before the reply: it alone is in this one
+			start = 0 // reserve sealed the block before the reply: it alone is in this one
 		}
 		s.held = append(s.held, w.buf[start:]...)
 		s.heldAt = append(s.heldAt, heldReply{end: len(s.held), lsn: s.lsn})
@@ -408,9 +408,7 @@ func (s *Session) release(w *Writer) {
 		if h.lsn > durable {
 			break
 		}
-		reply := s.held[from:h.end]
-		w.room(len(reply))
-		w.buf = append(w.buf, reply...)
+		w.writeRaw(s.held[from:h.end])
 		from = h.end
 		n++
 	}
@@ -447,8 +445,7 @@ func (s *Session) Drain(w *Writer) {
 			ev.q.mu.Unlock()
 			if !stale {
 				delete(s.subs, ev.q)
-				w.room(codec.MaxResponse(codec.QueueIDSize))
-				w.buf = codec.AppendEND(w.buf, ev.q.rid[:])
+				w.writeEND(ev.q.rid[:])
 			}
 		case evDrop:
 			ev.q.mu.Lock()
@@ -476,8 +473,7 @@ func (s *Session) push(q *queue, seq uint64, w *Writer) {
 	m := *q.msgs.front()
 	s.observeDelivery(q.msgs.front())
 	q.mu.Unlock()
-	w.room(codec.MSGSize(nil, q.rid[:], len(m.body)))
-	w.buf = codec.AppendMSG(w.buf, nil, q.rid[:], m.id[:], m.ts, m.body)
+	w.writeMSG(nil, q.rid[:], m.id[:], m.ts, m.body)
 }
 
 // Close ends the session: its subscriptions end and later posts are dropped.
@@ -520,8 +516,7 @@ func (s *Session) handle(t *codec.Transmission, a *auth, w *Writer) {
 	}
 	switch t.Cmd {
 	case codec.CmdPING:
-		w.room(codec.MaxResponse(0))
-		w.buf = codec.AppendPONG(w.buf, t.CorrID)
+		w.writePONG(t.CorrID)
 	case codec.CmdNEW:
 		s.cmdNew(t, a, w)
 	case codec.CmdSEND:
@@ -553,13 +548,11 @@ func (s *Session) handle(t *codec.Transmission, a *auth, w *Writer) {
 // fail writes ERR e, echoing the corrId and queueId that were valid.
 func (s *Session) fail(t *codec.Transmission, e codec.Error, w *Writer) {
 	s.res = e
-	w.room(codec.MaxResponse(len(t.QueueID)))
-	w.buf = codec.AppendERR(w.buf, t.CorrID, t.QueueID, e)
+	w.writeERR(t.CorrID, t.QueueID, e)
 }
 
 func (s *Session) ok(t *codec.Transmission, w *Writer) {
-	w.room(codec.MaxResponse(len(t.QueueID)))
-	w.buf = codec.AppendOK(w.buf, t.CorrID, t.QueueID)
+	w.writeOK(t.CorrID, t.QueueID)
 }
 
 // cmdNew creates a queue and subscribes this session to it (SPEC §5 NEW).
@@ -593,8 +586,7 @@ func (s *Session) cmdNew(t *codec.Transmission, a *auth, w *Writer) {
 	q.sub = s
 	q.mu.Unlock()
 	s.subscribe(q)
-	w.room(codec.MaxResponse(0))
-	w.buf = codec.AppendIDS(w.buf, t.CorrID, q.rid[:], q.sid[:])
+	w.writeIDS(t.CorrID, q.rid[:], q.sid[:])
 }
 
 // lockLive locks q and reports whether it is still live; a queue deleted
@@ -639,8 +631,7 @@ func (s *Session) answerWith(t *codec.Transmission, q *queue, m *message, w *Wri
 		s.ok(t, w)
 		return
 	}
-	w.room(codec.MSGSize(t.CorrID, q.rid[:], len(m.body)))
-	w.buf = codec.AppendMSG(w.buf, t.CorrID, q.rid[:], m.id[:], m.ts, m.body)
+	w.writeMSG(t.CorrID, q.rid[:], m.id[:], m.ts, m.body)
 }
 
 // cmdKey secures the queue with the sender's key, once.
