@@ -151,7 +151,8 @@ func (e *Engine) Queues() int { return int(e.stats.queues.Load()) }
 // exists. It is idempotent, because a log compacted while commands ran holds a
 // snapshot and then the records appended since it began, some of which the
 // snapshot already shows (see store.Snapshotter): a queue created twice, a message
-// stored twice, or a change to a queue that is already gone is skipped.
+// stored twice, or a change to a queue that is already gone is skipped. A
+// stored message comes with its body or with the store's ref to it.
 func (e *Engine) replay(r *store.Record) error {
 	if r.Kind == store.QueueCreated {
 		if r.RecipientKey == nil {
@@ -188,13 +189,17 @@ func (e *Engine) replay(r *store.Record) error {
 		e.deleteLocked(q)
 		e.unlink(q)
 	case store.MessageStored:
+		m, err := storedMessage(r)
+		if err != nil {
+			return err
+		}
 		for i := q.msgs.head; i < len(q.msgs.buf); i++ {
 			if q.msgs.buf[i].id == r.MsgID {
 				return nil
 			}
 		}
-		q.msgs.push(message{id: r.MsgID, ts: r.Time, body: r.Body})
-		e.stats.addMessage(len(r.Body))
+		q.msgs.push(m)
+		e.stats.addMessage(int(m.size))
 	case store.MessageDeleted:
 		if n, ok := q.msgs.removeID(r.MsgID); ok {
 			e.stats.dropMessage(n)
@@ -203,6 +208,26 @@ func (e *Engine) replay(r *store.Record) error {
 		return fmt.Errorf("engine: replay: unknown record kind %d", r.Kind)
 	}
 	return nil
+}
+
+// storedMessage returns the message a MessageStored record describes, with
+// its body in memory (Body) or in the store (Ref).
+func storedMessage(r *store.Record) (message, error) {
+	if r.Size < 0 || r.Size > codec.MaxBlockSize {
+		return message{}, fmt.Errorf("engine: replay: message of %d bytes", r.Size)
+	}
+	m := message{id: r.MsgID, ts: r.Time, size: uint32(r.Size)}
+	switch {
+	case r.Ref != 0 && r.Body != nil:
+		return message{}, errors.New("engine: replay: message with both a body and a ref")
+	case r.Ref != 0:
+		m.ref = r.Ref
+	case len(r.Body) != r.Size:
+		return message{}, fmt.Errorf("engine: replay: message of size %d with a body of %d bytes", r.Size, len(r.Body))
+	default:
+		m.body = r.Body
+	}
+	return m, nil
 }
 
 // unlink removes q's IDs from the map. The caller has marked it deleted.
@@ -268,7 +293,7 @@ func (e *Engine) Expire(now time.Time) {
 			if _, _, err := e.store.Append(store.Record{Kind: store.MessageDeleted, RID: q.rid, MsgID: m.id}, nil); err != nil {
 				break
 			}
-			e.stats.dropMessage(len(m.body))
+			e.stats.dropMessage(int(m.size))
 			e.mx.expired.Add(1)
 			if q.delivered {
 				q.delivered = false
@@ -302,11 +327,12 @@ func (e *Engine) deleteLocked(q *queue) {
 // dropMessages takes q's stored messages out of the statistics. The caller holds q.mu.
 func (e *Engine) dropMessages(q *queue) {
 	for i := q.msgs.head; i < len(q.msgs.buf); i++ {
-		e.stats.dropMessage(len(q.msgs.buf[i].body))
+		e.stats.dropMessage(int(q.msgs.buf[i].size))
 	}
 }
 
-// Snapshot implements store.Snapshotter.
+// Snapshot implements store.Snapshotter. A message's record has its body or,
+// when the store keeps it, its ref: the store reads no body back from here.
 func (e *Engine) Snapshot(emit func(r *store.Record) error) error {
 	var recs []store.Record
 	var err error
@@ -327,7 +353,7 @@ func (e *Engine) Snapshot(emit func(r *store.Record) error) error {
 			for i := q.msgs.head; i < len(q.msgs.buf); i++ {
 				m := &q.msgs.buf[i]
 				recs = append(recs, store.Record{Kind: store.MessageStored, RID: q.rid, MsgID: m.id, Time: m.ts,
-					Size: len(m.body), Body: m.body})
+					Size: int(m.size), Body: m.body, Ref: m.ref})
 			}
 		}
 		q.mu.Unlock()

@@ -3,6 +3,7 @@ package engine
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"fmt"
 	"math"
 	"sync"
 	"time"
@@ -471,9 +472,35 @@ func (s *Session) push(q *queue, seq uint64, w *Writer) {
 		return
 	}
 	m := *q.msgs.front()
+	body, err := s.bodyOf(q, &m, w)
+	if err != nil {
+		// The message stays at the head, undelivered: the next SEND pushes
+		// it again and a SUB answers with it. Nothing is logged on a path
+		// that every SEND can take.
+		q.delivered = false
+		q.mu.Unlock()
+		return
+	}
 	s.observeDelivery(q.msgs.front())
 	q.mu.Unlock()
-	w.writeMSG(nil, q.rid[:], m.id[:], m.ts, m.body)
+	w.writeMSG(nil, q.rid[:], m.id[:], m.ts, body)
+}
+
+// bodyOf returns m's body: m.body, or the body the store keeps read into w's
+// scratch (valid until the next bodyOf on w). The caller holds q.mu, as the
+// store may reuse a ref once the message is deleted under that lock.
+func (s *Session) bodyOf(q *queue, m *message, w *Writer) ([]byte, error) {
+	if m.ref == 0 {
+		return m.body, nil
+	}
+	b, err := s.e.store.ReadBody(q.rid, m.id, m.ref, w.scratch())
+	if err != nil {
+		return nil, fmt.Errorf("engine: reading a stored body: %w", err)
+	}
+	if len(b) != int(m.size) {
+		return nil, fmt.Errorf("engine: the store read a body of %d bytes, want %d", len(b), m.size)
+	}
+	return b, nil
 }
 
 // Close ends the session: its subscriptions end and later posts are dropped.
@@ -603,35 +630,45 @@ func (s *Session) lockLive(t *codec.Transmission, q *queue, w *Writer) bool {
 
 // cmdSub makes this session the queue's only subscriber and answers with the
 // oldest message (again, with the same msgId, if it was delivered before) or OK.
+// When the store cannot read that message's body, SUB answers ERR INTERNAL
+// and changes nothing.
 func (s *Session) cmdSub(t *codec.Transmission, q *queue, w *Writer) {
 	if !s.lockLive(t, q, w) {
 		return
 	}
-	old := q.sub
-	q.sub = s
-	q.seq++
-	q.delivered = q.msgs.len() > 0
 	var m *message
-	if q.delivered {
-		head := *q.msgs.front()
+	var head message
+	var body []byte
+	if q.msgs.len() > 0 {
+		head = *q.msgs.front()
+		var err error
+		if body, err = s.bodyOf(q, &head, w); err != nil {
+			q.mu.Unlock()
+			s.internal(t, err, w)
+			return
+		}
 		m = &head
 		s.observeDelivery(q.msgs.front())
 	}
+	old := q.sub
+	q.sub = s
+	q.seq++
+	q.delivered = m != nil
 	q.mu.Unlock()
 	s.subscribe(q)
 	if old != nil && old != s {
 		old.post(event{kind: evEnd, q: q})
 	}
-	s.answerWith(t, q, m, w)
+	s.answerWith(t, q, m, body, w)
 }
 
-// answerWith answers t with m as a MSG, or with OK when m is nil.
-func (s *Session) answerWith(t *codec.Transmission, q *queue, m *message, w *Writer) {
+// answerWith answers t with m and its body as a MSG, or with OK when m is nil.
+func (s *Session) answerWith(t *codec.Transmission, q *queue, m *message, body []byte, w *Writer) {
 	if m == nil {
 		s.ok(t, w)
 		return
 	}
-	w.writeMSG(t.CorrID, q.rid[:], m.id[:], m.ts, m.body)
+	w.writeMSG(t.CorrID, q.rid[:], m.id[:], m.ts, body)
 }
 
 // cmdKey secures the queue with the sender's key, once.
@@ -653,6 +690,8 @@ func (s *Session) cmdKey(t *codec.Transmission, q *queue, w *Writer) {
 }
 
 // cmdAck deletes the delivered message and answers with the next one or OK.
+// The next message's body is read first, so that when the store cannot read
+// it ACK answers ERR INTERNAL and changes nothing, as when the log fails.
 func (s *Session) cmdAck(t *codec.Transmission, q *queue, w *Writer) {
 	if !s.lockLive(t, q, w) {
 		return
@@ -662,23 +701,33 @@ func (s *Session) cmdAck(t *codec.Transmission, q *queue, w *Writer) {
 		s.fail(t, codec.ErrProhibited, w)
 		return
 	}
+	var m *message
+	var next message
+	var body []byte
+	if q.msgs.len() > 1 {
+		next = *q.msgs.at(1)
+		var err error
+		if body, err = s.bodyOf(q, &next, w); err != nil {
+			q.mu.Unlock()
+			s.internal(t, err, w)
+			return
+		}
+		m = &next
+	}
 	if _, err := s.logged(store.Record{Kind: store.MessageDeleted, RID: q.rid, MsgID: q.msgs.front().id}); err != nil {
 		q.mu.Unlock()
 		s.internal(t, err, w)
 		return
 	}
-	s.e.stats.dropMessage(len(q.msgs.front().body))
+	s.e.stats.dropMessage(int(q.msgs.front().size))
 	q.msgs.pop()
 	q.seq++
-	q.delivered = q.msgs.len() > 0
-	var m *message
-	if q.delivered {
-		head := *q.msgs.front()
-		m = &head
+	q.delivered = m != nil
+	if m != nil {
 		s.observeDelivery(q.msgs.front())
 	}
 	q.mu.Unlock()
-	s.answerWith(t, q, m, w)
+	s.answerWith(t, q, m, body, w)
 }
 
 // cmdOff suspends the queue; OFF again is OK.
@@ -752,13 +801,20 @@ func (s *Session) cmdSend(t *codec.Transmission, a *auth, w *Writer) {
 		return
 	}
 	m.body = append(make([]byte, 0, len(t.Body)), t.Body...) // the one allocation a SEND must make
-	if _, err := s.logged(store.Record{Kind: store.MessageStored, RID: q.rid, MsgID: m.id, Time: m.ts, Size: len(m.body), Body: m.body}); err != nil {
+	m.size = uint32(len(m.body))
+	ref, err := s.logged(store.Record{Kind: store.MessageStored, RID: q.rid, MsgID: m.id, Time: m.ts, Size: len(m.body), Body: m.body})
+	if err != nil {
 		q.mu.Unlock()
 		s.internal(t, err, w)
 		return
 	}
+	if ref != 0 {
+		// The store keeps the body (it may keep this very copy, which the
+		// record lent it, so no second one is made); the message keeps the ref.
+		m.body, m.ref = nil, ref
+	}
 	q.msgs.push(m)
-	s.e.stats.addMessage(len(m.body))
+	s.e.stats.addMessage(int(m.size))
 	var sub *Session
 	var seq uint64
 	if q.sub != nil && !q.delivered {

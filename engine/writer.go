@@ -23,6 +23,11 @@ type Writer struct {
 	err   error  // first error from Seal or Send; later writes are dropped
 
 	flushes int // blocks sealed so far; tells a caller that reserve started a new block
+
+	// body is the scratch a body the store keeps is read into (scratch),
+	// made on first use with a block's capacity, so that no valid body grows
+	// it and the Writer never keeps a slice the store returned.
+	body []byte
 }
 
 // batchBlocks is how many sealed blocks a Writer gathers before one write.
@@ -50,6 +55,15 @@ func (w *Writer) reserve(n int) []byte {
 		w.flushBlock()
 	}
 	return w.buf
+}
+
+// scratch returns the Writer's empty body scratch, for store.ReadBody to
+// append to; the body read stays valid until the next call.
+func (w *Writer) scratch() []byte {
+	if w.body == nil {
+		w.body = make([]byte, 0, w.bs)
+	}
+	return w.body[:0]
 }
 
 // The write* methods append one server transmission each, within the bound
