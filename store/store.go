@@ -67,8 +67,8 @@ type BodyRef uint64
 // Record is one state change. Every field is immutable once the record is
 // handed over, so a Store may keep references to Body and the keys.
 type Record struct {
-	Kind         Kind
-	RID          QueueID
+	Kind         Kind             // which change; says which fields below are set
+	RID          QueueID          // the queue changed, by its recipient ID
 	SID          QueueID          // QueueCreated
 	RecipientKey *codec.VerifyKey // QueueCreated; VerifyKey.SPKI gives its bytes
 	SenderKey    *codec.VerifyKey // QueueSecured

@@ -150,6 +150,7 @@
 // goroutine runs Snapshotter.Snapshot (which takes queue locks) holding no
 // lock of the Log, and talks to the writer through requests. Load runs before
 // the writer exists; Close stops compaction, then the writer. The writer
-// alone observes the fsync and group histograms behind Metrics; Stats and
-// Metrics read atomics and may be called from any goroutine.
+// alone observes the fsync and group histograms behind Metrics and
+// Histograms; Stats, StoreStats, Histograms and Metrics read atomics (and the
+// failure under mu) and may be called from any goroutine.
 package wal

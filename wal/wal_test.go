@@ -1008,3 +1008,38 @@ func TestApplyError(t *testing.T) {
 		t.Fatalf("Append after a failed Load: %v", err)
 	}
 }
+
+// TestBodiesStayInTheLog: the log keeps every body in its record, so Append
+// gives no ref, ReadBody refuses, and a message comes back with its body and
+// size.
+func TestBodiesStayInTheLog(t *testing.T) {
+	dir := t.TempDir()
+	l, _ := openLog(t, dir, Options{Sync: SyncNever}, true)
+	rid := randID()
+	q := store.Record{Kind: store.QueueCreated, RID: rid, SID: randID(), RecipientKey: edKey(t, 0)}
+	if _, ref, err := l.Append(q, nil); err != nil || ref != 0 {
+		t.Fatalf("Append queue: ref %d, err %v", ref, err)
+	}
+	r := store.Record{Kind: store.MessageStored, RID: rid, MsgID: randMsgID(), Time: 5, Size: 4, Body: []byte("body")}
+	if _, ref, err := l.Append(r, nil); err != nil || ref != 0 {
+		t.Fatalf("Append message: ref %d, err %v, want ref 0", ref, err)
+	}
+	if _, err := l.ReadBody(rid, r.MsgID, 1, nil); err == nil {
+		t.Fatal("ReadBody succeeded on a log that gives out no refs")
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var got []store.Record
+	l2, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	if err := l2.Load(func(r *store.Record) error { got = append(got, *r); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || render(&got[1]) != render(&r) {
+		t.Fatalf("replayed %d records, last %s; want 2, last %s", len(got), render(&got[len(got)-1]), render(&r))
+	}
+}
