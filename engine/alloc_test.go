@@ -69,6 +69,47 @@ func TestHotPathAllocations(t *testing.T) {
 	}
 }
 
+// TestBodyStoreAllocations: with a store that keeps bodies and returns refs,
+// a SEND still makes one copy (which the store keeps), and the push and
+// ACK's next MSG read the body into the Writer's scratch without
+// allocating. The test store's map and record log add amortized growth,
+// below one allocation per run.
+func TestBodyStoreAllocations(t *testing.T) {
+	if race.Enabled {
+		t.Skip("-race changes allocation counts")
+	}
+	st := newBodyStore(t)
+	e, err := New(Options{BlockSize: testBlock, Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := newQueue(t, e, codec.SigEd25519)
+	sk := q.secure(t, codec.SigEd25519)
+	sender := newConn(t, e)
+	sender.w.Send = func([]byte) error { return nil }
+	q.rc.w.Send = func([]byte) error { return nil }
+	send := block(tx(t, sk, "s", q.sid, codec.CmdSEND, nil, make([]byte, 1000)))
+	ack := block(tx(t, q.rk, "a", q.rid, codec.CmdACK, nil, nil))
+	cycle := func() {
+		sender.s.Process(send, sender.p, &sender.tr, sender.w)
+		sender.w.Finish()
+		q.rc.s.Drain(q.rc.w)
+		q.rc.w.Finish()
+		q.rc.s.Process(ack, q.rc.p, &q.rc.tr, q.rc.w)
+		q.rc.w.Finish()
+	}
+	for range 3 {
+		cycle()
+	}
+	reads := st.reads.Load()
+	if got := testing.AllocsPerRun(200, cycle); got > 1 {
+		t.Errorf("SEND-push-ACK, body in the store: %.1f allocations per run, want at most 1", got)
+	}
+	if st.reads.Load() == reads {
+		t.Fatal("the push read no body from the store")
+	}
+}
+
 // BenchmarkSignedCycle measures one secured SEND → pushed MSG → ACK cycle at
 // the engine level (two Ed25519 verifications), without sockets or ciphers.
 func BenchmarkSignedCycle(b *testing.B) {

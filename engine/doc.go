@@ -12,16 +12,30 @@
 //	Session (session.go) one connection's protocol state: commands in, responses out
 //	Engine (engine.go)   the queues, shared by all sessions; expiry
 //	Writer (writer.go)   packs responses into blocks and blocks into one write
-//	Store (store.go)     persistence of state changes; MemoryStore keeps none
+//	store.Store          persistence of state changes (package store, which
+//	                     imports only codec): store.MemoryStore keeps none,
+//	                     package wal keeps them in a log
+//
+// A stored message (queue.go) holds its body, or the ref a store returned
+// when it keeps the body itself, and its size in both cases. Delivery reads a
+// ref back with store.ReadBody into the Writer's scratch.
 //
 // Ownership and locking:
 //
 //   - A Session and its subscriptions set belong to the goroutine (a
 //     transport's event loop) that runs its connection; only it touches them.
+//     So does the Writer it writes to, scratch included (one worker's at a
+//     time).
 //   - The queue map is split into shards, each with its own mutex; each queue
-//     has its own mutex for its mutable fields. No code holds two of these locks
-//     at once, so there is no lock order to get wrong, and no lock is held
-//     during a signature verification or a socket write.
+//     has its own mutex for its mutable fields. A shard lock, a queue lock and
+//     a Session's outbox lock are never held together. Lock order: a queue lock, then the store's own
+//     locks: the engine calls Store.Append and Store.ReadBody with the queue's
+//     lock held (records of a queue reach the store in order, and a ref is
+//     read before the deletion that frees it can be appended), and a store
+//     never calls back into the engine holding a lock. No lock is held during
+//     a signature verification or a socket write.
+//   - A message's fields are set by the SEND (or replay) that stores it, under
+//     the queue lock, and never change afterwards except stored (see message).
 //   - A SEND whose message must be pushed to a subscriber on another connection
 //     posts an event to that Session's outbox (a mutex-guarded slice) and wakes
 //     its loop with gnet's Conn.Wake; the subscriber's loop then encodes and

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/smprelay/smprelay/codec"
+	"github.com/smprelay/smprelay/store"
 )
 
 // Limits is the part of the configuration that governs queues (SPEC §5, §11).
@@ -35,7 +36,7 @@ type Engine struct {
 	limits  atomic.Pointer[Limits]
 	blockSz int
 	now     func() time.Time
-	store   Store
+	store   store.Store
 	log     *slog.Logger
 	debug   bool // log client data (IDs, commands): only at --log-level debug (SPEC §11)
 
@@ -51,7 +52,7 @@ type Options struct {
 	BlockSize int              // block size of the transport; bounds message bodies
 	Limits    Limits           // zero fields take DefaultLimits
 	Now       func() time.Time // clock; nil means time.Now (tests inject one)
-	Store     Store            // nil means MemoryStore
+	Store     store.Store      // nil means store.MemoryStore
 	Logger    *slog.Logger     // nil discards
 	// LogClientData allows logging of IDs and commands. Production mode (SPEC §8) leaves it false.
 	LogClientData bool
@@ -84,7 +85,7 @@ func New(o Options) (*Engine, error) {
 		e.now = time.Now
 	}
 	if e.store == nil {
-		e.store = MemoryStore{}
+		e.store = store.MemoryStore{}
 	}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
@@ -149,10 +150,11 @@ func (e *Engine) Queues() int { return int(e.stats.queues.Load()) }
 // replay applies one stored record at start; it runs before any session
 // exists. It is idempotent, because a log compacted while commands ran holds a
 // snapshot and then the records appended since it began, some of which the
-// snapshot already shows (see Snapshotter): a queue created twice, a message
-// stored twice, or a change to a queue that is already gone is skipped.
-func (e *Engine) replay(r *Record) error {
-	if r.Kind == RecQueueCreated {
+// snapshot already shows (see store.Snapshotter): a queue created twice, a message
+// stored twice, or a change to a queue that is already gone is skipped. A
+// stored message comes with its body or with the store's ref to it.
+func (e *Engine) replay(r *store.Record) error {
+	if r.Kind == store.QueueCreated {
 		if r.RecipientKey == nil {
 			return errors.New("engine: replay: queue without a recipient key")
 		}
@@ -178,23 +180,27 @@ func (e *Engine) replay(r *Record) error {
 		return nil // deleted before the snapshot this record follows
 	}
 	switch r.Kind {
-	case RecQueueSecured:
+	case store.QueueSecured:
 		q.sk = r.SenderKey
-	case RecQueueSuspended:
+	case store.QueueSuspended:
 		q.suspended, q.suspendedAt = true, r.Time
-	case RecQueueDeleted:
+	case store.QueueDeleted:
 		e.dropMessages(q)
 		e.deleteLocked(q)
 		e.unlink(q)
-	case RecMessageStored:
+	case store.MessageStored:
+		m, err := storedMessage(r)
+		if err != nil {
+			return err
+		}
 		for i := q.msgs.head; i < len(q.msgs.buf); i++ {
 			if q.msgs.buf[i].id == r.MsgID {
 				return nil
 			}
 		}
-		q.msgs.push(message{id: r.MsgID, ts: r.Time, body: r.Body})
-		e.stats.addMessage(len(r.Body))
-	case RecMessageDeleted:
+		q.msgs.push(m)
+		e.stats.addMessage(int(m.size))
+	case store.MessageDeleted:
 		if n, ok := q.msgs.removeID(r.MsgID); ok {
 			e.stats.dropMessage(n)
 		}
@@ -202,6 +208,26 @@ func (e *Engine) replay(r *Record) error {
 		return fmt.Errorf("engine: replay: unknown record kind %d", r.Kind)
 	}
 	return nil
+}
+
+// storedMessage returns the message a MessageStored record describes, with
+// its body in memory (Body) or in the store (Ref).
+func storedMessage(r *store.Record) (message, error) {
+	if r.Size < 0 || r.Size > codec.MaxBlockSize {
+		return message{}, fmt.Errorf("engine: replay: message of %d bytes", r.Size)
+	}
+	m := message{id: r.MsgID, ts: r.Time, size: uint32(r.Size)}
+	switch {
+	case r.Ref != 0 && r.Body != nil:
+		return message{}, errors.New("engine: replay: message with both a body and a ref")
+	case r.Ref != 0:
+		m.ref = r.Ref
+	case len(r.Body) != r.Size:
+		return message{}, fmt.Errorf("engine: replay: message of size %d with a body of %d bytes", r.Size, len(r.Body))
+	default:
+		m.body = r.Body
+	}
+	return m, nil
 }
 
 // unlink removes q's IDs from the map. The caller has marked it deleted.
@@ -249,7 +275,7 @@ func (e *Engine) Expire(now time.Time) {
 			return
 		}
 		if q.suspended && q.suspendedAt <= suspCutoff {
-			if _, err := e.store.Append(Record{Kind: RecQueueDeleted, RID: q.rid}, nil); err == nil {
+			if _, _, err := e.store.Append(store.Record{Kind: store.QueueDeleted, RID: q.rid}, nil); err == nil {
 				sub := q.sub
 				e.dropMessages(q)
 				e.deleteLocked(q)
@@ -264,10 +290,10 @@ func (e *Engine) Expire(now time.Time) {
 		expired := false
 		for q.msgs.len() > 0 && q.msgs.front().ts <= msgCutoff {
 			m := q.msgs.front()
-			if _, err := e.store.Append(Record{Kind: RecMessageDeleted, RID: q.rid, MsgID: m.id}, nil); err != nil {
+			if _, _, err := e.store.Append(store.Record{Kind: store.MessageDeleted, RID: q.rid, MsgID: m.id}, nil); err != nil {
 				break
 			}
-			e.stats.dropMessage(len(m.body))
+			e.stats.dropMessage(int(m.size))
 			e.mx.expired.Add(1)
 			if q.delivered {
 				q.delivered = false
@@ -301,13 +327,14 @@ func (e *Engine) deleteLocked(q *queue) {
 // dropMessages takes q's stored messages out of the statistics. The caller holds q.mu.
 func (e *Engine) dropMessages(q *queue) {
 	for i := q.msgs.head; i < len(q.msgs.buf); i++ {
-		e.stats.dropMessage(len(q.msgs.buf[i].body))
+		e.stats.dropMessage(int(q.msgs.buf[i].size))
 	}
 }
 
-// Snapshot implements Snapshotter.
-func (e *Engine) Snapshot(emit func(r *Record) error) error {
-	var recs []Record
+// Snapshot implements store.Snapshotter. A message's record has its body or,
+// when the store keeps it, its ref: the store reads no body back from here.
+func (e *Engine) Snapshot(emit func(r *store.Record) error) error {
+	var recs []store.Record
 	var err error
 	e.queues.each(func(q *queue) {
 		if err != nil {
@@ -316,16 +343,17 @@ func (e *Engine) Snapshot(emit func(r *Record) error) error {
 		recs = recs[:0]
 		q.mu.Lock()
 		if !q.deleted {
-			recs = append(recs, Record{Kind: RecQueueCreated, RID: q.rid, SID: q.sid, RecipientKey: q.rk})
+			recs = append(recs, store.Record{Kind: store.QueueCreated, RID: q.rid, SID: q.sid, RecipientKey: q.rk})
 			if q.sk != nil {
-				recs = append(recs, Record{Kind: RecQueueSecured, RID: q.rid, SenderKey: q.sk})
+				recs = append(recs, store.Record{Kind: store.QueueSecured, RID: q.rid, SenderKey: q.sk})
 			}
 			if q.suspended {
-				recs = append(recs, Record{Kind: RecQueueSuspended, RID: q.rid, Time: q.suspendedAt})
+				recs = append(recs, store.Record{Kind: store.QueueSuspended, RID: q.rid, Time: q.suspendedAt})
 			}
 			for i := q.msgs.head; i < len(q.msgs.buf); i++ {
 				m := &q.msgs.buf[i]
-				recs = append(recs, Record{Kind: RecMessageStored, RID: q.rid, MsgID: m.id, Time: m.ts, Body: m.body})
+				recs = append(recs, store.Record{Kind: store.MessageStored, RID: q.rid, MsgID: m.id, Time: m.ts,
+					Size: int(m.size), Body: m.body, Ref: m.ref})
 			}
 		}
 		q.mu.Unlock()
@@ -344,7 +372,7 @@ const (
 	liveMessageBytes = codec.MsgIDSize + 8 + codec.QueueIDSize + 16
 )
 
-// LiveBytes implements Snapshotter.
+// LiveBytes implements store.Snapshotter.
 func (e *Engine) LiveBytes() int64 {
 	return e.stats.queues.Load()*liveQueueBytes + e.stats.messages.Load()*liveMessageBytes + e.stats.bodyBytes.Load()
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/smprelay/smprelay/codec"
+	"github.com/smprelay/smprelay/store"
 )
 
 // TestErrorRows drives every row of SPEC §6 through a Session and checks the
@@ -116,9 +117,11 @@ func TestBoundaryLostDiscardsRest(t *testing.T) {
 }
 
 // failingStore fails every Append, as a log on a full disk would.
-type failingStore struct{ MemoryStore }
+type failingStore struct{ store.MemoryStore }
 
-func (failingStore) Append(Record, Notifier) (uint64, error) { return 0, errors.New("disk full") }
+func (failingStore) Append(store.Record, store.Notifier) (uint64, store.BodyRef, error) {
+	return 0, 0, errors.New("disk full")
+}
 
 func TestInternalError(t *testing.T) {
 	e, err := New(Options{BlockSize: testBlock, Store: failingStore{}})

@@ -4,24 +4,32 @@ import (
 	"sync"
 
 	"github.com/smprelay/smprelay/codec"
+	"github.com/smprelay/smprelay/store"
 )
 
 // queueID is a RID or SID.
 type queueID = [codec.QueueIDSize]byte
 
-// message is one stored message. All its fields but stored are immutable once
-// stored, so a reader that took the message under the queue lock may keep
-// reading its body after unlocking: an ACK or DEL drops the reference, never
-// the bytes.
+// message is one stored message, in at most 64 bytes (60 of fields, padded):
+// issue 14 allows that much RAM per stored message besides a body the engine
+// holds (TestMessageSize checks it). Its body is either
+// in body or, when the store keeps it, behind ref; size is its length in both
+// cases. All its fields but stored are immutable once stored, so a reader
+// that copied the message under the queue lock may keep reading body after
+// unlocking: an ACK or DEL drops the reference, never the bytes. A ref, though,
+// is read (store.ReadBody) under the queue lock only: the store may reuse it
+// once the message's MessageDeleted or QueueDeleted record is appended, which
+// happens under that lock.
 type message struct {
 	id   [codec.MsgIDSize]byte // random, unique within the queue
 	ts   int64                 // server receive time, Unix seconds
-	body []byte                // opaque to the server
+	body []byte                // opaque to the server; nil when ref is set
+	ref  store.BodyRef         // where the store keeps the body; 0 when body holds it
 	// stored is the monotonic store time (engineStats.mono) for the delivery
 	// latency, 0 once the message was first written as MSG or when it was
-	// replayed from the log; changed under the queue lock. It costs 8 bytes
-	// per stored message (48 bytes in all, from 40).
+	// replayed from the log; changed under the queue lock.
 	stored int64
+	size   uint32 // the body's length, in body or in the store; bodies are below codec.MaxBlockSize
 }
 
 // queue is one simplex queue. rid, sid and rk never change after creation and
@@ -52,6 +60,9 @@ func (f *fifo) len() int { return len(f.buf) - f.head }
 
 func (f *fifo) front() *message { return &f.buf[f.head] }
 
+// at returns the i-th message from the head (0 is the front).
+func (f *fifo) at(i int) *message { return &f.buf[f.head+i] }
+
 func (f *fifo) push(m message) {
 	if f.head > 0 && len(f.buf) == cap(f.buf) {
 		// Reuse the popped prefix before growing.
@@ -73,12 +84,12 @@ func (f *fifo) pop() {
 }
 
 // removeID removes the message with id wherever it is, keeping the order of
-// the rest, and returns its body length. Only replay needs it: live ACKs and
+// the rest, and returns its body's size. Only replay needs it: live ACKs and
 // expiry always pop the head.
 func (f *fifo) removeID(id [codec.MsgIDSize]byte) (int, bool) {
 	for i := f.head; i < len(f.buf); i++ {
 		if f.buf[i].id == id {
-			n := len(f.buf[i].body)
+			n := int(f.buf[i].size)
 			copy(f.buf[i:], f.buf[i+1:])
 			f.buf[len(f.buf)-1] = message{}
 			f.buf = f.buf[:len(f.buf)-1]

@@ -3,12 +3,14 @@ package engine
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"fmt"
 	"math"
 	"sync"
 	"time"
 
 	"github.com/smprelay/smprelay/codec"
 	"github.com/smprelay/smprelay/internal/bucket"
+	"github.com/smprelay/smprelay/store"
 )
 
 // eventKind is what another connection (or the expiry sweep) asks a session's
@@ -362,7 +364,7 @@ func (s *Session) run(t *codec.Transmission, a *auth, w *Writer) {
 	s.countCommand(t)
 	if (s.lsn != 0 && s.lsn > s.e.store.Durable()) || len(s.heldAt) > 0 {
 		if w.flushes != flushes {
-			start = 0 // room() sealed the block before the reply: it alone is in this one
+			start = 0 // reserve sealed the block before the reply: it alone is in this one
 		}
 		s.held = append(s.held, w.buf[start:]...)
 		s.heldAt = append(s.heldAt, heldReply{end: len(s.held), lsn: s.lsn})
@@ -370,15 +372,19 @@ func (s *Session) run(t *codec.Transmission, a *auth, w *Writer) {
 	}
 }
 
-// logged notes the LSN the current reply must wait for and passes err on.
-func (s *Session) logged(lsn uint64, err error) error {
-	if err == nil && lsn > s.lsn {
-		s.lsn = lsn
+// logged appends r to the store for the command being run, notes the LSN
+// its reply must wait for, and returns the ref the store gave a message body
+// (0 when the engine keeps it).
+func (s *Session) logged(r store.Record) (store.BodyRef, error) {
+	lsn, ref, err := s.e.store.Append(r, s)
+	if err != nil {
+		return 0, err
 	}
-	return err
+	s.lsn = max(s.lsn, lsn)
+	return ref, nil
 }
 
-// NotifyDurable implements Notifier: the log made some of this session's
+// NotifyDurable implements store.Notifier: the log made some of this session's
 // records durable, so its loop should release the replies that waited.
 // Safe from any goroutine.
 func (s *Session) NotifyDurable() {
@@ -403,9 +409,7 @@ func (s *Session) release(w *Writer) {
 		if h.lsn > durable {
 			break
 		}
-		reply := s.held[from:h.end]
-		w.room(len(reply))
-		w.buf = append(w.buf, reply...)
+		w.writeRaw(s.held[from:h.end])
 		from = h.end
 		n++
 	}
@@ -442,8 +446,7 @@ func (s *Session) Drain(w *Writer) {
 			ev.q.mu.Unlock()
 			if !stale {
 				delete(s.subs, ev.q)
-				w.room(codec.MaxResponse(codec.QueueIDSize))
-				w.buf = codec.AppendEND(w.buf, ev.q.rid[:])
+				w.writeEND(ev.q.rid[:])
 			}
 		case evDrop:
 			ev.q.mu.Lock()
@@ -469,10 +472,35 @@ func (s *Session) push(q *queue, seq uint64, w *Writer) {
 		return
 	}
 	m := *q.msgs.front()
+	body, err := s.bodyOf(q, &m, w)
+	if err != nil {
+		// The message stays at the head, undelivered: the next SEND pushes
+		// it again and a SUB answers with it. Nothing is logged on a path
+		// that every SEND can take.
+		q.delivered = false
+		q.mu.Unlock()
+		return
+	}
 	s.observeDelivery(q.msgs.front())
 	q.mu.Unlock()
-	w.room(codec.MSGSize(nil, q.rid[:], len(m.body)))
-	w.buf = codec.AppendMSG(w.buf, nil, q.rid[:], m.id[:], m.ts, m.body)
+	w.writeMSG(nil, q.rid[:], m.id[:], m.ts, body)
+}
+
+// bodyOf returns m's body: m.body, or the body the store keeps read into w's
+// scratch (valid until the next bodyOf on w). The caller holds q.mu, as the
+// store may reuse a ref once the message is deleted under that lock.
+func (s *Session) bodyOf(q *queue, m *message, w *Writer) ([]byte, error) {
+	if m.ref == 0 {
+		return m.body, nil
+	}
+	b, err := s.e.store.ReadBody(q.rid, m.id, m.ref, w.scratch())
+	if err != nil {
+		return nil, fmt.Errorf("engine: reading a stored body: %w", err)
+	}
+	if len(b) != int(m.size) {
+		return nil, fmt.Errorf("engine: the store read a body of %d bytes, want %d", len(b), m.size)
+	}
+	return b, nil
 }
 
 // Close ends the session: its subscriptions end and later posts are dropped.
@@ -515,8 +543,7 @@ func (s *Session) handle(t *codec.Transmission, a *auth, w *Writer) {
 	}
 	switch t.Cmd {
 	case codec.CmdPING:
-		w.room(codec.MaxResponse(0))
-		w.buf = codec.AppendPONG(w.buf, t.CorrID)
+		w.writePONG(t.CorrID)
 	case codec.CmdNEW:
 		s.cmdNew(t, a, w)
 	case codec.CmdSEND:
@@ -548,13 +575,11 @@ func (s *Session) handle(t *codec.Transmission, a *auth, w *Writer) {
 // fail writes ERR e, echoing the corrId and queueId that were valid.
 func (s *Session) fail(t *codec.Transmission, e codec.Error, w *Writer) {
 	s.res = e
-	w.room(codec.MaxResponse(len(t.QueueID)))
-	w.buf = codec.AppendERR(w.buf, t.CorrID, t.QueueID, e)
+	w.writeERR(t.CorrID, t.QueueID, e)
 }
 
 func (s *Session) ok(t *codec.Transmission, w *Writer) {
-	w.room(codec.MaxResponse(len(t.QueueID)))
-	w.buf = codec.AppendOK(w.buf, t.CorrID, t.QueueID)
+	w.writeOK(t.CorrID, t.QueueID)
 }
 
 // cmdNew creates a queue and subscribes this session to it (SPEC §5 NEW).
@@ -576,7 +601,7 @@ func (s *Session) cmdNew(t *codec.Transmission, a *auth, w *Writer) {
 		return
 	}
 	q.mu.Lock()
-	err = s.logged(s.e.store.Append(Record{Kind: RecQueueCreated, RID: q.rid, SID: q.sid, RecipientKey: q.rk}, s))
+	_, err = s.logged(store.Record{Kind: store.QueueCreated, RID: q.rid, SID: q.sid, RecipientKey: q.rk})
 	if err != nil {
 		s.e.deleteLocked(q)
 		q.mu.Unlock()
@@ -588,8 +613,7 @@ func (s *Session) cmdNew(t *codec.Transmission, a *auth, w *Writer) {
 	q.sub = s
 	q.mu.Unlock()
 	s.subscribe(q)
-	w.room(codec.MaxResponse(0))
-	w.buf = codec.AppendIDS(w.buf, t.CorrID, q.rid[:], q.sid[:])
+	w.writeIDS(t.CorrID, q.rid[:], q.sid[:])
 }
 
 // lockLive locks q and reports whether it is still live; a queue deleted
@@ -606,36 +630,45 @@ func (s *Session) lockLive(t *codec.Transmission, q *queue, w *Writer) bool {
 
 // cmdSub makes this session the queue's only subscriber and answers with the
 // oldest message (again, with the same msgId, if it was delivered before) or OK.
+// When the store cannot read that message's body, SUB answers ERR INTERNAL
+// and changes nothing.
 func (s *Session) cmdSub(t *codec.Transmission, q *queue, w *Writer) {
 	if !s.lockLive(t, q, w) {
 		return
 	}
-	old := q.sub
-	q.sub = s
-	q.seq++
-	q.delivered = q.msgs.len() > 0
 	var m *message
-	if q.delivered {
-		head := *q.msgs.front()
+	var head message
+	var body []byte
+	if q.msgs.len() > 0 {
+		head = *q.msgs.front()
+		var err error
+		if body, err = s.bodyOf(q, &head, w); err != nil {
+			q.mu.Unlock()
+			s.internal(t, err, w)
+			return
+		}
 		m = &head
 		s.observeDelivery(q.msgs.front())
 	}
+	old := q.sub
+	q.sub = s
+	q.seq++
+	q.delivered = m != nil
 	q.mu.Unlock()
 	s.subscribe(q)
 	if old != nil && old != s {
 		old.post(event{kind: evEnd, q: q})
 	}
-	s.answerWith(t, q, m, w)
+	s.answerWith(t, q, m, body, w)
 }
 
-// answerWith answers t with m as a MSG, or with OK when m is nil.
-func (s *Session) answerWith(t *codec.Transmission, q *queue, m *message, w *Writer) {
+// answerWith answers t with m and its body as a MSG, or with OK when m is nil.
+func (s *Session) answerWith(t *codec.Transmission, q *queue, m *message, body []byte, w *Writer) {
 	if m == nil {
 		s.ok(t, w)
 		return
 	}
-	w.room(codec.MSGSize(t.CorrID, q.rid[:], len(m.body)))
-	w.buf = codec.AppendMSG(w.buf, t.CorrID, q.rid[:], m.id[:], m.ts, m.body)
+	w.writeMSG(t.CorrID, q.rid[:], m.id[:], m.ts, body)
 }
 
 // cmdKey secures the queue with the sender's key, once.
@@ -646,7 +679,7 @@ func (s *Session) cmdKey(t *codec.Transmission, q *queue, w *Writer) {
 		s.fail(t, codec.ErrAuth, w)
 		return
 	}
-	if err := s.logged(s.e.store.Append(Record{Kind: RecQueueSecured, RID: q.rid, SenderKey: t.Key}, s)); err != nil {
+	if _, err := s.logged(store.Record{Kind: store.QueueSecured, RID: q.rid, SenderKey: t.Key}); err != nil {
 		q.mu.Unlock()
 		s.internal(t, err, w)
 		return
@@ -657,6 +690,8 @@ func (s *Session) cmdKey(t *codec.Transmission, q *queue, w *Writer) {
 }
 
 // cmdAck deletes the delivered message and answers with the next one or OK.
+// The next message's body is read first, so that when the store cannot read
+// it ACK answers ERR INTERNAL and changes nothing, as when the log fails.
 func (s *Session) cmdAck(t *codec.Transmission, q *queue, w *Writer) {
 	if !s.lockLive(t, q, w) {
 		return
@@ -666,23 +701,33 @@ func (s *Session) cmdAck(t *codec.Transmission, q *queue, w *Writer) {
 		s.fail(t, codec.ErrProhibited, w)
 		return
 	}
-	if err := s.logged(s.e.store.Append(Record{Kind: RecMessageDeleted, RID: q.rid, MsgID: q.msgs.front().id}, s)); err != nil {
+	var m *message
+	var next message
+	var body []byte
+	if q.msgs.len() > 1 {
+		next = *q.msgs.at(1)
+		var err error
+		if body, err = s.bodyOf(q, &next, w); err != nil {
+			q.mu.Unlock()
+			s.internal(t, err, w)
+			return
+		}
+		m = &next
+	}
+	if _, err := s.logged(store.Record{Kind: store.MessageDeleted, RID: q.rid, MsgID: q.msgs.front().id}); err != nil {
 		q.mu.Unlock()
 		s.internal(t, err, w)
 		return
 	}
-	s.e.stats.dropMessage(len(q.msgs.front().body))
+	s.e.stats.dropMessage(int(q.msgs.front().size))
 	q.msgs.pop()
 	q.seq++
-	q.delivered = q.msgs.len() > 0
-	var m *message
-	if q.delivered {
-		head := *q.msgs.front()
-		m = &head
+	q.delivered = m != nil
+	if m != nil {
 		s.observeDelivery(q.msgs.front())
 	}
 	q.mu.Unlock()
-	s.answerWith(t, q, m, w)
+	s.answerWith(t, q, m, body, w)
 }
 
 // cmdOff suspends the queue; OFF again is OK.
@@ -692,7 +737,7 @@ func (s *Session) cmdOff(t *codec.Transmission, q *queue, w *Writer) {
 	}
 	if !q.suspended {
 		now := s.e.now().Unix()
-		if err := s.logged(s.e.store.Append(Record{Kind: RecQueueSuspended, RID: q.rid, Time: now}, s)); err != nil {
+		if _, err := s.logged(store.Record{Kind: store.QueueSuspended, RID: q.rid, Time: now}); err != nil {
 			q.mu.Unlock()
 			s.internal(t, err, w)
 			return
@@ -708,7 +753,7 @@ func (s *Session) cmdDel(t *codec.Transmission, q *queue, w *Writer) {
 	if !s.lockLive(t, q, w) {
 		return
 	}
-	if err := s.logged(s.e.store.Append(Record{Kind: RecQueueDeleted, RID: q.rid}, s)); err != nil {
+	if _, err := s.logged(store.Record{Kind: store.QueueDeleted, RID: q.rid}); err != nil {
 		q.mu.Unlock()
 		s.internal(t, err, w)
 		return
@@ -756,13 +801,20 @@ func (s *Session) cmdSend(t *codec.Transmission, a *auth, w *Writer) {
 		return
 	}
 	m.body = append(make([]byte, 0, len(t.Body)), t.Body...) // the one allocation a SEND must make
-	if err := s.logged(s.e.store.Append(Record{Kind: RecMessageStored, RID: q.rid, MsgID: m.id, Time: m.ts, Body: m.body}, s)); err != nil {
+	m.size = uint32(len(m.body))
+	ref, err := s.logged(store.Record{Kind: store.MessageStored, RID: q.rid, MsgID: m.id, Time: m.ts, Size: len(m.body), Body: m.body})
+	if err != nil {
 		q.mu.Unlock()
 		s.internal(t, err, w)
 		return
 	}
+	if ref != 0 {
+		// The store keeps the body (it may keep this very copy, which the
+		// record lent it, so no second one is made); the message keeps the ref.
+		m.body, m.ref = nil, ref
+	}
 	q.msgs.push(m)
-	s.e.stats.addMessage(len(m.body))
+	s.e.stats.addMessage(int(m.size))
 	var sub *Session
 	var seq uint64
 	if q.sub != nil && !q.delivered {

@@ -8,33 +8,34 @@ import (
 	"testing"
 
 	"github.com/smprelay/smprelay/codec"
+	"github.com/smprelay/smprelay/store"
 )
 
 // recordingStore logs records in memory with LSNs that become durable only
 // when the test says so, like a log whose fsync has not returned yet.
 type recordingStore struct {
-	MemoryStore
+	store.MemoryStore
 	mu       sync.Mutex
-	recs     []Record
-	waiters  []Notifier
+	recs     []store.Record
+	waiters  []store.Notifier
 	durable  atomic.Uint64
-	replay   []Record // what Load replays
-	attached Snapshotter
+	replay   []store.Record // what Load replays
+	attached store.Snapshotter
 	auto     bool // every record is durable at once
 }
 
-func (s *recordingStore) Append(r Record, n Notifier) (uint64, error) {
+func (s *recordingStore) Append(r store.Record, n store.Notifier) (uint64, store.BodyRef, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.recs = append(s.recs, r)
 	if s.auto {
 		s.durable.Store(uint64(len(s.recs)))
-		return uint64(len(s.recs)), nil
+		return uint64(len(s.recs)), 0, nil
 	}
 	if n != nil {
 		s.waiters = append(s.waiters, n)
 	}
-	return uint64(len(s.recs)), nil
+	return uint64(len(s.recs)), 0, nil
 }
 
 func (s *recordingStore) Durable() uint64 { return s.durable.Load() }
@@ -51,7 +52,7 @@ func (s *recordingStore) sync() {
 	}
 }
 
-func (s *recordingStore) Load(apply func(*Record) error) error {
+func (s *recordingStore) Load(apply func(*store.Record) error) error {
 	for i := range s.replay {
 		if err := apply(&s.replay[i]); err != nil {
 			return err
@@ -60,7 +61,7 @@ func (s *recordingStore) Load(apply func(*Record) error) error {
 	return nil
 }
 
-func (s *recordingStore) Attach(sn Snapshotter) error { s.attached = sn; return nil }
+func (s *recordingStore) Attach(sn store.Snapshotter) error { s.attached = sn; return nil }
 
 // TestRepliesWaitForDurability: with a log that has not synced, replies to
 // changes wait, replies behind them wait too (order), and both leave once the
@@ -116,13 +117,13 @@ func TestSnapshotReplayIdempotent(t *testing.T) {
 	wantCmd(t, q.rc.one(tx(t, q.rk, "off", q.rid, codec.CmdOFF, nil, nil)), codec.CmdOK)
 	gone.rc.do(tx(t, gone.rk, "d", gone.rid, codec.CmdDEL, nil, nil))
 
-	var snap []Record
-	if err := e.Snapshot(func(r *Record) error { snap = append(snap, *r); return nil }); err != nil {
+	var snap []store.Record
+	if err := e.Snapshot(func(r *store.Record) error { snap = append(snap, *r); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	// Snapshot first, then every record ever appended (a superset of what
 	// followed the snapshot's start), so each change shows twice.
-	replay := append(append([]Record(nil), snap...), st.recs...)
+	replay := append(append([]store.Record(nil), snap...), st.recs...)
 	st2 := &recordingStore{replay: replay, auto: true}
 	e2, err := New(Options{BlockSize: testBlock, Store: st2})
 	if err != nil {

@@ -22,7 +22,12 @@ type Writer struct {
 	bs    int    // block size
 	err   error  // first error from Seal or Send; later writes are dropped
 
-	flushes int // blocks sealed so far; tells a caller that room() started a new block
+	flushes int // blocks sealed so far; tells a caller that reserve started a new block
+
+	// body is the scratch a body the store keeps is read into (scratch),
+	// made on first use with a block's capacity, so that no valid body grows
+	// it and the Writer never keeps a slice the store returned.
+	body []byte
 }
 
 // batchBlocks is how many sealed blocks a Writer gathers before one write.
@@ -40,13 +45,58 @@ func (w *Writer) reset() {
 	w.buf = w.out[w.start : w.start : w.start+w.bs-codec.TagSize]
 }
 
-// room makes sure the block being filled has n more bytes, flushing it first
-// when it has not. n never exceeds a block's plaintext (maxBody leaves 1024
-// bytes for the header).
-func (w *Writer) room(n int) {
+// reserve returns the block being filled with room for n more bytes,
+// flushing it first when it has not: the one place where a transmission's
+// bound is checked. The caller appends at most n bytes to the result and
+// stores it back in w.buf (the write* methods below do both). n never
+// exceeds a block's plaintext (maxBody leaves 1024 bytes for the header).
+func (w *Writer) reserve(n int) []byte {
 	if cap(w.buf)-len(w.buf) < n {
 		w.flushBlock()
 	}
+	return w.buf
+}
+
+// scratch returns the Writer's empty body scratch, for store.ReadBody to
+// append to; the body read stays valid until the next call.
+func (w *Writer) scratch() []byte {
+	if w.body == nil {
+		w.body = make([]byte, 0, w.bs)
+	}
+	return w.body[:0]
+}
+
+// The write* methods append one server transmission each, within the bound
+// reserve checked; codec.MaxResponse bounds every one but MSG.
+
+func (w *Writer) writeOK(corrID, queueID []byte) {
+	w.buf = codec.AppendOK(w.reserve(codec.MaxResponse(len(queueID))), corrID, queueID)
+}
+
+func (w *Writer) writeERR(corrID, queueID []byte, e codec.Error) {
+	w.buf = codec.AppendERR(w.reserve(codec.MaxResponse(len(queueID))), corrID, queueID, e)
+}
+
+func (w *Writer) writePONG(corrID []byte) {
+	w.buf = codec.AppendPONG(w.reserve(codec.MaxResponse(0)), corrID)
+}
+
+func (w *Writer) writeIDS(corrID, rid, sid []byte) {
+	w.buf = codec.AppendIDS(w.reserve(codec.MaxResponse(0)), corrID, rid, sid)
+}
+
+func (w *Writer) writeEND(rid []byte) {
+	w.buf = codec.AppendEND(w.reserve(codec.MaxResponse(len(rid))), rid)
+}
+
+func (w *Writer) writeMSG(corrID, rid, msgID []byte, ts int64, body []byte) {
+	w.buf = codec.AppendMSG(w.reserve(codec.MSGSize(corrID, rid, len(body))), corrID, rid, msgID, ts, body)
+}
+
+// writeRaw appends a transmission already encoded: a reply that waited for
+// the log, or the welcome line.
+func (w *Writer) writeRaw(b []byte) {
+	w.buf = append(w.reserve(len(b)), b...)
 }
 
 // flushBlock pads and seals the block being filled, if it holds anything.
@@ -89,6 +139,6 @@ func (w *Writer) Finish() error {
 // and padding only (SPEC §3.3).
 func (w *Writer) Welcome() {
 	w.flushBlock()
-	w.buf = append(w.buf, codec.Welcome...)
+	w.writeRaw(codec.Welcome)
 	w.flushBlock()
 }

@@ -67,8 +67,8 @@ type BodyRef uint64
 // Record is one state change. Every field is immutable once the record is
 // handed over, so a Store may keep references to Body and the keys.
 type Record struct {
-	Kind         Kind
-	RID          QueueID
+	Kind         Kind             // which change; says which fields below are set
+	RID          QueueID          // the queue changed, by its recipient ID
 	SID          QueueID          // QueueCreated
 	RecipientKey *codec.VerifyKey // QueueCreated; VerifyKey.SPKI gives its bytes
 	SenderKey    *codec.VerifyKey // QueueSecured
@@ -151,7 +151,7 @@ type Compactor interface {
 }
 
 // Stats are a persistent store's counters for metrics. Every field is
-// cumulative since Open except the three marked "now".
+// cumulative since Open except those marked "now".
 type Stats struct {
 	Records     uint64 // records written
 	Groups      uint64 // write groups (one write and, in fsync mode always, one fsync each)
@@ -162,6 +162,7 @@ type Stats struct {
 	Compactions uint64 // compactions completed, start-up included
 	Durable     uint64 // now: highest durable LSN
 	BodyBytes   int64  // now: bytes of bodies the store keeps itself (0 when the engine holds them)
+	Failed      bool   // now: a write or fsync failed, and the store refuses every change until a restart
 }
 
 // StatsReporter is a Store with counters for the metrics endpoint.

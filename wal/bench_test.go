@@ -15,6 +15,7 @@ import (
 
 	"github.com/smprelay/smprelay/codec"
 	"github.com/smprelay/smprelay/engine"
+	"github.com/smprelay/smprelay/store"
 )
 
 // batchKind is a mix of records to measure compression on.
@@ -45,18 +46,19 @@ func realBatch(tb testing.TB, k batchKind, records int) []byte {
 	var raw []byte
 	rids := [][16]byte{randID()}
 	for i := 0; len(raw) < targetFrameRaw && i < records; i++ {
-		var r engine.Record
+		var r store.Record
 		switch {
 		case i%16 == 0:
-			r = engine.Record{Kind: engine.RecQueueCreated, RID: randID(), SID: randID(), RecipientKey: edKey(tb, i)}
+			r = store.Record{Kind: store.QueueCreated, RID: randID(), SID: randID(), RecipientKey: edKey(tb, i)}
 			rids = append(rids, r.RID)
 		case i%16 == 1:
-			r = engine.Record{Kind: engine.RecQueueSecured, RID: rids[len(rids)-1], SenderKey: edKey(tb, i+1)}
+			r = store.Record{Kind: store.QueueSecured, RID: rids[len(rids)-1], SenderKey: edKey(tb, i+1)}
 		case i%2 == 0:
-			r = engine.Record{Kind: engine.RecMessageStored, RID: rids[i%len(rids)], MsgID: randMsgID(),
+			r = store.Record{Kind: store.MessageStored, RID: rids[i%len(rids)], MsgID: randMsgID(),
 				Time: time.Now().Unix(), Body: k.body()}
+			r.Size = len(r.Body)
 		default:
-			r = engine.Record{Kind: engine.RecMessageDeleted, RID: rids[i%len(rids)], MsgID: randMsgID()}
+			r = store.Record{Kind: store.MessageDeleted, RID: rids[i%len(rids)], MsgID: randMsgID()}
 		}
 		raw = appendRecord(raw, &r)
 	}
@@ -128,7 +130,7 @@ func BenchmarkAppend(b *testing.B) {
 			b.Run(fmt.Sprintf("%s/appenders=%d", mode, par*runtime.GOMAXPROCS(0)), func(b *testing.B) {
 				l, m := openLog(b, b.TempDir(), Options{Sync: mode, Logger: discard}, true)
 				rid := randID()
-				m.record(b, l, engine.Record{Kind: engine.RecQueueCreated, RID: rid, SID: randID(), RecipientKey: edKey(b, 0)}, nil)
+				m.record(b, l, store.Record{Kind: store.QueueCreated, RID: rid, SID: randID(), RecipientKey: edKey(b, 0)}, nil)
 				if err := l.call(&request{kind: reqSync}); err != nil {
 					b.Fatal(err)
 				}
@@ -142,7 +144,8 @@ func BenchmarkAppend(b *testing.B) {
 					n := newChanNotifier()
 					for pb.Next() {
 						i := next.Add(1) // every record its own body, whoever appends it
-						lsn, err := l.Append(engine.Record{Kind: engine.RecMessageStored, RID: rid, MsgID: randMsgID(), Body: bodies[i%int64(len(bodies))]}, n)
+						body := bodies[i%int64(len(bodies))]
+						lsn, _, err := l.Append(store.Record{Kind: store.MessageStored, RID: rid, MsgID: randMsgID(), Size: len(body), Body: body}, n)
 						if err != nil {
 							failed.Store(true)
 							return
@@ -210,7 +213,7 @@ func TestRestartMillion(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Not attached to anything: no compaction while it is built.
-	if err := l.Load(func(*engine.Record) error { return nil }); err != nil {
+	if err := l.Load(func(*store.Record) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
 	keys := make([]*codec.VerifyKey, 64)
@@ -228,10 +231,11 @@ func TestRestartMillion(t *testing.T) {
 	start := time.Now()
 	for i := range n {
 		rid := randID()
-		if _, err := l.Append(engine.Record{Kind: engine.RecQueueCreated, RID: rid, SID: randID(), RecipientKey: keys[i%len(keys)]}, nil); err != nil {
+		if _, _, err := l.Append(store.Record{Kind: store.QueueCreated, RID: rid, SID: randID(), RecipientKey: keys[i%len(keys)]}, nil); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := l.Append(engine.Record{Kind: engine.RecMessageStored, RID: rid, MsgID: randMsgID(), Time: int64(i), Body: bodies[i%len(bodies)]}, nil); err != nil {
+		body := bodies[i%len(bodies)]
+		if _, _, err := l.Append(store.Record{Kind: store.MessageStored, RID: rid, MsgID: randMsgID(), Time: int64(i), Size: len(body), Body: body}, nil); err != nil {
 			t.Fatal(err)
 		}
 		if i%4096 == 0 { // keep the pending slice from growing without bound

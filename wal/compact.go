@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/smprelay/smprelay/engine"
+	"github.com/smprelay/smprelay/store"
 )
 
 // errStopped ends a compaction that Close interrupted.
@@ -18,10 +18,10 @@ var errStopped = errors.New("wal: compaction stopped by Close")
 // background compaction before it tries again.
 const compactRetry = time.Minute
 
-// Attach implements engine.Store: it compacts the log at once (start-up
+// Attach implements store.Store: it compacts the log at once (start-up
 // compaction: the replayed state becomes the new base snapshot and the old
 // files go) and keeps s for the background compactions that follow.
-func (l *Log) Attach(s engine.Snapshotter) error {
+func (l *Log) Attach(s store.Snapshotter) error {
 	l.mu.Lock()
 	state := l.state
 	l.mu.Unlock()
@@ -178,7 +178,7 @@ func (l *Log) writeSnapshot(tmp string, n, base uint64) (int, int64, error) {
 	enc := encoder{comp: l.opts.Compression.frameComp()}
 	var werr error
 	count := 0
-	err = l.snap.Snapshot(func(r *engine.Record) error {
+	err = l.snap.Snapshot(func(r *store.Record) error {
 		select {
 		case <-l.compactStop:
 			return errStopped

@@ -1,8 +1,10 @@
 // Package wal is the relay's write-ahead log: an append-only, segmented log of
-// the state changes the engine reports (engine.Record), with group commit,
+// the state changes the engine reports (store.Record), with group commit,
 // crash recovery that cuts off a torn tail, and compaction that rewrites the
 // live state so that deleted data leaves the disk (SPEC §8). A *Log
-// implements engine.Store.
+// implements store.Store, store.Compactor and store.StatsReporter. It keeps
+// every message body in the log, in its record: Append never returns a body
+// ref, so the engine never calls ReadBody.
 //
 // # Files
 //
@@ -70,14 +72,19 @@
 // # Records
 //
 // A record is a uvarint length (of everything after it), a kind byte, and the
-// kind's fields. Kinds are engine.RecordKind values:
+// kind's fields. The kind bytes are the log's own (the rec* constants of
+// record.go), mapped to and from store.Kind when records are encoded and
+// decoded, so that the engine's naming can change without the format:
 //
-//	1 queue created    RID[16] SID[16] recipientKey (rest: SPKI DER)
-//	2 queue secured    RID[16] senderKey (rest: SPKI DER)
-//	3 queue suspended  RID[16] time (i64, Unix seconds)
-//	4 queue deleted    RID[16]
-//	5 message stored   RID[16] msgID[8] time (i64, Unix seconds) body (rest)
-//	6 message deleted  RID[16] msgID[8]
+//	1 recQueueCreated    RID[16] SID[16] recipientKey (rest: SPKI DER)
+//	2 recQueueSecured    RID[16] senderKey (rest: SPKI DER)
+//	3 recQueueSuspended  RID[16] time (i64, Unix seconds)
+//	4 recQueueDeleted    RID[16]
+//	5 recMessageStored   RID[16] msgID[8] time (i64, Unix seconds) body (rest)
+//	6 recMessageDeleted  RID[16] msgID[8]
+//
+// A message's size is its body's length; Append refuses a MessageStored
+// record whose Size disagrees, or that has a Ref instead of a body.
 //
 // # Recovery
 //
@@ -121,7 +128,7 @@
 //
 //  1. the writer rotates: every record up to LSN X is in segments < N, every
 //     later record goes to segment N and after;
-//  2. the live state is written to N.snap.tmp through engine.Snapshotter
+//  2. the live state is written to N.snap.tmp through store.Snapshotter
 //     (it may already show changes after X: the engine's replay is
 //     idempotent), and fsynced;
 //  3. the writer fsyncs what was appended meanwhile, so every change the
@@ -143,6 +150,7 @@
 // goroutine runs Snapshotter.Snapshot (which takes queue locks) holding no
 // lock of the Log, and talks to the writer through requests. Load runs before
 // the writer exists; Close stops compaction, then the writer. The writer
-// alone observes the fsync and group histograms behind Metrics; Stats and
-// Metrics read atomics and may be called from any goroutine.
+// alone observes the fsync and group histograms behind Metrics and
+// Histograms; Stats, StoreStats, Histograms and Metrics read atomics (and the
+// failure under mu) and may be called from any goroutine.
 package wal

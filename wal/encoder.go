@@ -7,7 +7,7 @@ import (
 	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
 
-	"github.com/smprelay/smprelay/engine"
+	"github.com/smprelay/smprelay/store"
 )
 
 // File format constants (see doc.go). Part of the file format: never change
@@ -124,7 +124,7 @@ type encoder struct {
 }
 
 // add appends r to the batch being filled, closing the frame once it is big enough.
-func (e *encoder) add(r *engine.Record) {
+func (e *encoder) add(r *store.Record) {
 	e.raw = appendRecord(e.raw, r)
 	e.records++
 	if len(e.raw) >= targetFrameRaw {

@@ -17,6 +17,7 @@ import (
 	"github.com/smprelay/smprelay/codec"
 	"github.com/smprelay/smprelay/engine"
 	"github.com/smprelay/smprelay/internal/smptest"
+	"github.com/smprelay/smprelay/store"
 	"github.com/smprelay/smprelay/wal"
 )
 
@@ -148,16 +149,16 @@ func start(t *testing.T, dir string, mode wal.SyncMode, clk *clock) (*engine.Eng
 func state(t *testing.T, e *engine.Engine) string {
 	t.Helper()
 	per := map[[16]byte][]string{}
-	err := e.Snapshot(func(r *engine.Record) error {
+	err := e.Snapshot(func(r *store.Record) error {
 		var s string
 		switch r.Kind {
-		case engine.RecQueueCreated:
+		case store.QueueCreated:
 			s = fmt.Sprintf("created sid=%x rk=%x", r.SID, r.RecipientKey.SPKI())
-		case engine.RecQueueSecured:
+		case store.QueueSecured:
 			s = fmt.Sprintf("secured sk=%x", r.SenderKey.SPKI())
-		case engine.RecQueueSuspended:
+		case store.QueueSuspended:
 			s = fmt.Sprintf("suspended at=%d", r.Time)
-		case engine.RecMessageStored:
+		case store.MessageStored:
 			s = fmt.Sprintf("msg id=%x ts=%d body=%q", r.MsgID, r.Time, r.Body)
 		default:
 			t.Fatalf("snapshot emitted kind %d", r.Kind)

@@ -24,6 +24,10 @@ var (
 	ErrRecord = errors.New("wal: invalid record")
 )
 
+// errNoRefs answers ReadBody: the log keeps bodies in its records and gives
+// out no refs to read them by.
+var errNoRefs = errors.New("wal: the log gives out no body refs")
+
 // PosError locates an error in a file of the log.
 type PosError struct {
 	Err    error  // the sentinel: ErrCorrupt or ErrFailed

@@ -17,7 +17,7 @@ import (
 	"testing"
 
 	"github.com/smprelay/smprelay/codec"
-	"github.com/smprelay/smprelay/engine"
+	"github.com/smprelay/smprelay/store"
 )
 
 // Keys are slow to make (RSA): a few are shared by every test.
@@ -92,8 +92,8 @@ type mmsg struct {
 func newModel() *model { return &model{queues: make(map[[16]byte]*mqueue)} }
 
 // apply is the model's replay; the caller holds mu (or is alone).
-func (m *model) apply(r *engine.Record) error {
-	if r.Kind == engine.RecQueueCreated {
+func (m *model) apply(r *store.Record) error {
+	if r.Kind == store.QueueCreated {
 		if _, ok := m.queues[r.RID]; !ok {
 			m.queues[r.RID] = &mqueue{rid: r.RID, sid: r.SID, rk: r.RecipientKey}
 		}
@@ -104,20 +104,20 @@ func (m *model) apply(r *engine.Record) error {
 		return nil
 	}
 	switch r.Kind {
-	case engine.RecQueueSecured:
+	case store.QueueSecured:
 		q.sk = r.SenderKey
-	case engine.RecQueueSuspended:
+	case store.QueueSuspended:
 		q.suspended, q.susAt = true, r.Time
-	case engine.RecQueueDeleted:
+	case store.QueueDeleted:
 		delete(m.queues, r.RID)
-	case engine.RecMessageStored:
+	case store.MessageStored:
 		for _, msg := range q.msgs {
 			if msg.id == r.MsgID {
 				return nil
 			}
 		}
 		q.msgs = append(q.msgs, mmsg{id: r.MsgID, ts: r.Time, body: r.Body})
-	case engine.RecMessageDeleted:
+	case store.MessageDeleted:
 		q.msgs = slices.DeleteFunc(q.msgs, func(x mmsg) bool { return x.id == r.MsgID })
 	default:
 		return fmt.Errorf("unknown kind %d", r.Kind)
@@ -125,27 +125,27 @@ func (m *model) apply(r *engine.Record) error {
 	return nil
 }
 
-func (m *model) Snapshot(emit func(*engine.Record) error) error {
+func (m *model) Snapshot(emit func(*store.Record) error) error {
 	m.mu.Lock()
 	ids := make([][16]byte, 0, len(m.queues))
 	for id := range m.queues {
 		ids = append(ids, id)
 	}
 	m.mu.Unlock()
-	var recs []engine.Record
+	var recs []store.Record
 	for _, id := range ids {
 		recs = recs[:0]
 		m.mu.Lock()
 		if q := m.queues[id]; q != nil {
-			recs = append(recs, engine.Record{Kind: engine.RecQueueCreated, RID: q.rid, SID: q.sid, RecipientKey: q.rk})
+			recs = append(recs, store.Record{Kind: store.QueueCreated, RID: q.rid, SID: q.sid, RecipientKey: q.rk})
 			if q.sk != nil {
-				recs = append(recs, engine.Record{Kind: engine.RecQueueSecured, RID: q.rid, SenderKey: q.sk})
+				recs = append(recs, store.Record{Kind: store.QueueSecured, RID: q.rid, SenderKey: q.sk})
 			}
 			if q.suspended {
-				recs = append(recs, engine.Record{Kind: engine.RecQueueSuspended, RID: q.rid, Time: q.susAt})
+				recs = append(recs, store.Record{Kind: store.QueueSuspended, RID: q.rid, Time: q.susAt})
 			}
 			for _, msg := range q.msgs {
-				recs = append(recs, engine.Record{Kind: engine.RecMessageStored, RID: q.rid, MsgID: msg.id, Time: msg.ts, Body: msg.body})
+				recs = append(recs, store.Record{Kind: store.MessageStored, RID: q.rid, MsgID: msg.id, Time: msg.ts, Size: len(msg.body), Body: msg.body})
 			}
 		}
 		m.mu.Unlock()
@@ -195,11 +195,11 @@ func (m *model) dump() string {
 }
 
 // record appends r to l and applies it to m under m.mu, as the engine does.
-func (m *model) record(t testing.TB, l *Log, r engine.Record, n engine.Notifier) uint64 {
+func (m *model) record(t testing.TB, l *Log, r store.Record, n store.Notifier) uint64 {
 	t.Helper()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	lsn, err := l.Append(r, n)
+	lsn, _, err := l.Append(r, n)
 	if err != nil {
 		t.Fatalf("Append: %v", err)
 	}

@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/smprelay/smprelay/engine"
+	"github.com/smprelay/smprelay/store"
 )
 
 // progress logs how a long replay advances, at most once per progressEvery.
@@ -40,10 +40,10 @@ func (p *progress) advance(bytes int64, records int) {
 	}
 }
 
-// Load implements engine.Store: it replays the newest snapshot and the
+// Load implements store.Store: it replays the newest snapshot and the
 // segments after it, cuts off a torn tail of the last segment, and starts the
 // writer, appending to that segment. It runs once.
-func (l *Log) Load(apply func(r *engine.Record) error) error {
+func (l *Log) Load(apply func(r *store.Record) error) error {
 	l.mu.Lock()
 	state := l.state
 	l.mu.Unlock()
@@ -98,7 +98,7 @@ func (l *Log) Load(apply func(r *engine.Record) error) error {
 	ap := newApplier(apply)
 	defer ap.finish() // on the error paths; the normal path finishes it below
 	l.w.segRaw = make(map[uint64]int64)
-	l.w.seen = make(map[engine.Notifier]struct{})
+	l.w.seen = make(map[store.Notifier]struct{})
 	l.w.base = base
 	var last uint64 // LSN of the last record replayed
 	if base != 0 {
@@ -234,7 +234,7 @@ func (l *Log) replaySnapshot(path string, num uint64, ap *applier, p *progress) 
 // and the engine's apply use two cores. The goroutine running Load sends;
 // err is read after done is closed.
 type applier struct {
-	apply  func(*engine.Record) error
+	apply  func(*store.Record) error
 	ch     chan applyBatch
 	done   chan struct{}
 	closed bool        // ch is closed; owned by the sender
@@ -244,7 +244,7 @@ type applier struct {
 
 // applyBatch is the records of one frame.
 type applyBatch struct {
-	recs []engine.Record
+	recs []store.Record
 	path string // file and offset of the frame, for an error
 	off  int64
 }
@@ -253,7 +253,7 @@ type applyBatch struct {
 // replaces it by the real error.
 var errApplyFailed = errors.New("wal: replay stopped")
 
-func newApplier(apply func(*engine.Record) error) *applier {
+func newApplier(apply func(*store.Record) error) *applier {
 	a := &applier{apply: apply, ch: make(chan applyBatch, 8), done: make(chan struct{})}
 	go func() {
 		defer close(a.done)
@@ -303,15 +303,15 @@ func (a *applier) cause(err error) error {
 
 // decodeFrame decodes the records of one batch payload, keys parsed and
 // bodies copied out of raw.
-func decodeFrame(raw []byte) ([]engine.Record, error) {
-	recs := make([]engine.Record, 0, 64)
+func decodeFrame(raw []byte) ([]store.Record, error) {
+	recs := make([]store.Record, 0, 64)
 	var v recordView
 	for len(raw) > 0 {
 		size, err := decodeRecord(raw, &v)
 		if err != nil {
 			return nil, err
 		}
-		recs = append(recs, engine.Record{})
+		recs = append(recs, store.Record{})
 		if err := v.toRecord(&recs[len(recs)-1]); err != nil {
 			return nil, err
 		}

@@ -38,10 +38,19 @@ type Metrics struct {
 // it allocates, so it is for scrapes, not hot paths.
 func (l *Log) Metrics() Metrics {
 	m := Metrics{Stats: l.Stats()}
-	l.mx.fsync.AddTo(&m.Fsync)
-	l.mx.batch.AddTo(&m.Batch)
+	m.Fsync, m.Batch = l.Histograms()
 	l.mu.Lock()
 	m.Failed = l.failErr != nil
 	l.mu.Unlock()
 	return m
+}
+
+// Histograms returns snapshots of the fsync latency (nanoseconds, FsyncLayout)
+// and records-per-group (BatchLayout) histograms: what a metrics endpoint
+// needs beyond StoreStats, through a method that names no type of this
+// package. Safe for concurrent use; it allocates.
+func (l *Log) Histograms() (fsync, batch metric.Snapshot) {
+	l.mx.fsync.AddTo(&fsync)
+	l.mx.batch.AddTo(&batch)
+	return fsync, batch
 }

@@ -3,7 +3,7 @@ package wal
 import (
 	"testing"
 
-	"github.com/smprelay/smprelay/engine"
+	"github.com/smprelay/smprelay/store"
 )
 
 // TestLayouts: the histogram layouts are valid (Init would refuse them) and
@@ -32,11 +32,11 @@ func TestMetrics(t *testing.T) {
 
 	n := newChanNotifier()
 	rid := randID()
-	m.record(t, l, engine.Record{Kind: engine.RecQueueCreated, RID: rid, SID: randID(), RecipientKey: edKey(t, 0)}, n)
+	m.record(t, l, store.Record{Kind: store.QueueCreated, RID: rid, SID: randID(), RecipientKey: edKey(t, 0)}, n)
 	<-entered // the writer is inside the first group's fsync: the next 5 records form one group
 	var last uint64
 	for range 5 {
-		last = m.record(t, l, engine.Record{Kind: engine.RecMessageStored, RID: rid, MsgID: randMsgID(), Body: []byte("x")}, n)
+		last = m.record(t, l, store.Record{Kind: store.MessageStored, RID: rid, MsgID: randMsgID(), Size: 1, Body: []byte("x")}, n)
 	}
 	f.set(func(f *failFile) { f.hold = nil })
 	close(hold)
@@ -59,13 +59,17 @@ func TestMetrics(t *testing.T) {
 	if got.Failed {
 		t.Fatal("Failed before any fault")
 	}
+	if ss := l.StoreStats(); ss.DiskBytes != got.DiskBytes || ss.Records != got.Records || ss.Syncs != got.Syncs ||
+		ss.Compactions != got.Compactions || ss.Durable != got.Durable || ss.BodyBytes != 0 || ss.Failed {
+		t.Errorf("StoreStats %+v disagrees with Metrics %+v", ss, got.Stats)
+	}
 
 	cur().set(func(f *failFile) { f.failSync = errInjected })
-	lsn := m.record(t, l, engine.Record{Kind: engine.RecMessageStored, RID: rid, MsgID: randMsgID(), Body: []byte("y")}, n)
+	lsn := m.record(t, l, store.Record{Kind: store.MessageStored, RID: rid, MsgID: randMsgID(), Size: 1, Body: []byte("y")}, n)
 	if err := l.call(&request{kind: reqSync}); err == nil { // the writer has met the fault once this returns
 		t.Fatalf("a sync after an injected fsync error succeeded (record %d)", lsn)
 	}
-	if !l.Metrics().Failed {
+	if !l.Metrics().Failed || !l.StoreStats().Failed {
 		t.Fatal("Failed is false after an fsync error")
 	}
 }

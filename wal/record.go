@@ -6,7 +6,7 @@ import (
 	"fmt"
 
 	"github.com/smprelay/smprelay/codec"
-	"github.com/smprelay/smprelay/engine"
+	"github.com/smprelay/smprelay/store"
 )
 
 // Sizes of record fields; part of the file format.
@@ -16,19 +16,80 @@ const (
 	timeSize  = 8
 )
 
+// Record kinds as the log writes them: part of the file format, never
+// renumber. store.Kind is the engine's naming and may change; fileKind and
+// storeKind map between the two.
+const (
+	recQueueCreated   byte = 1
+	recQueueSecured   byte = 2
+	recQueueSuspended byte = 3
+	recQueueDeleted   byte = 4
+	recMessageStored  byte = 5
+	recMessageDeleted byte = 6
+)
+
+// fileKind returns the kind byte the log writes for k, and false for a kind
+// the log cannot store.
+func fileKind(k store.Kind) (byte, bool) {
+	switch k {
+	case store.QueueCreated:
+		return recQueueCreated, true
+	case store.QueueSecured:
+		return recQueueSecured, true
+	case store.QueueSuspended:
+		return recQueueSuspended, true
+	case store.QueueDeleted:
+		return recQueueDeleted, true
+	case store.MessageStored:
+		return recMessageStored, true
+	case store.MessageDeleted:
+		return recMessageDeleted, true
+	}
+	return 0, false
+}
+
+// storeKind returns the store.Kind of the kind byte b, and false for a byte
+// no record kind has.
+func storeKind(b byte) (store.Kind, bool) {
+	switch b {
+	case recQueueCreated:
+		return store.QueueCreated, true
+	case recQueueSecured:
+		return store.QueueSecured, true
+	case recQueueSuspended:
+		return store.QueueSuspended, true
+	case recQueueDeleted:
+		return store.QueueDeleted, true
+	case recMessageStored:
+		return store.MessageStored, true
+	case recMessageDeleted:
+		return store.MessageDeleted, true
+	}
+	return 0, false
+}
+
 // checkRecord reports whether r can be encoded: a known kind with the key
 // that kind needs. Append calls it so that encoding in the writer cannot fail.
-func checkRecord(r *engine.Record) error {
+func checkRecord(r *store.Record) error {
 	switch r.Kind {
-	case engine.RecQueueCreated:
+	case store.QueueCreated:
 		if r.RecipientKey == nil || len(r.RecipientKey.SPKI()) == 0 {
 			return fmt.Errorf("%w: queue created without a recipient key", ErrRecord)
 		}
-	case engine.RecQueueSecured:
+	case store.QueueSecured:
 		if r.SenderKey == nil || len(r.SenderKey.SPKI()) == 0 {
 			return fmt.Errorf("%w: queue secured without a sender key", ErrRecord)
 		}
-	case engine.RecQueueSuspended, engine.RecQueueDeleted, engine.RecMessageStored, engine.RecMessageDeleted:
+	case store.MessageStored:
+		// The log keeps every body itself, in the record: it can write
+		// neither a body another store holds nor one whose size is wrong.
+		if r.Ref != 0 {
+			return fmt.Errorf("%w: message stored by reference, without its body", ErrRecord)
+		}
+		if r.Size != len(r.Body) {
+			return fmt.Errorf("%w: message stored with size %d and a body of %d bytes", ErrRecord, r.Size, len(r.Body))
+		}
+	case store.QueueSuspended, store.QueueDeleted, store.MessageDeleted:
 	default:
 		return fmt.Errorf("%w: unknown kind %d", ErrRecord, r.Kind)
 	}
@@ -36,41 +97,42 @@ func checkRecord(r *engine.Record) error {
 }
 
 // recordSize is the length of r's encoding after the length prefix.
-func recordSize(r *engine.Record) int {
+func recordSize(r *store.Record) int {
 	n := 1 + idSize
 	switch r.Kind {
-	case engine.RecQueueCreated:
+	case store.QueueCreated:
 		n += idSize + len(r.RecipientKey.SPKI())
-	case engine.RecQueueSecured:
+	case store.QueueSecured:
 		n += len(r.SenderKey.SPKI())
-	case engine.RecQueueSuspended:
+	case store.QueueSuspended:
 		n += timeSize
-	case engine.RecMessageStored:
+	case store.MessageStored:
 		n += msgIDSize + timeSize + len(r.Body)
-	case engine.RecMessageDeleted:
+	case store.MessageDeleted:
 		n += msgIDSize
 	}
 	return n
 }
 
 // appendRecord appends r's encoding to dst. r has passed checkRecord.
-func appendRecord(dst []byte, r *engine.Record) []byte {
+func appendRecord(dst []byte, r *store.Record) []byte {
 	dst = binary.AppendUvarint(dst, uint64(recordSize(r)))
-	dst = append(dst, byte(r.Kind))
+	k, _ := fileKind(r.Kind)
+	dst = append(dst, k)
 	dst = append(dst, r.RID[:]...)
 	switch r.Kind {
-	case engine.RecQueueCreated:
+	case store.QueueCreated:
 		dst = append(dst, r.SID[:]...)
 		dst = append(dst, r.RecipientKey.SPKI()...)
-	case engine.RecQueueSecured:
+	case store.QueueSecured:
 		dst = append(dst, r.SenderKey.SPKI()...)
-	case engine.RecQueueSuspended:
+	case store.QueueSuspended:
 		dst = binary.LittleEndian.AppendUint64(dst, uint64(r.Time))
-	case engine.RecMessageStored:
+	case store.MessageStored:
 		dst = append(dst, r.MsgID[:]...)
 		dst = binary.LittleEndian.AppendUint64(dst, uint64(r.Time))
 		dst = append(dst, r.Body...)
-	case engine.RecMessageDeleted:
+	case store.MessageDeleted:
 		dst = append(dst, r.MsgID[:]...)
 	}
 	return dst
@@ -81,7 +143,7 @@ var errShortRecord = errors.New("record runs past the end of its frame")
 // recordView is one decoded record whose variable fields alias the frame's
 // buffer.
 type recordView struct {
-	kind  engine.RecordKind
+	kind  byte // the file's kind byte (recQueueCreated, …)
 	rid   [idSize]byte
 	sid   [idSize]byte
 	msgID [msgIDSize]byte
@@ -104,7 +166,7 @@ func decodeRecord(b []byte, v *recordView) (int, error) {
 	if len(rec) < 1+idSize {
 		return 0, fmt.Errorf("record of %d bytes is too short", len(rec))
 	}
-	*v = recordView{kind: engine.RecordKind(rec[0])}
+	*v = recordView{kind: rec[0]}
 	copy(v.rid[:], rec[1:])
 	f := rec[1+idSize:]
 	exact := func(want int) error {
@@ -114,34 +176,34 @@ func decodeRecord(b []byte, v *recordView) (int, error) {
 		return nil
 	}
 	switch v.kind {
-	case engine.RecQueueCreated:
+	case recQueueCreated:
 		if len(f) <= idSize {
 			return 0, errors.New("queue created record without a key")
 		}
 		copy(v.sid[:], f)
 		v.key = f[idSize:]
-	case engine.RecQueueSecured:
+	case recQueueSecured:
 		if len(f) == 0 {
 			return 0, errors.New("queue secured record without a key")
 		}
 		v.key = f
-	case engine.RecQueueSuspended:
+	case recQueueSuspended:
 		if err := exact(timeSize); err != nil {
 			return 0, err
 		}
 		v.time = int64(binary.LittleEndian.Uint64(f))
-	case engine.RecQueueDeleted:
+	case recQueueDeleted:
 		if err := exact(0); err != nil {
 			return 0, err
 		}
-	case engine.RecMessageStored:
+	case recMessageStored:
 		if len(f) < msgIDSize+timeSize {
 			return 0, errors.New("message stored record too short")
 		}
 		copy(v.msgID[:], f)
 		v.time = int64(binary.LittleEndian.Uint64(f[msgIDSize:]))
 		v.body = f[msgIDSize+timeSize:]
-	case engine.RecMessageDeleted:
+	case recMessageDeleted:
 		if err := exact(msgIDSize); err != nil {
 			return 0, err
 		}
@@ -154,23 +216,28 @@ func decodeRecord(b []byte, v *recordView) (int, error) {
 
 // toRecord fills r from v, parsing keys and copying the body out of the
 // frame buffer, which is reused.
-func (v *recordView) toRecord(r *engine.Record) error {
-	*r = engine.Record{Kind: v.kind, RID: v.rid, Time: v.time, MsgID: v.msgID}
+func (v *recordView) toRecord(r *store.Record) error {
+	k, ok := storeKind(v.kind)
+	if !ok {
+		return fmt.Errorf("unknown record kind %d", v.kind) // decodeRecord rejects it first
+	}
+	*r = store.Record{Kind: k, RID: v.rid, Time: v.time, MsgID: v.msgID}
 	switch v.kind {
-	case engine.RecQueueCreated:
+	case recQueueCreated:
 		r.SID = v.sid
 		k, err := codec.ParseVerifyKey(v.key)
 		if err != nil {
 			return fmt.Errorf("recipient key: %w", err)
 		}
 		r.RecipientKey = k
-	case engine.RecQueueSecured:
+	case recQueueSecured:
 		k, err := codec.ParseVerifyKey(v.key)
 		if err != nil {
 			return fmt.Errorf("sender key: %w", err)
 		}
 		r.SenderKey = k
-	case engine.RecMessageStored:
+	case recMessageStored:
+		r.Size = len(v.body)
 		r.Body = append(make([]byte, 0, len(v.body)), v.body...)
 	}
 	return nil

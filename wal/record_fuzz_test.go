@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/smprelay/smprelay/codec"
-	"github.com/smprelay/smprelay/engine"
+	"github.com/smprelay/smprelay/store"
 )
 
 // FuzzDecodeRecord feeds arbitrary bytes to the log's record decoder: it never
@@ -16,13 +16,13 @@ func FuzzDecodeRecord(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	for _, r := range []engine.Record{
-		{Kind: engine.RecQueueCreated, RID: [16]byte{1}, SID: [16]byte{2}, RecipientKey: s.VerifyKey()},
-		{Kind: engine.RecQueueSecured, RID: [16]byte{1}, SenderKey: s.VerifyKey()},
-		{Kind: engine.RecQueueSuspended, RID: [16]byte{1}, Time: 1764097639},
-		{Kind: engine.RecQueueDeleted, RID: [16]byte{1}},
-		{Kind: engine.RecMessageStored, RID: [16]byte{1}, MsgID: [8]byte{3}, Time: 1764097639, Body: []byte("hello")},
-		{Kind: engine.RecMessageDeleted, RID: [16]byte{1}, MsgID: [8]byte{3}},
+	for _, r := range []store.Record{
+		{Kind: store.QueueCreated, RID: [16]byte{1}, SID: [16]byte{2}, RecipientKey: s.VerifyKey()},
+		{Kind: store.QueueSecured, RID: [16]byte{1}, SenderKey: s.VerifyKey()},
+		{Kind: store.QueueSuspended, RID: [16]byte{1}, Time: 1764097639},
+		{Kind: store.QueueDeleted, RID: [16]byte{1}},
+		{Kind: store.MessageStored, RID: [16]byte{1}, MsgID: [8]byte{3}, Time: 1764097639, Size: 5, Body: []byte("hello")},
+		{Kind: store.MessageDeleted, RID: [16]byte{1}, MsgID: [8]byte{3}},
 	} {
 		f.Add(appendRecord(nil, &r))
 	}
@@ -36,7 +36,7 @@ func FuzzDecodeRecord(f *testing.F) {
 		if n <= 0 || n > len(b) {
 			t.Fatalf("decodeRecord used %d of %d bytes", n, len(b))
 		}
-		var r engine.Record
+		var r store.Record
 		if v.toRecord(&r) != nil {
 			return // a key that does not parse: replay reports it
 		}

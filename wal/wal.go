@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/smprelay/smprelay/engine"
+	"github.com/smprelay/smprelay/store"
 )
 
 // SyncMode is when the log fsyncs (see the package documentation).
@@ -77,7 +77,7 @@ type Stats struct {
 	Durable     uint64 // highest durable LSN
 }
 
-// Log is a write-ahead log in one directory; it implements engine.Store.
+// Log is a write-ahead log in one directory; it implements store.Store.
 // Methods are safe for concurrent use.
 type Log struct {
 	dir      string       // the log directory; immutable
@@ -88,26 +88,26 @@ type Log struct {
 
 	// Shared by Append (event loops), the writer and Close; guarded by mu.
 	mu         sync.Mutex
-	pending    []engine.Record   // records appended since the writer last took them
-	pendingLSN uint64            // LSN of pending[0]
-	waiters    []engine.Notifier // notifiers of pending records (SyncAlways), consecutive repeats dropped
-	nextLSN    uint64            // LSN the next Append gets
-	state      logState          // where the log is in its life
-	failErr    error             // set once a write or fsync failed; wraps ErrFailed
+	pending    []store.Record   // records appended since the writer last took them
+	pendingLSN uint64           // LSN of pending[0]
+	waiters    []store.Notifier // notifiers of pending records (SyncAlways), consecutive repeats dropped
+	nextLSN    uint64           // LSN the next Append gets
+	state      logState         // where the log is in its life
+	failErr    error            // set once a write or fsync failed; wraps ErrFailed
 
 	durable atomic.Uint64 // highest LSN on stable storage; written by the writer only
 	kick    chan struct{} // capacity 1: pending went from empty to non-empty
 	reqs    chan *request // compaction and Close ask the writer for rotations, syncs, the end
 	done    chan struct{} // closed when the writer goroutine returns
 
-	snap        engine.Snapshotter // set by Attach before the compaction goroutine starts; then immutable
-	attached    atomic.Bool        // Attach finished: the writer may trigger compactions
-	compactMu   sync.Mutex         // held while a compaction runs: one at a time
-	compacting  atomic.Bool        // a compaction is running (the writer does not ask for another)
-	compactKick chan struct{}      // capacity 1: the writer asks for a background compaction
-	compactStop chan struct{}      // closed by Close to stop the compaction goroutine
-	compactDone chan struct{}      // closed when the compaction goroutine returns
-	liveScale   atomic.Uint64      // float64 bits: last snapshot bytes / LiveBytes then (0: unknown, use 1)
+	snap        store.Snapshotter // set by Attach before the compaction goroutine starts; then immutable
+	attached    atomic.Bool       // Attach finished: the writer may trigger compactions
+	compactMu   sync.Mutex        // held while a compaction runs: one at a time
+	compacting  atomic.Bool       // a compaction is running (the writer does not ask for another)
+	compactKick chan struct{}     // capacity 1: the writer asks for a background compaction
+	compactStop chan struct{}     // closed by Close to stop the compaction goroutine
+	compactDone chan struct{}     // closed when the compaction goroutine returns
+	liveScale   atomic.Uint64     // float64 bits: last snapshot bytes / LiveBytes then (0: unknown, use 1)
 
 	w writer // owned by the writer goroutine once Load has started it
 
@@ -128,7 +128,11 @@ const (
 	stateClosed                 // closed
 )
 
-var _ engine.Store = (*Log)(nil)
+var (
+	_ store.Store         = (*Log)(nil)
+	_ store.Compactor     = (*Log)(nil)
+	_ store.StatsReporter = (*Log)(nil)
+)
 
 // Open locks dir (creating it 0700 if needed) and prepares the log in it. It
 // reads nothing yet: Load replays, and starts the writer.
@@ -173,26 +177,27 @@ func Open(dir string, o Options) (*Log, error) {
 // Dir returns the log's directory.
 func (l *Log) Dir() string { return l.dir }
 
-// Append implements engine.Store: it queues r for the writer and returns at
+// Append implements store.Store: it queues r for the writer and returns at
 // once. In SyncAlways mode it returns r's LSN and, once the LSN is durable,
 // the writer calls n.NotifyDurable; in the other modes it returns 0. n must
-// be comparable (a pointer, as *engine.Session is): the writer dedupes by it.
-func (l *Log) Append(r engine.Record, n engine.Notifier) (uint64, error) {
+// be comparable (a pointer, as the engine's Session is): the writer dedupes
+// by it. The ref is always 0: a message's body is written in its record.
+func (l *Log) Append(r store.Record, n store.Notifier) (uint64, store.BodyRef, error) {
 	if err := checkRecord(&r); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	l.mu.Lock()
 	switch {
 	case l.failErr != nil:
 		err := l.failErr
 		l.mu.Unlock()
-		return 0, err
+		return 0, 0, err
 	case l.state == stateOpen:
 		l.mu.Unlock()
-		return 0, ErrNotLoaded
+		return 0, 0, ErrNotLoaded
 	case l.state == stateClosed:
 		l.mu.Unlock()
-		return 0, ErrClosed
+		return 0, 0, ErrClosed
 	}
 	lsn := l.nextLSN
 	l.nextLSN++
@@ -212,12 +217,18 @@ func (l *Log) Append(r engine.Record, n engine.Notifier) (uint64, error) {
 		}
 	}
 	if l.opts.Sync != SyncAlways {
-		return 0, nil
+		return 0, 0, nil
 	}
-	return lsn, nil
+	return lsn, 0, nil
 }
 
-// Durable implements engine.Store.
+// ReadBody implements store.Store. The log never returns a ref, so the
+// engine never calls it; it answers with an error.
+func (l *Log) ReadBody(store.QueueID, store.MsgID, store.BodyRef, []byte) ([]byte, error) {
+	return nil, errNoRefs
+}
+
+// Durable implements store.Store.
 func (l *Log) Durable() uint64 { return l.durable.Load() }
 
 // Stats returns the log's counters.
@@ -231,6 +242,27 @@ func (l *Log) Stats() Stats {
 		LogBytes:    l.stats.logBytes.Load(),
 		Compactions: l.stats.compactions.Load(),
 		Durable:     l.durable.Load(),
+	}
+}
+
+// StoreStats implements store.StatsReporter: Stats in the terms every store
+// reports (BodyBytes is 0: the engine holds the bodies), and whether the log
+// failed.
+func (l *Log) StoreStats() store.Stats {
+	st := l.Stats()
+	l.mu.Lock()
+	failed := l.failErr != nil
+	l.mu.Unlock()
+	return store.Stats{
+		Records:     st.Records,
+		Groups:      st.Groups,
+		Syncs:       st.Syncs,
+		RawBytes:    st.RawBytes,
+		DiskBytes:   st.DiskBytes,
+		LogBytes:    st.LogBytes,
+		Compactions: st.Compactions,
+		Durable:     st.Durable,
+		Failed:      failed,
 	}
 }
 

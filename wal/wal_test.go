@@ -13,26 +13,26 @@ import (
 	"time"
 
 	"github.com/smprelay/smprelay/codec"
-	"github.com/smprelay/smprelay/engine"
+	"github.com/smprelay/smprelay/store"
 )
 
 func TestRecordRoundTrip(t *testing.T) {
 	body := bytes.Repeat([]byte{0xA5}, codec.MaxBody(codec.MaxBlockSize))
 	tests := []struct {
 		name string
-		r    engine.Record
+		r    store.Record
 	}{
-		{"queue created ed25519", engine.Record{Kind: engine.RecQueueCreated, RID: randID(), SID: randID(), RecipientKey: edKey(t, 0)}},
-		{"queue created rsa", engine.Record{Kind: engine.RecQueueCreated, RID: randID(), SID: randID(), RecipientKey: rsaKey(t)}},
-		{"queue secured", engine.Record{Kind: engine.RecQueueSecured, RID: randID(), SenderKey: edKey(t, 1)}},
-		{"queue secured rsa", engine.Record{Kind: engine.RecQueueSecured, RID: randID(), SenderKey: rsaKey(t)}},
-		{"queue suspended", engine.Record{Kind: engine.RecQueueSuspended, RID: randID(), Time: 1764097639}},
-		{"queue suspended negative time", engine.Record{Kind: engine.RecQueueSuspended, RID: randID(), Time: -5}},
-		{"queue deleted", engine.Record{Kind: engine.RecQueueDeleted, RID: randID()}},
-		{"message stored", engine.Record{Kind: engine.RecMessageStored, RID: randID(), MsgID: randMsgID(), Time: 1764097640, Body: []byte("hello")}},
-		{"message stored empty body", engine.Record{Kind: engine.RecMessageStored, RID: randID(), MsgID: randMsgID(), Time: 1, Body: nil}},
-		{"message stored largest body", engine.Record{Kind: engine.RecMessageStored, RID: randID(), MsgID: randMsgID(), Time: 2, Body: body}},
-		{"message deleted", engine.Record{Kind: engine.RecMessageDeleted, RID: randID(), MsgID: randMsgID()}},
+		{"queue created ed25519", store.Record{Kind: store.QueueCreated, RID: randID(), SID: randID(), RecipientKey: edKey(t, 0)}},
+		{"queue created rsa", store.Record{Kind: store.QueueCreated, RID: randID(), SID: randID(), RecipientKey: rsaKey(t)}},
+		{"queue secured", store.Record{Kind: store.QueueSecured, RID: randID(), SenderKey: edKey(t, 1)}},
+		{"queue secured rsa", store.Record{Kind: store.QueueSecured, RID: randID(), SenderKey: rsaKey(t)}},
+		{"queue suspended", store.Record{Kind: store.QueueSuspended, RID: randID(), Time: 1764097639}},
+		{"queue suspended negative time", store.Record{Kind: store.QueueSuspended, RID: randID(), Time: -5}},
+		{"queue deleted", store.Record{Kind: store.QueueDeleted, RID: randID()}},
+		{"message stored", store.Record{Kind: store.MessageStored, RID: randID(), MsgID: randMsgID(), Time: 1764097640, Size: 5, Body: []byte("hello")}},
+		{"message stored empty body", store.Record{Kind: store.MessageStored, RID: randID(), MsgID: randMsgID(), Time: 1, Body: nil}},
+		{"message stored largest body", store.Record{Kind: store.MessageStored, RID: randID(), MsgID: randMsgID(), Time: 2, Size: len(body), Body: body}},
+		{"message deleted", store.Record{Kind: store.MessageDeleted, RID: randID(), MsgID: randMsgID()}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -45,7 +45,7 @@ func TestRecordRoundTrip(t *testing.T) {
 			if err != nil || n != len(b) {
 				t.Fatalf("decode: n=%d err=%v, want n=%d", n, err, len(b))
 			}
-			var got engine.Record
+			var got store.Record
 			if err := v.toRecord(&got); err != nil {
 				t.Fatal(err)
 			}
@@ -62,7 +62,7 @@ func TestRecordRoundTrip(t *testing.T) {
 	}
 }
 
-func render(r *engine.Record) string {
+func render(r *store.Record) string {
 	var rk, sk []byte
 	if r.RecipientKey != nil {
 		rk = r.RecipientKey.SPKI()
@@ -70,15 +70,44 @@ func render(r *engine.Record) string {
 	if r.SenderKey != nil {
 		sk = r.SenderKey.SPKI()
 	}
-	return fmt.Sprintf("kind=%d rid=%x sid=%x rk=%x sk=%x msg=%x time=%d body=%x", r.Kind, r.RID, r.SID, rk, sk, r.MsgID, r.Time, r.Body)
+	return fmt.Sprintf("kind=%d rid=%x sid=%x rk=%x sk=%x msg=%x time=%d size=%d ref=%d body=%x",
+		r.Kind, r.RID, r.SID, rk, sk, r.MsgID, r.Time, r.Size, r.Ref, r.Body)
+}
+
+// TestKindBytes pins the kind bytes of the file format to the store kinds
+// they mean, both ways: store.Kind may be renumbered, the file may not.
+func TestKindBytes(t *testing.T) {
+	want := map[store.Kind]byte{
+		store.QueueCreated: 1, store.QueueSecured: 2, store.QueueSuspended: 3,
+		store.QueueDeleted: 4, store.MessageStored: 5, store.MessageDeleted: 6,
+	}
+	for k, b := range want {
+		if got, ok := fileKind(k); !ok || got != b {
+			t.Errorf("fileKind(%v) = %d, %v; want %d", k, got, ok, b)
+		}
+		if got, ok := storeKind(b); !ok || got != k {
+			t.Errorf("storeKind(%d) = %v, %v; want %v", b, got, ok, k)
+		}
+	}
+	for _, b := range []byte{0, 7, 255} {
+		if _, ok := storeKind(b); ok {
+			t.Errorf("storeKind(%d) accepted a byte no kind has", b)
+		}
+	}
+	if _, ok := fileKind(0); ok {
+		t.Error("fileKind(0) accepted a kind the log cannot store")
+	}
 }
 
 func TestCheckRecordRejects(t *testing.T) {
-	for _, r := range []engine.Record{
+	for _, r := range []store.Record{
 		{Kind: 0},
 		{Kind: 7},
-		{Kind: engine.RecQueueCreated},
-		{Kind: engine.RecQueueSecured},
+		{Kind: store.QueueCreated},
+		{Kind: store.QueueSecured},
+		{Kind: store.MessageStored, Size: 5, Body: []byte("four")},
+		{Kind: store.MessageStored, Size: 4, Ref: 1},
+		{Kind: store.MessageStored, Size: 4, Body: []byte("four"), Ref: 1},
 	} {
 		if err := checkRecord(&r); !errors.Is(err, ErrRecord) {
 			t.Errorf("kind %d: err %v, want ErrRecord", r.Kind, err)
@@ -104,25 +133,25 @@ func newWorkload(t testing.TB, l *Log, m *model, seed uint64) *workload {
 
 func (w *workload) step() {
 	w.tick++
-	var r engine.Record
+	var r store.Record
 	switch k := w.rng.IntN(100); {
 	case len(w.live) == 0 || k < 10:
-		r = engine.Record{Kind: engine.RecQueueCreated, RID: randID(), SID: randID(), RecipientKey: edKey(w.t, w.rng.IntN(4))}
+		r = store.Record{Kind: store.QueueCreated, RID: randID(), SID: randID(), RecipientKey: edKey(w.t, w.rng.IntN(4))}
 		w.live = append(w.live, r.RID)
 	case k < 15:
-		r = engine.Record{Kind: engine.RecQueueSecured, RID: w.pick(), SenderKey: edKey(w.t, w.rng.IntN(4))}
+		r = store.Record{Kind: store.QueueSecured, RID: w.pick(), SenderKey: edKey(w.t, w.rng.IntN(4))}
 	case k < 18:
-		r = engine.Record{Kind: engine.RecQueueSuspended, RID: w.pick(), Time: w.tick}
+		r = store.Record{Kind: store.QueueSuspended, RID: w.pick(), Time: w.tick}
 	case k < 22:
 		i := w.rng.IntN(len(w.live))
-		r = engine.Record{Kind: engine.RecQueueDeleted, RID: w.live[i]}
+		r = store.Record{Kind: store.QueueDeleted, RID: w.live[i]}
 		w.live = append(w.live[:i], w.live[i+1:]...)
 	case k < 70:
 		body := make([]byte, w.rng.IntN(300))
 		for i := range body {
 			body[i] = byte('a' + w.rng.IntN(26))
 		}
-		r = engine.Record{Kind: engine.RecMessageStored, RID: w.pick(), MsgID: randMsgID(), Time: w.tick, Body: body}
+		r = store.Record{Kind: store.MessageStored, RID: w.pick(), MsgID: randMsgID(), Time: w.tick, Size: len(body), Body: body}
 	default:
 		rid := w.pick()
 		w.m.mu.Lock()
@@ -136,7 +165,7 @@ func (w *workload) step() {
 		if !ok {
 			return
 		}
-		r = engine.Record{Kind: engine.RecMessageDeleted, RID: rid, MsgID: id}
+		r = store.Record{Kind: store.MessageDeleted, RID: rid, MsgID: id}
 	}
 	if lsn := w.m.record(w.t, w.l, r, w.n); lsn > w.last {
 		w.last = lsn
@@ -257,7 +286,7 @@ func TestTornTail(t *testing.T) {
 			body := make([]byte, 60<<10)
 			for i := range 6 {
 				_, _ = rand.NewChaCha8([32]byte{byte(i)}).Read(body)
-				w.m.record(w.t, w.l, engine.Record{Kind: engine.RecMessageStored, RID: rid, MsgID: randMsgID(), Time: 9, Body: bytes.Clone(body)}, nil)
+				w.m.record(w.t, w.l, store.Record{Kind: store.MessageStored, RID: rid, MsgID: randMsgID(), Time: 9, Size: len(body), Body: bytes.Clone(body)}, nil)
 			}
 		}, 997},
 	}
@@ -450,7 +479,7 @@ func TestCorruption(t *testing.T) {
 				waitDurable(t, l, w.n, w.last)
 			}
 			for range 3 { // the last segment holds a few small groups, whatever rotated before
-				lsn := m.record(t, l, engine.Record{Kind: engine.RecMessageStored, RID: w.pick(), MsgID: randMsgID(), Body: []byte("tail")}, w.n)
+				lsn := m.record(t, l, store.Record{Kind: store.MessageStored, RID: w.pick(), MsgID: randMsgID(), Size: 4, Body: []byte("tail")}, w.n)
 				waitDurable(t, l, w.n, lsn)
 			}
 			if err := l.Close(); err != nil {
@@ -487,7 +516,7 @@ func TestGroupCommit(t *testing.T) {
 
 	first := newChanNotifier()
 	rid := randID()
-	lsn1, err := l.Append(engine.Record{Kind: engine.RecQueueCreated, RID: rid, SID: randID(), RecipientKey: edKey(t, 0)}, first)
+	lsn1, _, err := l.Append(store.Record{Kind: store.QueueCreated, RID: rid, SID: randID(), RecipientKey: edKey(t, 0)}, first)
 	if err != nil || lsn1 == 0 {
 		t.Fatalf("Append: %d, %v", lsn1, err)
 	}
@@ -506,7 +535,7 @@ func TestGroupCommit(t *testing.T) {
 			defer wg.Done()
 			var last uint64
 			for range each {
-				lsn, err := l.Append(engine.Record{Kind: engine.RecMessageStored, RID: rid, MsgID: randMsgID(), Body: []byte("x")}, ns[i])
+				lsn, _, err := l.Append(store.Record{Kind: store.MessageStored, RID: rid, MsgID: randMsgID(), Size: 1, Body: []byte("x")}, ns[i])
 				if err != nil {
 					t.Error(err)
 					return
@@ -549,7 +578,7 @@ func TestGroupCommitConcurrent(t *testing.T) {
 	l, m := openLog(t, t.TempDir(), Options{Sync: SyncAlways}, true)
 	defer l.Close()
 	rid := randID()
-	m.record(t, l, engine.Record{Kind: engine.RecQueueCreated, RID: rid, SID: randID(), RecipientKey: edKey(t, 0)}, nil)
+	m.record(t, l, store.Record{Kind: store.QueueCreated, RID: rid, SID: randID(), RecipientKey: edKey(t, 0)}, nil)
 	base := l.Stats()
 	const appenders, each = 32, 20
 	var wg sync.WaitGroup
@@ -559,7 +588,7 @@ func TestGroupCommitConcurrent(t *testing.T) {
 			defer wg.Done()
 			n := newChanNotifier()
 			for range each {
-				lsn, err := l.Append(engine.Record{Kind: engine.RecMessageStored, RID: rid, MsgID: randMsgID(), Body: []byte("y")}, n)
+				lsn, _, err := l.Append(store.Record{Kind: store.MessageStored, RID: rid, MsgID: randMsgID(), Size: 1, Body: []byte("y")}, n)
 				if err != nil {
 					t.Error(err)
 					return
@@ -594,7 +623,7 @@ func TestFailedLog(t *testing.T) {
 			l, m, cur := openFailing(t, dir, Options{Sync: SyncAlways, Logger: lg}, false)
 			n := newChanNotifier()
 			rid := randID()
-			lsn := m.record(t, l, engine.Record{Kind: engine.RecQueueCreated, RID: rid, SID: randID(), RecipientKey: edKey(t, 0)}, n)
+			lsn := m.record(t, l, store.Record{Kind: store.QueueCreated, RID: rid, SID: randID(), RecipientKey: edKey(t, 0)}, n)
 			waitDurable(t, l, n, lsn)
 			if err := l.call(&request{kind: reqSync}); err != nil { // the writer is past its notifications
 				t.Fatal(err)
@@ -605,7 +634,7 @@ func TestFailedLog(t *testing.T) {
 			}
 
 			cur().set(tc.inject)
-			lsn, err := l.Append(engine.Record{Kind: engine.RecMessageStored, RID: rid, MsgID: randMsgID(), Body: []byte("lost")}, n)
+			lsn, _, err := l.Append(store.Record{Kind: store.MessageStored, RID: rid, MsgID: randMsgID(), Size: 4, Body: []byte("lost")}, n)
 			if err != nil {
 				t.Fatalf("the first Append after the fault is accepted (the writer has not met it yet): %v", err)
 			}
@@ -620,7 +649,7 @@ func TestFailedLog(t *testing.T) {
 			if len(n.c) != 0 {
 				t.Fatal("a waiter was told its record is durable after the fault")
 			}
-			if _, err := l.Append(engine.Record{Kind: engine.RecQueueDeleted, RID: rid}, nil); !errors.Is(err, ErrFailed) {
+			if _, _, err := l.Append(store.Record{Kind: store.QueueDeleted, RID: rid}, nil); !errors.Is(err, ErrFailed) {
 				t.Fatalf("Append after the fault: %v, want ErrFailed", err)
 			}
 			if tl.find("the log failed") == "" {
@@ -648,18 +677,18 @@ func TestFailedLogRefusesAtOnce(t *testing.T) {
 	entered := make(chan struct{}, 1)
 	hold := make(chan struct{})
 	f.set(func(f *failFile) { f.failSync, f.hold, f.entered = errInjected, hold, entered })
-	if _, err := l.Append(engine.Record{Kind: engine.RecQueueDeleted, RID: randID()}, nil); err != nil {
+	if _, _, err := l.Append(store.Record{Kind: store.QueueDeleted, RID: randID()}, nil); err != nil {
 		t.Fatal(err)
 	}
 	<-entered
 	close(hold) // the fsync now fails; the writer fails the log, then takes the next kick
 	// A second Append wakes the writer; a third must see the failure once the
 	// writer has processed the second: Sync the two with a request.
-	_, _ = l.Append(engine.Record{Kind: engine.RecQueueDeleted, RID: randID()}, nil)
+	_, _, _ = l.Append(store.Record{Kind: store.QueueDeleted, RID: randID()}, nil)
 	if err := l.call(&request{kind: reqSync}); !errors.Is(err, ErrFailed) {
 		t.Fatalf("sync request after the fault: %v", err)
 	}
-	if _, err := l.Append(engine.Record{Kind: engine.RecQueueDeleted, RID: randID()}, nil); !errors.Is(err, ErrFailed) {
+	if _, _, err := l.Append(store.Record{Kind: store.QueueDeleted, RID: randID()}, nil); !errors.Is(err, ErrFailed) {
 		t.Fatalf("Append: %v, want ErrFailed", err)
 	}
 	if l.Durable() != 0 {
@@ -680,14 +709,14 @@ func TestCompactionRemovesDeletedData(t *testing.T) {
 			secret := []byte("SECRET-acknowledged-body-7f3e9c")
 			kept := []byte("still-stored-body-1a2b")
 			acked := randMsgID()
-			recs := []engine.Record{
-				{Kind: engine.RecQueueCreated, RID: keep, SID: keepSID, RecipientKey: edKey(t, 0)},
-				{Kind: engine.RecQueueCreated, RID: gone, SID: goneSID, RecipientKey: edKey(t, 1)},
-				{Kind: engine.RecMessageStored, RID: gone, MsgID: randMsgID(), Time: 1, Body: []byte("in-the-deleted-queue")},
-				{Kind: engine.RecMessageStored, RID: keep, MsgID: acked, Time: 2, Body: secret},
-				{Kind: engine.RecMessageStored, RID: keep, MsgID: randMsgID(), Time: 3, Body: kept},
-				{Kind: engine.RecMessageDeleted, RID: keep, MsgID: acked},
-				{Kind: engine.RecQueueDeleted, RID: gone},
+			recs := []store.Record{
+				{Kind: store.QueueCreated, RID: keep, SID: keepSID, RecipientKey: edKey(t, 0)},
+				{Kind: store.QueueCreated, RID: gone, SID: goneSID, RecipientKey: edKey(t, 1)},
+				{Kind: store.MessageStored, RID: gone, MsgID: randMsgID(), Time: 1, Size: 20, Body: []byte("in-the-deleted-queue")},
+				{Kind: store.MessageStored, RID: keep, MsgID: acked, Time: 2, Size: len(secret), Body: secret},
+				{Kind: store.MessageStored, RID: keep, MsgID: randMsgID(), Time: 3, Size: len(kept), Body: kept},
+				{Kind: store.MessageDeleted, RID: keep, MsgID: acked},
+				{Kind: store.QueueDeleted, RID: gone},
 			}
 			n := newChanNotifier()
 			var last uint64
@@ -734,9 +763,9 @@ func TestStartupCompaction(t *testing.T) {
 	rid := randID()
 	body := []byte("deleted-before-the-restart")
 	id := randMsgID()
-	m.record(t, l, engine.Record{Kind: engine.RecQueueCreated, RID: rid, SID: randID(), RecipientKey: edKey(t, 0)}, nil)
-	m.record(t, l, engine.Record{Kind: engine.RecMessageStored, RID: rid, MsgID: id, Body: body}, nil)
-	m.record(t, l, engine.Record{Kind: engine.RecMessageDeleted, RID: rid, MsgID: id}, nil)
+	m.record(t, l, store.Record{Kind: store.QueueCreated, RID: rid, SID: randID(), RecipientKey: edKey(t, 0)}, nil)
+	m.record(t, l, store.Record{Kind: store.MessageStored, RID: rid, MsgID: id, Size: len(body), Body: body}, nil)
+	m.record(t, l, store.Record{Kind: store.MessageDeleted, RID: rid, MsgID: id}, nil)
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -806,13 +835,13 @@ func TestBackgroundCompaction(t *testing.T) {
 	l, m := openLog(t, dir, Options{Sync: SyncNever, CompactMinBytes: 64 << 10, Logger: lg}, true)
 	defer l.Close()
 	rid := randID()
-	m.record(t, l, engine.Record{Kind: engine.RecQueueCreated, RID: rid, SID: randID(), RecipientKey: edKey(t, 0)}, nil)
+	m.record(t, l, store.Record{Kind: store.QueueCreated, RID: rid, SID: randID(), RecipientKey: edKey(t, 0)}, nil)
 	body := bytes.Repeat([]byte("z"), 1000)
 	// Store and delete: the live state stays tiny while the log grows.
 	for l.Stats().Compactions < 2 {
 		id := randMsgID()
-		m.record(t, l, engine.Record{Kind: engine.RecMessageStored, RID: rid, MsgID: id, Body: body}, nil)
-		m.record(t, l, engine.Record{Kind: engine.RecMessageDeleted, RID: rid, MsgID: id}, nil)
+		m.record(t, l, store.Record{Kind: store.MessageStored, RID: rid, MsgID: id, Size: len(body), Body: body}, nil)
+		m.record(t, l, store.Record{Kind: store.MessageDeleted, RID: rid, MsgID: id}, nil)
 		if l.Stats().RawBytes > 64<<20 {
 			t.Fatalf("no background compaction after %d bytes; stats %+v", l.Stats().RawBytes, l.Stats())
 		}
@@ -835,7 +864,7 @@ func TestModesAndLSNs(t *testing.T) {
 		t.Run(mode.String(), func(t *testing.T) {
 			l, m := openLog(t, t.TempDir(), Options{Sync: mode}, true)
 			syncs := l.Stats().Syncs
-			lsn := m.record(t, l, engine.Record{Kind: engine.RecQueueCreated, RID: randID(), SID: randID(), RecipientKey: edKey(t, 0)}, newChanNotifier())
+			lsn := m.record(t, l, store.Record{Kind: store.QueueCreated, RID: randID(), SID: randID(), RecipientKey: edKey(t, 0)}, newChanNotifier())
 			if (mode == SyncAlways) != (lsn != 0) {
 				t.Fatalf("mode %s returned LSN %d", mode, lsn)
 			}
@@ -848,7 +877,7 @@ func TestModesAndLSNs(t *testing.T) {
 			if mode == SyncNever && l.Stats().Syncs-syncs > 2 {
 				t.Fatalf("never mode fsynced %d times for one record", l.Stats().Syncs-syncs)
 			}
-			if _, err := l.Append(engine.Record{Kind: engine.RecQueueDeleted}, nil); !errors.Is(err, ErrClosed) {
+			if _, _, err := l.Append(store.Record{Kind: store.QueueDeleted}, nil); !errors.Is(err, ErrClosed) {
 				t.Fatalf("Append after Close: %v", err)
 			}
 		})
@@ -861,7 +890,7 @@ func TestModesAndLSNs(t *testing.T) {
 func TestIntervalModeSyncs(t *testing.T) {
 	l, m := openLog(t, t.TempDir(), Options{Sync: SyncInterval, SyncInterval: 5 * time.Millisecond}, true)
 	defer l.Close()
-	lsn := m.record(t, l, engine.Record{Kind: engine.RecQueueCreated, RID: randID(), SID: randID(), RecipientKey: edKey(t, 0)}, nil)
+	lsn := m.record(t, l, store.Record{Kind: store.QueueCreated, RID: randID(), SID: randID(), RecipientKey: edKey(t, 0)}, nil)
 	if lsn != 0 {
 		t.Fatalf("interval mode returned LSN %d", lsn)
 	}
@@ -881,7 +910,7 @@ func TestAppendBeforeLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	if _, err := l.Append(engine.Record{Kind: engine.RecQueueDeleted}, nil); !errors.Is(err, ErrNotLoaded) {
+	if _, _, err := l.Append(store.Record{Kind: store.QueueDeleted}, nil); !errors.Is(err, ErrNotLoaded) {
 		t.Fatalf("Append before Load: %v", err)
 	}
 	if err := l.Attach(newModel()); !errors.Is(err, ErrNotLoaded) {
@@ -894,7 +923,7 @@ func TestAppendBeforeLoad(t *testing.T) {
 func TestLockAndModes(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "wal")
 	l, m := openLog(t, dir, Options{}, true)
-	m.record(t, l, engine.Record{Kind: engine.RecQueueCreated, RID: randID(), SID: randID(), RecipientKey: edKey(t, 0)}, nil)
+	m.record(t, l, store.Record{Kind: store.QueueCreated, RID: randID(), SID: randID(), RecipientKey: edKey(t, 0)}, nil)
 	_, err := Open(dir, Options{})
 	if !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), fmt.Sprint(os.Getpid())) {
 		t.Fatalf("second Open: %v, want ErrLocked naming pid %d", err, os.Getpid())
@@ -966,7 +995,7 @@ func TestApplyError(t *testing.T) {
 	defer l.Close()
 	boom := errors.New("engine says no")
 	n := 0
-	err = l.Load(func(r *engine.Record) error {
+	err = l.Load(func(r *store.Record) error {
 		if n++; n == 50 {
 			return boom
 		}
@@ -975,7 +1004,42 @@ func TestApplyError(t *testing.T) {
 	if !errors.Is(err, boom) || !strings.Contains(err.Error(), segmentExt) || !strings.Contains(err.Error(), "offset") {
 		t.Fatalf("Load: %v, want the apply error with file and offset", err)
 	}
-	if _, err := l.Append(engine.Record{Kind: engine.RecQueueDeleted}, nil); !errors.Is(err, ErrNotLoaded) {
+	if _, _, err := l.Append(store.Record{Kind: store.QueueDeleted}, nil); !errors.Is(err, ErrNotLoaded) {
 		t.Fatalf("Append after a failed Load: %v", err)
+	}
+}
+
+// TestBodiesStayInTheLog: the log keeps every body in its record, so Append
+// gives no ref, ReadBody refuses, and a message comes back with its body and
+// size.
+func TestBodiesStayInTheLog(t *testing.T) {
+	dir := t.TempDir()
+	l, _ := openLog(t, dir, Options{Sync: SyncNever}, true)
+	rid := randID()
+	q := store.Record{Kind: store.QueueCreated, RID: rid, SID: randID(), RecipientKey: edKey(t, 0)}
+	if _, ref, err := l.Append(q, nil); err != nil || ref != 0 {
+		t.Fatalf("Append queue: ref %d, err %v", ref, err)
+	}
+	r := store.Record{Kind: store.MessageStored, RID: rid, MsgID: randMsgID(), Time: 5, Size: 4, Body: []byte("body")}
+	if _, ref, err := l.Append(r, nil); err != nil || ref != 0 {
+		t.Fatalf("Append message: ref %d, err %v, want ref 0", ref, err)
+	}
+	if _, err := l.ReadBody(rid, r.MsgID, 1, nil); err == nil {
+		t.Fatal("ReadBody succeeded on a log that gives out no refs")
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var got []store.Record
+	l2, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	if err := l2.Load(func(r *store.Record) error { got = append(got, *r); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || render(&got[1]) != render(&r) {
+		t.Fatalf("replayed %d records, last %s; want 2, last %s", len(got), render(&got[len(got)-1]), render(&r))
 	}
 }

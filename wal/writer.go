@@ -6,25 +6,25 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/smprelay/smprelay/engine"
+	"github.com/smprelay/smprelay/store"
 )
 
 // writer is the state of the writer goroutine (Log.run), which alone touches
 // it once Load has started the goroutine. Load fills it before.
 type writer struct {
-	f       segmentFile                  // the open segment, for appending
-	path    string                       // its path
-	num     uint64                       // its number
-	size    int64                        // its size in bytes
-	enc     encoder                      // frames of the group being written
-	recs    []engine.Record              // spare for Log.pending: the two slices swap at every group
-	waiters []engine.Notifier            // spare for Log.waiters
-	seen    map[engine.Notifier]struct{} // dedupes a group's notifiers; emptied after each group
-	dirty   bool                         // written since the last fsync
-	written uint64                       // LSN of the last record written to a segment
-	base    uint64                       // number of the snapshot the log starts from (0: none)
-	snapRaw int64                        // record bytes of that snapshot
-	segRaw  map[uint64]int64             // record bytes of each segment numbered base or more
+	f       segmentFile                 // the open segment, for appending
+	path    string                      // its path
+	num     uint64                      // its number
+	size    int64                       // its size in bytes
+	enc     encoder                     // frames of the group being written
+	recs    []store.Record              // spare for Log.pending: the two slices swap at every group
+	waiters []store.Notifier            // spare for Log.waiters
+	seen    map[store.Notifier]struct{} // dedupes a group's notifiers; emptied after each group
+	dirty   bool                        // written since the last fsync
+	written uint64                      // LSN of the last record written to a segment
+	base    uint64                      // number of the snapshot the log starts from (0: none)
+	snapRaw int64                       // record bytes of that snapshot
+	segRaw  map[uint64]int64            // record bytes of each segment numbered base or more
 }
 
 // reqKind is what a request asks of the writer.

@@ -40,6 +40,7 @@ import (
 	"github.com/smprelay/smprelay/codec"
 	"github.com/smprelay/smprelay/engine"
 	"github.com/smprelay/smprelay/internal/atomicfile"
+	"github.com/smprelay/smprelay/store"
 	"github.com/smprelay/smprelay/transport"
 	"github.com/smprelay/smprelay/wal"
 )
@@ -202,13 +203,13 @@ func serve(sf startFlags, r *resolved, stdout, stderr io.Writer) int {
 		return 1
 	}
 
-	store, wlog, err := openStore(c, log)
+	st, err := openStore(c, log)
 	if err != nil {
 		log.Error("opening the store", "err", err)
 		return 1
 	}
 	e, err := engine.New(engine.Options{
-		Store:         store,
+		Store:         st,
 		BlockSize:     c.blockSize,
 		Limits:        c.engineLimits(),
 		Logger:        log,
@@ -216,7 +217,7 @@ func serve(sf startFlags, r *resolved, stdout, stderr io.Writer) int {
 	})
 	if err != nil {
 		log.Error("starting the engine", "err", err)
-		store.Close()
+		st.Close()
 		return 1
 	}
 	srv, err := transport.NewServer(transport.ServerOptions{
@@ -225,7 +226,7 @@ func serve(sf startFlags, r *resolved, stdout, stderr io.Writer) int {
 	})
 	if err != nil {
 		log.Error("starting the server", "err", err)
-		store.Close()
+		st.Close()
 		return 1
 	}
 
@@ -254,8 +255,11 @@ func serve(sf startFlags, r *resolved, stdout, stderr io.Writer) int {
 	var metricsErr error
 	err = srv.ServeListener(ln, func(addr net.Addr) {
 		if c.metricsListen != "" {
-			src := metricsSource{Engine: e, Server: srv, Log: wlog, KeyType: key.Public().Type().String(),
+			src := metricsSource{Engine: e, Server: srv, KeyType: key.Public().Type().String(),
 				Draining: srv.Draining}
+			if rep, ok := st.(store.StatsReporter); ok {
+				src.Store = rep
+			}
 			bound, stop, err := startMetrics(c.metricsListen, src, log)
 			if err != nil {
 				metricsErr = fmt.Errorf("metrics-listen %s: %w", c.metricsListen, err)
@@ -278,7 +282,7 @@ func serve(sf startFlags, r *resolved, stdout, stderr io.Writer) int {
 		}
 	}
 	// SPEC §11: the log is flushed (and fsynced) before the process exits.
-	closeErr := store.Close()
+	closeErr := st.Close()
 	switch {
 	case metricsErr != nil:
 		log.Error("starting the metrics endpoint", "err", metricsErr)
@@ -586,21 +590,21 @@ func profileMode(s string) (func(*profile.Profile), error) {
 	return nil, fmt.Errorf("profile %q: must be cpu, mem, block or mutex", s)
 }
 
-// openStore opens the store the store option names, and returns the log too
-// when it is the wal (for metrics). The wal lives in DATA/wal.
-func openStore(c *config, log *slog.Logger) (engine.Store, *wal.Log, error) {
+// openStore opens the store the store option names. The wal lives in
+// DATA/wal.
+func openStore(c *config, log *slog.Logger) (store.Store, error) {
 	if c.store == "memory" {
-		return engine.MemoryStore{}, nil, nil
+		return store.MemoryStore{}, nil
 	}
 	mode, err := wal.ParseSyncMode(c.fsync)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	l, err := wal.Open(filepath.Join(c.data, "wal"), wal.Options{Sync: mode, SyncInterval: c.fsyncInterval, Logger: log})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	return l, l, nil
+	return l, nil
 }
 
 // fsyncLabel is the durability the relay runs with, for the start-up line.

@@ -5,10 +5,12 @@ package main
 // the whole relay: no label names a queue, a client, an address or anything
 // else per client (SPEC §8), only the fixed label values listed below.
 //
-// The engine and the log keep their own lock-free counters and histograms
+// The engine and the store keep their own lock-free counters and histograms
 // (engine/metrics.go, wal/metrics.go) and do not import Prometheus; the
 // collector below reads their snapshots at scrape time and emits constant
 // metrics, so the relay's hot paths pay a few atomic adds and nothing else.
+// It reads the store through interfaces (store.StatsReporter, and
+// syncHistograms for the wal's histograms), not through its concrete type.
 //
 //	name                              type       labels             meaning
 //	smp_build_info                    gauge      version, key_type  always 1; the binary's version and the transport key's kind
@@ -61,20 +63,30 @@ import (
 
 	"github.com/smprelay/smprelay/engine"
 	"github.com/smprelay/smprelay/internal/metric"
+	"github.com/smprelay/smprelay/store"
 	"github.com/smprelay/smprelay/transport"
-	"github.com/smprelay/smprelay/wal"
 )
 
 // metricsSource is what the metrics endpoint reads. Only aggregates are
 // exported (SPEC §8): no label names a queue, a client or an address.
 type metricsSource struct {
-	Engine  *engine.Engine
-	Server  *transport.Server
-	Log     *wal.Log // nil with --store memory
-	KeyType string   // the transport key's kind
+	Engine *engine.Engine
+	Server *transport.Server
+	// Store is the persistent store's counters; nil with --store memory
+	// (never a typed nil: the smp_wal_* metrics are emitted when it is set).
+	Store   store.StatsReporter
+	KeyType string // the transport key's kind
 	// Draining reports that a SIGTERM/SIGINT drain has begun (/healthz then
 	// answers 503 so a load balancer stops sending); nil means never.
 	Draining func() bool
+}
+
+// syncHistograms is a store that times its fsyncs and counts the records of
+// each write group (the wal, wal.Log.Histograms).
+type syncHistograms interface {
+	// Histograms returns the fsync latencies in nanoseconds and the records
+	// per write group.
+	Histograms() (fsync, batch metric.Snapshot)
 }
 
 // startMetrics serves /metrics and /healthz on addr until stop is called.
@@ -150,7 +162,7 @@ func (src metricsSource) unhealthy() string {
 	if src.Draining != nil && src.Draining() {
 		return "draining: the relay is shutting down"
 	}
-	if src.Log != nil && src.Log.Metrics().Failed {
+	if src.Store != nil && src.Store.StoreStats().Failed {
 		return "log failed: changes are refused until a restart"
 	}
 	return ""
@@ -163,7 +175,7 @@ func (l promLogger) Println(v ...any) {
 	l.log.Error("metrics: "+strings.TrimSpace(fmt.Sprintln(v...)), "from", "promhttp")
 }
 
-// relayCollector turns the engine's, the server's and the log's snapshots
+// relayCollector turns the engine's, the server's and the store's snapshots
 // into Prometheus metrics at each scrape. It holds no state of its own, so
 // concurrent scrapes are safe.
 type relayCollector struct {
@@ -213,10 +225,13 @@ func (c *relayCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.queues, c.messages, c.messageBytes, c.expired, c.delivery, c.blocks, c.bytes} {
 		ch <- d
 	}
-	if c.src.Log != nil {
-		for _, d := range []*prometheus.Desc{c.walFsync, c.walBatch, c.walBytes, c.walCompactions} {
-			ch <- d
-		}
+	if c.src.Store != nil {
+		ch <- c.walBytes
+		ch <- c.walCompactions
+	}
+	if _, ok := c.src.Store.(syncHistograms); ok {
+		ch <- c.walFsync
+		ch <- c.walBatch
 	}
 }
 
@@ -257,12 +272,15 @@ func (c *relayCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.expired, em.Expired)
 	ch <- constHistogram(c.delivery, &em.Delivery, 1e9)
 
-	if c.src.Log != nil {
-		lm := c.src.Log.Metrics()
-		ch <- constHistogram(c.walFsync, &lm.Fsync, 1e9)
-		ch <- constHistogram(c.walBatch, &lm.Batch, 1)
-		counter(c.walBytes, lm.DiskBytes)
-		counter(c.walCompactions, lm.Compactions)
+	if c.src.Store != nil {
+		st := c.src.Store.StoreStats()
+		counter(c.walBytes, st.DiskBytes)
+		counter(c.walCompactions, st.Compactions)
+	}
+	if h, ok := c.src.Store.(syncHistograms); ok {
+		fsync, batch := h.Histograms()
+		ch <- constHistogram(c.walFsync, &fsync, 1e9)
+		ch <- constHistogram(c.walBatch, &batch, 1)
 	}
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/smprelay/smprelay/codec"
 	"github.com/smprelay/smprelay/engine"
 	"github.com/smprelay/smprelay/internal/smptest"
+	"github.com/smprelay/smprelay/store"
 	"github.com/smprelay/smprelay/transport"
 	"github.com/smprelay/smprelay/wal"
 )
@@ -48,14 +49,14 @@ func startRelay(t *testing.T, withLog bool, opts ...func(*transport.ServerOption
 	if r.key, err = codec.GenerateKEMKey(codec.KEMX25519); err != nil {
 		t.Fatal(err)
 	}
-	var store engine.Store = engine.MemoryStore{}
+	var st store.Store = store.MemoryStore{}
 	if withLog {
 		if r.log, err = wal.Open(t.TempDir(), wal.Options{Sync: wal.SyncAlways}); err != nil {
 			t.Fatal(err)
 		}
-		store = r.log
+		st = r.log
 	}
-	if r.e, err = engine.New(engine.Options{Store: store}); err != nil {
+	if r.e, err = engine.New(engine.Options{Store: st}); err != nil {
 		t.Fatal(err)
 	}
 	so := transport.ServerOptions{Engine: r.e, Key: r.key}
@@ -90,7 +91,10 @@ func startRelay(t *testing.T, withLog bool, opts ...func(*transport.ServerOption
 		}
 	})
 
-	src := metricsSource{Engine: r.e, Server: r.srv, Log: r.log, KeyType: "x25519", Draining: r.draining.Load}
+	src := metricsSource{Engine: r.e, Server: r.srv, KeyType: "x25519", Draining: r.draining.Load}
+	if r.log != nil {
+		src.Store = r.log // not a nil *wal.Log in the interface
+	}
 	bound, stop, err := startMetrics("127.0.0.1:0", src, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatalf("startMetrics: %v", err)
