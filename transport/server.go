@@ -74,7 +74,7 @@ type Server struct {
 // NewServer returns a Server for the engine and key in o.
 func NewServer(o ServerOptions) (*Server, error) {
 	if o.Engine == nil || o.Key == nil {
-		return nil, errors.New("engine: NewServer needs an Engine and a Key")
+		return nil, errors.New("transport: NewServer needs an Engine and a Key")
 	}
 	if o.HandshakeTimeout <= 0 {
 		o.HandshakeTimeout = 10 * time.Second
@@ -277,12 +277,12 @@ func (s *Server) ServeListener(ln net.Listener, ready func(net.Addr)) error {
 		err = cli.Start()
 	}
 	if err != nil {
-		return fmt.Errorf("engine: starting the event loops: %w", err)
+		return fmt.Errorf("transport: starting the event loops: %w", err)
 	}
 	a := &acceptor{s: s, ln: ln, cli: cli, mx: &s.mx.loops[0]}
 	if a.reserve, err = os.Open(os.DevNull); err != nil {
 		_ = cli.Stop()
-		return fmt.Errorf("engine: opening the reserve descriptor: %w", err)
+		return fmt.Errorf("transport: opening the reserve descriptor: %w", err)
 	}
 	go s.expireLoop()
 	a.startEnrollers()
@@ -314,7 +314,7 @@ func (s *Server) ServeListener(ln net.Listener, ready func(net.Addr)) error {
 	case <-time.After(acceptStopWait): // a loop that died may never take it
 	}
 	if serr := cli.Stop(); serr != nil && err == nil {
-		err = fmt.Errorf("engine: stopping the event loops: %w", serr)
+		err = fmt.Errorf("transport: stopping the event loops: %w", serr)
 	}
 	return err
 }
@@ -728,7 +728,7 @@ wait:
 		s.conns.each(func(c *conn) { c.wake() })
 		select {
 		case <-ctx.Done():
-			err = fmt.Errorf("engine: drain cut short with %d connections open: %w", s.conns.open.Load(), ctx.Err())
+			err = fmt.Errorf("transport: drain cut short with %d connections open: %w", s.conns.open.Load(), ctx.Err())
 			break wait
 		case <-s.closed: // Serve has returned
 			break wait
@@ -814,7 +814,7 @@ func (l gnetLogger) Errorf(format string, args ...any) {
 	// gnet's loops log this line when their poller fails, then stop.
 	if l.failed != nil && strings.Contains(format, "is exiting due to error") {
 		select {
-		case l.failed <- fmt.Errorf("engine: gnet: %s", msg):
+		case l.failed <- fmt.Errorf("transport: gnet: %s", msg):
 		default:
 		}
 	}
