@@ -112,7 +112,7 @@ func measureCrypto(cfg *config, d time.Duration, p *progress) (*CryptoCosts, err
 	add := func(name string, f func() error) error {
 		ns, n := timeOp(d, func() {
 			if err := f(); err != nil && failed == nil {
-				failed = fmt.Errorf("crypto-limit: %s: %w", name, err)
+				failed = fmt.Errorf("%s: %w", name, err) // the caller adds "crypto-limit: "
 			}
 		})
 		cc.Ops = append(cc.Ops, Op{Name: name, NsOp: ns, Count: n})

@@ -557,20 +557,12 @@ func runHostile(ctx context.Context, c *config, bin string, start func(args ...s
 	return res, ctx.Err()
 }
 
+// runRelayPlan runs plan's phases on srv, which started for it: the
+// baseline, then each attack while the relay lives. The phases go to res.
 func runRelayPlan(ctx context.Context, c *config, srv *server, plan hostilePlan, maxConns int, res *HostileResult) error {
-	var h honestRunner
-	if c.hostileHonestProc {
-		hp, err := startHonestProc(ctx, defaultHonestParams(srv))
-		if err != nil {
-			return fmt.Errorf("relay %s: %w", plan.kem, err)
-		}
-		h = hp
-	} else {
-		hl, err := newHonest(ctx, defaultHonestParams(srv))
-		if err != nil {
-			return fmt.Errorf("relay %s: %w", plan.kem, err)
-		}
-		h = localHonest{hl}
+	h, err := startHonest(ctx, c, srv)
+	if err != nil {
+		return fmt.Errorf("relay %s: %w", plan.kem, err)
 	}
 	defer func() {
 		if err := h.close(); err != nil && ctx.Err() == nil {
@@ -587,23 +579,9 @@ func runRelayPlan(ctx context.Context, c *config, srv *server, plan hostilePlan,
 			res.StoppedEarly = fmt.Sprintf("the %s relay exited before %s: %s", plan.kem, a.name, lastLines(srv.output(), 5))
 			return nil
 		}
-		t := &target{addr: srv.Addr, fp: srv.Fingerprint, src: fmt.Sprintf("127.0.0.%d", 10+slices.IndexFunc(attacks, func(x attack) bool { return x.name == a.name })),
-			maxConns: maxConns, honestRID: h.queueRID(), dialers: c.hostileDialers}
-		p, err := runHostilePhase(ctx, c, srv, h, plan.kem, &a, t)
+		p, err := runAttack(ctx, c, srv, h, plan.kem, a, maxConns, base)
 		if err != nil {
 			return err
-		}
-		p.Ratio = HonestRatios{
-			DialP50: ratio(p.Honest.DialP50Ms, base.Honest.DialP50Ms), DialP99: ratio(p.Honest.DialP99Ms, base.Honest.DialP99Ms),
-			SendMsgP50: ratio(p.Honest.SendMsgP50Ms, base.Honest.SendMsgP50Ms), SendMsgP99: ratio(p.Honest.SendMsgP99Ms, base.Honest.SendMsgP99Ms),
-			CycleP50: ratio(p.Honest.CycleP50Ms, base.Honest.CycleP50Ms), CycleP99: ratio(p.Honest.CycleP99Ms, base.Honest.CycleP99Ms),
-		}
-		p.GoalApplies = a.goal
-		p.GoalLimitMs, p.GoalMet = hostileGoal(p, base.Honest)
-		if isAlive(srv) {
-			if p.RecoverySeconds, err = h.recoverWait(ctx, time.Duration(p.GoalLimitMs*float64(time.Millisecond))); err != nil {
-				return err
-			}
 		}
 		res.Phases = append(res.Phases, p)
 		if ctx.Err() != nil {
@@ -611,6 +589,60 @@ func runRelayPlan(ctx context.Context, c *config, srv *server, plan hostilePlan,
 		}
 	}
 	return nil
+}
+
+// startHonest starts the honest client of a relay's phases: in a process of
+// its own (--hostile-honest-process) or in this one.
+func startHonest(ctx context.Context, c *config, srv *server) (honestRunner, error) {
+	if c.hostileHonestProc {
+		hp, err := startHonestProc(ctx, defaultHonestParams(srv))
+		if err != nil {
+			return nil, err
+		}
+		return hp, nil
+	}
+	hl, err := newHonest(ctx, defaultHonestParams(srv))
+	if err != nil {
+		return nil, err
+	}
+	return localHonest{hl}, nil
+}
+
+// runAttack runs attack a's phase, sets its honest figures against the
+// baseline's, and, while the relay lives, waits for the honest client to
+// recover before the next phase.
+func runAttack(ctx context.Context, c *config, srv *server, h honestRunner, kem string, a attack, maxConns int, base HostilePhase) (HostilePhase, error) {
+	t := &target{addr: srv.Addr, fp: srv.Fingerprint, src: attackSource(a), maxConns: maxConns, honestRID: h.queueRID(),
+		dialers: c.hostileDialers}
+	p, err := runHostilePhase(ctx, c, srv, h, kem, &a, t)
+	if err != nil {
+		return p, err
+	}
+	p.Ratio = honestRatios(p.Honest, base.Honest)
+	p.GoalApplies = a.goal
+	p.GoalLimitMs, p.GoalMet = hostileGoal(p, base.Honest)
+	if isAlive(srv) {
+		if p.RecoverySeconds, err = h.recoverWait(ctx, time.Duration(p.GoalLimitMs*float64(time.Millisecond))); err != nil {
+			return p, err
+		}
+	}
+	return p, nil
+}
+
+// attackSource is the address attack a comes from: 127.0.0.10 and up, one
+// per attack, so the relay's per-source limits meet each attack alone.
+func attackSource(a attack) string {
+	return fmt.Sprintf("127.0.0.%d", 10+slices.IndexFunc(attacks, func(x attack) bool { return x.name == a.name }))
+}
+
+// honestRatios is each of the honest client's figures under attack over its
+// baseline.
+func honestRatios(p, base HonestStats) HonestRatios {
+	return HonestRatios{
+		DialP50: ratio(p.DialP50Ms, base.DialP50Ms), DialP99: ratio(p.DialP99Ms, base.DialP99Ms),
+		SendMsgP50: ratio(p.SendMsgP50Ms, base.SendMsgP50Ms), SendMsgP99: ratio(p.SendMsgP99Ms, base.SendMsgP99Ms),
+		CycleP50: ratio(p.CycleP50Ms, base.CycleP50Ms), CycleP99: ratio(p.CycleP99Ms, base.CycleP99Ms),
+	}
 }
 
 func lastLines(s string, n int) string {

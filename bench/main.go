@@ -320,6 +320,52 @@ func run(args []string, stdout, stderr io.Writer) int {
 // runSuite runs the chosen scenarios in order. A scenario that fails ends the
 // suite; what was measured before it is still reported.
 func runSuite(ctx context.Context, c *config, args []string, stderr io.Writer) (*Report, error) {
+	tmp, err := os.MkdirTemp("", "smp-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	s := &suite{ctx: ctx, c: c, stderr: stderr, tmp: tmp, rep: newReport(c, args)}
+	if err := s.serverBinary(); err != nil {
+		return s.rep, err
+	}
+	if err := s.cryptoCosts(); err != nil {
+		return s.rep, err
+	}
+	// Pinning starts only now: the crypto costs above are per core either way,
+	// and the all-cores factor needs every core this process may use.
+	if s.pin, err = startPinning(c.pin); err != nil {
+		return s.rep, err
+	}
+	defer func() {
+		if err := s.pin.restore(); err != nil {
+			fmt.Fprintf(stderr, "bench: restoring this process's CPU affinity: %v\n", err)
+		}
+	}()
+	s.reportPinning()
+	for _, sc := range []struct {
+		name string
+		run  func() error
+	}{
+		{"relay-signed", s.relaySigned},
+		{"relay-unsigned", s.relayUnsigned},
+		{"handshakes", s.handshakes},
+		{"idle-connections", s.idle},
+		{"fsync", s.fsync},
+		{"hostile", s.hostile},
+	} {
+		if c.has(sc.name) {
+			if err := sc.run(); err != nil {
+				return s.rep, err
+			}
+		}
+	}
+	return s.rep, ctx.Err()
+}
+
+// newReport is the report of a run of the suite with the command-line args,
+// before anything is measured.
+func newReport(c *config, args []string) *Report {
 	rep := &Report{Started: time.Now().UTC(), Command: "go run ./bench " + strings.Join(args, " "),
 		Machine: describeMachine(), Scenarios: c.scenarios}
 	rep.Config = map[string]any{"duration": c.duration.String(), "warmup": c.warmup.String(), "pairs": c.pairs,
@@ -332,203 +378,244 @@ func runSuite(ctx context.Context, c *config, args []string, stderr io.Writer) (
 		rep.Config["hostileMaxConns"], rep.Config["hostileRate"], rep.Config["hostileDialers"] = c.hostileMaxConns, c.hostileRate, c.hostileDialers
 		rep.Config["hostileHonestProcess"] = c.hostileHonestProc
 	}
-	tmp, err := os.MkdirTemp("", "smp-bench-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(tmp)
-	bin := c.serverBin
-	if bin == "" && slices.ContainsFunc(c.scenarios, func(s string) bool { return s != "crypto-limit" }) {
-		fmt.Fprintln(stderr, "bench: building smp-server")
-		if bin, err = buildServer(ctx, tmp); err != nil {
-			return rep, err
-		}
-	}
-	serverN := 0
-	var pin *pinning // set after the crypto costs are measured, on every CPU
-	start := func(args ...string) (*server, error) {
-		full := append(slices.Clone(c.serverArgs), args...)
-		if c.serverProfile != "" {
-			serverN++
-			dir, err := filepath.Abs(filepath.Join(c.out, rep.stem()+"-profiles", strconv.Itoa(serverN)))
-			if err != nil {
-				return nil, err
-			}
-			if err := os.MkdirAll(dir, 0o755); err != nil {
-				return nil, err
-			}
-			full = append(full, "--profile", c.serverProfile, "--profile-dir", dir)
-			rep.Profiles = append(rep.Profiles, dir)
-		}
-		return startServer(ctx, bin, tmp, pin.serverSet(), full...)
-	}
-	relayArgs := func(series string, signed bool, alg codec.SigAlg, pairs int) relayRun {
-		return relayRun{series: series, signed: signed, alg: alg, pairs: pairs, queues: c.queues, window: c.window,
-			body: c.body, warmup: c.warmup, duration: c.duration, rate: c.rate}
-	}
-	// grid runs r at each pairs count on one server and returns the points.
-	grid := func(label string, pairsList []int, r relayRun, cycle string, args ...string) ([]RelayPoint, error) {
-		srv, err := start(args...)
-		if err != nil {
-			return nil, err
-		}
-		var pts []RelayPoint
-		for _, n := range pairsList {
-			r.pairs = n
-			p := newProgress(fmt.Sprintf("%s, %d pairs", label, n), (r.warmup + r.duration).Seconds())
-			pt, err := runRelay(ctx, srv, r, p)
-			if err != nil {
-				p.finish("failed")
-				srv.stop()
-				return pts, fmt.Errorf("%s with %d pairs: %w", label, n, err)
-			}
-			pt.ServerArgs = strings.Join(append(slices.Clone(c.serverArgs), args...), " ")
-			pt.ServerCores = pin.serverCores()
-			pt.withCrypto(rep.Crypto, cycle)
-			p.finish(fmt.Sprintf("%.0f msg/s, p99 %.2f ms, server %.0f µs CPU/msg", pt.Throughput, pt.P99Ms, pt.ServerCPUPerMsg))
-			pts = append(pts, pt)
-		}
-		return pts, srv.stop()
-	}
+	return rep
+}
 
+// suite is one run of the scenarios: what they share, and the report they
+// fill in.
+type suite struct {
+	ctx     context.Context
+	c       *config
+	stderr  io.Writer
+	tmp     string // the run's temporary directory, removed at the end
+	rep     *Report
+	bin     string   // the smp-server binary
+	pin     *pinning // set after the crypto costs are measured, on every CPU
+	servers int      // smp-servers started, for their profile directories
+}
+
+// serverBinary sets the smp-server binary: --server-bin, or one built into
+// the temporary directory when a scenario needs a server.
+func (s *suite) serverBinary() error {
+	s.bin = s.c.serverBin
+	if s.bin != "" || !slices.ContainsFunc(s.c.scenarios, func(sc string) bool { return sc != "crypto-limit" }) {
+		return nil
+	}
+	fmt.Fprintln(s.stderr, "bench: building smp-server")
+	var err error
+	s.bin, err = buildServer(s.ctx, s.tmp)
+	return err
+}
+
+// cryptoCosts runs the crypto-limit scenario, or, when it is not chosen,
+// measures the costs briefly for the ratios of the other scenarios.
+func (s *suite) cryptoCosts() error {
+	c := s.c
 	if c.has("crypto-limit") {
 		p := newProgress("crypto-limit", 10)
 		cc, err := measureCrypto(c, c.cryptoTime, p)
 		if err != nil {
-			return rep, fmt.Errorf("crypto-limit: %w", err)
+			return fmt.Errorf("crypto-limit: %w", err)
 		}
 		p.finish(fmt.Sprintf("signed cycle %.1f µs (Ed25519), limit %.0f msg/s", cc.cycle("signed-ed25519").NsPerOp/1e3, cc.cycle("signed-ed25519").LimitOps))
-		rep.Crypto = cc
-	} else if slices.ContainsFunc(c.scenarios, func(s string) bool { return s != "hostile" }) {
+		s.rep.Crypto = cc
+	} else if slices.ContainsFunc(c.scenarios, func(sc string) bool { return sc != "hostile" }) {
 		// The ratios need the costs: measure them quickly.
 		if cc, err := measureCrypto(c, min(c.cryptoTime, 200*time.Millisecond), newProgress("crypto costs (for the ratios)", 10)); err == nil {
-			rep.Crypto = cc
+			s.rep.Crypto = cc
 		}
 	}
-	// Pinning starts only now: the crypto costs above are per core either way,
-	// and the all-cores factor needs every core this process may use.
-	if pin, err = startPinning(c.pin); err != nil {
-		return rep, err
+	return nil
+}
+
+// reportPinning records the CPUs the servers and this process run on, and
+// says so on stderr.
+func (s *suite) reportPinning() {
+	s.rep.Machine.Pin = s.pin.Pin
+	if s.pin.Enabled {
+		fmt.Fprintf(s.stderr, "bench: smp-server on CPUs %s, the load generator on CPUs %s (--pin=false: share them)\n", s.pin.ServerCPUs, s.pin.GeneratorCPUs)
+	} else if s.c.pin {
+		fmt.Fprintf(s.stderr, "bench: pinning %s\n", s.pin.Note)
 	}
-	defer func() {
-		if err := pin.restore(); err != nil {
-			fmt.Fprintf(stderr, "bench: restoring this process's CPU affinity: %v\n", err)
-		}
-	}()
-	rep.Machine.Pin = pin.Pin
-	if pin.Enabled {
-		fmt.Fprintf(stderr, "bench: smp-server on CPUs %s, the load generator on CPUs %s (--pin=false: share them)\n", pin.ServerCPUs, pin.GeneratorCPUs)
-	} else if c.pin {
-		fmt.Fprintf(stderr, "bench: pinning %s\n", pin.Note)
-	}
-	if c.has("relay-signed") {
-		if slices.Contains(c.keys, "ed25519") {
-			pts, err := grid("relay-signed Ed25519", c.pairs, relayArgs("signed-ed25519", true, codec.SigEd25519, 0), "signed-ed25519")
-			rep.Relay = append(rep.Relay, pts...)
-			if err != nil {
-				return rep, err
-			}
-			if c.halfPeak && len(pts) > 0 {
-				peak := pts[0]
-				for _, p := range pts {
-					if p.Throughput > peak.Throughput {
-						peak = p
-					}
-				}
-				r := relayArgs("signed-ed25519-half-peak", true, codec.SigEd25519, peak.Pairs)
-				r.rate = peak.Throughput / 2
-				hp, err := grid("relay-signed Ed25519 at half of peak", []int{peak.Pairs}, r, "signed-ed25519")
-				if err != nil {
-					return rep, err
-				}
-				rep.HalfPeak = &hp[0]
-			}
-		}
-		if slices.Contains(c.keys, "rsa") && len(c.rsaPairs) > 0 {
-			pts, err := grid("relay-signed RSA-2048", c.rsaPairs, relayArgs("signed-rsa2048", true, codec.SigRSA, 0), "signed-rsa2048")
-			rep.Relay = append(rep.Relay, pts...)
-			if err != nil {
-				return rep, err
-			}
-		}
-	}
-	if c.has("relay-unsigned") {
-		pts, err := grid("relay-unsigned", c.pairs, relayArgs("unsigned", false, codec.SigEd25519, 0), "unsigned")
-		rep.Relay = append(rep.Relay, pts...)
+}
+
+// start starts an smp-server with --server-args and args, profiled into a
+// directory of its own with --server-profile.
+func (s *suite) start(args ...string) (*server, error) {
+	full := append(slices.Clone(s.c.serverArgs), args...)
+	if s.c.serverProfile != "" {
+		s.servers++
+		dir, err := filepath.Abs(filepath.Join(s.c.out, s.rep.stem()+"-profiles", strconv.Itoa(s.servers)))
 		if err != nil {
-			return rep, err
+			return nil, err
 		}
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, err
+		}
+		full = append(full, "--profile", s.c.serverProfile, "--profile-dir", dir)
+		s.rep.Profiles = append(s.rep.Profiles, dir)
 	}
-	if c.has("handshakes") {
-		for _, k := range c.kems {
-			srv, err := start("--key-type", k)
-			if err != nil {
-				return rep, err
-			}
-			p := newProgress("handshakes "+k, c.hsDuration.Seconds())
-			hp, err := runHandshakes(ctx, srv, k, c.dialers, c.hsDuration, p)
-			serr := srv.stop()
-			if err != nil {
-				p.finish("failed")
-				return rep, fmt.Errorf("handshakes %s: %w", k, err)
-			}
-			hp.withCrypto(rep.Crypto)
-			p.finish(fmt.Sprintf("%.0f/s, server %.0f µs CPU each", hp.PerSecond, hp.ServerCPUPer))
-			rep.Handshakes = append(rep.Handshakes, hp)
-			if serr != nil {
-				return rep, serr
-			}
-		}
+	return startServer(s.ctx, s.bin, s.tmp, s.pin.serverSet(), full...)
+}
+
+// relayArgs is a relay run of the series with the suite's load settings.
+func (s *suite) relayArgs(series string, signed bool, alg codec.SigAlg, pairs int) relayRun {
+	c := s.c
+	return relayRun{series: series, signed: signed, alg: alg, pairs: pairs, queues: c.queues, window: c.window,
+		body: c.body, warmup: c.warmup, duration: c.duration, rate: c.rate}
+}
+
+// grid runs r at each pairs count on one server, started with args, and
+// returns the points; cycle names the crypto cycle the points are set
+// against.
+func (s *suite) grid(label string, pairsList []int, r relayRun, cycle string, args ...string) ([]RelayPoint, error) {
+	srv, err := s.start(args...)
+	if err != nil {
+		return nil, err
 	}
-	if c.has("idle-connections") {
-		srv, err := start("--key-type", c.idleKEM)
-		if err != nil {
-			return rep, err
-		}
-		top := 0
-		for _, s := range c.idleSteps {
-			if s == 0 {
-				s = serverMaxConns(srv.cmd.Process.Pid)
-			}
-			top = max(top, s)
-		}
-		p := newProgress("idle-connections", float64(top))
-		res, err := runIdle(ctx, srv, c.idleKEM, slices.Clone(c.idleSteps), c.idleSample, p)
-		serr := srv.stop()
-		rep.Idle = res
+	var pts []RelayPoint
+	for _, n := range pairsList {
+		r.pairs = n
+		p := newProgress(fmt.Sprintf("%s, %d pairs", label, n), (r.warmup + r.duration).Seconds())
+		pt, err := runRelay(s.ctx, srv, r, p)
 		if err != nil {
 			p.finish("failed")
-			return rep, fmt.Errorf("idle-connections: %w", err)
+			srv.stop()
+			return pts, fmt.Errorf("%s with %d pairs: %w", label, n, err)
 		}
-		p.finish(fmt.Sprintf("%.0f bytes RSS per connection; stopped by %s", res.SlopeBytes, res.StoppedBy))
-		if serr != nil {
-			return rep, serr
-		}
+		pt.ServerArgs = strings.Join(append(slices.Clone(s.c.serverArgs), args...), " ")
+		pt.ServerCores = s.pin.serverCores()
+		pt.withCrypto(s.rep.Crypto, cycle)
+		p.finish(fmt.Sprintf("%.0f msg/s, p99 %.2f ms, server %.0f µs CPU/msg", pt.Throughput, pt.P99Ms, pt.ServerCPUPerMsg))
+		pts = append(pts, pt)
 	}
-	if c.has("fsync") {
-		for _, m := range c.fsyncModes {
-			r := relayArgs("fsync-"+m, true, codec.SigEd25519, 0)
-			pts, err := grid("fsync "+m, []int{c.fsyncPairs}, r, "signed-ed25519", "--fsync", m)
-			rep.Fsync = append(rep.Fsync, pts...)
-			if err != nil {
-				return rep, err
-			}
-			if c.halfPeak {
-				r.series, r.rate = "fsync-"+m+"-half-peak", pts[0].Throughput/2
-				hp, err := grid("fsync "+m+" at half of peak", []int{c.fsyncPairs}, r, "signed-ed25519", "--fsync", m)
-				rep.Fsync = append(rep.Fsync, hp...)
-				if err != nil {
-					return rep, err
+	return pts, srv.stop()
+}
+
+// relaySigned runs the relay-signed scenario: Ed25519 over the pairs list
+// (and at half of its peak with --half-peak), then RSA-2048.
+func (s *suite) relaySigned() error {
+	c, rep := s.c, s.rep
+	if slices.Contains(c.keys, "ed25519") {
+		pts, err := s.grid("relay-signed Ed25519", c.pairs, s.relayArgs("signed-ed25519", true, codec.SigEd25519, 0), "signed-ed25519")
+		rep.Relay = append(rep.Relay, pts...)
+		if err != nil {
+			return err
+		}
+		if c.halfPeak && len(pts) > 0 {
+			peak := pts[0]
+			for _, p := range pts {
+				if p.Throughput > peak.Throughput {
+					peak = p
 				}
 			}
+			r := s.relayArgs("signed-ed25519-half-peak", true, codec.SigEd25519, peak.Pairs)
+			r.rate = peak.Throughput / 2
+			hp, err := s.grid("relay-signed Ed25519 at half of peak", []int{peak.Pairs}, r, "signed-ed25519")
+			if err != nil {
+				return err
+			}
+			rep.HalfPeak = &hp[0]
 		}
 	}
-	if c.has("hostile") {
-		res, err := runHostile(ctx, c, bin, start)
-		rep.Hostile = res
+	if slices.Contains(c.keys, "rsa") && len(c.rsaPairs) > 0 {
+		pts, err := s.grid("relay-signed RSA-2048", c.rsaPairs, s.relayArgs("signed-rsa2048", true, codec.SigRSA, 0), "signed-rsa2048")
+		rep.Relay = append(rep.Relay, pts...)
 		if err != nil {
-			return rep, fmt.Errorf("hostile: %w", err)
+			return err
 		}
 	}
-	return rep, ctx.Err()
+	return nil
+}
+
+// relayUnsigned runs the relay-unsigned scenario over the pairs list.
+func (s *suite) relayUnsigned() error {
+	pts, err := s.grid("relay-unsigned", s.c.pairs, s.relayArgs("unsigned", false, codec.SigEd25519, 0), "unsigned")
+	s.rep.Relay = append(s.rep.Relay, pts...)
+	return err
+}
+
+// handshakes runs the handshakes scenario, on a server of each KEM kind.
+func (s *suite) handshakes() error {
+	c := s.c
+	for _, k := range c.kems {
+		srv, err := s.start("--key-type", k)
+		if err != nil {
+			return err
+		}
+		p := newProgress("handshakes "+k, c.hsDuration.Seconds())
+		hp, err := runHandshakes(s.ctx, srv, k, c.dialers, c.hsDuration, p)
+		serr := srv.stop()
+		if err != nil {
+			p.finish("failed")
+			return fmt.Errorf("handshakes %s: %w", k, err)
+		}
+		hp.withCrypto(s.rep.Crypto)
+		p.finish(fmt.Sprintf("%.0f/s, server %.0f µs CPU each", hp.PerSecond, hp.ServerCPUPer))
+		s.rep.Handshakes = append(s.rep.Handshakes, hp)
+		if serr != nil {
+			return serr
+		}
+	}
+	return nil
+}
+
+// idle runs the idle-connections scenario; a step of 0 ("max") is as many
+// connections as the server's limit permits.
+func (s *suite) idle() error {
+	c := s.c
+	srv, err := s.start("--key-type", c.idleKEM)
+	if err != nil {
+		return err
+	}
+	top := 0
+	for _, st := range c.idleSteps {
+		if st == 0 {
+			st = serverMaxConns(srv.cmd.Process.Pid)
+		}
+		top = max(top, st)
+	}
+	p := newProgress("idle-connections", float64(top))
+	res, err := runIdle(s.ctx, srv, c.idleKEM, slices.Clone(c.idleSteps), c.idleSample, p)
+	serr := srv.stop()
+	s.rep.Idle = res
+	if err != nil {
+		p.finish("failed")
+		return fmt.Errorf("idle-connections: %w", err)
+	}
+	p.finish(fmt.Sprintf("%.0f bytes RSS per connection; stopped by %s", res.SlopeBytes, res.StoppedBy))
+	return serr
+}
+
+// fsync runs the fsync scenario: a signed run under each --fsync mode (and
+// at half of its peak with --half-peak).
+func (s *suite) fsync() error {
+	c := s.c
+	for _, m := range c.fsyncModes {
+		r := s.relayArgs("fsync-"+m, true, codec.SigEd25519, 0)
+		pts, err := s.grid("fsync "+m, []int{c.fsyncPairs}, r, "signed-ed25519", "--fsync", m)
+		s.rep.Fsync = append(s.rep.Fsync, pts...)
+		if err != nil {
+			return err
+		}
+		if c.halfPeak {
+			r.series, r.rate = "fsync-"+m+"-half-peak", pts[0].Throughput/2
+			hp, err := s.grid("fsync "+m+" at half of peak", []int{c.fsyncPairs}, r, "signed-ed25519", "--fsync", m)
+			s.rep.Fsync = append(s.rep.Fsync, hp...)
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// hostile runs the hostile scenario (hostile.go).
+func (s *suite) hostile() error {
+	res, err := runHostile(s.ctx, s.c, s.bin, s.start)
+	s.rep.Hostile = res
+	if err != nil {
+		return fmt.Errorf("hostile: %w", err)
+	}
+	return nil
 }

@@ -149,254 +149,333 @@ func benchOptions(fp string, d *dialer, onEvent func(client.Event)) client.Optio
 func runRelay(ctx context.Context, srv *server, r relayRun, p *progress) (RelayPoint, error) {
 	pt := RelayPoint{Series: r.series, Pairs: r.pairs, Connections: 2 * r.pairs, Queues: r.queues, Window: r.window,
 		BodyBytes: r.body, Paced: r.rate > 0, TargetRate: r.rate}
-	slots := r.window
-	if r.rate > 0 {
-		slots = 32 // paced: room for a backlog, which then shows as latency
-	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var d dialer
-	var recording atomic.Bool
-	var delivered atomic.Int64
-	recs := make([]*recorder, r.pairs)
-	var conns []*client.Conn
-	var connMu sync.Mutex
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
+	ld := &relayLoad{r: r, srv: srv, slots: r.window, recs: make([]*recorder, r.pairs)}
+	if r.rate > 0 {
+		ld.slots = 32 // paced: room for a backlog, which then shows as latency
+	}
+	defer ld.closeConns()
+	if err := ld.setup(ctx); err != nil {
+		return pt, err
+	}
+	start := time.Now()
+	ld.startLoad(ctx, start)
+	stop := make(chan struct{})
+	go p.tick(stop, func() (float64, string) { return ld.progress(start) })
+	sleepCtx(ctx, r.warmup)
+	w, err := ld.measure(ctx)
+	close(stop)
+	cancel()
+	ld.wg.Wait()
+	ld.sends.Wait()
+	if err != nil {
+		return pt, err
+	}
+	ld.fill(&pt, w)
+	return pt, nil
+}
 
-	template := make([]byte, r.body)
+// relayLoad is the load of one relay measurement: its connections and
+// queues, the goroutines that send and acknowledge, and what they count.
+type relayLoad struct {
+	r     relayRun
+	srv   *server
+	slots int // messages per queue in flight at once
+	d     dialer
+
+	connMu sync.Mutex
+	conns  []*client.Conn // closed by closeConns
+	recs   []*recorder    // one per recipient connection
+	allMu  sync.Mutex
+	all    []*benchQueue
+
+	recording atomic.Bool  // set during the measured part
+	delivered atomic.Int64 // messages delivered while recording
+	cmdErrs   atomic.Int64 // SENDs and ACKs that failed
+	wg, sends sync.WaitGroup
+}
+
+// closeConns closes every connection setup opened.
+func (ld *relayLoad) closeConns() {
+	for _, c := range ld.conns {
+		c.Close()
+	}
+}
+
+// setup dials the pairs at once, each with its queues, and returns once
+// every pair is ready or one failed.
+func (ld *relayLoad) setup(ctx context.Context) error {
+	template := make([]byte, ld.r.body)
 	_, _ = rand.Read(template)
 	var rsaRK, rsaSK *codec.Signer
-	if r.alg == codec.SigRSA {
+	if ld.r.alg == codec.SigRSA {
 		// One RSA key pair for every queue: generating hundreds would take
 		// minutes and the server parses each queue's key all the same.
 		var err error
 		if rsaRK, err = codec.GenerateSigner(codec.SigRSA, 2048); err != nil {
-			return pt, err
+			return err
 		}
 		if rsaSK, err = codec.GenerateSigner(codec.SigRSA, 2048); err != nil {
-			return pt, err
+			return err
 		}
 	}
-	var all []*benchQueue
-	var allMu sync.Mutex
-	setup := func(i int) error {
-		rec := &recorder{}
-		recs[i] = rec
-		onEvent := func(e client.Event) {
-			switch e.Kind {
-			case client.EventMessage:
-			case client.EventDisconnected:
-				rec.errs.Add(1)
-				return
-			default:
-				return
+	errc := make(chan error, ld.r.pairs)
+	for i := range ld.r.pairs {
+		go func() { errc <- ld.setupPair(ctx, i, template, rsaRK, rsaSK) }()
+	}
+	var err error
+	for range ld.r.pairs {
+		err = errors.Join(err, <-errc)
+	}
+	if err != nil {
+		return fmt.Errorf("setting up %d pairs: %w", ld.r.pairs, err)
+	}
+	return nil
+}
+
+// setupPair dials pair i's recipient and sender connections and creates its
+// queues; rsaRK and rsaSK are the RSA keys every queue shares (RSA runs).
+func (ld *relayLoad) setupPair(ctx context.Context, i int, template []byte, rsaRK, rsaSK *codec.Signer) error {
+	rec := &recorder{}
+	ld.recs[i] = rec
+	rc, err := client.Dial(ctx, ld.srv.Addr, benchOptions(ld.srv.Fingerprint, &ld.d, ld.onEvent(rec)))
+	if err != nil {
+		return err
+	}
+	sc, err := client.Dial(ctx, ld.srv.Addr, benchOptions(ld.srv.Fingerprint, &ld.d, nil))
+	if err != nil {
+		rc.Close()
+		return err
+	}
+	ld.connMu.Lock()
+	ld.conns = append(ld.conns, rc, sc)
+	ld.connMu.Unlock()
+	qs := make(map[string]*benchQueue, ld.r.queues)
+	for range ld.r.queues {
+		rk, sk := rsaRK, rsaSK
+		if ld.r.alg != codec.SigRSA {
+			rk, _ = codec.GenerateSigner(codec.SigEd25519, 0)
+			sk, _ = codec.GenerateSigner(codec.SigEd25519, 0)
+		}
+		q, err := ld.newQueue(ctx, rc, sc, rk, sk, template)
+		if err != nil {
+			return err
+		}
+		qs[string(q.rid)] = q
+		ld.allMu.Lock()
+		ld.all = append(ld.all, q)
+		ld.allMu.Unlock()
+	}
+	rec.queues.Store(&qs)
+	return nil
+}
+
+// newQueue creates a queue on rc (secured with sk when the run is signed)
+// and prepares its SENDs on sc, one per slot, and its ACK.
+func (ld *relayLoad) newQueue(ctx context.Context, rc, sc *client.Conn, rk, sk *codec.Signer, template []byte) (*benchQueue, error) {
+	ids, err := rc.NewQueue(ctx, rk)
+	if err != nil {
+		return nil, err
+	}
+	if ld.r.signed {
+		if err := rc.Secure(ctx, ids.RID, rk, sk.PublicSPKI()); err != nil {
+			return nil, err
+		}
+	} else {
+		sk = nil
+	}
+	slots := ld.slots
+	q := &benchQueue{rid: ids.RID, sid: ids.SID, sent: make([]atomic.Int64, slots), busy: make([]atomic.Int32, slots),
+		free: make(chan int, slots), acks: make(chan struct{}, slots+1), rc: rc, sc: sc}
+	for s := range slots {
+		body := slices.Clone(template)
+		binary.BigEndian.PutUint32(body, uint32(s))
+		ps, err := sc.PrepareSend(ids.SID, sk, body)
+		if err != nil {
+			return nil, err
+		}
+		q.sends = append(q.sends, ps)
+		q.free <- s
+	}
+	if q.ack, err = rc.PrepareAck(ids.RID, rk); err != nil {
+		return nil, err
+	}
+	return q, nil
+}
+
+// onEvent is the event handler of rec's recipient connection: it records a
+// delivered message's latency while recording, frees its slot and has it
+// acknowledged; anything unexpected counts as an error.
+func (ld *relayLoad) onEvent(rec *recorder) func(client.Event) {
+	return func(e client.Event) {
+		switch e.Kind {
+		case client.EventMessage:
+		case client.EventDisconnected:
+			rec.errs.Add(1)
+			return
+		default:
+			return
+		}
+		now := time.Now().UnixNano()
+		qs := rec.queues.Load()
+		if qs == nil || len(e.Message.Body) < 4 {
+			rec.errs.Add(1)
+			return
+		}
+		q := (*qs)[string(e.RID)]
+		slot := int(binary.BigEndian.Uint32(e.Message.Body))
+		if q == nil || slot >= len(q.sent) {
+			rec.errs.Add(1)
+			return
+		}
+		if ld.recording.Load() {
+			rec.mu.Lock()
+			rec.lat = append(rec.lat, now-q.sent[slot].Load())
+			rec.mu.Unlock()
+			ld.delivered.Add(1)
+		}
+		q.release(slot, 1)
+		q.acks <- struct{}{}
+	}
+}
+
+// startLoad starts a sender and an acknowledger per queue; they run until
+// ctx ends. Paced senders start spread over one interval from start.
+func (ld *relayLoad) startLoad(ctx context.Context, start time.Time) {
+	interval := time.Duration(0)
+	if ld.r.rate > 0 {
+		interval = time.Duration(float64(len(ld.all)) / ld.r.rate * 1e9)
+	}
+	for qi, q := range ld.all {
+		ld.wg.Add(2)
+		go func() {
+			defer ld.wg.Done()
+			ld.send(ctx, q, interval, start.Add(time.Duration(int64(interval)*int64(qi)/int64(len(ld.all)))))
+		}()
+		go func() {
+			defer ld.wg.Done()
+			ld.acknowledge(ctx, q)
+		}()
+	}
+}
+
+// send sends q's messages as their slots free up, or, paced (interval > 0),
+// one each interval from next, until ctx ends.
+func (ld *relayLoad) send(ctx context.Context, q *benchQueue, interval time.Duration, next time.Time) {
+	for {
+		var slot int
+		select {
+		case slot = <-q.free:
+		case <-ctx.Done():
+			return
+		}
+		t0 := time.Now()
+		if interval > 0 {
+			if w := time.Until(next); w > 0 {
+				time.Sleep(w)
 			}
-			now := time.Now().UnixNano()
-			qs := rec.queues.Load()
-			if qs == nil || len(e.Message.Body) < 4 {
-				rec.errs.Add(1)
+			t0 = next // latency counts from when the message was due: no coordinated omission
+			next = next.Add(interval)
+		}
+		q.sent[slot].Store(t0.UnixNano())
+		q.busy[slot].Store(2)
+		// The SEND's answer is waited for on its own goroutine, so the
+		// next message goes when it is due (paced) or its slot is free,
+		// not after this one's OK: with --fsync always an OK waits for
+		// the disk, and waiting for it would cap each queue at one
+		// message per fsync.
+		ld.sends.Add(1)
+		go func() {
+			defer ld.sends.Done()
+			if _, err := q.sc.Do(ctx, q.sends[slot]); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				ld.cmdErrs.Add(1)
+				q.release(slot, 2) // nothing stored: no MSG will come
 				return
-			}
-			q := (*qs)[string(e.RID)]
-			slot := int(binary.BigEndian.Uint32(e.Message.Body))
-			if q == nil || slot >= len(q.sent) {
-				rec.errs.Add(1)
-				return
-			}
-			if recording.Load() {
-				rec.mu.Lock()
-				rec.lat = append(rec.lat, now-q.sent[slot].Load())
-				rec.mu.Unlock()
-				delivered.Add(1)
 			}
 			q.release(slot, 1)
-			q.acks <- struct{}{}
-		}
-		rc, err := client.Dial(ctx, srv.Addr, benchOptions(srv.Fingerprint, &d, onEvent))
-		if err != nil {
-			return err
-		}
-		sc, err := client.Dial(ctx, srv.Addr, benchOptions(srv.Fingerprint, &d, nil))
-		if err != nil {
-			rc.Close()
-			return err
-		}
-		connMu.Lock()
-		conns = append(conns, rc, sc)
-		connMu.Unlock()
-		qs := make(map[string]*benchQueue, r.queues)
-		for range r.queues {
-			rk, sk := rsaRK, rsaSK
-			if r.alg != codec.SigRSA {
-				rk, _ = codec.GenerateSigner(codec.SigEd25519, 0)
-				sk, _ = codec.GenerateSigner(codec.SigEd25519, 0)
-			}
-			ids, err := rc.NewQueue(ctx, rk)
-			if err != nil {
-				return err
-			}
-			if r.signed {
-				if err := rc.Secure(ctx, ids.RID, rk, sk.PublicSPKI()); err != nil {
-					return err
-				}
-			} else {
-				sk = nil
-			}
-			q := &benchQueue{rid: ids.RID, sid: ids.SID, sent: make([]atomic.Int64, slots), busy: make([]atomic.Int32, slots),
-				free: make(chan int, slots), acks: make(chan struct{}, slots+1), rc: rc, sc: sc}
-			for s := range slots {
-				body := slices.Clone(template)
-				binary.BigEndian.PutUint32(body, uint32(s))
-				ps, err := sc.PrepareSend(ids.SID, sk, body)
-				if err != nil {
-					return err
-				}
-				q.sends = append(q.sends, ps)
-				q.free <- s
-			}
-			if q.ack, err = rc.PrepareAck(ids.RID, rk); err != nil {
-				return err
-			}
-			qs[string(ids.RID)] = q
-			allMu.Lock()
-			all = append(all, q)
-			allMu.Unlock()
-		}
-		rec.queues.Store(&qs)
-		return nil
-	}
-	errc := make(chan error, r.pairs)
-	for i := range r.pairs {
-		go func() { errc <- setup(i) }()
-	}
-	var setupErr error
-	for range r.pairs {
-		setupErr = errors.Join(setupErr, <-errc)
-	}
-	if setupErr != nil {
-		return pt, fmt.Errorf("setting up %d pairs: %w", r.pairs, setupErr)
-	}
-
-	var cmdErrs atomic.Int64
-	var wg, sends sync.WaitGroup
-	start := time.Now()
-	interval := time.Duration(0)
-	if r.rate > 0 {
-		interval = time.Duration(float64(len(all)) / r.rate * 1e9)
-	}
-	for qi, q := range all {
-		wg.Add(2)
-		go func() { // sender
-			defer wg.Done()
-			// Paced senders start spread over one interval, not all at once.
-			next := start.Add(time.Duration(int64(interval) * int64(qi) / int64(len(all))))
-			for {
-				var slot int
-				select {
-				case slot = <-q.free:
-				case <-ctx.Done():
-					return
-				}
-				t0 := time.Now()
-				if interval > 0 {
-					if w := time.Until(next); w > 0 {
-						time.Sleep(w)
-					}
-					t0 = next // latency counts from when the message was due: no coordinated omission
-					next = next.Add(interval)
-				}
-				q.sent[slot].Store(t0.UnixNano())
-				q.busy[slot].Store(2)
-				// The SEND's answer is waited for on its own goroutine, so the
-				// next message goes when it is due (paced) or its slot is free,
-				// not after this one's OK: with --fsync always an OK waits for
-				// the disk, and waiting for it would cap each queue at one
-				// message per fsync.
-				sends.Add(1)
-				go func() {
-					defer sends.Done()
-					if _, err := q.sc.Do(ctx, q.sends[slot]); err != nil {
-						if ctx.Err() != nil {
-							return
-						}
-						cmdErrs.Add(1)
-						q.release(slot, 2) // nothing stored: no MSG will come
-						return
-					}
-					q.release(slot, 1)
-				}()
-			}
-		}()
-		go func() { // acknowledger
-			defer wg.Done()
-			for {
-				select {
-				case <-q.acks:
-				case <-ctx.Done():
-					return
-				}
-				if _, err := q.rc.Do(ctx, q.ack); err != nil && ctx.Err() == nil {
-					cmdErrs.Add(1)
-				}
-			}
 		}()
 	}
+}
 
-	stop := make(chan struct{})
-	go p.tick(stop, func() (float64, string) {
-		el := time.Since(start)
-		note := ""
-		if recording.Load() {
-			note = fmt.Sprintf("%.0f msg/s", float64(delivered.Load())/(el-r.warmup).Seconds())
+// acknowledge ACKs q's messages as they are delivered, until ctx ends.
+func (ld *relayLoad) acknowledge(ctx context.Context, q *benchQueue) {
+	for {
+		select {
+		case <-q.acks:
+		case <-ctx.Done():
+			return
 		}
-		return el.Seconds(), note
-	})
-	sleepCtx(ctx, r.warmup)
-	u0, err := srv.usage()
-	if err != nil {
-		close(stop)
-		return pt, err
+		if _, err := q.rc.Do(ctx, q.ack); err != nil && ctx.Err() == nil {
+			ld.cmdErrs.Add(1)
+		}
 	}
-	self0, _ := procUsage(os.Getpid())
-	busy0 := machineBusy()
-	recording.Store(true)
-	sleepCtx(ctx, r.duration)
-	recording.Store(false)
-	self1, _ := procUsage(os.Getpid())
-	busy1 := machineBusy()
-	u1, err := srv.usage()
-	n := delivered.Load()
-	close(stop)
-	cancel()
-	wg.Wait()
-	sends.Wait()
-	if err != nil {
-		return pt, err
-	}
+}
 
+// progress is the progress line's figures: the time since start and, while
+// recording, the throughput so far.
+func (ld *relayLoad) progress(start time.Time) (float64, string) {
+	el := time.Since(start)
+	note := ""
+	if ld.recording.Load() {
+		note = fmt.Sprintf("%.0f msg/s", float64(ld.delivered.Load())/(el-ld.r.warmup).Seconds())
+	}
+	return el.Seconds(), note
+}
+
+// window is what the measured part of a run reads before and after it.
+type window struct {
+	u0, u1       usage         // the server's
+	self0, self1 usage         // this process's
+	busy0, busy1 time.Duration // every process's (machineBusy)
+	delivered    int64
+}
+
+// measure records deliveries for the run's duration and reads the CPU
+// figures around it.
+func (ld *relayLoad) measure(ctx context.Context) (window, error) {
+	var w window
+	var err error
+	if w.u0, err = ld.srv.usage(); err != nil {
+		return w, err
+	}
+	w.self0, _ = procUsage(os.Getpid())
+	w.busy0 = machineBusy()
+	ld.recording.Store(true)
+	sleepCtx(ctx, ld.r.duration)
+	ld.recording.Store(false)
+	w.self1, _ = procUsage(os.Getpid())
+	w.busy1 = machineBusy()
+	w.u1, err = ld.srv.usage()
+	w.delivered = ld.delivered.Load()
+	return w, err
+}
+
+// fill sets pt's measured figures from w and the latencies recorded.
+func (ld *relayLoad) fill(pt *RelayPoint, w window) {
 	var lat []int64
-	for _, rec := range recs {
+	for _, rec := range ld.recs {
 		rec.mu.Lock()
 		lat = append(lat, rec.lat...)
 		rec.mu.Unlock()
 		pt.Errors += rec.errs.Load()
 	}
-	pt.Errors += cmdErrs.Load()
-	pt.Seconds = u1.At.Sub(u0.At).Seconds()
+	pt.Errors += ld.cmdErrs.Load()
+	n := w.delivered
+	pt.Seconds = w.u1.At.Sub(w.u0.At).Seconds()
 	pt.Delivered = n
 	pt.Throughput = float64(n) / pt.Seconds
-	pt.ServerCPUSec = (u1.CPU - u0.CPU).Seconds()
+	pt.ServerCPUSec = (w.u1.CPU - w.u0.CPU).Seconds()
 	if n > 0 {
 		pt.ServerCPUPerMsg = pt.ServerCPUSec / float64(n) * 1e6
-		pt.LoadGenCPUPerMsg = (self1.CPU - self0.CPU).Seconds() / float64(n) * 1e6
+		pt.LoadGenCPUPerMsg = (w.self1.CPU - w.self0.CPU).Seconds() / float64(n) * 1e6
 		pt.ServerBound = float64(runtime.NumCPU()) * 1e6 / pt.ServerCPUPerMsg
 	}
-	pt.ServerRSS = u1.RSS
-	other := (busy1 - busy0) - (u1.CPU - u0.CPU) - (self1.CPU - self0.CPU)
+	pt.ServerRSS = w.u1.RSS
+	other := (w.busy1 - w.busy0) - (w.u1.CPU - w.u0.CPU) - (w.self1.CPU - w.self0.CPU)
 	pt.OtherCores = max(0, other.Seconds()/pt.Seconds)
 	slices.Sort(lat)
 	pt.P50Ms, pt.P99Ms, pt.P999Ms = pctMs(lat, 50), pctMs(lat, 99), pctMs(lat, 99.9)
@@ -404,7 +483,6 @@ func runRelay(ctx context.Context, srv *server, r relayRun, p *progress) (RelayP
 	for _, q := range cdfPercentiles {
 		pt.CDF = append(pt.CDF, pctMs(lat, q))
 	}
-	return pt, nil
 }
 
 // pctMs returns the q-th percentile of sorted ns values, in ms.

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/smprelay/smprelay/codec"
+	"github.com/smprelay/smprelay/internal/errwrap"
 )
 
 // Errors of the connection. Server errors (ERR …) are returned as wrapped
@@ -180,7 +181,7 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 		c.shutdown(ErrConnLost)
 		c.wg.Wait()
 		c.ev.wait()
-		return nil, fmt.Errorf("client: the link to %s failed right after the handshake: %w", addr, err)
+		return nil, errwrap.Wrap(fmt.Errorf("client: the link to %s failed right after the handshake", addr), err)
 	}
 	if opts.PingInterval > 0 {
 		c.wg.Add(1)
@@ -205,7 +206,7 @@ func (c *Conn) connect(ctx context.Context) (*link, error) {
 	l, err := handshake(ctx, c, nc, c.opts.Fingerprint)
 	if err != nil {
 		_ = nc.Close()
-		return nil, fmt.Errorf("client: handshake with %s: %w", c.addr, err)
+		return nil, errwrap.Wrap(fmt.Errorf("client: handshake with %s", c.addr), err)
 	}
 	l.run()
 	return l, nil
@@ -232,7 +233,7 @@ func (c *Conn) install(l *link) error {
 	case c.closed:
 		return ErrClosed
 	case dead && cause != nil && !errors.Is(cause, ErrConnLost):
-		return fmt.Errorf("%w: %w", ErrConnLost, cause)
+		return errwrap.Wrap(ErrConnLost, cause)
 	case dead:
 		return ErrConnLost
 	}
@@ -263,7 +264,7 @@ func (c *Conn) linkGone(l *link) {
 	}
 	c.emit(Event{Kind: EventDisconnected, Err: l.err})
 	if c.opts.NoReconnect {
-		c.shutdown(fmt.Errorf("%w: %w", ErrConnLost, l.err))
+		c.shutdown(errwrap.Wrap(ErrConnLost, l.err))
 		return
 	}
 	c.wg.Add(1)
@@ -368,7 +369,7 @@ func (c *Conn) resubscribe(l *link) ([]Event, error) {
 	for i, cl := range calls {
 		r, err := l.wait(ctx, cl)
 		if err != nil {
-			return nil, fmt.Errorf("client: subscribing again: %w", err)
+			return nil, errwrap.Wrap(errors.New("client: subscribing again"), err)
 		}
 		if r.cmd == codec.CmdERR {
 			lost = append(lost, Event{Kind: EventSubscriptionLost, RID: []byte(subs[i].rid),
@@ -512,7 +513,7 @@ func (c *Conn) current(ctx context.Context) (*link, error) {
 			if errors.Is(err, ErrClosed) {
 				return nil, ErrClosed
 			}
-			return nil, fmt.Errorf("%w: %w", ErrClosed, err)
+			return nil, errwrap.Wrap(ErrClosed, err)
 		}
 		if l != nil {
 			return l, nil
@@ -551,7 +552,7 @@ func (c *Conn) roundTrip(ctx context.Context, cmd codec.Cmd, start func(l *link)
 		}
 		r, err := l.wait(ctx, cl)
 		if err != nil {
-			return reply{}, fmt.Errorf("client: %v: %w", cmd, err)
+			return reply{}, errwrap.Wrap(fmt.Errorf("client: %v", cmd), err)
 		}
 		return r, nil
 	}

@@ -13,6 +13,7 @@ import (
 	"sync"
 
 	"github.com/smprelay/smprelay/codec"
+	"github.com/smprelay/smprelay/internal/errwrap"
 	"github.com/smprelay/smprelay/internal/netctx"
 )
 
@@ -167,7 +168,7 @@ func (l *link) fail(cause error) {
 	_ = l.nc.Close()
 	l.c.detach(l)
 	for _, cl := range calls {
-		cl.done <- reply{err: fmt.Errorf("%w: %w", ErrConnLost, cause)}
+		cl.done <- reply{err: errwrap.Wrap(ErrConnLost, cause)}
 	}
 }
 

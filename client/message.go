@@ -8,6 +8,7 @@ import (
 
 	"github.com/smprelay/smprelay/client/e2e"
 	"github.com/smprelay/smprelay/codec"
+	"github.com/smprelay/smprelay/internal/errwrap"
 )
 
 // ErrPending reports a Prepare while an earlier message of the queue is
@@ -116,7 +117,7 @@ func (s *SenderQueue) SendPending(ctx context.Context, c *Conn) error {
 	err := s.SendPrepared(ctx, c, o)
 	s.Sent(o, err)
 	if err != nil {
-		return fmt.Errorf("client: sending message %d again: %w", o.Seq, err)
+		return errwrap.Wrap(fmt.Errorf("client: sending message %d again", o.Seq), err)
 	}
 	return nil
 }

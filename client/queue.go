@@ -15,6 +15,7 @@ import (
 
 	"github.com/smprelay/smprelay/client/e2e"
 	"github.com/smprelay/smprelay/codec"
+	"github.com/smprelay/smprelay/internal/errwrap"
 )
 
 // ErrDropped reports a message that was acknowledged and dropped because it
@@ -200,7 +201,7 @@ func (q *RecipientQueue) OpenOrDrop(ctx context.Context, c *Conn, m Message) (e2
 		return env, nil
 	}
 	if _, aerr := q.Ack(ctx, c); aerr != nil {
-		return e2e.Envelope{}, fmt.Errorf("%w (%w), and acknowledging it failed: %w", ErrDropped, err, aerr)
+		return e2e.Envelope{}, errwrap.Wrap(fmt.Errorf("%w (%w), and acknowledging it failed", ErrDropped, err), aerr)
 	}
 	return e2e.Envelope{}, fmt.Errorf("%w: %w", ErrDropped, err)
 }

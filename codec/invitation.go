@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/smprelay/smprelay/internal/errwrap"
 )
 
 // DefaultPort is the SMP server port an invitation implies when it names none
@@ -175,7 +177,7 @@ func ParseInvitationURI(s string) (Invitation, error) {
 func newInvitation(ek, sid []byte, server string, fp []byte) (Invitation, error) {
 	key, err := ParseKEMPublicKey(ek)
 	if err != nil {
-		return Invitation{}, fmt.Errorf("%w: encryption key: %w", ErrInvitation, err)
+		return Invitation{}, errwrap.Wrap(fmt.Errorf("%w: encryption key", ErrInvitation), err)
 	}
 	if len(sid) != QueueIDSize {
 		return Invitation{}, fmt.Errorf("%w: sender ID has %d bytes, want %d", ErrInvitation, len(sid), QueueIDSize)

@@ -105,7 +105,7 @@ func Listen(addr string) (net.Listener, error) {
 	lc := net.ListenConfig{KeepAlive: -1}
 	ln, err := lc.Listen(context.Background(), "tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("engine: listening on %s: %w", addr, bindReason(err))
+		return nil, fmt.Errorf("transport: listening on %s: %w", addr, bindReason(err))
 	}
 	return ln, nil
 }
@@ -137,7 +137,7 @@ func (a *acceptor) acceptLoop() error {
 					continue
 				}
 			case !retryable(err):
-				return fmt.Errorf("engine: accepting connections: %w", err)
+				return fmt.Errorf("transport: accepting connections: %w", err)
 			}
 			backoff = min(max(2*backoff, acceptBackoffMin), acceptBackoffMax)
 			if !a.wait(backoff) {

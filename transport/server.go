@@ -74,7 +74,7 @@ type Server struct {
 // NewServer returns a Server for the engine and key in o.
 func NewServer(o ServerOptions) (*Server, error) {
 	if o.Engine == nil || o.Key == nil {
-		return nil, errors.New("engine: NewServer needs an Engine and a Key")
+		return nil, errors.New("transport: NewServer needs an Engine and a Key")
 	}
 	if o.HandshakeTimeout <= 0 {
 		o.HandshakeTimeout = 10 * time.Second
@@ -277,12 +277,12 @@ func (s *Server) ServeListener(ln net.Listener, ready func(net.Addr)) error {
 		err = cli.Start()
 	}
 	if err != nil {
-		return fmt.Errorf("engine: starting the event loops: %w", err)
+		return fmt.Errorf("transport: starting the event loops: %w", err)
 	}
 	a := &acceptor{s: s, ln: ln, cli: cli, mx: &s.mx.loops[0]}
 	if a.reserve, err = os.Open(os.DevNull); err != nil {
 		_ = cli.Stop()
-		return fmt.Errorf("engine: opening the reserve descriptor: %w", err)
+		return fmt.Errorf("transport: opening the reserve descriptor: %w", err)
 	}
 	go s.expireLoop()
 	a.startEnrollers()
@@ -314,7 +314,7 @@ func (s *Server) ServeListener(ln net.Listener, ready func(net.Addr)) error {
 	case <-time.After(acceptStopWait): // a loop that died may never take it
 	}
 	if serr := cli.Stop(); serr != nil && err == nil {
-		err = fmt.Errorf("engine: stopping the event loops: %w", serr)
+		err = fmt.Errorf("transport: stopping the event loops: %w", serr)
 	}
 	return err
 }
@@ -485,83 +485,137 @@ func (h *handler) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 		defer func() { c.turns.active.Store(time.Now().UnixNano()) }()
 	}
 	draining := h.s.draining.Load()
+	if a, open := h.s.opening(c, draining); !open {
+		return a
+	}
+	return h.s.established(gc, c, turn, draining)
+}
+
+// opening runs the phase before blocks flow. It reports open once the
+// transport is open (by this call or an earlier one); otherwise it returns
+// what gnet is to do with the connection.
+func (s *Server) opening(c *conn, draining bool) (_ gnet.Action, open bool) {
 	if draining {
 		if c.phase.Load() == phaseHello {
-			return gnet.Close // no command was read from it: nothing to answer
+			return gnet.Close, false // no command was read from it: nothing to answer
 		}
 		if c.finSent {
-			return h.s.lingering(c)
+			return s.lingering(c), false
 		}
 	}
 	if c.phase.Load() == phaseHello {
-		done, ok := h.s.handshake(c)
+		done, ok := s.handshake(c)
 		if !ok {
 			c.countHandshake(hsBadHello)
-			return gnet.Close
+			return gnet.Close, false
 		}
 		if !done {
-			return gnet.None
+			return gnet.None, false
 		}
 	}
-	wk := h.s.pool.Get().(*worker)
-	wk.w.Seal, wk.w.Send = &c.tx, c.send
+	return gnet.None, true
+}
+
+// traffic is what the phases of one OnTraffic call on an open connection
+// share. It lives on the loop's stack, so that splitting the call into phases
+// allocates nothing.
+type traffic struct {
+	gc     gnet.Conn
+	c      *conn
+	wk     *worker
+	lim    *ConnLimits // loaded once, so that every phase applies the same limits
+	bs     int         // the block size
+	now    int64       // Unix nanoseconds, for the rate bucket and the idle sweep
+	final  bool        // the drain's last pass
+	budget int         // work left in the slice; negative once a batch overspent it
+}
+
+// established runs one turn of an open connection: it answers the blocks
+// already read, within the connection's work slice, leaves the rest for a
+// later turn, and sends the replies and pushes. turn says the loop woke the
+// connection for a turn (turns.go).
+func (s *Server) established(gc gnet.Conn, c *conn, turn, draining bool) gnet.Action {
+	t := traffic{gc: gc, c: c, wk: s.pool.Get().(*worker)}
+	t.wk.w.Seal, t.wk.w.Send = &c.tx, c.send
 	if c.phase.Load() == phaseOpen && c.tx.Next() == 0 {
-		wk.w.Welcome()
+		t.wk.w.Welcome()
 	}
-	bs := h.s.e.BlockSize()
-	lim := h.s.lim.Load()
-	now := time.Now().UnixNano()
+	t.bs = s.e.BlockSize()
+	t.lim = s.lim.Load()
+	t.now = time.Now().UnixNano()
 	if c.drained {
 		// Read after the drain began: dropped unanswered, and never stored.
 		_, _ = gc.Discard(gc.InboundBuffered())
 	}
 	// The drain's last pass answers every whole block already read, at any
 	// rate and in one go.
-	final := draining && !c.drained
-	// A connection in debt (failed authentications, Session's authPenalty)
-	// repays it a slice per turn before it is served again.
-	budget := workSlice
+	t.final = draining && !c.drained
+	t.budget = c.slice(t.final)
+	action := t.readBlocks()
+	t.owe()
+	action = t.schedule(action, turn)
+	if t.final {
+		c.drained = true
+		_, _ = gc.Discard(gc.InboundBuffered()) // a partial block: never answered
+	}
+	action = t.flush(action)
+	action = t.shutWrite(action)
+	t.wk.w.Seal, t.wk.w.Send = nil, nil
+	s.pool.Put(t.wk)
+	return action
+}
+
+// slice returns the work the connection may do this turn. A connection in
+// debt (failed authentications, Session's authPenalty) repays it a slice per
+// turn before it is served again; the drain's last pass has no limit.
+func (c *conn) slice(final bool) int {
 	switch {
 	case final:
-		budget = math.MaxInt
+		return math.MaxInt
 	case c.debt >= workSlice:
 		c.debt -= workSlice
-		budget = 0
-	default:
-		budget -= c.debt
-		c.debt = 0
+		return 0
 	}
+	budget := workSlice - c.debt
+	c.debt = 0
+	return budget
+}
+
+// readBlocks goes on with the block the last slice cut short, then opens
+// whole blocks from gnet's buffer and processes their transmissions while
+// the budget lasts and the rate bucket has tokens. It returns gnet.Close
+// when the connection must go: a block fails authentication, or it floods
+// far beyond the rate.
+func (t *traffic) readBlocks() gnet.Action {
+	c, gc, wk, bs := t.c, t.gc, t.wk, t.bs
 	if len(c.rest) > 0 {
-		n := c.sess.ProcessBatched(c.rest, wk.parser, wk.b, wk.w, &budget)
+		n := c.sess.ProcessBatched(c.rest, wk.parser, wk.b, wk.w, &t.budget)
 		c.rest = c.rest[n:]
 		if !codec.More(c.rest) {
 			c.rest = c.rest[:0]
 		}
 	}
-	for budget > 0 && len(c.rest) == 0 && gc.InboundBuffered() >= bs {
-		if ok, wait := c.rate.Take(lim.BlocksPerSecond, now); !ok && !final {
-			if gc.InboundBuffered() > lim.MaxInboundBlocks*bs {
-				action = gnet.Close // flooding far beyond the rate
+	for t.budget > 0 && len(c.rest) == 0 && gc.InboundBuffered() >= bs {
+		if ok, wait := c.rate.Take(t.lim.BlocksPerSecond, t.now); !ok && !t.final {
+			if gc.InboundBuffered() > t.lim.MaxInboundBlocks*bs {
 				c.mx.rejected[rejFlood].Add(1)
-			} else {
-				c.wakeIn(wait)
+				return gnet.Close // flooding far beyond the rate
 			}
-			break
+			c.wakeIn(wait)
+			return gnet.None
 		}
-		c.last.Store(now)
+		c.last.Store(t.now)
 		c.mx.blocksIn.Add(1) // the loop's own counter: no line shared with other loops
 		blk, err := gc.Peek(bs)
 		if err != nil {
-			action = gnet.Close
-			break
+			return gnet.Close
 		}
 		plain, err := c.rx.Open(blk)
 		if err != nil {
 			// A block that fails authentication ends the connection with no reply (SPEC §3.3).
-			action = gnet.Close
-			break
+			return gnet.Close
 		}
-		if n := c.sess.ProcessBatched(plain, wk.parser, wk.b, wk.w, &budget); codec.More(plain[n:]) {
+		if n := c.sess.ProcessBatched(plain, wk.parser, wk.b, wk.w, &t.budget); codec.More(plain[n:]) {
 			// Cut short by the slice: the rest waits in the connection's own
 			// buffer, since gnet's may hold a copy of the block, not the block.
 			if c.restBuf == nil {
@@ -571,38 +625,59 @@ func (h *handler) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 		}
 		_, _ = gc.Discard(bs)
 	}
-	if budget < 0 && !final {
+	return gnet.None
+}
+
+// owe keeps what the turn overspent (failed authentications cost more than
+// the slice held) as the connection's debt.
+func (t *traffic) owe() {
+	if t.budget < 0 && !t.final {
 		// Capped: a client whose commands fail for a while (its contact
 		// deleted the queue) waits a few turns, not minutes of them; a
 		// flood still gets about one failure per turn.
-		c.debt = min(-budget, maxDebt)
+		t.c.debt = min(-t.budget, maxDebt)
 	}
+}
+
+// schedule decides when the connection is served next: a connection that
+// used up its slice with work left waits for a turn, and one that came for a
+// light event of its own gives a paused connection of the loop a turn.
+func (t *traffic) schedule(action gnet.Action, turn bool) gnet.Action {
+	c, gc := t.c, t.gc
 	switch {
-	case budget <= 0 && action == gnet.None && (len(c.rest) > 0 || gc.InboundBuffered() >= bs):
-		if gc.InboundBuffered() > lim.MaxInboundBlocks*bs {
-			action = gnet.Close // sending far more work than its share
+	case t.budget <= 0 && action == gnet.None && (len(c.rest) > 0 || gc.InboundBuffered() >= t.bs):
+		if gc.InboundBuffered() > t.lim.MaxInboundBlocks*t.bs {
 			c.mx.rejected[rejFlood].Add(1)
-		} else {
-			// The slice is used up: the rest waits for a turn (turns.go).
-			c.turns.pause(c)
+			return gnet.Close // sending far more work than its share
 		}
-	case !turn && budget > 0:
+		// The slice is used up: the rest waits for a turn (turns.go).
+		c.turns.pause(c)
+	case !turn && t.budget > 0:
 		// A light event of this connection's own: one paused connection of
 		// the loop gets a turn after it.
 		c.turns.give(c)
 	}
-	if final {
-		c.drained = true
-		_, _ = gc.Discard(gc.InboundBuffered()) // a partial block: never answered
-	}
-	c.sess.Drain(wk.w)
-	if err := wk.w.Finish(); err != nil || gc.OutboundBuffered() > lim.MaxOutbound {
+	return action
+}
+
+// flush seals and writes the replies and the pushes waiting in the session's
+// outbox, and closes a connection whose client does not read what it is sent.
+func (t *traffic) flush(action gnet.Action) gnet.Action {
+	t.c.sess.Drain(t.wk.w)
+	if err := t.wk.w.Finish(); err != nil || t.gc.OutboundBuffered() > t.lim.MaxOutbound {
 		// The client does not read what it is sent: drop it rather than grow.
 		if err == nil && action != gnet.Close { // not already closing for another reason
-			c.mx.rejected[rejOutbound].Add(1)
+			t.c.mx.rejected[rejOutbound].Add(1)
 		}
-		action = gnet.Close
+		return gnet.Close
 	}
+	return action
+}
+
+// shutWrite ends a drained connection's write side once every reply is with
+// the kernel, and from then on the connection lingers (see lingering).
+func (t *traffic) shutWrite(action gnet.Action) gnet.Action {
+	c, gc := t.c, t.gc
 	if c.drained && action == gnet.None && !c.sess.Holding() && gc.OutboundBuffered() == 0 {
 		// Every reply is with the kernel: send FIN after them, so the client
 		// reads them all and then EOF, and wait (lingering) for it to close.
@@ -611,8 +686,6 @@ func (h *handler) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 		}
 		c.finSent = true
 	}
-	wk.w.Seal, wk.w.Send = nil, nil
-	h.s.pool.Put(wk)
 	return action
 }
 
@@ -655,7 +728,7 @@ wait:
 		s.conns.each(func(c *conn) { c.wake() })
 		select {
 		case <-ctx.Done():
-			err = fmt.Errorf("engine: drain cut short with %d connections open: %w", s.conns.open.Load(), ctx.Err())
+			err = fmt.Errorf("transport: drain cut short with %d connections open: %w", s.conns.open.Load(), ctx.Err())
 			break wait
 		case <-s.closed: // Serve has returned
 			break wait
@@ -741,7 +814,7 @@ func (l gnetLogger) Errorf(format string, args ...any) {
 	// gnet's loops log this line when their poller fails, then stop.
 	if l.failed != nil && strings.Contains(format, "is exiting due to error") {
 		select {
-		case l.failed <- fmt.Errorf("engine: gnet: %s", msg):
+		case l.failed <- fmt.Errorf("transport: gnet: %s", msg):
 		default:
 		}
 	}

@@ -37,11 +37,11 @@ func newServerShare(now time.Time) (*serverShare, error) {
 	var scalar [32]byte
 	defer clear(scalar[:])
 	if _, err := rand.Read(scalar[:]); err != nil {
-		return nil, fmt.Errorf("engine: server share: %w", err)
+		return nil, fmt.Errorf("transport: server share: %w", err)
 	}
 	priv, err := ecdh.X25519().NewPrivateKey(scalar[:])
 	if err != nil {
-		return nil, fmt.Errorf("engine: server share: %w", err)
+		return nil, fmt.Errorf("transport: server share: %w", err)
 	}
 	sh := &serverShare{priv: priv, born: now}
 	copy(sh.pub[:], priv.PublicKey().Bytes())

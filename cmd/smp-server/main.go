@@ -121,7 +121,7 @@ func start(args []string, stdout, stderr io.Writer) int {
 
 // serve runs the relay until a signal drains it. Its goroutines: the caller's
 // runs the event loops (Serve); the signal goroutine owns the configuration
-// in force (cur) and handles SIGHUP, SIGTERM and SIGINT.
+// in force and handles SIGHUP, SIGTERM and SIGINT.
 func serve(sf startFlags, r *resolved, stdout, stderr io.Writer) int {
 	c := &r.cfg
 	// Caught from here on: a SIGTERM during a long log replay still ends in
@@ -131,18 +131,71 @@ func serve(sf startFlags, r *resolved, stdout, stderr io.Writer) int {
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 
-	var level slog.LevelVar
-	level.Set(parseLevel(c.logLevel))
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: &level}))
+	d := &daemon{cfg: c, sf: sf, debugLog: c.logLevel == "debug"}
+	d.level.Set(parseLevel(c.logLevel))
+	d.log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: &d.level}))
 	if c.profile != "" {
-		mode, _ := profileMode(c.profile)
 		// Stopped (and the file written) on every return of serve, after the
-		// log is flushed; NoShutdownHook leaves SIGINT/SIGTERM to the drain.
-		defer profile.Start(mode, profile.ProfilePath(c.profileDir), profile.NoShutdownHook, profile.Quiet).Stop()
-		log.Warn("profiling is on: the relay runs slower", "profile", c.profile, "dir", c.profileDir)
+		// log is flushed.
+		defer d.startProfile().Stop()
 	}
-	debugLog := c.logLevel == "debug"
-	if debugLog {
+	d.warnAtStart(r)
+
+	// Bound before the data directory is touched, so that an address in use
+	// fails at once, naming the address, with nothing created or compacted.
+	ln, ok := d.bind()
+	if !ok {
+		return 1
+	}
+	defer ln.Close()
+	dirLock, ok := d.lockDataDir()
+	if !ok {
+		return 1
+	}
+	defer dirLock.Unlock()
+	if !d.loadKey() || !d.open() {
+		return 1
+	}
+	return d.stop(d.serveUntilDrained(ln, r, sigs, stdout))
+}
+
+// daemon is what serve's phases share: the logger, and the key, store, engine
+// and server as each phase sets them up.
+type daemon struct {
+	cfg      *config // as started; the signal goroutine holds the one in force
+	sf       startFlags
+	log      *slog.Logger
+	level    slog.LevelVar // --log-level, which a SIGHUP can change
+	debugLog bool          // started at log-level debug: client data may be logged
+
+	key   *codec.KEMPrivateKey
+	fp    string      // the key's fingerprint
+	store store.Store // closed last: it flushes the log
+	e     *engine.Engine
+	srv   *transport.Server
+
+	// Set by ready on gnet's boot goroutine; read after Serve returned.
+	stopMetrics func(context.Context) error
+	metricsErr  error
+}
+
+// startProfile starts the --profile profiler and says that it slows the
+// relay. NoShutdownHook leaves SIGINT and SIGTERM to the drain.
+func (d *daemon) startProfile() interface{ Stop() } {
+	c := d.cfg
+	mode, _ := profileMode(c.profile)
+	p := profile.Start(mode, profile.ProfilePath(c.profileDir), profile.NoShutdownHook, profile.Quiet)
+	d.log.Warn("profiling is on: the relay runs slower", "profile", c.profile, "dir", c.profileDir)
+	return p
+}
+
+// warnAtStart logs the configuration's start-up lines (docs/log-format.md
+// gives their order): debug logging, the config file read, metrics reachable
+// from the network, mistyped SMP_ variables and a max-conns the open-file
+// limit does not allow.
+func (d *daemon) warnAtStart(r *resolved) {
+	c, log := d.cfg, d.log
+	if d.debugLog {
 		log.Warn("debug logging is on: client data (queue IDs, addresses, commands) will be logged; do not use in production")
 	}
 	if r.configSeen {
@@ -152,7 +205,6 @@ func serve(sf startFlags, r *resolved, stdout, stderr io.Writer) int {
 		log.Warn("metrics are reachable from the network: metrics-listen is not a loopback address; "+
 			"firewall it or bind 127.0.0.1", "metrics-listen", c.metricsListen)
 	}
-
 	for _, w := range envWarnings(os.Environ()) {
 		log.Warn(w)
 	}
@@ -161,37 +213,48 @@ func serve(sf startFlags, r *resolved, stdout, stderr io.Writer) int {
 			"when descriptors run out (raise LimitNOFILE / ulimit -n, or lower max-conns)",
 			"max-conns", c.limits.MaxConns, "open-file-limit", lim, "usable", n)
 	}
+}
 
-	// Bound before the data directory is touched, so that an address in use
-	// fails at once, naming the address, with nothing created or compacted.
-	ln, err := transport.Listen(c.listen)
+// bind binds the relay's address (--listen). It logs why it failed when it
+// returns false.
+func (d *daemon) bind() (net.Listener, bool) {
+	ln, err := transport.Listen(d.cfg.listen)
 	if err != nil {
-		log.Error("cannot listen: is another relay or program using this address? (see --listen)", "err", err)
-		return 1
+		d.log.Error("cannot listen: is another relay or program using this address? (see --listen)", "err", err)
+		return nil, false
 	}
-	defer ln.Close()
+	return ln, true
+}
 
-	// One server per data directory: the lock is released by the kernel
-	// when the process ends, however it ends.
-	if err := checkDataDir(c.data); err != nil {
+// lockDataDir creates the data directory if needed and locks it: one server
+// per data directory, and the kernel releases the lock when the process
+// ends, however it ends. It logs why it failed when it returns false.
+func (d *daemon) lockDataDir() (*wal.DirLock, bool) {
+	dir, log := d.cfg.data, d.log
+	if err := checkDataDir(dir); err != nil {
 		log.Error("data directory", "err", err)
-		return 1
+		return nil, false
 	}
-	if err := os.MkdirAll(c.data, 0o700); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		log.Error("creating the data directory", "err", err)
-		return 1
+		return nil, false
 	}
-	dirLock, err := wal.LockDir(c.data)
+	l, err := wal.LockDir(dir)
 	if err != nil {
 		log.Error("locking the data directory", "err", err)
-		return 1
+		return nil, false
 	}
-	defer dirLock.Unlock()
+	return l, true
+}
 
+// loadKey reads the server key, or creates one, and writes its fingerprint
+// to DATA/fingerprint. It logs why it failed when it returns false.
+func (d *daemon) loadKey() bool {
+	c, log := d.cfg, d.log
 	key, created, err := loadOrCreateKey(c.data, c.keyType)
 	if err != nil {
 		log.Error("server key", "err", err)
-		return 1
+		return false
 	}
 	if !created && key.Public().Type().String() != c.keyType {
 		log.Info("using the existing server key; key-type applies only when a key is created",
@@ -200,95 +263,127 @@ func serve(sf startFlags, r *resolved, stdout, stderr io.Writer) int {
 	fp := key.Public().Fingerprint()
 	if err := atomicfile.Write(filepath.Join(c.data, "fingerprint"), []byte(fp+"\n"), 0o600); err != nil {
 		log.Error("writing the fingerprint", "err", err)
-		return 1
+		return false
 	}
+	d.key, d.fp = key, fp
+	return true
+}
 
+// open opens the store (replaying the log), and makes the engine on it and
+// the server for the engine. It logs why it failed when it returns false,
+// with the store closed.
+func (d *daemon) open() bool {
+	c, log := d.cfg, d.log
 	st, err := openStore(c, log)
 	if err != nil {
 		log.Error("opening the store", "err", err)
-		return 1
+		return false
 	}
 	e, err := engine.New(engine.Options{
 		Store:         st,
 		BlockSize:     c.blockSize,
 		Limits:        c.engineLimits(),
 		Logger:        log,
-		LogClientData: debugLog,
+		LogClientData: d.debugLog,
 	})
 	if err != nil {
 		log.Error("starting the engine", "err", err)
 		st.Close()
-		return 1
+		return false
 	}
 	srv, err := transport.NewServer(transport.ServerOptions{
-		Engine: e, Key: key, HandshakeTimeout: c.handshakeTimeout, Logger: log, LogClientData: debugLog,
+		Engine: e, Key: d.key, HandshakeTimeout: c.handshakeTimeout, Logger: log, LogClientData: d.debugLog,
 		Limits: c.connLimits(),
 	})
 	if err != nil {
 		log.Error("starting the server", "err", err)
 		st.Close()
-		return 1
+		return false
 	}
+	d.store, d.e, d.srv = st, e, srv
+	return true
+}
 
+// serveUntilDrained runs the event loops on ln until they stop, with the
+// signal goroutine beside them, and returns Serve's error once that
+// goroutine has finished (and logged). r is the configuration in force at
+// the start.
+func (d *daemon) serveUntilDrained(ln net.Listener, r *resolved, sigs <-chan os.Signal, stdout io.Writer) error {
 	served := make(chan struct{})  // closed once Serve has returned
-	sigDone := make(chan struct{}) // closed once the signal goroutine has finished (and logged)
+	sigDone := make(chan struct{}) // closed once the signal goroutine has finished
 	go func() {
 		defer close(sigDone)
-		cur := r
-		for {
-			select {
-			case <-served:
-				return
-			case sig := <-sigs:
-				if sig == syscall.SIGHUP {
-					cur = reload(cur, sf, e, srv, &level, debugLog, log)
-					continue
-				}
-				drain(srv, sig, cur.cfg.drainTimeout, sigs, log)
-				return
-			}
-		}
+		d.handleSignals(sigs, served, r)
 	}()
-
-	// Set by ready on gnet's boot goroutine; read after Serve returned.
-	var stopMetrics func(context.Context) error
-	var metricsErr error
-	err = srv.ServeListener(ln, func(addr net.Addr) {
-		if c.metricsListen != "" {
-			src := metricsSource{Engine: e, Server: srv, KeyType: key.Public().Type().String(),
-				Draining: srv.Draining}
-			if rep, ok := st.(store.StatsReporter); ok {
-				src.Store = rep
-			}
-			bound, stop, err := startMetrics(c.metricsListen, src, log)
-			if err != nil {
-				metricsErr = fmt.Errorf("metrics-listen %s: %w", c.metricsListen, err)
-				go srv.Shutdown(context.Background())
-				return
-			}
-			stopMetrics = stop
-			defer fmt.Fprintf(stdout, "smp-server: metrics on %s\n", bound)
-		}
-		log.Info("relay started", "fingerprint", fp, "key-type", key.Public().Type().String(),
-			"block-size", c.blockSize, "store", c.store, "fsync", fsyncLabel(c))
-		// SPEC §11: tools wait for this exact line; stdout is unbuffered.
-		fmt.Fprintf(stdout, "smp-server: listening on %s\n", addr)
-	})
+	err := d.srv.ServeListener(ln, func(addr net.Addr) { d.ready(addr, stdout) })
 	close(served)
 	<-sigDone
-	if stopMetrics != nil {
-		if err := stopMetrics(context.Background()); err != nil {
+	return err
+}
+
+// handleSignals runs on the signal goroutine until Serve has returned:
+// SIGHUP reloads the configuration, of which it holds the one in force
+// (cur), and SIGTERM or SIGINT drains the relay.
+func (d *daemon) handleSignals(sigs <-chan os.Signal, served <-chan struct{}, cur *resolved) {
+	for {
+		select {
+		case <-served:
+			return
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				cur = reload(cur, d.sf, d.e, d.srv, &d.level, d.debugLog, d.log)
+				continue
+			}
+			drain(d.srv, sig, cur.cfg.drainTimeout, sigs, d.log)
+			return
+		}
+	}
+}
+
+// ready runs on gnet's boot goroutine once the relay accepts connections: it
+// starts the metrics endpoint, then logs "relay started" and prints the
+// listening line. When the metrics endpoint cannot start, the relay stops
+// without either.
+func (d *daemon) ready(addr net.Addr, stdout io.Writer) {
+	c := d.cfg
+	keyType := d.key.Public().Type().String()
+	if c.metricsListen != "" {
+		src := metricsSource{Engine: d.e, Server: d.srv, KeyType: keyType, Draining: d.srv.Draining}
+		if rep, ok := d.store.(store.StatsReporter); ok {
+			src.Store = rep
+		}
+		bound, stop, err := startMetrics(c.metricsListen, src, d.log)
+		if err != nil {
+			d.metricsErr = fmt.Errorf("metrics-listen %s: %w", c.metricsListen, err)
+			go d.srv.Shutdown(context.Background())
+			return
+		}
+		d.stopMetrics = stop
+		defer fmt.Fprintf(stdout, "smp-server: metrics on %s\n", bound)
+	}
+	d.log.Info("relay started", "fingerprint", d.fp, "key-type", keyType,
+		"block-size", c.blockSize, "store", c.store, "fsync", fsyncLabel(c))
+	// SPEC §11: tools wait for this exact line; stdout is unbuffered.
+	fmt.Fprintf(stdout, "smp-server: listening on %s\n", addr)
+}
+
+// stop stops the metrics endpoint and closes the store once Serve has
+// returned serveErr, and returns the exit code: 1 when anything failed.
+func (d *daemon) stop(serveErr error) int {
+	log := d.log
+	if d.stopMetrics != nil {
+		if err := d.stopMetrics(context.Background()); err != nil {
 			log.Warn("stopping the metrics endpoint", "err", err)
 		}
 	}
 	// SPEC §11: the log is flushed (and fsynced) before the process exits.
-	closeErr := st.Close()
+	closeErr := d.store.Close()
 	switch {
-	case metricsErr != nil:
-		log.Error("starting the metrics endpoint", "err", metricsErr)
+	case d.metricsErr != nil:
+		log.Error("starting the metrics endpoint", "err", d.metricsErr)
 		return 1
-	case err != nil:
-		log.Error("serving", "err", err)
+	case serveErr != nil:
+		log.Error("serving", "err", serveErr)
 		return 1
 	case closeErr != nil:
 		log.Error("flushing the log", "err", closeErr)
