@@ -30,11 +30,7 @@ import (
 	"github.com/smprelay/smprelay/internal/smptest"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	smptest.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { smptest.Main(m) }
 
 // hangGuard bounds every wait on the network.
 const hangGuard = 30 * time.Second
