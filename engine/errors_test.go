@@ -79,8 +79,8 @@ func TestErrorRows(t *testing.T) {
 	c := newConn(t, e)
 	for _, row := range rows {
 		t.Run(row.name, func(t *testing.T) {
-			c.t = t
-			r := c.one([]byte(row.tx))
+			c.T = t
+			r := c.One([]byte(row.tx))
 			wantErr(t, r, row.want)
 			if r.CorrID != row.wantCorr || string(r.QueueID) != string(row.wantQueue) {
 				t.Fatalf("echo: corrId %q queueId %x, want %q %x", r.CorrID, r.QueueID, row.wantCorr, row.wantQueue)
@@ -104,12 +104,12 @@ func TestBoundaryLostDiscardsRest(t *testing.T) {
 		{"size", "\r\nx\r\n" + b64(q.sid) + "\r\nSEND 99999\r\n", codec.ErrSize},
 		{"size disagrees", "\r\nx\r\n" + b64(q.sid) + "\r\nSEND 30\r\nshort\r\n\r\n", codec.ErrSyntaxBody},
 	} {
-		rs := c.do(ping("before"), []byte(tc.mid), ping("after"))
+		rs := c.Do(ping("before"), []byte(tc.mid), ping("after"))
 		if len(rs) != 2 || rs[0].Cmd != codec.CmdPONG || rs[1].Cmd != codec.CmdERR || rs[1].Err != tc.want {
 			t.Fatalf("%s: got %+v, want PONG then ERR %v and nothing more", tc.name, rs, tc.want)
 		}
 	}
-	rs := c.do(ping("before"), []byte("\r\nx\r\n\r\nHELLO\r\n"), ping("after"))
+	rs := c.Do(ping("before"), []byte("\r\nx\r\n\r\nHELLO\r\n"), ping("after"))
 	if len(rs) != 3 || rs[2].Cmd != codec.CmdPONG || rs[2].CorrID != "after" {
 		t.Fatalf("boundary intact: got %+v, want parsing to go on", rs)
 	}
@@ -127,7 +127,7 @@ func TestInternalError(t *testing.T) {
 	}
 	c := newConn(t, e)
 	rk := signer(t, codec.SigEd25519)
-	wantErr(t, c.one(tx(t, nil, "n", nil, codec.CmdNEW, rk.PublicSPKI(), nil)), codec.ErrInternal)
+	wantErr(t, c.One(tx(t, nil, "n", nil, codec.CmdNEW, rk.PublicSPKI(), nil)), codec.ErrInternal)
 	if e.Queues() != 0 {
 		t.Fatal("a queue whose record failed was kept")
 	}
