@@ -51,13 +51,14 @@ type Launch struct {
 	Dir    string   // the data directory; a new t.TempDir() when empty
 	Args   []string // after "start --data DIR --listen 127.0.0.1:0 --handshakes-per-source 0" (later flags win)
 	NoFile int      // when > 0, the server runs with this open-file limit, soft and hard
+	Env    []string // added to the environment the server inherits
 }
 
-// StartServerWith is StartServer with the data directory, arguments and
-// open-file limit of l.
+// StartServerWith is StartServer with the data directory, arguments,
+// open-file limit and environment of l.
 func StartServerWith(t testing.TB, l Launch) *Server {
 	t.Helper()
-	cfg := proc.Config{Bin: BuildServer(t), DataDir: l.Dir, NoFile: l.NoFile}
+	cfg := proc.Config{Bin: BuildServer(t), DataDir: l.Dir, NoFile: l.NoFile, Env: l.Env}
 	if cfg.DataDir == "" {
 		cfg.DataDir = t.TempDir()
 	}

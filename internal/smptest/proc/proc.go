@@ -69,6 +69,9 @@ type Config struct {
 	// Args follow "start --data DataDir --listen 127.0.0.1:0" (a later flag
 	// wins, so Args may name another --listen).
 	Args []string
+	// Env is added to the environment the server inherits (a later entry
+	// wins), e.g. GORACE or GODEBUG settings.
+	Env []string
 	// NoFile, when > 0, is the process's open-file limit, soft and hard.
 	NoFile int
 	// MaxOutput, when > 0, caps the bytes kept of each of standard output and
@@ -119,7 +122,7 @@ func Start(ctx context.Context, cfg Config) (*Process, error) {
 	} else {
 		p.Cmd = exec.Command(cfg.Bin, all...)
 	}
-	p.Cmd.Env = Env()
+	p.Cmd.Env = append(Env(), cfg.Env...)
 	outR, err := p.Cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
