@@ -451,7 +451,7 @@ func relayMaxConns(ctx context.Context, bin, data string, args []string) int {
 
 func isAlive(s *server) bool {
 	select {
-	case <-s.exited:
+	case <-s.Exited():
 		return false
 	default:
 		return true
@@ -544,7 +544,7 @@ func runHostile(ctx context.Context, c *config, bin string, start func(args ...s
 		}
 		full := append(slices.Clone(c.serverArgs), args...)
 		res.RelayArgs[plan.kem] = strings.Join(full, " ")
-		maxConns := relayMaxConns(ctx, bin, srv.Data, full)
+		maxConns := relayMaxConns(ctx, bin, srv.DataDir, full)
 		res.MaxConns[plan.kem] = maxConns
 		err = runRelayPlan(ctx, c, srv, plan, maxConns, res)
 		if serr := srv.stop(); serr != nil {
@@ -576,7 +576,7 @@ func runRelayPlan(ctx context.Context, c *config, srv *server, plan hostilePlan,
 	res.Phases = append(res.Phases, base)
 	for _, a := range plan.attacks {
 		if !isAlive(srv) {
-			res.StoppedEarly = fmt.Sprintf("the %s relay exited before %s: %s", plan.kem, a.name, lastLines(srv.output(), 5))
+			res.StoppedEarly = fmt.Sprintf("the %s relay exited before %s: %s", plan.kem, a.name, lastLines(srv.Output(), 5))
 			return nil
 		}
 		p, err := runAttack(ctx, c, srv, h, plan.kem, a, maxConns, base)

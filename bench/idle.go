@@ -104,7 +104,7 @@ func serverMaxConns(pid int) int {
 // runIdle opens connections in steps; each does NEW, which subscribes it.
 // steps may end in 0, meaning "as many as the server's limit permits".
 func runIdle(ctx context.Context, srv *server, kem string, steps []int, sample int, p *progress) (*IdleResult, error) {
-	res := &IdleResult{KEM: kem, SampleSize: sample, ServerMax: serverMaxConns(srv.cmd.Process.Pid)}
+	res := &IdleResult{KEM: kem, SampleSize: sample, ServerMax: serverMaxConns(srv.Cmd.Process.Pid)}
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err

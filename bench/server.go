@@ -1,21 +1,18 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
+	"github.com/smprelay/smprelay/internal/smptest/proc"
 	"golang.org/x/sys/unix"
 )
 
@@ -24,25 +21,20 @@ import (
 const clockTicks = 100
 
 // buildServer builds ./cmd/smp-server into dir, from the module the bench
-// runs in.
+// runs in, without -race (the detector's cost would be measured).
 func buildServer(ctx context.Context, dir string) (string, error) {
-	bin := filepath.Join(dir, "smp-server")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/smprelay/smprelay/cmd/smp-server")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("building smp-server: %w\n%s", err, out)
+	bin, err := proc.Build(ctx, dir, proc.ServerPackage, false)
+	if err != nil {
+		return "", fmt.Errorf("building smp-server: %w", err)
 	}
 	return bin, nil
 }
 
-// server is a running smp-server process.
+// server is a running smp-server process, started by the launcher the tests
+// use too (internal/smptest/proc).
 type server struct {
-	Addr        string
-	Fingerprint string
-	Data        string
-	cmd         *exec.Cmd
-	exited      chan struct{}
-	mu          sync.Mutex
-	out         bytes.Buffer // the process's output, for errors
+	*proc.Process
+	cmd *exec.Cmd // Process.Cmd again, for runSuite (main.go), which reads srv.cmd
 }
 
 // capacityArgs lift the per-source limits (NEW is one of them: the idle
@@ -53,7 +45,10 @@ type server struct {
 // scenario keeps them).
 var capacityArgs = []string{"--max-conns-per-source", "0", "--handshakes-per-source", "0", "--new-queues-per-minute", "10000000"}
 
-// startServer runs "bin start --listen 127.0.0.1:0 --data <fresh dir>"
+// startTimeout bounds the wait for the server's "listening on" line.
+const startTimeout = 2 * time.Minute
+
+// startServer runs "bin start --data <fresh dir> --listen 127.0.0.1:0"
 // with capacityArgs and args appended (a flag in args wins), and waits for
 // its "listening on" line. With cpus set, the server runs on those CPUs only
 // (startPinned, pin.go).
@@ -62,100 +57,37 @@ func startServer(ctx context.Context, bin, tmp string, cpus *unix.CPUSet, args .
 	if err != nil {
 		return nil, err
 	}
-	full := append([]string{"start", "--listen", "127.0.0.1:0", "--data", data}, capacityArgs...)
-	full = append(full, args...)
-	cmd := exec.Command(bin, full...)
-	stdout, err := cmd.StdoutPipe()
+	ctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	p, err := proc.Start(ctx, proc.Config{
+		Bin:       bin,
+		DataDir:   data,
+		Args:      append(slices.Clone(capacityArgs), args...),
+		MaxOutput: 1 << 20, // for errors only
+		Spawn:     func(start func() error) error { return startPinned(cpus, start) },
+	})
 	if err != nil {
 		return nil, err
 	}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
+	if err := checkAffinity(p.Cmd.Process.Pid, cpus); err != nil {
+		p.Kill()
 		return nil, err
 	}
-	s := &server{Data: data, cmd: cmd, exited: make(chan struct{})}
-	if err := startPinned(cpus, cmd.Start); err != nil {
-		return nil, fmt.Errorf("starting smp-server: %w", err)
-	}
-	if err := checkAffinity(cmd.Process.Pid, cpus); err != nil {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		return nil, err
-	}
-	addrs := make(chan string, 2)
-	var wg sync.WaitGroup
-	for _, r := range []io.Reader{stdout, stderr} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.scan(r, addrs)
-		}()
-	}
-	go func() {
-		wg.Wait()
-		_ = cmd.Wait()
-		close(s.exited)
-	}()
-	t := time.NewTimer(2 * time.Minute)
-	defer t.Stop()
-	select {
-	case s.Addr = <-addrs:
-	case <-s.exited:
-		return nil, fmt.Errorf("smp-server %s exited before listening:\n%s", strings.Join(full, " "), s.output())
-	case <-t.C:
-		s.stop()
-		return nil, fmt.Errorf("smp-server did not print 'listening on' within 2 minutes:\n%s", s.output())
-	case <-ctx.Done():
-		s.stop()
-		return nil, ctx.Err()
-	}
-	fp, err := os.ReadFile(filepath.Join(data, "fingerprint"))
-	if err != nil {
-		s.stop()
-		return nil, fmt.Errorf("reading the server's fingerprint: %w", err)
-	}
-	s.Fingerprint = strings.TrimSpace(string(fp))
-	return s, nil
+	return &server{Process: p, cmd: p.Cmd}, nil
 }
 
-func (s *server) scan(r io.Reader, addrs chan<- string) {
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		line := sc.Text()
-		s.mu.Lock()
-		if s.out.Len() < 1<<20 {
-			s.out.WriteString(line + "\n")
-		}
-		s.mu.Unlock()
-		if _, rest, ok := strings.Cut(line, "listening on "); ok {
-			select {
-			case addrs <- strings.Fields(rest)[0]:
-			default:
-			}
-		}
-	}
-}
+// stopGrace is how long stop waits after SIGTERM before it kills the server.
+const stopGrace = 30 * time.Second
 
-func (s *server) output() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.out.String()
-}
-
-// stop sends SIGTERM and waits for the process, killing it after 30 s.
+// stop sends SIGTERM and waits for the process, killing it after stopGrace;
+// an exit status other than 0 is an error.
 func (s *server) stop() error {
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
-	t := time.NewTimer(30 * time.Second)
-	defer t.Stop()
-	select {
-	case <-s.exited:
-	case <-t.C:
-		_ = s.cmd.Process.Kill()
-		<-s.exited
-		return errors.New("smp-server did not stop within 30 s of SIGTERM; killed")
+	code, err := s.Terminate(syscall.SIGTERM, stopGrace)
+	if err != nil {
+		return err
 	}
-	if st := s.cmd.ProcessState; st != nil && !st.Success() {
-		return fmt.Errorf("smp-server exited with %v:\n%s", st, s.output())
+	if code != 0 {
+		return fmt.Errorf("smp-server exited with %v:\n%s", s.Cmd.ProcessState, s.Output())
 	}
 	return nil
 }
@@ -167,7 +99,7 @@ type usage struct {
 	At  time.Time
 }
 
-func (s *server) usage() (usage, error) { return procUsage(s.cmd.Process.Pid) }
+func (s *server) usage() (usage, error) { return procUsage(s.Cmd.Process.Pid) }
 
 // procUsage reads /proc/<pid>/stat and /proc/<pid>/status.
 func procUsage(pid int) (usage, error) {

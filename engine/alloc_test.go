@@ -17,8 +17,8 @@ func TestHotPathAllocations(t *testing.T) {
 	q := newQueue(t, e, codec.SigEd25519)
 	sk := q.secure(t, codec.SigEd25519)
 	sender := newConn(t, e)
-	sender.w.Send = func([]byte) error { return nil }
-	q.rc.w.Send = func([]byte) error { return nil }
+	sender.W.Send = func([]byte) error { return nil }
+	q.rc.W.Send = func([]byte) error { return nil }
 
 	ping := block([]byte("\r\np\r\n\r\nPING\r\n"))
 	send := block(tx(t, sk, "s", q.sid, codec.CmdSEND, nil, make([]byte, 1000)))
@@ -28,11 +28,11 @@ func TestHotPathAllocations(t *testing.T) {
 
 	// Warm the Writer's buffers, the outbox and the fifo.
 	for range 3 {
-		sender.s.Process(send, sender.p, &sender.tr, sender.w)
-		sender.w.Finish()
-		q.rc.s.Drain(q.rc.w)
-		q.rc.s.Process(ack, q.rc.p, &q.rc.tr, q.rc.w)
-		q.rc.w.Finish()
+		sender.S.Process(send, sender.P, &sender.Tr, sender.W)
+		sender.W.Finish()
+		q.rc.S.Drain(q.rc.W)
+		q.rc.S.Process(ack, q.rc.P, &q.rc.Tr, q.rc.W)
+		q.rc.W.Finish()
 	}
 
 	for _, tc := range []struct {
@@ -41,26 +41,26 @@ func TestHotPathAllocations(t *testing.T) {
 		run  func()
 	}{
 		{"PING", 0, func() {
-			sender.s.Process(ping, sender.p, &sender.tr, sender.w)
-			sender.w.Finish()
+			sender.S.Process(ping, sender.P, &sender.Tr, sender.W)
+			sender.W.Finish()
 		}},
 		{"errors", 0, func() {
-			sender.s.Process(bad, sender.p, &sender.tr, sender.w)
-			sender.w.Finish()
+			sender.S.Process(bad, sender.P, &sender.Tr, sender.W)
+			sender.W.Finish()
 		}},
 		// crypto/ed25519 builds an error value inside a failed Verify; the
 		// engine itself adds nothing on the AUTH path.
 		{"AUTH", 1, func() {
-			sender.s.Process(auth, sender.p, &sender.tr, sender.w)
-			sender.w.Finish()
+			sender.S.Process(auth, sender.P, &sender.Tr, sender.W)
+			sender.W.Finish()
 		}},
 		{"SEND-push-ACK", 1, func() {
-			sender.s.Process(send, sender.p, &sender.tr, sender.w)
-			sender.w.Finish()
-			q.rc.s.Drain(q.rc.w)
-			q.rc.w.Finish()
-			q.rc.s.Process(ack, q.rc.p, &q.rc.tr, q.rc.w)
-			q.rc.w.Finish()
+			sender.S.Process(send, sender.P, &sender.Tr, sender.W)
+			sender.W.Finish()
+			q.rc.S.Drain(q.rc.W)
+			q.rc.W.Finish()
+			q.rc.S.Process(ack, q.rc.P, &q.rc.Tr, q.rc.W)
+			q.rc.W.Finish()
 		}},
 	} {
 		if got := testing.AllocsPerRun(200, tc.run); got > tc.max {
@@ -86,17 +86,17 @@ func TestBodyStoreAllocations(t *testing.T) {
 	q := newQueue(t, e, codec.SigEd25519)
 	sk := q.secure(t, codec.SigEd25519)
 	sender := newConn(t, e)
-	sender.w.Send = func([]byte) error { return nil }
-	q.rc.w.Send = func([]byte) error { return nil }
+	sender.W.Send = func([]byte) error { return nil }
+	q.rc.W.Send = func([]byte) error { return nil }
 	send := block(tx(t, sk, "s", q.sid, codec.CmdSEND, nil, make([]byte, 1000)))
 	ack := block(tx(t, q.rk, "a", q.rid, codec.CmdACK, nil, nil))
 	cycle := func() {
-		sender.s.Process(send, sender.p, &sender.tr, sender.w)
-		sender.w.Finish()
-		q.rc.s.Drain(q.rc.w)
-		q.rc.w.Finish()
-		q.rc.s.Process(ack, q.rc.p, &q.rc.tr, q.rc.w)
-		q.rc.w.Finish()
+		sender.S.Process(send, sender.P, &sender.Tr, sender.W)
+		sender.W.Finish()
+		q.rc.S.Drain(q.rc.W)
+		q.rc.W.Finish()
+		q.rc.S.Process(ack, q.rc.P, &q.rc.Tr, q.rc.W)
+		q.rc.W.Finish()
 	}
 	for range 3 {
 		cycle()
@@ -117,17 +117,17 @@ func BenchmarkSignedCycle(b *testing.B) {
 	q := newQueue(b, e, codec.SigEd25519)
 	sk := q.secure(b, codec.SigEd25519)
 	sender := newConn(b, e)
-	sender.w.Send = func([]byte) error { return nil }
-	q.rc.w.Send = func([]byte) error { return nil }
+	sender.W.Send = func([]byte) error { return nil }
+	q.rc.W.Send = func([]byte) error { return nil }
 	send := block(tx(b, sk, "s", q.sid, codec.CmdSEND, nil, make([]byte, 1000)))
 	ack := block(tx(b, q.rk, "a", q.rid, codec.CmdACK, nil, nil))
 	b.ReportAllocs()
 	for b.Loop() {
-		sender.s.Process(send, sender.p, &sender.tr, sender.w)
-		sender.w.Finish()
-		q.rc.s.Drain(q.rc.w)
-		q.rc.w.Finish()
-		q.rc.s.Process(ack, q.rc.p, &q.rc.tr, q.rc.w)
-		q.rc.w.Finish()
+		sender.S.Process(send, sender.P, &sender.Tr, sender.W)
+		sender.W.Finish()
+		q.rc.S.Drain(q.rc.W)
+		q.rc.W.Finish()
+		q.rc.S.Process(ack, q.rc.P, &q.rc.Tr, q.rc.W)
+		q.rc.W.Finish()
 	}
 }

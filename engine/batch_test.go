@@ -12,20 +12,21 @@ import (
 	"github.com/smprelay/smprelay/internal/race"
 )
 
-// ProcessBatched runs the server's batched path on one block, as often as
-// the budget makes it stop early, and returns the responses.
-func (c *tconn) doBatched(b *Batch, budget int, txs ...[]byte) []resp {
-	c.t.Helper()
+// doBatched runs the server's batched path (ProcessBatched) on one block
+// of c, as often as the budget makes it stop early, and returns the
+// responses.
+func doBatched(c *tconn, b *Batch, budget int, txs ...[]byte) []resp {
+	c.T.Helper()
 	plain := block(txs...)
 	for codec.More(plain) {
 		left := budget
-		n := c.s.ProcessBatched(plain, c.p, b, c.w, &left)
+		n := c.S.ProcessBatched(plain, c.P, b, c.W, &left)
 		if n == 0 {
-			c.t.Fatal("ProcessBatched consumed nothing")
+			c.T.Fatal("ProcessBatched consumed nothing")
 		}
 		plain = plain[n:]
 	}
-	return c.drain()
+	return c.Drain()
 }
 
 // batchScenario builds, on a fresh engine, a mixed sequence of transmissions
@@ -110,7 +111,7 @@ func TestBatchedSameReplies(t *testing.T) {
 	c, txs, names := batchScenario(t)
 	var want []string
 	for _, x := range txs {
-		want = append(want, render(c.do(x), names)...)
+		want = append(want, render(c.Do(x), names)...)
 	}
 	if len(want) != len(txs)+1 {
 		t.Fatalf("single path: %d responses for %d transmissions", len(want), len(txs))
@@ -118,7 +119,7 @@ func TestBatchedSameReplies(t *testing.T) {
 	for _, budget := range []int{1 << 30, 1, 3} {
 		t.Run(fmt.Sprintf("budget=%d", budget), func(t *testing.T) {
 			c, txs, names := batchScenario(t)
-			got := render(c.doBatched(NewBatch(testBlock), budget, txs...), names)
+			got := render(doBatched(c, NewBatch(testBlock), budget, txs...), names)
 			if !slices.Equal(got, want) {
 				for i := range max(len(got), len(want)) {
 					var g, w string
@@ -186,7 +187,7 @@ func TestBatchedAuthTiming(t *testing.T) {
 					blocks := [2][]byte{build(tc.real), build(tc.absent)}
 					c := newConn(t, e)
 					b := NewBatch(testBlock)
-					for _, r := range c.doBatched(b, 1<<30, tc.real, tc.absent) {
+					for _, r := range doBatched(c, b, 1<<30, tc.real, tc.absent) {
 						if r.Cmd == codec.CmdERR {
 							wantErr(t, r, codec.ErrAuth)
 						}
@@ -200,10 +201,10 @@ func TestBatchedAuthTiming(t *testing.T) {
 							plain := blocks[i%2]
 							budget := 1 << 30
 							start := time.Now()
-							c.s.ProcessBatched(plain, c.p, b, c.w, &budget)
+							c.S.ProcessBatched(plain, c.P, b, c.W, &budget)
 							times[i%2] = append(times[i%2], time.Since(start))
-							c.w.Finish()
-							c.blocks = c.blocks[:0]
+							c.W.Finish()
+							c.Blocks = c.Blocks[:0]
 						}
 						slices.Sort(times[0])
 						slices.Sort(times[1])
@@ -232,21 +233,21 @@ func TestBatchedAllocations(t *testing.T) {
 	q := newQueue(t, e, codec.SigEd25519)
 	sk := q.secure(t, codec.SigEd25519)
 	sender := newConn(t, e)
-	sender.w.Send = func([]byte) error { return nil }
-	q.rc.w.Send = func([]byte) error { return nil }
+	sender.W.Send = func([]byte) error { return nil }
+	q.rc.W.Send = func([]byte) error { return nil }
 	sends, acks := packedCycle(t, q, sk, n)
 	bad := block(slices.Repeat([][]byte{tx(t, sk, "s", q.rid, codec.CmdSUB, nil, nil)}, n)...)
 	bs, br := NewBatch(testBlock), NewBatch(testBlock)
 	run := func(c *tconn, b *Batch, plain []byte) {
 		budget := 1 << 30
-		c.s.ProcessBatched(plain, c.p, b, c.w, &budget)
-		c.s.Drain(c.w)
-		c.w.Finish()
+		c.S.ProcessBatched(plain, c.P, b, c.W, &budget)
+		c.S.Drain(c.W)
+		c.W.Finish()
 	}
 	cycle := func() {
 		run(sender, bs, sends)
-		q.rc.s.Drain(q.rc.w)
-		q.rc.w.Finish()
+		q.rc.S.Drain(q.rc.W)
+		q.rc.W.Finish()
 		run(q.rc, br, acks)
 	}
 	for range 3 {
@@ -283,26 +284,26 @@ func BenchmarkSignedCyclePacked(b *testing.B) {
 			q := newQueue(b, e, codec.SigEd25519)
 			sk := q.secure(b, codec.SigEd25519)
 			sender := newConn(b, e)
-			sender.w.Send = func([]byte) error { return nil }
-			q.rc.w.Send = func([]byte) error { return nil }
+			sender.W.Send = func([]byte) error { return nil }
+			q.rc.W.Send = func([]byte) error { return nil }
 			sends, acks := packedCycle(b, q, sk, n)
 			bs, br := NewBatch(testBlock), NewBatch(testBlock)
 			run := func(c *tconn, bt *Batch, plain []byte) {
 				if batched {
 					budget := 1 << 30
-					c.s.ProcessBatched(plain, c.p, bt, c.w, &budget)
+					c.S.ProcessBatched(plain, c.P, bt, c.W, &budget)
 				} else {
-					c.s.Process(plain, c.p, &c.tr, c.w)
+					c.S.Process(plain, c.P, &c.Tr, c.W)
 				}
-				c.s.Drain(c.w)
-				c.w.Finish()
+				c.S.Drain(c.W)
+				c.W.Finish()
 			}
 			b.ReportAllocs()
 			start := time.Now()
 			for b.Loop() {
 				run(sender, bs, sends)
-				q.rc.s.Drain(q.rc.w)
-				q.rc.w.Finish()
+				q.rc.S.Drain(q.rc.W)
+				q.rc.W.Finish()
 				run(q.rc, br, acks)
 			}
 			b.ReportMetric(float64(time.Since(start).Nanoseconds())/float64(b.N*n), "ns/msg")
@@ -335,9 +336,9 @@ func TestFailurePenalty(t *testing.T) {
 			budget := n
 			var used int
 			if batched {
-				used = c.s.ProcessBatched(plain, c.p, NewBatch(testBlock), c.w, &budget)
+				used = c.S.ProcessBatched(plain, c.P, NewBatch(testBlock), c.W, &budget)
 			} else {
-				used = c.s.ProcessSome(plain, c.p, &c.tr, c.w, &budget)
+				used = c.S.ProcessSome(plain, c.P, &c.Tr, c.W, &budget)
 			}
 			// Every copy has the same length; the ones not done are left over.
 			done := n - strings.Count(string(plain[used:]), string(tc.tx))

@@ -7,9 +7,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/smprelay/smprelay/codec"
+	"github.com/smprelay/smprelay/internal/sessiontest"
 	"github.com/smprelay/smprelay/store"
 )
 
@@ -160,7 +162,7 @@ func TestBodyStoreDelivery(t *testing.T) {
 	big := bytes.Repeat([]byte{0xA5}, codec.MaxBody(testBlock))
 	bodies := []string{"first", "", string(big), "last"}
 	for i, b := range bodies {
-		wantCmd(t, sender.one(tx(t, nil, fmt.Sprint("s", i), q.sid, codec.CmdSEND, nil, []byte(b))), codec.CmdOK)
+		wantCmd(t, sender.One(tx(t, nil, fmt.Sprint("s", i), q.sid, codec.CmdSEND, nil, []byte(b))), codec.CmdOK)
 	}
 	if mem, ref := heldBodies(e); mem != 0 || ref != len(bodies) {
 		t.Fatalf("engine holds %d bodies and %d refs, want 0 and %d", mem, ref, len(bodies))
@@ -173,16 +175,16 @@ func TestBodyStoreDelivery(t *testing.T) {
 		t.Fatalf("stats %+v, want %d messages of %d bytes", got, len(bodies), want)
 	}
 
-	rs := q.rc.drain()
+	rs := q.rc.Drain()
 	if len(rs) != 1 {
 		t.Fatalf("push: %d responses, want 1", len(rs))
 	}
 	wantMSG(t, rs[0], bodies[0])
-	wantMSG(t, q.rc.one(tx(t, q.rk, "sub", q.rid, codec.CmdSUB, nil, nil)), bodies[0]) // redelivered
+	wantMSG(t, q.rc.One(tx(t, q.rk, "sub", q.rid, codec.CmdSUB, nil, nil)), bodies[0]) // redelivered
 	for i := 1; i < len(bodies); i++ {
-		wantMSG(t, q.rc.one(tx(t, q.rk, "ack", q.rid, codec.CmdACK, nil, nil)), bodies[i])
+		wantMSG(t, q.rc.One(tx(t, q.rk, "ack", q.rid, codec.CmdACK, nil, nil)), bodies[i])
 	}
-	wantCmd(t, q.rc.one(tx(t, q.rk, "ack", q.rid, codec.CmdACK, nil, nil)), codec.CmdOK)
+	wantCmd(t, q.rc.One(tx(t, q.rk, "ack", q.rid, codec.CmdACK, nil, nil)), codec.CmdOK)
 	if got := e.Stats(); got.Messages != 0 || got.BodyBytes != 0 {
 		t.Fatalf("stats after the ACKs %+v, want none", got)
 	}
@@ -203,10 +205,10 @@ func TestBodyStoreSnapshotReplay(t *testing.T) {
 	q := newQueue(t, e, codec.SigEd25519)
 	sender := newConn(t, e)
 	for i := range 3 {
-		wantCmd(t, sender.one(tx(t, nil, "s", q.sid, codec.CmdSEND, nil, []byte(fmt.Sprint("m", i)))), codec.CmdOK)
+		wantCmd(t, sender.One(tx(t, nil, "s", q.sid, codec.CmdSEND, nil, []byte(fmt.Sprint("m", i)))), codec.CmdOK)
 	}
-	wantMSG(t, q.rc.drain()[0], "m0")
-	wantMSG(t, q.rc.one(tx(t, q.rk, "a", q.rid, codec.CmdACK, nil, nil)), "m1") // m0 gone
+	wantMSG(t, q.rc.Drain()[0], "m0")
+	wantMSG(t, q.rc.One(tx(t, q.rk, "a", q.rid, codec.CmdACK, nil, nil)), "m1") // m0 gone
 
 	var snap []store.Record
 	if err := e.Snapshot(func(r *store.Record) error { snap = append(snap, *r); return nil }); err != nil {
@@ -245,9 +247,9 @@ func TestBodyStoreSnapshotReplay(t *testing.T) {
 				t.Fatalf("replayed engine holds %d bodies and %d refs, want 0 and 2", mem, ref)
 			}
 			r := newConn(t, e2)
-			wantMSG(t, r.one(tx(t, q.rk, "sub", q.rid, codec.CmdSUB, nil, nil)), "m1")
-			wantMSG(t, r.one(tx(t, q.rk, "a", q.rid, codec.CmdACK, nil, nil)), "m2")
-			wantCmd(t, r.one(tx(t, q.rk, "a", q.rid, codec.CmdACK, nil, nil)), codec.CmdOK)
+			wantMSG(t, r.One(tx(t, q.rk, "sub", q.rid, codec.CmdSUB, nil, nil)), "m1")
+			wantMSG(t, r.One(tx(t, q.rk, "a", q.rid, codec.CmdACK, nil, nil)), "m2")
+			wantCmd(t, r.One(tx(t, q.rk, "a", q.rid, codec.CmdACK, nil, nil)), codec.CmdOK)
 		})
 	}
 }
@@ -287,23 +289,23 @@ func TestBodyStoreReadErrors(t *testing.T) {
 	sender := newConn(t, e)
 
 	st.failReads.Store(true)
-	wantCmd(t, sender.one(tx(t, nil, "s", q.sid, codec.CmdSEND, nil, []byte("a"))), codec.CmdOK)
-	if rs := q.rc.drain(); len(rs) != 0 {
+	wantCmd(t, sender.One(tx(t, nil, "s", q.sid, codec.CmdSEND, nil, []byte("a"))), codec.CmdOK)
+	if rs := q.rc.Drain(); len(rs) != 0 {
 		t.Fatalf("push with a failing read wrote %+v", rs)
 	}
-	wantErr(t, q.rc.one(tx(t, q.rk, "ack", q.rid, codec.CmdACK, nil, nil)), codec.ErrProhibited) // nothing delivered
+	wantErr(t, q.rc.One(tx(t, q.rk, "ack", q.rid, codec.CmdACK, nil, nil)), codec.ErrProhibited) // nothing delivered
 
 	// SUB from another connection fails and leaves the subscription alone.
 	other := newConn(t, e)
-	wantErr(t, other.one(tx(t, q.rk, "sub", q.rid, codec.CmdSUB, nil, nil)), codec.ErrInternal)
-	if rs := q.rc.drain(); len(rs) != 0 {
+	wantErr(t, other.One(tx(t, q.rk, "sub", q.rid, codec.CmdSUB, nil, nil)), codec.ErrInternal)
+	if rs := q.rc.Drain(); len(rs) != 0 {
 		t.Fatalf("the subscriber got %+v after a failed SUB elsewhere, want nothing (no END)", rs)
 	}
 
 	// The store recovers: the next SEND pushes the message that waited.
 	st.failReads.Store(false)
-	wantCmd(t, sender.one(tx(t, nil, "s", q.sid, codec.CmdSEND, nil, []byte("b"))), codec.CmdOK)
-	rs := q.rc.drain()
+	wantCmd(t, sender.One(tx(t, nil, "s", q.sid, codec.CmdSEND, nil, []byte("b"))), codec.CmdOK)
+	rs := q.rc.Drain()
 	if len(rs) != 1 {
 		t.Fatalf("push after recovery: %d responses, want 1", len(rs))
 	}
@@ -311,16 +313,16 @@ func TestBodyStoreReadErrors(t *testing.T) {
 
 	// ACK cannot read the next message: ERR INTERNAL, and "a" is not deleted.
 	st.failReads.Store(true)
-	wantErr(t, q.rc.one(tx(t, q.rk, "ack", q.rid, codec.CmdACK, nil, nil)), codec.ErrInternal)
+	wantErr(t, q.rc.One(tx(t, q.rk, "ack", q.rid, codec.CmdACK, nil, nil)), codec.ErrInternal)
 	if got := e.Stats(); got.Messages != 2 || got.BodyBytes != 2 {
 		t.Fatalf("stats after a failed ACK %+v, want 2 messages of 1 byte", got)
 	}
-	wantErr(t, q.rc.one(tx(t, q.rk, "sub", q.rid, codec.CmdSUB, nil, nil)), codec.ErrInternal)
+	wantErr(t, q.rc.One(tx(t, q.rk, "sub", q.rid, codec.CmdSUB, nil, nil)), codec.ErrInternal)
 
 	st.failReads.Store(false)
-	wantMSG(t, q.rc.one(tx(t, q.rk, "sub", q.rid, codec.CmdSUB, nil, nil)), "a")
-	wantMSG(t, q.rc.one(tx(t, q.rk, "ack", q.rid, codec.CmdACK, nil, nil)), "b")
-	wantCmd(t, q.rc.one(tx(t, q.rk, "ack", q.rid, codec.CmdACK, nil, nil)), codec.CmdOK)
+	wantMSG(t, q.rc.One(tx(t, q.rk, "sub", q.rid, codec.CmdSUB, nil, nil)), "a")
+	wantMSG(t, q.rc.One(tx(t, q.rk, "ack", q.rid, codec.CmdACK, nil, nil)), "b")
+	wantCmd(t, q.rc.One(tx(t, q.rk, "ack", q.rid, codec.CmdACK, nil, nil)), codec.CmdOK)
 	if got := e.Stats(); got.Messages != 0 || got.BodyBytes != 0 {
 		t.Fatalf("stats at the end %+v, want none", got)
 	}
@@ -330,20 +332,20 @@ func TestBodyStoreReadErrors(t *testing.T) {
 // read a body (the store forgets it at once).
 func TestBodyStoreExpireAndDelete(t *testing.T) {
 	st := newBodyStore(t)
-	clk := newClock()
-	e, err := New(Options{BlockSize: testBlock, Store: st, Now: clk.now})
+	clk := sessiontest.NewClock(time.Date(2026, 11, 25, 19, 7, 19, 0, time.UTC), 0)
+	e, err := New(Options{BlockSize: testBlock, Store: st, Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	q := newQueue(t, e, codec.SigEd25519)
 	gone := newQueue(t, e, codec.SigEd25519)
 	sender := newConn(t, e)
-	wantCmd(t, sender.one(tx(t, nil, "s", q.sid, codec.CmdSEND, nil, []byte("old"))), codec.CmdOK)
-	wantCmd(t, sender.one(tx(t, nil, "s", gone.sid, codec.CmdSEND, nil, []byte("doomed"))), codec.CmdOK)
+	wantCmd(t, sender.One(tx(t, nil, "s", q.sid, codec.CmdSEND, nil, []byte("old"))), codec.CmdOK)
+	wantCmd(t, sender.One(tx(t, nil, "s", gone.sid, codec.CmdSEND, nil, []byte("doomed"))), codec.CmdOK)
 	reads := st.reads.Load()
-	clk.advance(DefaultLimits.MessageTTL + 1)
-	wantCmd(t, gone.rc.one(tx(t, gone.rk, "d", gone.rid, codec.CmdDEL, nil, nil)), codec.CmdOK)
-	e.Expire(clk.now())
+	clk.Advance(DefaultLimits.MessageTTL + 1)
+	wantCmd(t, gone.rc.One(tx(t, gone.rk, "d", gone.rid, codec.CmdDEL, nil, nil)), codec.CmdOK)
+	e.Expire(clk.Now())
 	if got := e.Stats(); got.Messages != 0 || got.BodyBytes != 0 {
 		t.Fatalf("stats after expiry and DEL %+v, want none", got)
 	}

@@ -78,7 +78,7 @@ func TestCommandCounts(t *testing.T) {
 		{"NEW", c, tx(t, nil, "n", nil, codec.CmdNEW, other.PublicSPKI(), nil), "NEW", "ok"},
 	} {
 		before := e.Metrics()
-		tc.conn.do(tc.tx)
+		tc.conn.Do(tc.tx)
 		after := e.Metrics()
 		if d := cmdCount(t, after, tc.cmd, tc.result) - cmdCount(t, before, tc.cmd, tc.result); d != 1 {
 			t.Errorf("%s: %s/%s went up by %d, want 1", tc.name, tc.cmd, tc.result, d)
@@ -108,23 +108,23 @@ func TestDeliveryLatency(t *testing.T) {
 	s := newConn(t, e)
 	count := func() uint64 { m := e.Metrics(); return m.Delivery.Count() }
 
-	wantCmd(t, s.one(tx(t, nil, "s", q.sid, codec.CmdSEND, nil, []byte("m0"))), codec.CmdOK)
+	wantCmd(t, s.One(tx(t, nil, "s", q.sid, codec.CmdSEND, nil, []byte("m0"))), codec.CmdOK)
 	if got := count(); got != 0 {
 		t.Fatalf("before the push: %d observations, want 0", got)
 	}
-	wantCmd(t, q.rc.drain()[0], codec.CmdMSG) // pushed
+	wantCmd(t, q.rc.Drain()[0], codec.CmdMSG) // pushed
 	if got := count(); got != 1 {
 		t.Fatalf("after the push: %d observations, want 1", got)
 	}
-	wantCmd(t, q.rc.one(tx(t, q.rk, "sub", q.rid, codec.CmdSUB, nil, nil)), codec.CmdMSG) // redelivered
+	wantCmd(t, q.rc.One(tx(t, q.rk, "sub", q.rid, codec.CmdSUB, nil, nil)), codec.CmdMSG) // redelivered
 	if got := count(); got != 1 {
 		t.Fatalf("after a redelivery: %d observations, want still 1", got)
 	}
-	wantCmd(t, s.one(tx(t, nil, "s", q.sid, codec.CmdSEND, nil, []byte("m1"))), codec.CmdOK) // waits behind m0
-	if rs := q.rc.drain(); len(rs) != 0 {
+	wantCmd(t, s.One(tx(t, nil, "s", q.sid, codec.CmdSEND, nil, []byte("m1"))), codec.CmdOK) // waits behind m0
+	if rs := q.rc.Drain(); len(rs) != 0 {
 		t.Fatalf("pushed %v while m0 awaits its ACK", rs)
 	}
-	wantCmd(t, q.rc.one(tx(t, q.rk, "a", q.rid, codec.CmdACK, nil, nil)), codec.CmdMSG) // m1 in the ACK's reply
+	wantCmd(t, q.rc.One(tx(t, q.rk, "a", q.rid, codec.CmdACK, nil, nil)), codec.CmdMSG) // m1 in the ACK's reply
 	if got := count(); got != 2 {
 		t.Fatalf("after the ACK delivered m1: %d observations, want 2", got)
 	}
@@ -139,7 +139,7 @@ func TestDeliveryLatency(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantCmd(t, newConn(t, e2).one(tx(t, q.rk, "sub", q.rid, codec.CmdSUB, nil, nil)), codec.CmdMSG)
+	wantCmd(t, newConn(t, e2).One(tx(t, q.rk, "sub", q.rid, codec.CmdSUB, nil, nil)), codec.CmdMSG)
 	if m := e2.Metrics(); m.Delivery.Count() != 0 {
 		t.Fatalf("a replayed message was observed: %d observations", m.Delivery.Count())
 	}
@@ -152,17 +152,17 @@ func TestStoredAndExpired(t *testing.T) {
 	q := newQueue(t, e, codec.SigEd25519)
 	s := newConn(t, e)
 	for _, body := range []string{"one", "three", "fiver"} {
-		wantCmd(t, s.one(tx(t, nil, "s", q.sid, codec.CmdSEND, nil, []byte(body))), codec.CmdOK)
+		wantCmd(t, s.One(tx(t, nil, "s", q.sid, codec.CmdSEND, nil, []byte(body))), codec.CmdOK)
 	}
 	m := e.Metrics()
 	if m.Queues != 1 || m.Messages != 3 || m.BodyBytes != 13 || m.Expired != 0 {
 		t.Fatalf("after 3 SENDs: %d queues, %d messages, %d bytes, %d expired; want 1, 3, 13, 0",
 			m.Queues, m.Messages, m.BodyBytes, m.Expired)
 	}
-	q.rc.drain()
-	wantCmd(t, q.rc.one(tx(t, q.rk, "a", q.rid, codec.CmdACK, nil, nil)), codec.CmdMSG)
-	clk.advance(2 * time.Hour)
-	e.Expire(clk.now())
+	q.rc.Drain()
+	wantCmd(t, q.rc.One(tx(t, q.rk, "a", q.rid, codec.CmdACK, nil, nil)), codec.CmdMSG)
+	clk.Advance(2 * time.Hour)
+	e.Expire(clk.Now())
 	m = e.Metrics()
 	if m.Messages != 0 || m.BodyBytes != 0 || m.Expired != 2 {
 		t.Fatalf("after the sweep: %d messages, %d bytes, %d expired; want 0, 0, 2", m.Messages, m.BodyBytes, m.Expired)
@@ -175,7 +175,7 @@ func TestStoredAndExpired(t *testing.T) {
 func BenchmarkPingBlock(b *testing.B) {
 	e, _ := newTestEngine(b, Limits{})
 	c := newConn(b, e)
-	c.w.Send = func([]byte) error { return nil }
+	c.W.Send = func([]byte) error { return nil }
 	var txs [][]byte
 	for range 16 {
 		txs = append(txs, []byte("\r\np\r\n\r\nPING\r\n"))
@@ -183,7 +183,7 @@ func BenchmarkPingBlock(b *testing.B) {
 	blk := block(txs...)
 	b.ReportAllocs()
 	for b.Loop() {
-		c.s.Process(blk, c.p, &c.tr, c.w)
-		c.w.Finish()
+		c.S.Process(blk, c.P, &c.Tr, c.W)
+		c.W.Finish()
 	}
 }

@@ -14,7 +14,7 @@ func TestSetLimits(t *testing.T) {
 	e, clk := newTestEngine(t, Limits{Quota: 2})
 	q := newQueue(t, e, codec.SigEd25519)
 	s := newConn(t, e)
-	send := func(corr string) resp { return s.one(tx(t, nil, corr, q.sid, codec.CmdSEND, nil, []byte(corr))) }
+	send := func(corr string) resp { return s.One(tx(t, nil, corr, q.sid, codec.CmdSEND, nil, []byte(corr))) }
 	wantCmd(t, send("a"), codec.CmdOK)
 	wantCmd(t, send("b"), codec.CmdOK)
 	wantErr(t, send("c"), codec.ErrQuota)
@@ -43,8 +43,8 @@ func TestSetLimits(t *testing.T) {
 	if err := e.SetLimits(Limits{Quota: 10, MessageTTL: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
-	clk.advance(2 * time.Hour)
-	e.Expire(clk.now())
+	clk.Advance(2 * time.Hour)
+	e.Expire(clk.Now())
 	if n := e.Stats().Messages; n != 0 {
 		t.Fatalf("after a TTL of 1h and 2h passing, %d messages left", n)
 	}

@@ -74,7 +74,7 @@ func TestRepliesWaitForDurability(t *testing.T) {
 	}
 	c := newConn(t, e)
 	rk := signer(t, codec.SigEd25519)
-	rs := c.do(
+	rs := c.Do(
 		[]byte("\r\np0\r\n\r\nPING\r\n"),
 		tx(t, nil, "n", nil, codec.CmdNEW, rk.PublicSPKI(), nil),
 		[]byte("\r\np1\r\n\r\nPING\r\n"),
@@ -83,15 +83,15 @@ func TestRepliesWaitForDurability(t *testing.T) {
 		t.Fatalf("before the sync: got %+v, want only the first PONG", rs)
 	}
 	st.sync()
-	if c.woken.Load() == 0 {
+	if c.Woken.Load() == 0 {
 		t.Fatal("the session was not woken when its record became durable")
 	}
-	rs = c.drain()
+	rs = c.Drain()
 	if len(rs) != 2 || rs[0].Cmd != codec.CmdIDS || rs[1].CorrID != "p1" {
 		t.Fatalf("after the sync: got %+v, want IDS then the second PONG", rs)
 	}
 	// A reply written after the log caught up goes out at once.
-	if r := c.one([]byte("\r\np2\r\n\r\nPING\r\n")); r.CorrID != "p2" {
+	if r := c.One([]byte("\r\np2\r\n\r\nPING\r\n")); r.CorrID != "p2" {
 		t.Fatalf("got %+v", r)
 	}
 }
@@ -108,14 +108,14 @@ func TestSnapshotReplayIdempotent(t *testing.T) {
 	gone := newQueue(t, e, codec.SigRSA)
 	s := newConn(t, e)
 	sk := signer(t, codec.SigEd25519)
-	wantCmd(t, q.rc.one(tx(t, q.rk, "k", q.rid, codec.CmdKEY, sk.PublicSPKI(), nil)), codec.CmdOK)
+	wantCmd(t, q.rc.One(tx(t, q.rk, "k", q.rid, codec.CmdKEY, sk.PublicSPKI(), nil)), codec.CmdOK)
 	for i := range 4 {
-		s.do(tx(t, sk, fmt.Sprint(i), q.sid, codec.CmdSEND, nil, []byte(fmt.Sprint("m", i))))
+		s.Do(tx(t, sk, fmt.Sprint(i), q.sid, codec.CmdSEND, nil, []byte(fmt.Sprint("m", i))))
 	}
-	q.rc.drain()
-	q.rc.do(tx(t, q.rk, "a", q.rid, codec.CmdACK, nil, nil)) // m0 gone
-	wantCmd(t, q.rc.one(tx(t, q.rk, "off", q.rid, codec.CmdOFF, nil, nil)), codec.CmdOK)
-	gone.rc.do(tx(t, gone.rk, "d", gone.rid, codec.CmdDEL, nil, nil))
+	q.rc.Drain()
+	q.rc.Do(tx(t, q.rk, "a", q.rid, codec.CmdACK, nil, nil)) // m0 gone
+	wantCmd(t, q.rc.One(tx(t, q.rk, "off", q.rid, codec.CmdOFF, nil, nil)), codec.CmdOK)
+	gone.rc.Do(tx(t, gone.rk, "d", gone.rid, codec.CmdDEL, nil, nil))
 
 	var snap []store.Record
 	if err := e.Snapshot(func(r *store.Record) error { snap = append(snap, *r); return nil }); err != nil {
@@ -142,11 +142,11 @@ func TestSnapshotReplayIdempotent(t *testing.T) {
 		if i == 1 {
 			cmd = codec.CmdSUB
 		}
-		r := r2.one(tx(t, q.rk, "x", q.rid, cmd, nil, nil))
+		r := r2.One(tx(t, q.rk, "x", q.rid, cmd, nil, nil))
 		if r.Cmd != codec.CmdMSG || !bytes.Equal(r.Body, []byte(fmt.Sprint("m", i))) {
 			t.Fatalf("message %d after replay: %+v", i, r)
 		}
 	}
-	wantErr(t, newConn(t, e2).one(tx(t, sk, "s", q.sid, codec.CmdSEND, nil, []byte("x"))), codec.ErrAuth) // suspended
-	wantErr(t, r2.one(tx(t, gone.rk, "s", gone.rid, codec.CmdSUB, nil, nil)), codec.ErrAuth)              // deleted
+	wantErr(t, newConn(t, e2).One(tx(t, sk, "s", q.sid, codec.CmdSEND, nil, []byte("x"))), codec.ErrAuth) // suspended
+	wantErr(t, r2.One(tx(t, gone.rk, "s", gone.rid, codec.CmdSUB, nil, nil)), codec.ErrAuth)              // deleted
 }

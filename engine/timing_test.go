@@ -53,8 +53,8 @@ func TestAuthTiming(t *testing.T) {
 		for _, tc := range cases {
 			t.Run(fmt.Sprintf("%v/%s", alg, tc.name), func(t *testing.T) {
 				c := newConn(t, e)
-				wantErr(t, c.one(tc.real), codec.ErrAuth)
-				wantErr(t, c.one(tc.absent), codec.ErrAuth)
+				wantErr(t, c.One(tc.real), codec.ErrAuth)
+				wantErr(t, c.One(tc.absent), codec.ErrAuth)
 				const tries, attempts = 200, 5
 				var ratio float64
 				for range attempts {
@@ -66,15 +66,15 @@ func TestAuthTiming(t *testing.T) {
 						}
 						plain := block(b)
 						start := time.Now()
-						c.s.Process(plain, c.p, &c.tr, c.w)
+						c.S.Process(plain, c.P, &c.Tr, c.W)
 						d := time.Since(start)
 						if i%2 == 0 {
 							real += d
 						} else {
 							absent += d
 						}
-						c.w.Finish()
-						c.blocks = c.blocks[:0]
+						c.W.Finish()
+						c.Blocks = c.Blocks[:0]
 					}
 					ratio = float64(absent) / float64(real)
 					if ratio > 1/1.2 && ratio < 1.2 {

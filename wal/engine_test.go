@@ -7,15 +7,14 @@ package wal_test
 import (
 	"bytes"
 	"fmt"
-	"slices"
 	"sort"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/smprelay/smprelay/codec"
 	"github.com/smprelay/smprelay/engine"
+	"github.com/smprelay/smprelay/internal/sessiontest"
 	"github.com/smprelay/smprelay/internal/smptest"
 	"github.com/smprelay/smprelay/store"
 	"github.com/smprelay/smprelay/wal"
@@ -23,121 +22,33 @@ import (
 
 const bs = codec.DefaultBlockSize
 
-// resp is one server transmission, copied.
-type resp struct {
-	Cmd    codec.Cmd
-	CorrID string
-	Err    codec.Error
-	RID    []byte
-	SID    []byte
-	MsgID  []byte
-	Time   string
-	Body   []byte
-}
+// sess drives one engine Session the way a gnet loop does (internal/sessiontest):
+// Process, then Drain whenever the session is woken, which the log does when
+// a record the reply waits for becomes durable.
+type sess = sessiontest.Conn[*engine.Session, *engine.Writer]
 
-// sess drives one engine Session the way a gnet loop does: Process, then
-// Drain whenever the session is woken (which the log does when a record the
-// reply waits for becomes durable).
-type sess struct {
-	t      *testing.T
-	s      *engine.Session
-	p      *codec.Parser
-	tr     codec.Transmission
-	w      *engine.Writer
-	blocks [][]byte
-	wake   chan struct{}
-	got    []resp // responses read and not yet returned
-}
+type resp = sessiontest.Response
 
 func newSess(t *testing.T, e *engine.Engine) *sess {
-	c := &sess{t: t, p: codec.NewParser(codec.ServerSide, bs), w: engine.NewWriter(bs), wake: make(chan struct{}, 1)}
-	c.s = e.NewSession(func() {
-		select {
-		case c.wake <- struct{}{}:
-		default:
-		}
-	})
-	c.w.Send = func(batch []byte) error {
-		for len(batch) > 0 {
-			c.blocks = append(c.blocks, bytes.Clone(batch[:bs]))
-			batch = batch[bs:]
-		}
-		return nil
-	}
-	t.Cleanup(c.s.Close)
-	return c
+	w := engine.NewWriter(bs)
+	return sessiontest.NewConn(t, bs, e.NewSession, w, &w.Send)
 }
 
-// call sends one transmission and returns the response with its corrId,
-// waiting for the log as long as it takes.
-func (c *sess) call(corr string, tx []byte) resp {
-	c.t.Helper()
-	plain := make([]byte, bs-codec.TagSize)
-	codec.Pad(plain[copy(plain, tx):])
-	c.s.Process(plain, c.p, &c.tr, c.w)
-	deadline := time.After(time.Minute)
-	for {
-		c.s.Drain(c.w)
-		if err := c.w.Finish(); err != nil {
-			c.t.Fatal(err)
-		}
-		c.read()
-		for i, r := range c.got {
-			if r.CorrID == corr {
-				c.got = slices.Delete(c.got, i, i+1)
-				return r
-			}
-		}
-		select {
-		case <-c.wake:
-		case <-deadline:
-			c.t.Fatalf("no response to %s", corr)
-		}
-	}
+var signer = sessiontest.Signer
+
+// clock moves on by 7 s each time it is read, so each message has its own
+// timestamp.
+func newClock() *sessiontest.Clock {
+	return sessiontest.NewClock(time.Unix(1764097639, 0), 7*time.Second)
 }
 
-func (c *sess) read() {
-	p := codec.NewParser(codec.ClientSide, bs)
-	var tr codec.Transmission
-	for _, b := range c.blocks {
-		plain := b[:bs-codec.TagSize]
-		for codec.More(plain) {
-			plain = plain[p.Parse(plain, &tr):]
-			if tr.Err != codec.ErrNone {
-				c.t.Fatalf("response does not parse: %v", tr.Err)
-			}
-			c.got = append(c.got, resp{Cmd: tr.Cmd, CorrID: string(tr.CorrID), Err: tr.ErrType, RID: bytes.Clone(tr.RID),
-				SID: bytes.Clone(tr.SID), MsgID: bytes.Clone(tr.MsgID), Time: string(tr.Time), Body: bytes.Clone(tr.Body)})
-		}
-	}
-	c.blocks = nil
-}
-
-func signer(t *testing.T, alg codec.SigAlg) *codec.Signer {
-	t.Helper()
-	bits := 0
-	if alg == codec.SigRSA {
-		bits = 2048
-	}
-	s, err := codec.GenerateSigner(alg, bits)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-// clock is a settable time source, so each message has its own timestamp.
-type clock struct{ t atomic.Int64 }
-
-func (c *clock) now() time.Time { return time.Unix(c.t.Add(7), 0) }
-
-func start(t *testing.T, dir string, mode wal.SyncMode, clk *clock) (*engine.Engine, *wal.Log) {
+func start(t *testing.T, dir string, mode wal.SyncMode, clk *sessiontest.Clock) (*engine.Engine, *wal.Log) {
 	t.Helper()
 	l, err := wal.Open(dir, wal.Options{Sync: mode})
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := engine.New(engine.Options{BlockSize: bs, Store: l, Now: clk.now})
+	e, err := engine.New(engine.Options{BlockSize: bs, Store: l, Now: clk.Now})
 	if err != nil {
 		l.Close()
 		t.Fatal(err)
@@ -181,8 +92,7 @@ func TestEngineRestartRebuildsState(t *testing.T) {
 	for _, mode := range []wal.SyncMode{wal.SyncAlways, wal.SyncInterval, wal.SyncNever} {
 		t.Run(mode.String(), func(t *testing.T) {
 			dir := t.TempDir()
-			clk := &clock{}
-			clk.t.Store(1764097639)
+			clk := newClock()
 			e, l := start(t, dir, mode, clk)
 			r := newSess(t, e)
 			s := newSess(t, e)
@@ -193,7 +103,7 @@ func TestEngineRestartRebuildsState(t *testing.T) {
 			}
 			newQueue := func(alg codec.SigAlg) *queue {
 				q := &queue{rk: signer(t, alg)}
-				ids := r.call("n", smptest.Cmd(q.rk, "n", nil, codec.CmdNEW, q.rk.PublicSPKI(), nil))
+				ids := r.Call("n", smptest.Cmd(q.rk, "n", nil, codec.CmdNEW, q.rk.PublicSPKI(), nil))
 				if ids.Cmd != codec.CmdIDS {
 					t.Fatalf("NEW: %+v", ids)
 				}
@@ -202,23 +112,20 @@ func TestEngineRestartRebuildsState(t *testing.T) {
 			}
 			want := func(got resp, cmd codec.Cmd) resp {
 				t.Helper()
-				if got.Cmd != cmd {
-					t.Fatalf("got %v (err %v), want %v", got.Cmd, got.Err, cmd)
-				}
-				return got
+				return sessiontest.WantCmd(t, got, cmd)
 			}
 
 			// a: secured, 6 messages sent, 2 acknowledged, the third delivered and not.
 			a := newQueue(codec.SigEd25519)
 			a.sk = signer(t, codec.SigEd25519)
-			want(r.call("k", smptest.Cmd(a.rk, "k", a.rid, codec.CmdKEY, a.sk.PublicSPKI(), nil)), codec.CmdOK)
+			want(r.Call("k", smptest.Cmd(a.rk, "k", a.rid, codec.CmdKEY, a.sk.PublicSPKI(), nil)), codec.CmdOK)
 			for i := range 6 {
 				corr := fmt.Sprint("s", i)
-				want(s.call(corr, smptest.Cmd(a.sk, corr, a.sid, codec.CmdSEND, nil, []byte(fmt.Sprint("a-message-", i)))), codec.CmdOK)
+				want(s.Call(corr, smptest.Cmd(a.sk, corr, a.sid, codec.CmdSEND, nil, []byte(fmt.Sprint("a-message-", i)))), codec.CmdOK)
 			}
-			first := want(r.call("sub", smptest.Cmd(a.rk, "sub", a.rid, codec.CmdSUB, nil, nil)), codec.CmdMSG)
-			want(r.call("a1", smptest.Cmd(a.rk, "a1", a.rid, codec.CmdACK, nil, nil)), codec.CmdMSG)
-			third := want(r.call("a2", smptest.Cmd(a.rk, "a2", a.rid, codec.CmdACK, nil, nil)), codec.CmdMSG)
+			first := want(r.Call("sub", smptest.Cmd(a.rk, "sub", a.rid, codec.CmdSUB, nil, nil)), codec.CmdMSG)
+			want(r.Call("a1", smptest.Cmd(a.rk, "a1", a.rid, codec.CmdACK, nil, nil)), codec.CmdMSG)
+			third := want(r.Call("a2", smptest.Cmd(a.rk, "a2", a.rid, codec.CmdACK, nil, nil)), codec.CmdMSG)
 			if string(first.Body) != "a-message-0" || string(third.Body) != "a-message-2" {
 				t.Fatalf("delivery order: %q then %q", first.Body, third.Body)
 			}
@@ -226,20 +133,20 @@ func TestEngineRestartRebuildsState(t *testing.T) {
 			b := newQueue(codec.SigRSA)
 			for i := range 2 {
 				corr := fmt.Sprint("b", i)
-				want(s.call(corr, smptest.Cmd(nil, corr, b.sid, codec.CmdSEND, nil, []byte(fmt.Sprint("b-message-", i)))), codec.CmdOK)
+				want(s.Call(corr, smptest.Cmd(nil, corr, b.sid, codec.CmdSEND, nil, []byte(fmt.Sprint("b-message-", i)))), codec.CmdOK)
 			}
-			want(r.call("off", smptest.Cmd(b.rk, "off", b.rid, codec.CmdOFF, nil, nil)), codec.CmdOK)
+			want(r.Call("off", smptest.Cmd(b.rk, "off", b.rid, codec.CmdOFF, nil, nil)), codec.CmdOK)
 			// c: messages, then deleted.
 			c := newQueue(codec.SigEd25519)
-			want(s.call("c0", smptest.Cmd(nil, "c0", c.sid, codec.CmdSEND, nil, []byte("c-message"))), codec.CmdOK)
-			want(r.call("del", smptest.Cmd(c.rk, "del", c.rid, codec.CmdDEL, nil, nil)), codec.CmdOK)
+			want(s.Call("c0", smptest.Cmd(nil, "c0", c.sid, codec.CmdSEND, nil, []byte("c-message"))), codec.CmdOK)
+			want(r.Call("del", smptest.Cmd(c.rk, "del", c.rid, codec.CmdDEL, nil, nil)), codec.CmdOK)
 
 			before, stats := state(t, e), e.Stats()
 			if !strings.Contains(before, "a-message-5") || strings.Contains(before, "a-message-1") || strings.Contains(before, "c-message") {
 				t.Fatalf("unexpected state before the restart:\n%s", before)
 			}
-			r.s.Close()
-			s.s.Close()
+			r.Close()
+			s.Close()
 			if err := l.Close(); err != nil {
 				t.Fatal(err)
 			}
@@ -262,27 +169,27 @@ func TestEngineRestartRebuildsState(t *testing.T) {
 			e, l = start(t, dir, mode, clk)
 			defer l.Close()
 			r, s = newSess(t, e), newSess(t, e)
-			m := want(r.call("sub", smptest.Cmd(a.rk, "sub", a.rid, codec.CmdSUB, nil, nil)), codec.CmdMSG)
+			m := want(r.Call("sub", smptest.Cmd(a.rk, "sub", a.rid, codec.CmdSUB, nil, nil)), codec.CmdMSG)
 			if !bytes.Equal(m.MsgID, third.MsgID) || m.Time != third.Time || string(m.Body) != "a-message-2" {
 				t.Fatalf("redelivery after restart: %+v, want msgId %x at %s", m, third.MsgID, third.Time)
 			}
 			for i := 3; i < 6; i++ {
-				m = want(r.call("ack", smptest.Cmd(a.rk, "ack", a.rid, codec.CmdACK, nil, nil)), codec.CmdMSG)
+				m = want(r.Call("ack", smptest.Cmd(a.rk, "ack", a.rid, codec.CmdACK, nil, nil)), codec.CmdMSG)
 				if string(m.Body) != fmt.Sprint("a-message-", i) {
 					t.Fatalf("message %d after restart: %q", i, m.Body)
 				}
 			}
-			want(r.call("ack", smptest.Cmd(a.rk, "ack", a.rid, codec.CmdACK, nil, nil)), codec.CmdOK)
+			want(r.Call("ack", smptest.Cmd(a.rk, "ack", a.rid, codec.CmdACK, nil, nil)), codec.CmdOK)
 			// a is still secured; b still suspended; c gone.
-			if got := s.call("u", smptest.Cmd(nil, "u", a.sid, codec.CmdSEND, nil, []byte("x"))); got.Err != codec.ErrAuth {
+			if got := s.Call("u", smptest.Cmd(nil, "u", a.sid, codec.CmdSEND, nil, []byte("x"))); got.Err != codec.ErrAuth {
 				t.Fatalf("unsigned SEND to the secured queue after restart: %+v", got)
 			}
-			want(s.call("v", smptest.Cmd(a.sk, "v", a.sid, codec.CmdSEND, nil, []byte("x"))), codec.CmdOK)
-			if got := s.call("w", smptest.Cmd(nil, "w", b.sid, codec.CmdSEND, nil, []byte("x"))); got.Err != codec.ErrAuth {
+			want(s.Call("v", smptest.Cmd(a.sk, "v", a.sid, codec.CmdSEND, nil, []byte("x"))), codec.CmdOK)
+			if got := s.Call("w", smptest.Cmd(nil, "w", b.sid, codec.CmdSEND, nil, []byte("x"))); got.Err != codec.ErrAuth {
 				t.Fatalf("SEND to the suspended queue after restart: %+v", got)
 			}
-			want(r.call("bsub", smptest.Cmd(b.rk, "bsub", b.rid, codec.CmdSUB, nil, nil)), codec.CmdMSG)
-			if got := r.call("csub", smptest.Cmd(c.rk, "csub", c.rid, codec.CmdSUB, nil, nil)); got.Err != codec.ErrAuth {
+			want(r.Call("bsub", smptest.Cmd(b.rk, "bsub", b.rid, codec.CmdSUB, nil, nil)), codec.CmdMSG)
+			if got := r.Call("csub", smptest.Cmd(c.rk, "csub", c.rid, codec.CmdSUB, nil, nil)); got.Err != codec.ErrAuth {
 				t.Fatalf("SUB to the deleted queue after restart: %+v", got)
 			}
 		})

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -218,7 +217,7 @@ func TestPortNotShared(t *testing.T) {
 	ctx := testCtx(t)
 	first := smptest.StartServer(t, "--key-type", "x25519", "--store", "memory")
 	dir := filepath.Join(t.TempDir(), "second")
-	out, code := runServer(t, "start", "--data", dir, "--listen", first.Addr, "--key-type", "x25519")
+	out, code := smptest.RunServer(t, "start", "--data", dir, "--listen", first.Addr, "--key-type", "x25519")
 	if code != 1 || !strings.Contains(out, first.Addr) || !strings.Contains(out, "address already in use") ||
 		strings.Contains(out, "smp-server: listening on") {
 		t.Fatalf("second relay on %s: exit %d, want 1 naming the address and \"address already in use\":\n%s", first.Addr, code, out)
@@ -227,18 +226,6 @@ func TestPortNotShared(t *testing.T) {
 		t.Fatalf("the refused relay created its data directory %s (%v)", dir, err)
 	}
 	connected(t, ctx, first) // the first one still serves
-}
-
-// runServer runs the smp-server binary with args and returns its combined
-// output and exit status.
-func runServer(t *testing.T, args ...string) (string, int) {
-	t.Helper()
-	cmd := exec.Command(smptest.BuildServer(t), args...)
-	out, err := cmd.CombinedOutput()
-	if cmd.ProcessState == nil {
-		t.Fatalf("smp-server %v: %v", args, err)
-	}
-	return string(out), cmd.ProcessState.ExitCode()
 }
 
 // TestDataIsAFile: start, init and fingerprint say that --data names a file.
@@ -253,7 +240,7 @@ func TestDataIsAFile(t *testing.T) {
 		if cmd == "start" {
 			args = append(args, "--listen", "127.0.0.1:0")
 		}
-		out, code := runServer(t, args...)
+		out, code := smptest.RunServer(t, args...)
 		if code == 0 || !strings.Contains(out, file+" is a file, not a directory") {
 			t.Errorf("%s with --data naming a file: exit %d, want an error saying it is a file:\n%s", cmd, code, out)
 		}
@@ -276,7 +263,7 @@ func TestFailedStartFreesAddress(t *testing.T) {
 	}
 	addr := probe.Addr().String()
 	probe.Close()
-	out, code := runServer(t, "start", "--data", dir, "--listen", addr, "--key-type", "x25519")
+	out, code := smptest.RunServer(t, "start", "--data", dir, "--listen", addr, "--key-type", "x25519")
 	if code != 1 || !strings.Contains(out, "opening the store") {
 		t.Fatalf("start with a broken store: exit %d, want 1 with the store's error:\n%s", code, out)
 	}

@@ -12,17 +12,13 @@ package main_test
 // The kill moment is a random count of replies, never a sleep.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,7 +26,6 @@ import (
 	"time"
 
 	"github.com/smprelay/smprelay/codec"
-	"github.com/smprelay/smprelay/internal/race"
 	"github.com/smprelay/smprelay/internal/smptest"
 )
 
@@ -40,100 +35,10 @@ var (
 	crashSeed    = flag.Uint64("crash.seed", 0, "random seed of TestCrashRecovery (0: from the clock)")
 )
 
-// crashProc is one smp-server process that the test may kill.
-type crashProc struct {
-	cmd    *exec.Cmd
-	addr   string
-	fp     string
-	mu     sync.Mutex
-	stderr bytes.Buffer
-	exited chan struct{}
-}
-
-func (p *crashProc) log() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.stderr.String()
-}
-
-// startCrashProc starts the binary on dir and waits for "listening on".
-func startCrashProc(t *testing.T, dir string) *crashProc {
+// startCrashServer starts the binary on dir with fsync on every write.
+func startCrashServer(t *testing.T, dir string) *smptest.Server {
 	t.Helper()
-	bin := smptest.BuildServer(t)
-	p := &crashProc{exited: make(chan struct{})}
-	p.cmd = exec.Command(bin, "start", "--data", dir, "--listen", "127.0.0.1:0", "--fsync", "always",
-		"--key-type", "x25519", "--new-queues-per-minute", "100000")
-	if race.Enabled && os.Getenv("GORACE") == "" {
-		p.cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=50")
-	}
-	out, err := p.cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	errR, err := p.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	addr := make(chan string, 1)
-	var readers sync.WaitGroup
-	readers.Add(2)
-	go func() {
-		defer readers.Done()
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if _, rest, ok := strings.Cut(sc.Text(), "listening on "); ok {
-				select {
-				case addr <- strings.Fields(rest)[0]:
-				default:
-				}
-			}
-		}
-		_, _ = io.Copy(io.Discard, out)
-	}()
-	go func() {
-		defer readers.Done()
-		buf := make([]byte, 4096)
-		for {
-			n, err := errR.Read(buf)
-			p.mu.Lock()
-			p.stderr.Write(buf[:n])
-			p.mu.Unlock()
-			if err != nil {
-				return
-			}
-		}
-	}()
-	go func() {
-		readers.Wait()
-		_ = p.cmd.Wait()
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Kill()
-		<-p.exited
-	})
-	select {
-	case p.addr = <-addr:
-	case <-p.exited:
-		t.Fatalf("smp-server exited before listening; stderr:\n%s", p.log())
-	case <-time.After(2 * time.Minute):
-		t.Fatalf("smp-server did not start; stderr:\n%s", p.log())
-	}
-	fp, err := os.ReadFile(filepath.Join(dir, "fingerprint"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.fp = strings.TrimSpace(string(fp))
-	return p
-}
-
-// kill sends SIGKILL and waits for the process to be gone.
-func (p *crashProc) kill() {
-	_ = p.cmd.Process.Kill()
-	<-p.exited
+	return smptest.StartServerIn(t, dir, "--fsync", "always", "--key-type", "x25519", "--new-queues-per-minute", "100000")
 }
 
 // tri is what the test knows of a change whose reply may not have come.
@@ -613,16 +518,16 @@ func TestCrashRecovery(t *testing.T) {
 	}
 	var totalReplies, totalQueues, totalMsgs, tornTails int
 	for cycle := 0; cycle <= *crashCycles; cycle++ {
-		p := startCrashProc(t, dir)
+		p := startCrashServer(t, dir)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		// Connect and verify every worker's queues against what the replies
 		// before the last kill proved.
 		var wg sync.WaitGroup
 		for _, w := range workers {
 			w.cycle = cycle
-			c, err := smptest.Dial(ctx, p.addr, p.fp)
+			c, err := smptest.Dial(ctx, p.Addr, p.Fingerprint)
 			if err != nil {
-				t.Fatalf("cycle %d: dial: %v\n%s", cycle, err, p.log())
+				t.Fatalf("cycle %d: dial: %v\n%s", cycle, err, p.Stderr())
 			}
 			w.c = c
 			wg.Add(1)
@@ -642,11 +547,11 @@ func TestCrashRecovery(t *testing.T) {
 		}
 		if failed {
 			cancel()
-			t.Fatalf("cycle %d: invariants broken after restart; server log:\n%s", cycle, p.log())
+			t.Fatalf("cycle %d: invariants broken after restart; server log:\n%s", cycle, p.Stderr())
 		}
-		if cycle > 0 && strings.Contains(p.log(), "torn tail") {
+		if cycle > 0 && strings.Contains(p.Stderr(), "torn tail") {
 			tornTails++
-			t.Logf("cycle %d: recovery cut a torn tail: %s", cycle, lineWith(p.log(), "torn tail"))
+			t.Logf("cycle %d: recovery cut a torn tail: %s", cycle, lineWith(p.Stderr(), "torn tail"))
 		}
 		if cycle == *crashCycles {
 			// The last restart only verifies; then a clean stop.
@@ -654,10 +559,8 @@ func TestCrashRecovery(t *testing.T) {
 				totalQueues += len(w.queues)
 				w.c.Close()
 			}
-			_ = p.cmd.Process.Signal(os.Interrupt)
-			<-p.exited
-			if code := p.cmd.ProcessState.ExitCode(); code != 0 {
-				t.Fatalf("clean stop: exit status %d; log:\n%s", code, p.log())
+			if code := p.Signal(os.Interrupt); code != 0 {
+				t.Fatalf("clean stop: exit status %d; log:\n%s", code, p.Stderr())
 			}
 			cancel()
 			break
@@ -684,7 +587,7 @@ func TestCrashRecovery(t *testing.T) {
 		case <-ctx.Done():
 			t.Fatalf("cycle %d: workload stalled before %d replies (%d so far)", cycle, target, replies.Load())
 		}
-		p.kill()
+		p.Kill()
 		wg.Wait() // every worker saw its connection end
 		cancel()
 		for _, w := range workers {
@@ -695,7 +598,7 @@ func TestCrashRecovery(t *testing.T) {
 			w.errs = nil
 		}
 		if t.Failed() {
-			t.Fatalf("cycle %d: server log:\n%s", cycle, p.log())
+			t.Fatalf("cycle %d: server log:\n%s", cycle, p.Stderr())
 		}
 		totalReplies += int(replies.Load())
 		for _, w := range workers {
@@ -729,9 +632,9 @@ func TestRestartKeepsState(t *testing.T) {
 			s := smptest.StartServerIn(t, dir, "--fsync", mode, "--key-type", "x25519")
 
 			// A second server on the same data directory fails at once.
-			out, err := exec.Command(smptest.BuildServer(t), "start", "--data", dir, "--listen", "127.0.0.1:0").CombinedOutput()
-			if code := exitCode(err); code != 1 || !strings.Contains(string(out), "is locked by process") {
-				t.Fatalf("second server: exit %d (%v), output:\n%s", code, err, out)
+			out, code := smptest.RunServer(t, "start", "--data", dir, "--listen", "127.0.0.1:0")
+			if code != 1 || !strings.Contains(out, "is locked by process") {
+				t.Fatalf("second server: exit %d, output:\n%s", code, out)
 			}
 
 			c := dial(t, ctx, s)
@@ -784,15 +687,4 @@ func TestRestartKeepsState(t *testing.T) {
 			expect(t, ctx, c, errResp("u", sid, codec.ErrAuth)) // still secured
 		})
 	}
-}
-
-func exitCode(err error) int {
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		return ee.ExitCode()
-	}
-	if err != nil {
-		return -1
-	}
-	return 0
 }

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -334,11 +333,9 @@ func TestMetricsListenOption(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer taken.Close()
-	cmd := exec.Command(smptest.BuildServer(t), "start", "--data", t.TempDir(), "--listen", "127.0.0.1:0",
+	out, code := smptest.RunServer(t, "start", "--data", t.TempDir(), "--listen", "127.0.0.1:0",
 		"--key-type", "x25519", "--store", "memory", "--metrics-listen", taken.Addr().String())
-	out, err := cmd.CombinedOutput()
-	if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(string(out), "metrics-listen "+taken.Addr().String()) ||
-		strings.Contains(string(out), "listening on") {
-		t.Fatalf("metrics address in use: exit %d (%v), want 1 with a message naming metrics-listen and no listening line:\n%s", code, err, out)
+	if code != 1 || !strings.Contains(out, "metrics-listen "+taken.Addr().String()) || strings.Contains(out, "listening on") {
+		t.Fatalf("metrics address in use: exit %d, want 1 with a message naming metrics-listen and no listening line:\n%s", code, out)
 	}
 }

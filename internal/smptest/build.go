@@ -1,60 +1,69 @@
 package smptest
 
 import (
+	"context"
 	"os"
-	"os/exec"
-	"path"
-	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 
 	"github.com/smprelay/smprelay/internal/race"
+	"github.com/smprelay/smprelay/internal/smptest/proc"
 )
 
-var commands struct {
-	mu    sync.Mutex
-	dir   string
-	built map[string]string // import path → binary
+// built is what BuildCommand built in this test binary run: one directory,
+// one binary (or the error that stopped its build) per import path.
+var built struct {
+	mu   sync.Mutex
+	dir  string
+	bins map[string]builtBin
+}
+
+type builtBin struct {
+	path string
+	err  error
 }
 
 // BuildCommand builds the main package at importPath (e.g.
 // "github.com/smprelay/smprelay/cmd/smp") once per test binary run, with
-// -race when the tests have it, and returns the binary's path. Call
-// CleanupCommands from TestMain to remove the build directory.
+// -race when the tests have it, and returns the binary's path; a build that
+// failed fails every later call at once. Call Main (or Cleanup) from TestMain
+// to remove the build directory.
 func BuildCommand(t testing.TB, importPath string) string {
 	t.Helper()
-	commands.mu.Lock()
-	defer commands.mu.Unlock()
-	if bin, ok := commands.built[importPath]; ok {
-		return bin
-	}
-	if commands.dir == "" {
-		dir, err := os.MkdirTemp("", "smptest-cmd-")
-		if err != nil {
-			t.Fatalf("smptest: %v", err)
+	built.mu.Lock()
+	defer built.mu.Unlock()
+	b, ok := built.bins[importPath]
+	if !ok {
+		if built.dir == "" {
+			dir, err := os.MkdirTemp("", "smptest-bin-")
+			if err != nil {
+				t.Fatalf("smptest: %v", err)
+			}
+			built.dir, built.bins = dir, make(map[string]builtBin)
 		}
-		commands.dir, commands.built = dir, make(map[string]string)
+		b.path, b.err = proc.Build(context.Background(), built.dir, importPath, race.Enabled)
+		built.bins[importPath] = b
 	}
-	bin := filepath.Join(commands.dir, path.Base(importPath))
-	args := []string{"build", "-o", bin}
-	if race.Enabled {
-		args = append(args, "-race")
+	if b.err != nil {
+		t.Fatalf("smptest: building %s: %v", importPath, b.err)
 	}
-	args = append(args, importPath)
-	if out, err := exec.Command(goTool(), args...).CombinedOutput(); err != nil {
-		t.Fatalf("smptest: go %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	commands.built[importPath] = bin
-	return bin
+	return b.path
 }
 
-// CleanupCommands removes the binaries BuildCommand built.
-func CleanupCommands() {
-	commands.mu.Lock()
-	defer commands.mu.Unlock()
-	if commands.dir != "" {
-		os.RemoveAll(commands.dir)
-		commands.dir, commands.built = "", nil
+// BuildServer is BuildCommand for smp-server (proc.ServerPackage). When the tests
+// run with -race the server is built with -race too, so a data race in the
+// server fails its exit status check.
+func BuildServer(t testing.TB) string {
+	t.Helper()
+	return BuildCommand(t, proc.ServerPackage)
+}
+
+// Cleanup removes the binaries BuildServer and BuildCommand built.
+func Cleanup() {
+	built.mu.Lock()
+	defer built.mu.Unlock()
+	if built.dir != "" {
+		os.RemoveAll(built.dir)
+		built.dir, built.bins = "", nil
 	}
 }

@@ -12,9 +12,12 @@
 // onto the socket's deadline, so a test that waits for something that never
 // comes fails instead of hanging.
 //
-// StartServer runs the binary built by BuildServer on 127.0.0.1 with a fresh
-// data directory and stops it (SIGTERM, exit status 0 asserted) when the test
-// ends.
+// The real binary is launched by package proc (internal/smptest/proc), which
+// go run ./bench uses too; for tests, BuildServer builds it once per test
+// binary run (with -race when the tests have it), StartServer runs it on
+// 127.0.0.1 with a fresh data directory and stops it (SIGTERM, exit status 0
+// asserted) when the test ends, and RunServer runs one of its commands to the
+// end.
 package smptest
 
 import (

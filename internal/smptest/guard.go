@@ -12,7 +12,6 @@ import (
 func Main(m *testing.M) {
 	code := m.Run()
 	Cleanup()
-	CleanupCommands()
 	os.Exit(code)
 }
 

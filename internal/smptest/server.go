@@ -1,23 +1,16 @@
 package smptest
 
 import (
-	"bufio"
-	"bytes"
-	"errors"
-	"fmt"
-	"io"
+	"context"
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/smprelay/smprelay/internal/race"
+	"github.com/smprelay/smprelay/internal/smptest/proc"
 )
 
 // startupTimeout bounds how long StartServer waits for "listening on": only a
@@ -25,78 +18,23 @@ import (
 // be slow on a loaded machine.
 const startupTimeout = 2 * time.Minute
 
-var build struct {
-	once sync.Once
-	dir  string
-	path string
-	err  error
-}
+// stopGrace is how long Stop waits after the signal before it kills the
+// server: a guard against a hang, not a performance limit.
+const stopGrace = time.Minute
 
-// BuildServer builds ./cmd/smp-server once per test binary run and returns
-// the path of the binary. When the tests run with -race the server is built
-// with -race too, so a data race in the server fails its exit status check.
-// Call Cleanup from TestMain to remove the build directory.
-func BuildServer(t testing.TB) string {
-	t.Helper()
-	build.once.Do(func() {
-		build.dir, build.err = os.MkdirTemp("", "smptest-bin-")
-		if build.err != nil {
-			return
-		}
-		build.path = filepath.Join(build.dir, "smp-server")
-		args := []string{"build", "-o", build.path}
-		if race.Enabled {
-			args = append(args, "-race")
-		}
-		args = append(args, "github.com/smprelay/smprelay/cmd/smp-server")
-		out, err := exec.Command(goTool(), args...).CombinedOutput()
-		if err != nil {
-			build.err = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	})
-	if build.err != nil {
-		t.Fatalf("smptest: building smp-server: %v", build.err)
-	}
-	return build.path
-}
-
-// Cleanup removes the binary built by BuildServer, if any.
-func Cleanup() {
-	if build.dir != "" {
-		os.RemoveAll(build.dir)
-	}
-}
-
-func goTool() string {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	return "go"
-}
-
-// Server is a running smp-server process.
+// Server is a running smp-server process (a proc.Process) tied to a test: it is
+// stopped when the test ends, and a failed stop fails the test.
 type Server struct {
-	Addr        string // HOST:PORT from the "listening on" line
-	Fingerprint string // contents of DataDir/fingerprint, without the newline
-	DataDir     string
-	Cmd         *exec.Cmd
+	*proc.Process
 
-	t       testing.TB
-	mu      sync.Mutex
-	stdout  bytes.Buffer
-	stderr  bytes.Buffer
-	exited  chan struct{} // closed once Wait returned
-	waitErr error
-	stop    sync.Once
-	code    int
-	grew    chan struct{} // closed and replaced (under mu) whenever a line is added; see WaitOutput
-	killed  atomic.Bool   // Kill was called: no exit status is expected
+	t      testing.TB
+	killed atomic.Bool // Kill was called: no exit status is expected
 }
 
 // StartServer runs "smp-server start --data <t.TempDir()> --listen
 // 127.0.0.1:0 --handshakes-per-source 0 args..." and returns once it prints
-// "listening on". The server
-// is stopped with SIGTERM when the test ends and must exit with status 0.
+// "listening on". The server is stopped with SIGTERM when the test ends and
+// must exit with status 0.
 func StartServer(t testing.TB, args ...string) *Server {
 	t.Helper()
 	return StartServerIn(t, t.TempDir(), args...)
@@ -113,122 +51,39 @@ type Launch struct {
 	Dir    string   // the data directory; a new t.TempDir() when empty
 	Args   []string // after "start --data DIR --listen 127.0.0.1:0 --handshakes-per-source 0" (later flags win)
 	NoFile int      // when > 0, the server runs with this open-file limit, soft and hard
+	Env    []string // added to the environment the server inherits
 }
 
-// StartServerWith is StartServer with the data directory, arguments and
-// open-file limit of l.
+// StartServerWith is StartServer with the data directory, arguments,
+// open-file limit and environment of l.
 func StartServerWith(t testing.TB, l Launch) *Server {
 	t.Helper()
-	bin := BuildServer(t)
-	if l.Dir == "" {
-		l.Dir = t.TempDir()
+	cfg := proc.Config{Bin: BuildServer(t), DataDir: l.Dir, NoFile: l.NoFile, Env: l.Env}
+	if cfg.DataDir == "" {
+		cfg.DataDir = t.TempDir()
 	}
-	dir := l.Dir
-	s := &Server{DataDir: dir, t: t, exited: make(chan struct{}), grew: make(chan struct{})}
 	// Tests dial from 127.0.0.1, often many connections at once: the
 	// handshake rate per source is off unless a test sets it (a later flag
 	// wins), and tested on its own in cmd/smp-server/conns_test.go.
-	all := append([]string{"start", "--data", dir, "--listen", "127.0.0.1:0", "--handshakes-per-source", "0"}, l.Args...)
-	if l.NoFile > 0 {
-		// Both limits: Go raises the soft one to the hard one at start.
-		// exec keeps the pid, so signals reach the server itself.
-		script := fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, l.NoFile)
-		s.Cmd = exec.Command("/bin/sh", append([]string{"-c", script, bin}, all...)...)
-	} else {
-		s.Cmd = exec.Command(bin, all...)
-	}
-	if race.Enabled && os.Getenv("GORACE") == "" {
-		// The race runtime sleeps a second before exiting by default.
-		s.Cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=50")
-	}
-	outR, err := s.Cmd.StdoutPipe()
+	cfg.Args = append([]string{"--handshakes-per-source", "0"}, l.Args...)
+	ctx, cancel := context.WithTimeout(context.Background(), startupTimeout)
+	defer cancel()
+	p, err := proc.Start(ctx, cfg)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("smptest: %v", err)
 	}
-	errR, err := s.Cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Cmd.Start(); err != nil {
-		t.Fatalf("smptest: starting smp-server: %v", err)
-	}
-	addrs := make(chan string, 2)
-	var readers sync.WaitGroup
-	readers.Add(2)
-	go s.scan(outR, &s.stdout, addrs, &readers)
-	go s.scan(errR, &s.stderr, addrs, &readers)
-	go func() {
-		readers.Wait() // Wait closes the pipes: read them to the end first
-		s.waitErr = s.Cmd.Wait()
-		close(s.exited)
-	}()
+	s := &Server{Process: p, t: t}
 	t.Cleanup(func() {
 		if code := s.Stop(); code != 0 && !s.killed.Load() {
-			t.Errorf("smp-server exited with status %d (%v); stderr:\n%s", code, s.waitErr, s.Stderr())
+			t.Errorf("smp-server exited with status %d (%v); stderr:\n%s", code, s.Cmd.ProcessState, s.Stderr())
 		}
 	})
-
-	select {
-	case s.Addr = <-addrs:
-	case <-s.exited:
-		t.Fatalf("smp-server exited before listening (%v); stderr:\n%s", s.waitErr, s.Stderr())
-	case <-time.After(startupTimeout):
-		t.Fatalf("smp-server did not print \"listening on\" within %s; stderr:\n%s", startupTimeout, s.Stderr())
-	}
 	host, port, err := net.SplitHostPort(s.Addr)
 	if err != nil || host != "127.0.0.1" || port == "0" {
 		t.Fatalf("smp-server: bad address %q in \"listening on\" line (%v)", s.Addr, err)
 	}
-	fp, err := os.ReadFile(filepath.Join(dir, "fingerprint"))
-	if err != nil {
-		t.Fatalf("smptest: %v", err)
-	}
-	s.Fingerprint = strings.TrimSuffix(string(fp), "\n")
 	return s
 }
-
-// scan copies lines of r into buf and sends the address of the first
-// "listening on HOST:PORT" line to addrs.
-func (s *Server) scan(r io.Reader, buf *bytes.Buffer, addrs chan<- string, wg *sync.WaitGroup) {
-	defer wg.Done()
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		s.mu.Lock()
-		buf.WriteString(line)
-		buf.WriteByte('\n')
-		close(s.grew)
-		s.grew = make(chan struct{})
-		s.mu.Unlock()
-		if _, rest, ok := strings.Cut(line, "listening on "); ok {
-			if f := strings.Fields(rest); len(f) > 0 {
-				select {
-				case addrs <- f[0]:
-				default:
-				}
-			}
-		}
-	}
-	_, _ = io.Copy(io.Discard, r)
-}
-
-// Stdout returns what the server wrote to standard output so far.
-func (s *Server) Stdout() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.stdout.String()
-}
-
-// Stderr returns what the server wrote to standard error so far.
-func (s *Server) Stderr() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.stderr.String()
-}
-
-// Exited is closed once the process has exited.
-func (s *Server) Exited() <-chan struct{} { return s.exited }
 
 // Stop sends SIGTERM (once), waits for the process to exit and returns its
 // exit status; a process that does not exit within a minute is killed and
@@ -239,27 +94,28 @@ func (s *Server) Stop() int { return s.Signal(syscall.SIGTERM) }
 // exit; the test then expects no exit status of it.
 func (s *Server) Kill() {
 	s.killed.Store(true)
-	s.Signal(syscall.SIGKILL)
+	s.Process.Kill()
 }
 
 // Signal is Stop with another signal (e.g. SIGINT).
 func (s *Server) Signal(sig os.Signal) int {
-	s.stop.Do(func() {
-		select {
-		case <-s.exited:
-		default:
-			if err := s.Cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
-				s.t.Errorf("smptest: signalling smp-server: %v", err)
-			}
-		}
-		select {
-		case <-s.exited:
-			s.code = s.Cmd.ProcessState.ExitCode()
-		case <-time.After(time.Minute):
-			_ = s.Cmd.Process.Kill()
-			<-s.exited
-			s.code = -1
-		}
-	})
-	return s.code
+	code, err := s.Terminate(sig, stopGrace)
+	if err != nil {
+		s.t.Errorf("smptest: %v", err)
+	}
+	return code
+}
+
+// RunServer runs the smp-server binary with args to its end (a command that
+// does not serve, or a start that must fail) and returns its combined output
+// and exit status.
+func RunServer(t testing.TB, args ...string) (string, int) {
+	t.Helper()
+	cmd := exec.Command(BuildServer(t), args...)
+	cmd.Env = proc.Env()
+	out, err := cmd.CombinedOutput()
+	if cmd.ProcessState == nil {
+		t.Fatalf("smp-server %v: %v", args, err)
+	}
+	return string(out), cmd.ProcessState.ExitCode()
 }
