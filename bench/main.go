@@ -571,7 +571,7 @@ func (s *suite) idle() error {
 	top := 0
 	for _, st := range c.idleSteps {
 		if st == 0 {
-			st = serverMaxConns(srv.cmd.Process.Pid)
+			st = serverMaxConns(srv.Cmd.Process.Pid)
 		}
 		top = max(top, st)
 	}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -34,7 +33,6 @@ func buildServer(ctx context.Context, dir string) (string, error) {
 // use too (internal/smptest/proc).
 type server struct {
 	*proc.Process
-	cmd *exec.Cmd // Process.Cmd again, for runSuite (main.go), which reads srv.cmd
 }
 
 // capacityArgs lift the per-source limits (NEW is one of them: the idle
@@ -73,7 +71,7 @@ func startServer(ctx context.Context, bin, tmp string, cpus *unix.CPUSet, args .
 		p.Kill()
 		return nil, err
 	}
-	return &server{Process: p, cmd: p.Cmd}, nil
+	return &server{Process: p}, nil
 }
 
 // stopGrace is how long stop waits after SIGTERM before it kills the server.
