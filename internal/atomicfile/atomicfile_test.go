@@ -3,7 +3,10 @@ package atomicfile
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/smprelay/smprelay/internal/vfs"
 )
 
 // TestWrite: the file gets the new contents and the mode asked for, an
@@ -35,5 +38,55 @@ func TestWrite(t *testing.T) {
 	}
 	if err := SyncDir(dir); err != nil {
 		t.Fatalf("SyncDir: %v", err)
+	}
+}
+
+// TestPending: the streaming form writes nothing under the final name until
+// Commit; Abort leaves the old file and no temporary file; the temporary
+// file's name ends in TempSuffix.
+func TestPending(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "snap")
+	if err := Write(path, []byte("old"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, commit := range []bool{false, true} {
+		p, err := Create(vfs.OS, path, 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasSuffix(p.tmp, TempSuffix) || filepath.Dir(p.tmp) != dir {
+			t.Fatalf("temporary file %s: want it in %s, ending in %s", p.tmp, dir, TempSuffix)
+		}
+		for _, part := range []string{"new ", "contents"} {
+			if _, err := p.Write([]byte(part)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := p.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := os.ReadFile(path); string(got) != "old" {
+			t.Fatalf("before Commit the file holds %q", got)
+		}
+		want := "old"
+		if commit {
+			want = "new contents"
+			if err := p.Commit(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := p.Abort(); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := os.ReadFile(path); string(got) != want {
+			t.Fatalf("commit %v: the file holds %q, want %q", commit, got, want)
+		}
+		if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+			t.Fatalf("commit %v: directory holds %v, want the file alone", commit, entries)
+		}
+		if _, err := p.Write([]byte("x")); err == nil {
+			t.Fatal("Write after Commit or Abort succeeded")
+		}
 	}
 }
