@@ -4,11 +4,11 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/smprelay/smprelay/engine"
+	"github.com/smprelay/smprelay/internal/atomicfile"
 )
 
 // errStopped ends a compaction that Close interrupted.
@@ -105,27 +105,20 @@ func (l *Log) compactLocked() error {
 	}
 	n, base := rot.rotNumber, rot.rotBase
 
-	// 2. The live state goes to n.snap.tmp.
-	path := filepath.Join(l.dir, snapshotName(n))
-	tmp := path + tmpExt
-	count, raw, err := l.writeSnapshot(tmp, n, base)
+	// 2. The live state goes to a temporary file, fsynced.
+	snap, count, raw, err := l.writeSnapshot(filepath.Join(l.dir, snapshotName(n)), n, base)
 	if err != nil {
-		os.Remove(tmp)
 		return err
 	}
+	defer snap.Abort() // after Commit it does nothing
 
 	// 3. What the snapshot shows is durable in the segments too.
 	if err := l.call(&request{kind: reqSync}); err != nil {
-		os.Remove(tmp)
 		return err
 	}
 
-	// 4. Switch.
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("wal: installing snapshot: %w", err)
-	}
-	if err := syncDir(l.dir); err != nil {
+	// 4. Switch: rename it to n.snap, fsync the directory.
+	if err := snap.Commit(); err != nil {
 		return fmt.Errorf("wal: installing snapshot: %w", err)
 	}
 	scale := 1.0
@@ -137,7 +130,7 @@ func (l *Log) compactLocked() error {
 	}
 
 	// 5. The files the snapshot replaces go.
-	ls, err := listDir(l.dir)
+	ls, err := listDir(l.fs, l.dir)
 	if err != nil {
 		return fmt.Errorf("wal: listing the log after compaction: %w", err)
 	}
@@ -162,23 +155,32 @@ func (l *Log) compactLocked() error {
 	return nil
 }
 
-// writeSnapshot writes the live state to the file tmp (header, batch frames,
-// one commit frame), fsyncs and closes it. It returns the record count and
-// the record bytes.
-func (l *Log) writeSnapshot(tmp string, n, base uint64) (int, int64, error) {
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, fileMode)
+// writeSnapshot writes the live state (header, batch frames, one commit
+// frame) to a temporary file that will replace path, and fsyncs it. It
+// returns the file, not yet in place, the record count and the record bytes.
+func (l *Log) writeSnapshot(path string, n, base uint64) (*atomicfile.Pending, int, int64, error) {
+	p, err := atomicfile.Create(l.fs, path, fileMode)
 	if err != nil {
-		return 0, 0, fmt.Errorf("wal: creating snapshot: %w", err)
+		return nil, 0, 0, fmt.Errorf("wal: creating snapshot: %w", err)
 	}
-	defer f.Close()
-	bw := bufio.NewWriterSize(f, 1<<20)
+	count, raw, err := l.fillSnapshot(p, n, base)
+	if err != nil {
+		p.Abort()
+		return nil, 0, 0, err
+	}
+	return p, count, raw, nil
+}
+
+// fillSnapshot writes the snapshot's bytes to p and fsyncs them.
+func (l *Log) fillSnapshot(p *atomicfile.Pending, n, base uint64) (int, int64, error) {
+	bw := bufio.NewWriterSize(p, 1<<20)
 	if _, err := bw.Write(appendFileHeader(nil, kindSnapshot, n, base)); err != nil {
 		return 0, 0, fmt.Errorf("wal: writing snapshot: %w", err)
 	}
 	enc := encoder{comp: l.opts.Compression.frameComp()}
 	var werr error
 	count := 0
-	err = l.snap.Snapshot(func(r *engine.Record) error {
+	err := l.snap.Snapshot(func(r *engine.Record) error {
 		select {
 		case <-l.compactStop:
 			return errStopped
@@ -213,11 +215,8 @@ func (l *Log) writeSnapshot(tmp string, n, base uint64) (int, int64, error) {
 	if err := bw.Flush(); err != nil {
 		return 0, 0, fmt.Errorf("wal: writing snapshot: %w", err)
 	}
-	if err := f.Sync(); err != nil {
+	if err := p.Sync(); err != nil {
 		return 0, 0, fmt.Errorf("wal: syncing snapshot: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return 0, 0, fmt.Errorf("wal: closing snapshot: %w", err)
 	}
 	return count, enc.takeRaw(), nil
 }

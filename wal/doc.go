@@ -12,7 +12,7 @@
 //	0000000000000007.snap   snapshot 7: the live state as of the start of segment 7
 //	0000000000000007.wal    segment 7: records appended after snapshot 7 began
 //	0000000000000008.wal    segment 8: the records that followed segment 7
-//	*.tmp                   a file being written; deleted at Open
+//	.*.tmp                  a file being written (internal/atomicfile); deleted at Open
 //
 // Names are the file's number in 16 lowercase hex digits. Numbers grow by one
 // per segment; a snapshot takes the number of the segment that follows it.
@@ -20,9 +20,11 @@
 // order; files numbered below S are obsolete and deleted. With no snapshot,
 // segments must start at 1. A missing number in the run is an error.
 //
-// Segments and snapshots are created as NAME.tmp, written, fsynced, renamed
-// and the directory fsynced, so a file with a final name always has a whole
-// header (segments) or whole contents (snapshots).
+// Segments and snapshots are created as a temporary file .NAME.RANDOM.tmp,
+// written, fsynced, renamed and the directory fsynced (internal/atomicfile),
+// so a file with a final name always has a whole header (segments) or whole
+// contents (snapshots). Every file operation goes through Options.FS
+// (internal/vfs), the operating system's unless a test simulates a power cut.
 //
 // # File header
 //
@@ -121,12 +123,12 @@
 //
 //  1. the writer rotates: every record up to LSN X is in segments < N, every
 //     later record goes to segment N and after;
-//  2. the live state is written to N.snap.tmp through engine.Snapshotter
-//     (it may already show changes after X: the engine's replay is
-//     idempotent), and fsynced;
+//  2. the live state is written to a temporary file through
+//     engine.Snapshotter (it may already show changes after X: the engine's
+//     replay is idempotent), and fsynced;
 //  3. the writer fsyncs what was appended meanwhile, so every change the
 //     snapshot shows is also durable in segment N or later;
-//  4. N.snap.tmp is renamed to N.snap and the directory fsynced;
+//  4. the temporary file is renamed to N.snap and the directory fsynced;
 //  5. segments and snapshots numbered below N are deleted, directory fsynced.
 //
 // After step 5 no acknowledged, expired or deleted message and no deleted

@@ -18,6 +18,7 @@ import (
 
 	"github.com/smprelay/smprelay/codec"
 	"github.com/smprelay/smprelay/engine"
+	"github.com/smprelay/smprelay/internal/vfs"
 )
 
 // Keys are slow to make (RSA): a few are shared by every test.
@@ -248,19 +249,9 @@ func openLog(t testing.TB, dir string, o Options, attach bool) (*Log, *model) {
 	if o.Logger == nil {
 		o.Logger, _ = newTestLogger(t)
 	}
-	return openLogWith(t, dir, o, attach, nil)
-}
-
-// openLogWith is openLog without the default logger; before, when set, runs
-// between Open and Load.
-func openLogWith(t testing.TB, dir string, o Options, attach bool, before func(*Log)) (*Log, *model) {
-	t.Helper()
 	l, err := Open(dir, o)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
-	}
-	if before != nil {
-		before(l)
 	}
 	m := newModel()
 	if err := l.Load(m.apply); err != nil {
@@ -399,7 +390,7 @@ func plainContents(t testing.TB, dir string) []byte {
 // failFile is a segment file whose writes or fsyncs fail on demand and whose
 // fsyncs can be held, for tests of failure and group commit.
 type failFile struct {
-	f         *os.File
+	vfs.File
 	mu        sync.Mutex
 	failWrite error         // returned by Write when set
 	failSync  error         // returned by Sync when set
@@ -413,10 +404,10 @@ func (f *failFile) Write(p []byte) (int, error) {
 	err := f.failWrite
 	f.mu.Unlock()
 	if err != nil {
-		n, _ := f.f.Write(p[:len(p)/2]) // a torn write
+		n, _ := f.File.Write(p[:len(p)/2]) // a torn write
 		return n, err
 	}
-	return f.f.Write(p)
+	return f.File.Write(p)
 }
 
 func (f *failFile) Sync() error {
@@ -431,10 +422,8 @@ func (f *failFile) Sync() error {
 	if err != nil {
 		return err
 	}
-	return f.f.Sync()
+	return f.File.Sync()
 }
-
-func (f *failFile) Close() error { return f.f.Close() }
 
 func (f *failFile) set(fn func(f *failFile)) {
 	f.mu.Lock()
@@ -442,34 +431,40 @@ func (f *failFile) set(fn func(f *failFile)) {
 	f.mu.Unlock()
 }
 
+// failFS is a filesystem whose files opened for appending (the log's
+// segments) are failFiles; the latest one is returned by cur.
+type failFS struct {
+	vfs.FS
+	mu     sync.Mutex
+	latest *failFile
+}
+
+func (fsys *failFS) OpenFile(name string, flag int, perm fs.FileMode) (vfs.File, error) {
+	f, err := fsys.FS.OpenFile(name, flag, perm)
+	if err != nil || flag&os.O_APPEND == 0 {
+		return f, err
+	}
+	ff := &failFile{File: f}
+	fsys.mu.Lock()
+	fsys.latest = ff
+	fsys.mu.Unlock()
+	return ff, nil
+}
+
+func (fsys *failFS) cur() *failFile {
+	fsys.mu.Lock()
+	defer fsys.mu.Unlock()
+	return fsys.latest
+}
+
 // openFailing opens the log in dir like openLog, with its segments opened as
 // failFiles (the latest one is returned by cur). The caller closes the log.
 func openFailing(t testing.TB, dir string, o Options, attach bool) (l *Log, m *model, cur func() *failFile) {
 	t.Helper()
-	l, m = openLogWith(t, dir, o, attach, func(l *Log) { cur = withFailFiles(l) })
-	return l, m, cur
-}
-
-// withFailFiles makes l open its segments as failFiles; the latest one opened
-// is returned by the function it gives back.
-func withFailFiles(l *Log) func() *failFile {
-	var mu sync.Mutex
-	var cur *failFile
-	l.openFile = func(path string, flag int, perm fs.FileMode) (segmentFile, error) {
-		f, err := os.OpenFile(path, flag, perm)
-		if err != nil {
-			return nil, err
-		}
-		mu.Lock()
-		cur = &failFile{f: f}
-		mu.Unlock()
-		return cur, nil
-	}
-	return func() *failFile {
-		mu.Lock()
-		defer mu.Unlock()
-		return cur
-	}
+	fsys := &failFS{FS: vfs.OS}
+	o.FS = fsys
+	l, m = openLog(t, dir, o, attach)
+	return l, m, fsys.cur
 }
 
 var errInjected = errors.New("injected I/O error")

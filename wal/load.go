@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/smprelay/smprelay/engine"
+	"github.com/smprelay/smprelay/internal/vfs"
 )
 
 // progress logs how a long replay advances, at most once per progressEvery.
@@ -50,7 +51,7 @@ func (l *Log) Load(apply func(r *engine.Record) error) error {
 	if state != stateOpen {
 		return errors.New("wal: Load called twice or after Close")
 	}
-	ls, err := listDir(l.dir)
+	ls, err := listDir(l.fs, l.dir)
 	if err != nil {
 		return fmt.Errorf("wal: listing %s: %w", l.dir, err)
 	}
@@ -90,7 +91,7 @@ func (l *Log) Load(apply func(r *engine.Record) error) error {
 		files = append(files, segmentName(s))
 	}
 	for _, name := range files {
-		if fi, err := os.Stat(filepath.Join(l.dir, name)); err == nil {
+		if fi, err := l.fs.Stat(filepath.Join(l.dir, name)); err == nil {
 			p.total += fi.Size()
 		}
 	}
@@ -122,8 +123,7 @@ func (l *Log) Load(apply func(r *engine.Record) error) error {
 	}
 	if len(segs) == 0 {
 		num := max(base, 1)
-		path := filepath.Join(l.dir, segmentName(num))
-		if err := createFile(path, appendFileHeader(nil, kindSegment, num, last+1)); err != nil {
+		if err := l.createSegment(num, last+1); err != nil {
 			return fmt.Errorf("wal: creating the first segment: %w", err)
 		}
 		segs = append(segs, num)
@@ -138,7 +138,7 @@ func (l *Log) Load(apply func(r *engine.Record) error) error {
 
 	num := segs[len(segs)-1]
 	path := filepath.Join(l.dir, segmentName(num))
-	f, err := l.openFile(path, os.O_WRONLY|os.O_APPEND, fileMode)
+	f, err := l.fs.OpenFile(path, os.O_WRONLY|os.O_APPEND, fileMode)
 	if err != nil {
 		return fmt.Errorf("wal: opening %s: %w", path, err)
 	}
@@ -163,7 +163,7 @@ func (l *Log) Load(apply func(r *engine.Record) error) error {
 // returns its base LSN and record bytes. A snapshot was fsynced before it got
 // its name, so any defect is corruption.
 func (l *Log) replaySnapshot(path string, num uint64, ap *applier, p *progress) (uint64, int64, error) {
-	f, err := os.Open(path)
+	f, err := l.fs.OpenFile(path, os.O_RDONLY, 0)
 	if err != nil {
 		return 0, 0, fmt.Errorf("wal: %w", err)
 	}
@@ -332,7 +332,7 @@ type segmentResult struct {
 // off; anywhere else a defect is corruption.
 func (l *Log) replaySegment(path string, num, first uint64, isLast bool, ap *applier, p *progress) (segmentResult, error) {
 	res := segmentResult{last: first - 1}
-	f, err := os.Open(path)
+	f, err := l.fs.OpenFile(path, os.O_RDONLY, 0)
 	if err != nil {
 		return res, fmt.Errorf("wal: %w", err)
 	}
@@ -432,14 +432,14 @@ func (l *Log) replaySegment(path string, num, first uint64, isLast bool, ap *app
 // tornTail handles a frame at off that could not be read (cause): in the
 // last segment, when no valid frame follows it, the file is truncated at
 // groupAt, the end of the last whole group; otherwise it is corruption.
-func (l *Log) tornTail(path string, f *os.File, size, off, groupAt int64, isLast bool, cause error, res segmentResult) (segmentResult, error) {
+func (l *Log) tornTail(path string, f vfs.File, size, off, groupAt int64, isLast bool, cause error, res segmentResult) (segmentResult, error) {
 	if !isLast {
 		return res, corruptAt(path, off, "%v (not the last segment, so not a torn write)", cause)
 	}
 	if at, ok := findValidFrame(f, off+1, size); ok {
 		return res, corruptAt(path, off, "%v, yet a valid frame follows at offset %d", cause, at)
 	}
-	if err := truncateFile(path, groupAt); err != nil {
+	if err := truncateFile(l.fs, path, groupAt); err != nil {
 		return res, fmt.Errorf("wal: cutting off the torn tail of %s: %w", path, err)
 	}
 	l.log.Warn("wal: torn tail cut off the log (a write the crash interrupted; no reply was sent for it in fsync mode always)",
@@ -449,7 +449,7 @@ func (l *Log) tornTail(path string, f *os.File, size, off, groupAt int64, isLast
 }
 
 // findValidFrame looks for a valid frame starting anywhere in [from, size).
-func findValidFrame(f *os.File, from, size int64) (int64, bool) {
+func findValidFrame(f vfs.File, from, size int64) (int64, bool) {
 	if from >= size {
 		return 0, false
 	}
@@ -466,8 +466,8 @@ func findValidFrame(f *os.File, from, size int64) (int64, bool) {
 }
 
 // truncateFile cuts path to size bytes and fsyncs it.
-func truncateFile(path string, size int64) error {
-	f, err := os.OpenFile(path, os.O_WRONLY, fileMode)
+func truncateFile(fsys vfs.FS, path string, size int64) error {
+	f, err := fsys.OpenFile(path, os.O_WRONLY, fileMode)
 	if err != nil {
 		return err
 	}

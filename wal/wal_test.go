@@ -14,6 +14,8 @@ import (
 
 	"github.com/smprelay/smprelay/codec"
 	"github.com/smprelay/smprelay/engine"
+	"github.com/smprelay/smprelay/internal/atomicfile"
+	"github.com/smprelay/smprelay/internal/vfs"
 )
 
 func TestRecordRoundTrip(t *testing.T) {
@@ -230,7 +232,7 @@ func lastGroupLog(t *testing.T, last func(w *workload)) (dir string, before stri
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	ls, err := listDir(dir)
+	ls, err := listDir(vfs.OS, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -354,7 +356,7 @@ func TestCorruption(t *testing.T) {
 		}
 	}
 	segments := func(t *testing.T, dir string) []string {
-		ls, err := listDir(dir)
+		ls, err := listDir(vfs.OS, dir)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -415,14 +417,14 @@ func TestCorruption(t *testing.T) {
 			return segs[2], 0
 		}, "missing"},
 		{"snapshot frame", func(t *testing.T, dir string) (string, int64) {
-			ls, _ := listDir(dir)
+			ls, _ := listDir(vfs.OS, dir)
 			snap := filepath.Join(dir, snapshotName(ls.snapshots[len(ls.snapshots)-1]))
 			fr := scanFrames(t, snap)
 			flip(snap, fr[0].off+frameHeaderSize)
 			return snap, fr[0].off
 		}, "checksum"},
 		{"truncated snapshot", func(t *testing.T, dir string) (string, int64) {
-			ls, _ := listDir(dir)
+			ls, _ := listDir(vfs.OS, dir)
 			snap := filepath.Join(dir, snapshotName(ls.snapshots[len(ls.snapshots)-1]))
 			fr := scanFrames(t, snap)
 			last := fr[len(fr)-1]
@@ -896,8 +898,8 @@ func TestLockAndModes(t *testing.T) {
 	l, m := openLog(t, dir, Options{}, true)
 	m.record(t, l, engine.Record{Kind: engine.RecQueueCreated, RID: randID(), SID: randID(), RecipientKey: edKey(t, 0)}, nil)
 	_, err := Open(dir, Options{})
-	if !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), fmt.Sprint(os.Getpid())) {
-		t.Fatalf("second Open: %v, want ErrLocked naming pid %d", err, os.Getpid())
+	if !errors.Is(err, ErrLocked) || !errors.Is(err, vfs.ErrLocked) || !strings.Contains(err.Error(), fmt.Sprint(os.Getpid())) {
+		t.Fatalf("second Open: %v, want ErrLocked (and vfs.ErrLocked) naming pid %d", err, os.Getpid())
 	}
 	fi, err := os.Stat(dir)
 	if err != nil || fi.Mode().Perm() != dirMode {
@@ -918,6 +920,13 @@ func TestLockAndModes(t *testing.T) {
 		t.Fatalf("Open after Close: %v", err)
 	}
 	l2.Close()
+}
+
+// TestTempSuffix: Load deletes the temporary files atomicfile leaves behind.
+func TestTempSuffix(t *testing.T) {
+	if tmpExt != atomicfile.TempSuffix {
+		t.Fatalf("leftover temporary files end in %q, atomicfile makes them end in %q", tmpExt, atomicfile.TempSuffix)
+	}
 }
 
 // TestReplayProgress: a replay logs how far it got (percentage, records/s).
