@@ -1,12 +1,16 @@
 package atomicfile
 
 import (
+	"bytes"
+	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/smprelay/smprelay/internal/vfs"
+	"github.com/smprelay/smprelay/internal/vfs/crashfs"
 )
 
 // TestWrite: the file gets the new contents and the mode asked for, an
@@ -87,6 +91,60 @@ func TestPending(t *testing.T) {
 		}
 		if _, err := p.Write([]byte("x")); err == nil {
 			t.Fatal("Write after Commit or Abort succeeded")
+		}
+	}
+}
+
+// TestPowerCut: a power cut before any step of WriteFS, whatever the crash
+// keeps of what was not durable, leaves the old contents or the new, never
+// a mix or nothing; once WriteFS has returned, the new.
+func TestPowerCut(t *testing.T) {
+	oldB := bytes.Repeat([]byte("old contents "), 1000) // several pages
+	newB := bytes.Repeat([]byte("NEW "), 3000)
+	for step := 0; ; step++ {
+		base := crashfs.New()
+		if err := base.MkdirAll("/d", 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := WriteFS(base, "/d/f", oldB, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var crashed []*crashfs.FS
+		n := 0
+		fsys := crashfs.WithHook(base, func(op, name string) error {
+			if n++; n == step+1 {
+				for seed := range uint64(20) {
+					crashed = append(crashed, base.Crash(rand.New(rand.NewPCG(seed, uint64(step)))))
+				}
+			}
+			return nil
+		})
+		if err := WriteFS(fsys, "/d/f", newB, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		done := crashed == nil // every step had its crash: this one cuts after the end
+		if done {
+			crashed = append(crashed, base.Crash(rand.New(rand.NewPCG(1, 1))))
+		}
+		for i, c := range crashed {
+			f, err := c.OpenFile("/d/f", os.O_RDONLY, 0)
+			if err != nil {
+				t.Fatalf("cut before step %d, seed %d: %v", step, i, err)
+			}
+			got, err := io.ReadAll(f)
+			f.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, newB) && (done || !bytes.Equal(got, oldB)) {
+				t.Fatalf("cut before step %d, seed %d: %d bytes that are neither the old contents nor the new", step, i, len(got))
+			}
+		}
+		if done {
+			if step < 5 {
+				t.Fatalf("WriteFS took %d steps", step)
+			}
+			return
 		}
 	}
 }
