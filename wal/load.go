@@ -51,92 +51,148 @@ func (l *Log) Load(apply func(r *engine.Record) error) error {
 	if state != stateOpen {
 		return errors.New("wal: Load called twice or after Close")
 	}
+	plan, err := l.planReplay()
+	if err != nil {
+		return err
+	}
+	last, err := l.replay(plan, apply)
+	if err != nil {
+		return err
+	}
+	return l.startWriter(plan, last)
+}
+
+// replayPlan is what Load replays, in order: the base snapshot, if any, then
+// segments base (or 1), base+1, ….
+type replayPlan struct {
+	base  uint64   // number of the base snapshot, 0 if none
+	segs  []uint64 // segments to replay, ascending, without a gap
+	bytes int64    // size of all the files, for progress
+}
+
+// files names the plan's files in replay order.
+func (pl replayPlan) files() []string {
+	files := make([]string, 0, len(pl.segs)+1)
+	if pl.base != 0 {
+		files = append(files, snapshotName(pl.base))
+	}
+	for _, s := range pl.segs {
+		files = append(files, segmentName(s))
+	}
+	return files
+}
+
+// planReplay lists the directory, deletes leftover temporary files and
+// decides what to replay.
+func (l *Log) planReplay() (replayPlan, error) {
 	ls, err := listDir(l.fs, l.dir)
 	if err != nil {
-		return fmt.Errorf("wal: listing %s: %w", l.dir, err)
+		return replayPlan{}, fmt.Errorf("wal: listing %s: %w", l.dir, err)
 	}
 	if err := l.removeFiles(ls.tmps); err != nil { // an interrupted rotation or compaction
-		return fmt.Errorf("wal: removing leftover temporary files: %w", err)
+		return replayPlan{}, fmt.Errorf("wal: removing leftover temporary files: %w", err)
 	}
-
-	var base uint64 // number of the base snapshot, 0 if none
-	if len(ls.snapshots) > 0 {
-		base = ls.snapshots[len(ls.snapshots)-1]
+	plan, err := chooseFiles(l.dir, ls)
+	if err != nil {
+		return plan, err
 	}
-	var segs []uint64
-	for _, s := range ls.segments {
-		if s >= base {
-			segs = append(segs, s)
+	for _, name := range plan.files() {
+		if fi, err := l.fs.Stat(filepath.Join(l.dir, name)); err == nil {
+			plan.bytes += fi.Size()
 		}
 	}
+	return plan, nil
+}
+
+// chooseFiles picks the newest snapshot and the segments from its number on
+// (files below it are obsolete), and checks that they form an unbroken run.
+func chooseFiles(dir string, ls dirListing) (replayPlan, error) {
+	var plan replayPlan
+	if len(ls.snapshots) > 0 {
+		plan.base = ls.snapshots[len(ls.snapshots)-1]
+	}
+	for _, s := range ls.segments {
+		if s >= plan.base {
+			plan.segs = append(plan.segs, s)
+		}
+	}
+	segs := plan.segs
 	switch {
-	case base != 0 && (len(segs) == 0 || segs[0] != base):
-		return corruptAt(filepath.Join(l.dir, snapshotName(base)), 0, "segment %s, which must follow the snapshot, is missing", segmentName(base))
-	case base == 0 && len(segs) > 0 && segs[0] != 1:
-		return corruptAt(filepath.Join(l.dir, segmentName(segs[0])), 0, "the log starts at segment %d but there is no snapshot", segs[0])
+	case plan.base != 0 && (len(segs) == 0 || segs[0] != plan.base):
+		return plan, corruptAt(filepath.Join(dir, snapshotName(plan.base)), 0, "segment %s, which must follow the snapshot, is missing", segmentName(plan.base))
+	case plan.base == 0 && len(segs) > 0 && segs[0] != 1:
+		return plan, corruptAt(filepath.Join(dir, segmentName(segs[0])), 0, "the log starts at segment %d but there is no snapshot", segs[0])
 	}
 	for i := 1; i < len(segs); i++ {
 		if segs[i] != segs[i-1]+1 {
-			return corruptAt(filepath.Join(l.dir, segmentName(segs[i])), 0, "segment %s is missing", segmentName(segs[i-1]+1))
+			return plan, corruptAt(filepath.Join(dir, segmentName(segs[i])), 0, "segment %s is missing", segmentName(segs[i-1]+1))
 		}
 	}
+	return plan, nil
+}
 
-	p := &progress{log: l.log, start: time.Now()}
+// replay applies the plan's snapshot and segments, repairing a torn tail of
+// the last segment, and fills in the writer's accounting of the files. It
+// returns the LSN of the last record replayed.
+func (l *Log) replay(plan replayPlan, apply func(r *engine.Record) error) (uint64, error) {
+	p := &progress{log: l.log, total: plan.bytes, start: time.Now()}
 	p.last = p.start
-	files := make([]string, 0, len(segs)+1)
-	if base != 0 {
-		files = append(files, snapshotName(base))
-	}
-	for _, s := range segs {
-		files = append(files, segmentName(s))
-	}
-	for _, name := range files {
-		if fi, err := l.fs.Stat(filepath.Join(l.dir, name)); err == nil {
-			p.total += fi.Size()
-		}
-	}
-
 	ap := newApplier(apply)
 	defer ap.finish() // on the error paths; the normal path finishes it below
 	l.w.segRaw = make(map[uint64]int64)
 	l.w.seen = make(map[engine.Notifier]struct{})
-	l.w.base = base
+	l.w.base = plan.base
 	var last uint64 // LSN of the last record replayed
-	if base != 0 {
-		lsn, raw, err := l.replaySnapshot(filepath.Join(l.dir, snapshotName(base)), base, ap, p)
+	if plan.base != 0 {
+		lsn, raw, err := l.replaySnapshot(filepath.Join(l.dir, snapshotName(plan.base)), plan.base, ap, p)
 		if err != nil {
-			return ap.cause(err)
+			return 0, ap.cause(err)
 		}
 		last, l.w.snapRaw = lsn, raw
 	}
-	for i, s := range segs {
-		res, err := l.replaySegment(filepath.Join(l.dir, segmentName(s)), s, last+1, i == len(segs)-1, ap, p)
+	for i, s := range plan.segs {
+		path := filepath.Join(l.dir, segmentName(s))
+		res, err := l.replaySegment(path, s, last+1, ap, p)
 		if err != nil {
-			return ap.cause(err)
+			return 0, ap.cause(err)
+		}
+		if d := res.damage; d != nil {
+			if i < len(plan.segs)-1 {
+				return 0, corruptAt(path, d.off, "%v (not the last segment, so not a torn write)", d.cause)
+			}
+			if err := l.repairTail(path, &res); err != nil {
+				return 0, err
+			}
 		}
 		last = res.last
 		l.w.segRaw[s] = res.raw
 		l.w.size = res.size
 	}
 	if err := ap.finish(); err != nil {
-		return err
+		return 0, err
 	}
-	if len(segs) == 0 {
-		num := max(base, 1)
+	if nfiles := len(plan.files()); p.records > 0 || nfiles > 0 {
+		took := time.Since(p.start)
+		l.log.Info("wal: log replayed", "records", p.records, "bytes", p.total, "files", nfiles,
+			"took", took.Round(time.Millisecond), "records_per_sec", int64(float64(p.records)/max(took.Seconds(), 1e-9)))
+	}
+	return last, nil
+}
+
+// startWriter creates the first segment of an empty log, opens the last
+// segment for appending and starts the writer goroutine, whose next record is
+// LSN last+1.
+func (l *Log) startWriter(plan replayPlan, last uint64) error {
+	num := max(plan.base, 1)
+	if len(plan.segs) == 0 {
 		if err := l.createSegment(num, last+1); err != nil {
 			return fmt.Errorf("wal: creating the first segment: %w", err)
 		}
-		segs = append(segs, num)
 		l.w.segRaw[num] = 0
 		l.w.size = fileHeaderSize
+	} else {
+		num = plan.segs[len(plan.segs)-1]
 	}
-	if p.records > 0 || len(files) > 0 {
-		took := time.Since(p.start)
-		l.log.Info("wal: log replayed", "records", p.records, "bytes", p.total, "files", len(files),
-			"took", took.Round(time.Millisecond), "records_per_sec", int64(float64(p.records)/max(took.Seconds(), 1e-9)))
-	}
-
-	num := segs[len(segs)-1]
 	path := filepath.Join(l.dir, segmentName(num))
 	f, err := l.fs.OpenFile(path, os.O_WRONLY|os.O_APPEND, fileMode)
 	if err != nil {
@@ -322,15 +378,25 @@ func decodeFrame(raw []byte) ([]engine.Record, error) {
 
 // segmentResult is what replaying a segment found.
 type segmentResult struct {
-	last uint64 // LSN of its last record (or the one before it, if it has none)
-	raw  int64  // record bytes it holds
-	size int64  // its size after any truncation
+	last   uint64      // LSN of its last record (or the one before it, if it has none)
+	raw    int64       // record bytes it holds
+	size   int64       // its size after any truncation
+	damage *tailDamage // where replay stopped short of the end, if it did
+}
+
+// tailDamage is a frame that could not be read, with what replay knew there.
+type tailDamage struct {
+	off     int64 // offset of the frame
+	cause   error // why it could not be read
+	groupAt int64 // end of the last whole group before it, where a repair cuts
+	size    int64 // the file's size
 }
 
 // replaySegment applies the whole groups of the segment file at path, whose
-// first record must be LSN first. In the last segment a torn tail is cut
-// off; anywhere else a defect is corruption.
-func (l *Log) replaySegment(path string, num, first uint64, isLast bool, ap *applier, p *progress) (segmentResult, error) {
+// first record must be LSN first. At a frame that is short, fails its
+// checksum or does not parse it stops and reports the damage: the caller
+// decides whether it is a torn tail. Anything else wrong is corruption.
+func (l *Log) replaySegment(path string, num, first uint64, ap *applier, p *progress) (segmentResult, error) {
 	res := segmentResult{last: first - 1}
 	f, err := l.fs.OpenFile(path, os.O_RDONLY, 0)
 	if err != nil {
@@ -383,7 +449,8 @@ func (l *Log) replaySegment(path string, num, first uint64, isLast bool, ap *app
 			return res, fmt.Errorf("wal: reading %s at offset %d: %w", path, off, ioe.err)
 		}
 		if err != nil {
-			return l.tornTail(path, f, fi.Size(), off, groupAt, isLast, err, res)
+			res.damage = &tailDamage{off: off, cause: err, groupAt: groupAt, size: fi.Size()}
+			return res, nil
 		}
 		if fh.typ == frameBatch {
 			if scratch, err = fr.decompress(fh, payload, scratch); err != nil {
@@ -429,30 +496,36 @@ func (l *Log) replaySegment(path string, num, first uint64, isLast bool, ap *app
 	}
 }
 
-// tornTail handles a frame at off that could not be read (cause): in the
-// last segment, when no valid frame follows it, the file is truncated at
-// groupAt, the end of the last whole group; otherwise it is corruption.
-func (l *Log) tornTail(path string, f vfs.File, size, off, groupAt int64, isLast bool, cause error, res segmentResult) (segmentResult, error) {
-	if !isLast {
-		return res, corruptAt(path, off, "%v (not the last segment, so not a torn write)", cause)
+// repairTail handles the damage replay met in the last segment at path: when
+// no valid frame follows it anywhere in the file, it is a torn tail and the
+// segment is cut at the end of the last whole group before it; otherwise it
+// is corruption.
+func (l *Log) repairTail(path string, res *segmentResult) error {
+	d := res.damage
+	if at, ok := l.findValidFrame(path, d.off+1, d.size); ok {
+		return corruptAt(path, d.off, "%v, yet a valid frame follows at offset %d", d.cause, at)
 	}
-	if at, ok := findValidFrame(f, off+1, size); ok {
-		return res, corruptAt(path, off, "%v, yet a valid frame follows at offset %d", cause, at)
-	}
-	if err := truncateFile(l.fs, path, groupAt); err != nil {
-		return res, fmt.Errorf("wal: cutting off the torn tail of %s: %w", path, err)
+	if err := truncateFile(l.fs, path, d.groupAt); err != nil {
+		return fmt.Errorf("wal: cutting off the torn tail of %s: %w", path, err)
 	}
 	l.log.Warn("wal: torn tail cut off the log (a write the crash interrupted; no reply was sent for it in fsync mode always)",
-		"segment", filepath.Base(path), "offset", groupAt, "bytes_dropped", size-groupAt, "cause", cause.Error())
-	res.size = groupAt
-	return res, nil
+		"segment", filepath.Base(path), "offset", d.groupAt, "bytes_dropped", d.size-d.groupAt, "cause", d.cause.Error())
+	res.size = d.groupAt
+	res.damage = nil
+	return nil
 }
 
-// findValidFrame looks for a valid frame starting anywhere in [from, size).
-func findValidFrame(f vfs.File, from, size int64) (int64, bool) {
+// findValidFrame looks for a valid frame starting anywhere in [from, size)
+// of the file at path.
+func (l *Log) findValidFrame(path string, from, size int64) (int64, bool) {
 	if from >= size {
 		return 0, false
 	}
+	f, err := l.fs.OpenFile(path, os.O_RDONLY, 0)
+	if err != nil {
+		return 0, false
+	}
+	defer f.Close()
 	rest := make([]byte, size-from)
 	if _, err := f.ReadAt(rest, from); err != nil && err != io.EOF {
 		return 0, false
