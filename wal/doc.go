@@ -85,15 +85,26 @@
 //
 // Replay applies a segment's records one group at a time, when the group's
 // commit frame has been read and checked: a group whose commit never reached
-// the disk is dropped whole. In the last segment, a frame that is short, fails
-// its checksum or does not parse, when no valid frame follows it anywhere in
-// the file, is a torn tail: the segment is truncated at the end of the last
-// whole group and the number of bytes dropped is logged. Anything else — a bad
-// frame followed by a valid one, a bad frame in an earlier segment or in a
-// snapshot, a gap in LSNs or segment numbers, a record that does not parse
-// inside a frame whose checksum is right — is an error naming the file and
-// offset (wrapping ErrCorrupt), and the log does not open: never a silent loss.
-// A corrupted last frame cannot be told from a torn one and is cut off like it.
+// the disk is dropped whole. Damage is a frame that is short, fails its
+// checksum or has an implausible header. In the last segment, damage is a
+// torn tail — the segment is truncated at the end of the last whole group
+// before it, fsynced, and the number of bytes dropped is logged — unless
+// what follows proves that the damaged bytes had been fsynced. Every group
+// is fsynced before the next one is written, so only the last group can be
+// torn, and its pages may reach the disk in any order (its later pages
+// without its first, say). The proof is a complete group starting anywhere
+// after the damaged frame: one or more valid batch frames back to back, then
+// a commit frame whose frame count and record count are theirs and whose
+// first LSN is not below the one the damaged group starts at. A valid frame
+// with no complete group after it is a piece of the torn group, not a proof.
+//
+// Anything else — damage followed by such proof, damage in an earlier
+// segment or in a snapshot, a gap in LSNs or segment numbers, a frame whose
+// checksum is right but whose payload does not decompress or whose records
+// do not parse — is an error naming the file and offset (wrapping
+// ErrCorrupt), and the log does not open: never a silent loss of fsynced
+// data. A corrupted last group cannot be told from a torn one and is cut off
+// like it.
 //
 // # Durability modes
 //

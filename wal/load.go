@@ -386,10 +386,11 @@ type segmentResult struct {
 
 // tailDamage is a frame that could not be read, with what replay knew there.
 type tailDamage struct {
-	off     int64 // offset of the frame
-	cause   error // why it could not be read
-	groupAt int64 // end of the last whole group before it, where a repair cuts
-	size    int64 // the file's size
+	off     int64  // offset of the frame
+	cause   error  // why it could not be read
+	groupAt int64  // end of the last whole group before it, where a repair cuts
+	next    uint64 // LSN the group at groupAt starts with
+	size    int64  // the file's size
 }
 
 // replaySegment applies the whole groups of the segment file at path, whose
@@ -449,7 +450,7 @@ func (l *Log) replaySegment(path string, num, first uint64, ap *applier, p *prog
 			return res, fmt.Errorf("wal: reading %s at offset %d: %w", path, off, ioe.err)
 		}
 		if err != nil {
-			res.damage = &tailDamage{off: off, cause: err, groupAt: groupAt, size: fi.Size()}
+			res.damage = &tailDamage{off: off, cause: err, groupAt: groupAt, next: next, size: fi.Size()}
 			return res, nil
 		}
 		if fh.typ == frameBatch {
@@ -496,14 +497,25 @@ func (l *Log) replaySegment(path string, num, first uint64, ap *applier, p *prog
 	}
 }
 
-// repairTail handles the damage replay met in the last segment at path: when
-// no valid frame follows it anywhere in the file, it is a torn tail and the
-// segment is cut at the end of the last whole group before it; otherwise it
-// is corruption.
+// repairTail handles the damage replay met in the last segment at path:
+// unless the bytes after it prove that it lies in fsynced data, it is a torn
+// tail, and the segment is cut at the end of the last whole group before it.
+//
+// In fsync mode always each group is fsynced before the next is written, so
+// only the last group can be torn, and its pages may have reached the disk
+// in any order: a later page without the first, say. A complete group after
+// the damage (valid batch frames, then a commit frame whose frame count,
+// record count and LSN match them) is proof that the damaged group had been
+// fsynced: corruption. A stray valid frame is not.
 func (l *Log) repairTail(path string, res *segmentResult) error {
 	d := res.damage
-	if at, ok := l.findValidFrame(path, d.off+1, d.size); ok {
-		return corruptAt(path, d.off, "%v, yet a valid frame follows at offset %d", d.cause, at)
+	at, found, err := l.findCompleteGroup(path, d.off+1, d.size, d.next)
+	if err != nil {
+		return fmt.Errorf("wal: reading %s after offset %d: %w", path, d.off, err)
+	}
+	if found {
+		return corruptAt(path, d.off, "%v, yet a valid frame follows at offset %d and starts a complete group, so the damaged bytes had been fsynced",
+			d.cause, at)
 	}
 	if err := truncateFile(l.fs, path, d.groupAt); err != nil {
 		return fmt.Errorf("wal: cutting off the torn tail of %s: %w", path, err)
@@ -515,27 +527,88 @@ func (l *Log) repairTail(path string, res *segmentResult) error {
 	return nil
 }
 
-// findValidFrame looks for a valid frame starting anywhere in [from, size)
-// of the file at path.
-func (l *Log) findValidFrame(path string, from, size int64) (int64, bool) {
+// findCompleteGroup looks for a complete group starting anywhere in [from,
+// size) of the file at path: one or more valid batch frames back to back,
+// then a commit frame that counts exactly those frames and their records and
+// whose first LSN is at least minLSN.
+func (l *Log) findCompleteGroup(path string, from, size int64, minLSN uint64) (int64, bool, error) {
 	if from >= size {
-		return 0, false
+		return 0, false, nil
 	}
 	f, err := l.fs.OpenFile(path, os.O_RDONLY, 0)
 	if err != nil {
-		return 0, false
+		return 0, false, err
 	}
 	defer f.Close()
 	rest := make([]byte, size-from)
 	if _, err := f.ReadAt(rest, from); err != nil && err != io.EOF {
-		return 0, false
+		return 0, false, err
 	}
+	s := groupScanner{b: rest, records: map[int]int{}}
+	defer s.dec.close()
 	for i := 0; i+frameHeaderSize <= len(rest); i++ {
-		if validFrameAt(rest[i:]) {
-			return from + int64(i), true
+		if s.completeGroupAt(i, minLSN) {
+			return from + int64(i), true, nil
 		}
 	}
-	return 0, false
+	return 0, false, nil
+}
+
+// groupScanner tells whether a complete group starts at an offset of b. It
+// remembers the record count of each batch frame it decoded (-1: does not
+// decode), so that a group of n frames costs n decompressions however many
+// of its frames a scan starts from.
+type groupScanner struct {
+	b       []byte
+	records map[int]int // offset of a batch frame in b: its records, or -1
+	dec     frameReader // for decompress only
+	raw     []byte
+}
+
+func (s *groupScanner) completeGroupAt(off int, minLSN uint64) bool {
+	frames, records := 0, 0
+	for off < len(s.b) && validFrameAt(s.b[off:]) {
+		h, _ := parseFrameHeader(s.b[off:])
+		payload := s.b[off+frameHeaderSize : off+frameHeaderSize+h.length]
+		if h.typ == frameCommit {
+			c := parseCommit(payload)
+			return frames > 0 && c.frames == frames && c.count == records && c.firstLSN >= minLSN
+		}
+		n := s.frameRecords(off, h, payload)
+		if n < 0 {
+			return false
+		}
+		frames++
+		records += n
+		off += frameHeaderSize + h.length
+	}
+	return false
+}
+
+// frameRecords returns the number of records of the valid batch frame at
+// off, or -1 if its payload does not decode.
+func (s *groupScanner) frameRecords(off int, h frameHeader, payload []byte) int {
+	if n, ok := s.records[off]; ok {
+		return n
+	}
+	n := -1
+	raw, err := s.dec.decompress(h, payload, s.raw)
+	if err == nil {
+		s.raw = raw
+		n = 0
+		var v recordView
+		for len(raw) > 0 {
+			size, err := decodeRecord(raw, &v)
+			if err != nil {
+				n = -1
+				break
+			}
+			raw = raw[size:]
+			n++
+		}
+	}
+	s.records[off] = n
+	return n
 }
 
 // truncateFile cuts path to size bytes and fsyncs it.

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -329,6 +330,30 @@ func TestTornTail(t *testing.T) {
 					}
 				}
 			}
+			// A power cut may also keep any of the group's later 4 KiB pages
+			// without its first: a stray valid frame then follows the
+			// damage, but no complete group, and the tail is still torn.
+			firstPage, lastPage := groupAt/4096, (int64(len(full))-1)/4096
+			rng := rand.New(rand.NewPCG(uint64(len(full)), 1))
+			for i := range 16 {
+				b := bytes.Clone(full)
+				for p := firstPage; p <= lastPage; p++ {
+					lost := p == firstPage || (i > 0 && rng.IntN(2) == 0)
+					if lost {
+						clear(b[max(p*4096, groupAt):min((p+1)*4096, int64(len(b)))])
+					}
+				}
+				if err := os.WriteFile(seg, b, fileMode); err != nil {
+					t.Fatal(err)
+				}
+				m, err := reload(t, dir)
+				if err != nil {
+					t.Fatalf("pages %d..%d, pattern %d: %v", firstPage, lastPage, i, err)
+				}
+				if fi, err := os.Stat(seg); err != nil || fi.Size() != groupAt || m.dump() != before {
+					t.Fatalf("pattern %d: the torn group was not cut off whole", i)
+				}
+			}
 			// And the whole file replays the whole state.
 			if err := os.WriteFile(seg, full, fileMode); err != nil {
 				t.Fatal(err)
@@ -342,19 +367,22 @@ func TestTornTail(t *testing.T) {
 }
 
 // TestCorruption: damage that a torn write cannot explain is an error naming
-// the file and offset, never a silent loss.
+// the file and offset, never a silent loss; damage that a torn write of the
+// last group explains, even with a valid frame after it, is cut off.
 func TestCorruption(t *testing.T) {
 	type damage func(t *testing.T, dir string) (file string, off int64)
-	flip := func(path string, off int64) {
+	edit := func(path string, fn func(b []byte)) {
 		b, err := os.ReadFile(path)
 		if err != nil {
 			t.Fatal(err)
 		}
-		b[off] ^= 0x40
+		fn(b)
 		if err := os.WriteFile(path, b, fileMode); err != nil {
 			t.Fatal(err)
 		}
 	}
+	flip := func(path string, off int64) { edit(path, func(b []byte) { b[off] ^= 0x40 }) }
+	zero := func(path string, f frameSpan) { edit(path, func(b []byte) { clear(b[f.off:f.end]) }) }
 	segments := func(t *testing.T, dir string) []string {
 		ls, err := listDir(vfs.OS, dir)
 		if err != nil {
@@ -369,7 +397,7 @@ func TestCorruption(t *testing.T) {
 	tests := []struct {
 		name   string
 		damage damage
-		want   string // in the error
+		want   string // in the error; "" for a torn tail: Load cuts the file at the offset returned
 	}{
 		{"first frame of the last segment, valid frames after it", func(t *testing.T, dir string) (string, int64) {
 			segs := segments(t, dir)
@@ -386,6 +414,22 @@ func TestCorruption(t *testing.T) {
 			flip(seg, mid.off+2) // claims a huge frame
 			return seg, mid.off
 		}, "valid frame follows"},
+		{"batch frame of the next-to-last group zeroed, a complete group after it", func(t *testing.T, dir string) (string, int64) {
+			segs := segments(t, dir)
+			seg := segs[len(segs)-1]
+			fr := scanFrames(t, seg)
+			zero(seg, fr[len(fr)-4]) // the last groups are a batch frame and a commit each
+			return seg, fr[len(fr)-4].off
+		}, "unknown frame type 0, yet a valid frame follows at offset"},
+		{"batch frame of the last group zeroed, its commit frame intact", func(t *testing.T, dir string) (string, int64) {
+			// What a power cut leaves when the group's later page reached
+			// the disk and its first did not: no complete group follows.
+			segs := segments(t, dir)
+			seg := segs[len(segs)-1]
+			fr := scanFrames(t, seg)
+			zero(seg, fr[len(fr)-2])
+			return seg, fr[len(fr)-2].off
+		}, ""},
 		{"last frame of an earlier segment", func(t *testing.T, dir string) (string, int64) {
 			segs := segments(t, dir)
 			seg := segs[0]
@@ -451,8 +495,11 @@ func TestCorruption(t *testing.T) {
 				w.run(5)
 				waitDurable(t, l, w.n, w.last)
 			}
+			var tails []engine.Record
 			for range 3 { // the last segment holds a few small groups, whatever rotated before
-				lsn := m.record(t, l, engine.Record{Kind: engine.RecMessageStored, RID: w.pick(), MsgID: randMsgID(), Body: []byte("tail")}, w.n)
+				r := engine.Record{Kind: engine.RecMessageStored, RID: w.pick(), MsgID: randMsgID(), Body: []byte("tail")}
+				tails = append(tails, r)
+				lsn := m.record(t, l, r, w.n)
 				waitDurable(t, l, w.n, lsn)
 			}
 			if err := l.Close(); err != nil {
@@ -462,7 +509,23 @@ func TestCorruption(t *testing.T) {
 				t.Fatalf("want at least 3 segments, have %d", n)
 			}
 			file, off := tc.damage(t, dir)
-			_, err := reload(t, dir)
+			got, err := reload(t, dir)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("Load of a torn tail: %v", err)
+				}
+				if fi, err := os.Stat(file); err != nil || fi.Size() != off {
+					t.Fatalf("after Load the segment is %v bytes (%v), want %d", fi.Size(), err, off)
+				}
+				has := func(r engine.Record) bool {
+					q := got.queues[r.RID]
+					return q != nil && slices.ContainsFunc(q.msgs, func(m mmsg) bool { return m.id == r.MsgID })
+				}
+				if !has(tails[1]) || has(tails[2]) {
+					t.Fatal("want the groups before the torn one replayed, and the torn one dropped")
+				}
+				return
+			}
 			if !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("Load: %v, want ErrCorrupt", err)
 			}
