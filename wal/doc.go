@@ -9,6 +9,8 @@
 // A log lives in one directory (mode 0700; every file 0600):
 //
 //	LOCK                    flock(2)-ed while a Log is open; holds the owner's pid
+//	UNSYNCED                empty; there while a Log in fsync mode interval or never
+//	                        is open or after it crashed (see Recovery)
 //	0000000000000007.snap   snapshot 7: the live state as of the start of segment 7
 //	0000000000000007.wal    segment 7: records appended after snapshot 7 began
 //	0000000000000008.wal    segment 8: the records that followed segment 7
@@ -89,14 +91,24 @@
 // checksum or has an implausible header. In the last segment, damage is a
 // torn tail — the segment is truncated at the end of the last whole group
 // before it, fsynced, and the number of bytes dropped is logged — unless
-// what follows proves that the damaged bytes had been fsynced. Every group
-// is fsynced before the next one is written, so only the last group can be
-// torn, and its pages may reach the disk in any order (its later pages
-// without its first, say). The proof is a complete group starting anywhere
-// after the damaged frame: one or more valid batch frames back to back, then
-// a commit frame whose frame count and record count are theirs and whose
-// first LSN is not below the one the damaged group starts at. A valid frame
-// with no complete group after it is a piece of the torn group, not a proof.
+// what follows proves that the damaged bytes had been fsynced:
+//
+//   - Without UNSYNCED (the tail was written in fsync mode always), every
+//     group is fsynced before the next one is written, so only the last
+//     group can be torn, and its pages may reach the disk in any order (its
+//     later pages without its first, say). The proof is a complete group
+//     starting anywhere after the damaged frame: one or more valid batch
+//     frames back to back, then a commit frame whose frame count and record
+//     count are theirs and whose first LSN is not below the one the damaged
+//     group starts at. A valid frame with no complete group after it is a
+//     piece of the torn group, not a proof.
+//   - With UNSYNCED (the tail was written in mode interval or never, where
+//     many groups are written between two fsyncs and a power cut may keep a
+//     later one and not an earlier one), nothing proves it: the tail is cut,
+//     complete groups after the damage included, and the log says where the
+//     first of them was. UNSYNCED is created, durably, before such a run
+//     writes anything, and removed at its clean Close or by the next run in
+//     mode always once the tail is repaired.
 //
 // Anything else — damage followed by such proof, damage in an earlier
 // segment or in a snapshot, a gap in LSNs or segment numbers, a frame whose

@@ -26,6 +26,9 @@ const (
 	snapshotExt = ".snap"
 	tmpExt      = ".tmp" // atomicfile.TempSuffix: how its temporary files end
 	lockName    = "LOCK"
+	// unsyncedName marks a log whose last run may have left more than one
+	// group un-fsynced (fsync mode interval or never): see repairTail.
+	unsyncedName = "UNSYNCED"
 )
 
 func segmentName(n uint64) string  { return fmt.Sprintf("%016x%s", n, segmentExt) }
@@ -50,6 +53,7 @@ type dirListing struct {
 	segments  []uint64 // segment numbers, ascending
 	snapshots []uint64 // snapshot numbers, ascending
 	tmps      []string // names of leftover temporary files
+	unsynced  bool     // the UNSYNCED marker is there
 }
 
 func listDir(fsys vfs.FS, dir string) (dirListing, error) {
@@ -60,6 +64,10 @@ func listDir(fsys vfs.FS, dir string) (dirListing, error) {
 	}
 	for _, e := range ents {
 		name := e.Name()
+		if name == unsyncedName {
+			l.unsynced = true
+			continue
+		}
 		if strings.HasSuffix(name, tmpExt) {
 			l.tmps = append(l.tmps, name)
 			continue

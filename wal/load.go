@@ -65,9 +65,10 @@ func (l *Log) Load(apply func(r *engine.Record) error) error {
 // replayPlan is what Load replays, in order: the base snapshot, if any, then
 // segments base (or 1), base+1, ….
 type replayPlan struct {
-	base  uint64   // number of the base snapshot, 0 if none
-	segs  []uint64 // segments to replay, ascending, without a gap
-	bytes int64    // size of all the files, for progress
+	base     uint64   // number of the base snapshot, 0 if none
+	segs     []uint64 // segments to replay, ascending, without a gap
+	unsynced bool     // the UNSYNCED marker is there (see repairTail)
+	bytes    int64    // size of all the files, for progress
 }
 
 // files names the plan's files in replay order.
@@ -107,7 +108,7 @@ func (l *Log) planReplay() (replayPlan, error) {
 // chooseFiles picks the newest snapshot and the segments from its number on
 // (files below it are obsolete), and checks that they form an unbroken run.
 func chooseFiles(dir string, ls dirListing) (replayPlan, error) {
-	var plan replayPlan
+	plan := replayPlan{unsynced: ls.unsynced}
 	if len(ls.snapshots) > 0 {
 		plan.base = ls.snapshots[len(ls.snapshots)-1]
 	}
@@ -160,7 +161,7 @@ func (l *Log) replay(plan replayPlan, apply func(r *engine.Record) error) (uint6
 			if i < len(plan.segs)-1 {
 				return 0, corruptAt(path, d.off, "%v (not the last segment, so not a torn write)", d.cause)
 			}
-			if err := l.repairTail(path, &res); err != nil {
+			if err := l.repairTail(path, plan.unsynced, &res); err != nil {
 				return 0, err
 			}
 		}
@@ -179,9 +180,9 @@ func (l *Log) replay(plan replayPlan, apply func(r *engine.Record) error) (uint6
 	return last, nil
 }
 
-// startWriter creates the first segment of an empty log, opens the last
-// segment for appending and starts the writer goroutine, whose next record is
-// LSN last+1.
+// startWriter creates the first segment of an empty log, sets the UNSYNCED
+// marker for this run's fsync mode, opens the last segment for appending and
+// starts the writer goroutine, whose next record is LSN last+1.
 func (l *Log) startWriter(plan replayPlan, last uint64) error {
 	num := max(plan.base, 1)
 	if len(plan.segs) == 0 {
@@ -192,6 +193,9 @@ func (l *Log) startWriter(plan replayPlan, last uint64) error {
 		l.w.size = fileHeaderSize
 	} else {
 		num = plan.segs[len(plan.segs)-1]
+	}
+	if err := l.setUnsynced(plan.unsynced); err != nil {
+		return err
 	}
 	path := filepath.Join(l.dir, segmentName(num))
 	f, err := l.fs.OpenFile(path, os.O_WRONLY|os.O_APPEND, fileMode)
@@ -212,6 +216,33 @@ func (l *Log) startWriter(plan replayPlan, last uint64) error {
 	l.state = stateLoaded
 	l.mu.Unlock()
 	go l.run()
+	return nil
+}
+
+// setUnsynced makes the UNSYNCED marker present exactly when this run may
+// leave more than one group un-fsynced (fsync modes interval and never),
+// durably, before the writer writes anything. present says whether it is
+// there now. In mode always it goes only here, after the tail that a run in
+// another mode left has been repaired and fsynced.
+func (l *Log) setUnsynced(present bool) error {
+	want := l.opts.Sync != SyncAlways
+	switch {
+	case want && !present:
+		f, err := l.fs.OpenFile(filepath.Join(l.dir, unsyncedName), os.O_WRONLY|os.O_CREATE, fileMode)
+		if err == nil {
+			err = f.Close()
+		}
+		if err == nil {
+			err = l.fs.SyncDir(l.dir)
+		}
+		if err != nil {
+			return fmt.Errorf("wal: creating %s: %w", unsyncedName, err)
+		}
+	case !want && present:
+		if err := l.removeFiles([]string{unsyncedName}); err != nil {
+			return fmt.Errorf("wal: removing %s: %w", unsyncedName, err)
+		}
+	}
 	return nil
 }
 
@@ -506,22 +537,30 @@ func (l *Log) replaySegment(path string, num, first uint64, ap *applier, p *prog
 // in any order: a later page without the first, say. A complete group after
 // the damage (valid batch frames, then a commit frame whose frame count,
 // record count and LSN match them) is proof that the damaged group had been
-// fsynced: corruption. A stray valid frame is not.
-func (l *Log) repairTail(path string, res *segmentResult) error {
+// fsynced: corruption. A stray valid frame is not. While the UNSYNCED marker
+// is there (a run in mode interval or never wrote the tail), several groups
+// may have been written since the last fsync and any of them may be torn,
+// so nothing proves anything: the tail is cut, whole groups after the
+// damage included, and the log says so.
+func (l *Log) repairTail(path string, unsynced bool, res *segmentResult) error {
 	d := res.damage
 	at, found, err := l.findCompleteGroup(path, d.off+1, d.size, d.next)
 	if err != nil {
 		return fmt.Errorf("wal: reading %s after offset %d: %w", path, d.off, err)
 	}
-	if found {
+	if found && !unsynced {
 		return corruptAt(path, d.off, "%v, yet a valid frame follows at offset %d and starts a complete group, so the damaged bytes had been fsynced",
 			d.cause, at)
 	}
 	if err := truncateFile(l.fs, path, d.groupAt); err != nil {
 		return fmt.Errorf("wal: cutting off the torn tail of %s: %w", path, err)
 	}
-	l.log.Warn("wal: torn tail cut off the log (a write the crash interrupted; no reply was sent for it in fsync mode always)",
-		"segment", filepath.Base(path), "offset", d.groupAt, "bytes_dropped", d.size-d.groupAt, "cause", d.cause.Error())
+	attrs := []any{"segment", filepath.Base(path), "offset", d.groupAt, "bytes_dropped", d.size - d.groupAt, "cause", d.cause.Error()}
+	if found {
+		attrs = append(attrs, "complete_group_dropped_at", at)
+	}
+	l.log.Warn("wal: torn tail cut off the log (a write the crash interrupted; in fsync mode always no reply was sent for it, "+
+		"in modes interval and never whole groups written after the last fsync may go with it)", attrs...)
 	res.size = d.groupAt
 	res.damage = nil
 	return nil

@@ -286,6 +286,13 @@ func (l *Log) Close() error {
 	if loaded {
 		err = l.call(&request{kind: reqClose})
 		<-l.done
+		if err == nil && l.opts.Sync != SyncAlways {
+			// Everything is fsynced: the next recovery may be strict again.
+			if rerr := l.removeFiles([]string{unsyncedName}); rerr != nil {
+				l.log.Warn("wal: could not remove the UNSYNCED marker; the next start treats any damage at the end of the log as a torn tail",
+					"err", rerr)
+			}
+		}
 	}
 	if uerr := l.lock.Unlock(); err == nil && uerr != nil {
 		err = uerr

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -537,6 +538,73 @@ func TestCorruption(t *testing.T) {
 				t.Fatalf("error %q does not say %q and name the file", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestUnsyncedMarker: a run in fsync mode interval or never keeps UNSYNCED
+// while it is open. With it, damage in the last segment is a torn tail even
+// with complete groups after it (they may have been written after the last
+// fsync, and reached the disk before the damaged one); without it, that is
+// corruption. A run in mode always removes it once the tail is repaired.
+func TestUnsyncedMarker(t *testing.T) {
+	dir := fastDir(t)
+	marker := filepath.Join(dir, unsyncedName)
+	l, m := openLog(t, dir, Options{Sync: SyncNever}, true)
+	if _, err := os.Stat(marker); err != nil {
+		t.Fatalf("a log open in mode never has no %s: %v", unsyncedName, err)
+	}
+	rid := randID()
+	m.record(t, l, engine.Record{Kind: engine.RecQueueCreated, RID: rid, SID: randID(), RecipientKey: edKey(t, 0)}, nil)
+	var ids [][8]byte
+	for range 4 {
+		ids = append(ids, randMsgID())
+		m.record(t, l, engine.Record{Kind: engine.RecMessageStored, RID: rid, MsgID: ids[len(ids)-1], Body: []byte("m")}, nil)
+		if err := l.call(&request{kind: reqSync}); err != nil { // one group each
+			t.Fatal(err)
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(marker); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("%s is still there after a clean Close (%v)", unsyncedName, err)
+	}
+	ls, err := listDir(vfs.OS, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seg := filepath.Join(dir, segmentName(ls.segments[len(ls.segments)-1]))
+	fr := scanFrames(t, seg)
+	damaged := fr[len(fr)-4] // the batch frame of the third of the four message groups
+	b, err := os.ReadFile(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clear(b[damaged.off:damaged.end])
+	if err := os.WriteFile(seg, b, fileMode); err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := reload(t, dir); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "complete group") {
+		t.Fatalf("without %s: %v, want corruption", unsyncedName, err)
+	}
+	if err := os.WriteFile(marker, nil, fileMode); err != nil { // as a run in mode never that crashed leaves it
+		t.Fatal(err)
+	}
+	lg, tl := newTestLogger(t)
+	l, got := openLog(t, dir, Options{Sync: SyncAlways, Logger: lg}, false)
+	defer l.Close()
+	if fi, err := os.Stat(seg); err != nil || fi.Size() != damaged.off {
+		t.Fatalf("the segment was not cut at the damage (offset %d): %v %v", damaged.off, fi.Size(), err)
+	}
+	if line := tl.find("torn tail"); !strings.Contains(line, "complete_group_dropped_at=") {
+		t.Fatalf("the log does not say a complete group went: %q", line)
+	}
+	if q := got.queues[rid]; q == nil || len(q.msgs) != 2 || q.msgs[0].id != ids[0] || q.msgs[1].id != ids[1] {
+		t.Fatal("want the two groups before the damage replayed, and nothing after")
+	}
+	if _, err := os.Stat(marker); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("a log open in mode always kept %s (%v)", unsyncedName, err)
 	}
 }
 
