@@ -177,12 +177,35 @@ func (n *node) touch(from, to int64) {
 // resize sets a file's current size, zero-filling growth.
 func (n *node) resize(size int64) {
 	old := int64(len(n.data))
-	if size <= old {
-		n.data = n.data[:size]
-	} else {
-		n.data = append(n.data, make([]byte, size-old)...)
-	}
+	n.grow(size)
+	n.data = n.data[:size]
 	n.touch(min(old, size), max(old, size))
+}
+
+// grow extends a file's current contents with zeros to size, if shorter.
+func (n *node) grow(size int64) {
+	if old := int64(len(n.data)); size > old {
+		n.data = slices.Grow(n.data, int(size-old))[:size]
+		clear(n.data[old:]) // the capacity may hold bytes a truncate cut off
+	}
+}
+
+// sync makes a file's current contents durable, copying only the dirty
+// pages: the others are the same in both.
+func (n *node) sync() {
+	size := len(n.data)
+	if len(n.synced) >= size {
+		n.synced = n.synced[:size]
+	} else {
+		n.synced = append(n.synced, n.data[len(n.synced):]...)
+	}
+	for p := range n.dirty {
+		lo := int(p * PageSize)
+		if lo < size {
+			copy(n.synced[lo:], n.data[lo:min(lo+PageSize, size)])
+		}
+	}
+	n.dirty = nil
 }
 
 // OpenFile opens name as os.OpenFile does. The mode of a created file is
@@ -563,9 +586,7 @@ func (f *file) Write(p []byte) (int, error) {
 		f.off = int64(len(f.n.data))
 	}
 	old, end := int64(len(f.n.data)), f.off+int64(len(p))
-	if end > old {
-		f.n.data = append(f.n.data, make([]byte, end-old)...)
-	}
+	f.n.grow(end)
 	copy(f.n.data[f.off:], p)
 	f.n.touch(min(f.off, old), end)
 	f.off = end
@@ -578,8 +599,7 @@ func (f *file) Sync() error {
 	if f.closed {
 		return &fs.PathError{Op: "sync", Path: f.name, Err: fs.ErrClosed}
 	}
-	f.n.synced = slices.Clone(f.n.data)
-	f.n.dirty = nil
+	f.n.sync()
 	return nil
 }
 
