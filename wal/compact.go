@@ -1,7 +1,6 @@
 package wal
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -171,13 +170,12 @@ func (l *Log) writeSnapshot(path string, n, base uint64) (*atomicfile.Pending, i
 	return p, count, raw, nil
 }
 
-// fillSnapshot writes the snapshot's bytes to p and fsyncs them.
+// fillSnapshot writes the snapshot's bytes to p and fsyncs them. The
+// encoder's output goes to the file whenever it reaches 1 MiB: no other
+// buffer is needed.
 func (l *Log) fillSnapshot(p *atomicfile.Pending, n, base uint64) (int, int64, error) {
-	bw := bufio.NewWriterSize(p, 1<<20)
-	if _, err := bw.Write(appendFileHeader(nil, kindSnapshot, n, base)); err != nil {
-		return 0, 0, fmt.Errorf("wal: writing snapshot: %w", err)
-	}
 	enc := encoder{comp: l.opts.Compression.frameComp()}
+	enc.out = appendFileHeader(enc.out, kindSnapshot, n, base)
 	var werr error
 	count := 0
 	err := l.snap.Snapshot(func(r *engine.Record) error {
@@ -192,7 +190,7 @@ func (l *Log) fillSnapshot(p *atomicfile.Pending, n, base uint64) (int, int64, e
 		enc.add(r)
 		count++
 		if len(enc.out) >= 1<<20 {
-			if _, werr = bw.Write(enc.out); werr != nil {
+			if _, werr = p.Write(enc.out); werr != nil {
 				return werr
 			}
 			enc.out = enc.out[:0]
@@ -209,10 +207,7 @@ func (l *Log) fillSnapshot(p *atomicfile.Pending, n, base uint64) (int, int64, e
 		return 0, 0, fmt.Errorf("wal: writing snapshot: %w", err)
 	}
 	enc.commit(0)
-	if _, err := bw.Write(enc.out); err != nil {
-		return 0, 0, fmt.Errorf("wal: writing snapshot: %w", err)
-	}
-	if err := bw.Flush(); err != nil {
+	if _, err := p.Write(enc.out); err != nil {
 		return 0, 0, fmt.Errorf("wal: writing snapshot: %w", err)
 	}
 	if err := p.Sync(); err != nil {
