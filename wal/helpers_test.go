@@ -213,14 +213,16 @@ func (m *model) record(t testing.TB, l *Log, r engine.Record, n engine.Notifier)
 // testLogger sends the log's lines to t.Log and, when lines is not nil,
 // also collects them.
 type testLogger struct {
-	t     testing.TB
-	mu    sync.Mutex
-	lines []string
+	t       testing.TB
+	mu      sync.Mutex
+	lines   []string
+	changed *sync.Cond // on mu: broadcast at every line
 }
 
 func (tl *testLogger) Write(p []byte) (int, error) {
 	tl.mu.Lock()
 	tl.lines = append(tl.lines, string(p))
+	tl.changed.Broadcast()
 	tl.mu.Unlock()
 	tl.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
@@ -237,8 +239,36 @@ func (tl *testLogger) find(sub string) string {
 	return ""
 }
 
+// count returns how many lines hold sub; the caller holds mu.
+func (tl *testLogger) count(sub string) int {
+	n := 0
+	for _, l := range tl.lines {
+		if strings.Contains(l, sub) {
+			n++
+		}
+	}
+	return n
+}
+
+// waitFor blocks until n lines hold sub, or a line holds fail (then it
+// returns that line).
+func (tl *testLogger) waitFor(sub string, n int, fail string) string {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	for tl.count(sub) < n {
+		for _, l := range tl.lines {
+			if strings.Contains(l, fail) {
+				return l
+			}
+		}
+		tl.changed.Wait()
+	}
+	return ""
+}
+
 func newTestLogger(t testing.TB) (*slog.Logger, *testLogger) {
 	tl := &testLogger{t: t}
+	tl.changed = sync.NewCond(&tl.mu)
 	return slog.New(slog.NewTextHandler(tl, &slog.HandlerOptions{Level: slog.LevelDebug})), tl
 }
 
