@@ -153,7 +153,3 @@ func (p *Pending) Abort() error {
 	}
 	return nil
 }
-
-// SyncDir fsyncs a directory of the operating system's filesystem, making
-// renames and removals in it durable (vfs.OS.SyncDir; nothing on Windows).
-func SyncDir(dir string) error { return vfs.OS.SyncDir(dir) }
