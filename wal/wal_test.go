@@ -993,21 +993,34 @@ func TestModesAndLSNs(t *testing.T) {
 	}
 }
 
+// TestIntervalModeSyncs: in mode interval, with nobody asking, the
+// ticker's fsync makes an appended record durable.
 func TestIntervalModeSyncs(t *testing.T) {
-	l, m := openLog(t, t.TempDir(), Options{Sync: SyncInterval, SyncInterval: 5 * time.Millisecond}, true)
+	l, m, cur := openFailing(t, t.TempDir(), Options{Sync: SyncInterval, SyncInterval: 5 * time.Millisecond}, true)
 	defer l.Close()
+	f := cur()
+	hold, entered := make(chan struct{}), make(chan struct{}, 1)
+	f.set(func(f *failFile) { f.hold, f.entered = hold, entered })
 	lsn := m.record(t, l, engine.Record{Kind: engine.RecQueueCreated, RID: randID(), SID: randID(), RecipientKey: edKey(t, 0)}, nil)
 	if lsn != 0 {
 		t.Fatalf("interval mode returned LSN %d", lsn)
 	}
-	// Nobody asks: the ticker's fsync makes the record (LSN 1) durable.
-	start := time.Now()
-	for l.Durable() < 1 {
-		if time.Since(start) > time.Minute {
-			t.Fatal("interval mode never fsynced")
-		}
-		time.Sleep(time.Millisecond)
+	// The writer fsyncs only when the segment has been written since the
+	// last fsync; nothing else fsyncs here (no rotation, no compaction).
+	<-entered
+	f.set(func(f *failFile) { f.hold = nil })
+	close(hold)
+	if err := l.call(&request{kind: reqSync}); err != nil { // a barrier: the writer is past that fsync
+		t.Fatal(err)
 	}
+	if l.Durable() < 1 {
+		t.Fatalf("durable %d after the ticker's fsync", l.Durable())
+	}
+	f.set(func(f *failFile) {
+		if f.syncs != 1 {
+			t.Errorf("%d fsyncs, want the ticker's alone (the barrier found nothing to sync)", f.syncs)
+		}
+	})
 }
 
 func TestAppendBeforeLoad(t *testing.T) {
