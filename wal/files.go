@@ -109,7 +109,7 @@ func lockDir(fsys vfs.FS, dir string) (*DirLock, error) {
 		return nil, &lockedError{dir: dir, pid: readPid(fsys, path), cause: err}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("wal: locking %s: %w", path, err)
+		return nil, fmt.Errorf("wal: %w", err) // the error names the file
 	}
 	// Only the message of a later lockedError reads the pid: a failure to
 	// write it costs nothing else, and it is never fsynced.
