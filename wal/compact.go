@@ -1,13 +1,12 @@
 package wal
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/smprelay/smprelay/internal/atomicfile"
 	"github.com/smprelay/smprelay/store"
 )
 
@@ -105,27 +104,20 @@ func (l *Log) compactLocked() error {
 	}
 	n, base := rot.rotNumber, rot.rotBase
 
-	// 2. The live state goes to n.snap.tmp.
-	path := filepath.Join(l.dir, snapshotName(n))
-	tmp := path + tmpExt
-	count, raw, err := l.writeSnapshot(tmp, n, base)
+	// 2. The live state goes to a temporary file, fsynced.
+	snap, count, raw, err := l.writeSnapshot(filepath.Join(l.dir, snapshotName(n)), n, base)
 	if err != nil {
-		os.Remove(tmp)
 		return err
 	}
+	defer snap.Abort() // after Commit it does nothing
 
 	// 3. What the snapshot shows is durable in the segments too.
 	if err := l.call(&request{kind: reqSync}); err != nil {
-		os.Remove(tmp)
 		return err
 	}
 
-	// 4. Switch.
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("wal: installing snapshot: %w", err)
-	}
-	if err := syncDir(l.dir); err != nil {
+	// 4. Switch: rename it to n.snap, fsync the directory.
+	if err := snap.Commit(); err != nil {
 		return fmt.Errorf("wal: installing snapshot: %w", err)
 	}
 	scale := 1.0
@@ -137,7 +129,7 @@ func (l *Log) compactLocked() error {
 	}
 
 	// 5. The files the snapshot replaces go.
-	ls, err := listDir(l.dir)
+	ls, err := listDir(l.fs, l.dir)
 	if err != nil {
 		return fmt.Errorf("wal: listing the log after compaction: %w", err)
 	}
@@ -162,23 +154,31 @@ func (l *Log) compactLocked() error {
 	return nil
 }
 
-// writeSnapshot writes the live state to the file tmp (header, batch frames,
-// one commit frame), fsyncs and closes it. It returns the record count and
-// the record bytes.
-func (l *Log) writeSnapshot(tmp string, n, base uint64) (int, int64, error) {
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, fileMode)
+// writeSnapshot writes the live state (header, batch frames, one commit
+// frame) to a temporary file that will replace path, and fsyncs it. It
+// returns the file, not yet in place, the record count and the record bytes.
+func (l *Log) writeSnapshot(path string, n, base uint64) (*atomicfile.Pending, int, int64, error) {
+	p, err := atomicfile.Create(l.fs, path, fileMode)
 	if err != nil {
-		return 0, 0, fmt.Errorf("wal: creating snapshot: %w", err)
+		return nil, 0, 0, fmt.Errorf("wal: creating snapshot: %w", err)
 	}
-	defer f.Close()
-	bw := bufio.NewWriterSize(f, 1<<20)
-	if _, err := bw.Write(appendFileHeader(nil, kindSnapshot, n, base)); err != nil {
-		return 0, 0, fmt.Errorf("wal: writing snapshot: %w", err)
+	count, raw, err := l.fillSnapshot(p, n, base)
+	if err != nil {
+		p.Abort()
+		return nil, 0, 0, err
 	}
+	return p, count, raw, nil
+}
+
+// fillSnapshot writes the snapshot's bytes to p and fsyncs them. The
+// encoder's output goes to the file whenever it reaches 1 MiB: no other
+// buffer is needed.
+func (l *Log) fillSnapshot(p *atomicfile.Pending, n, base uint64) (int, int64, error) {
 	enc := encoder{comp: l.opts.Compression.frameComp()}
+	enc.out = appendFileHeader(enc.out, kindSnapshot, n, base)
 	var werr error
 	count := 0
-	err = l.snap.Snapshot(func(r *store.Record) error {
+	err := l.snap.Snapshot(func(r *store.Record) error {
 		select {
 		case <-l.compactStop:
 			return errStopped
@@ -190,7 +190,7 @@ func (l *Log) writeSnapshot(tmp string, n, base uint64) (int, int64, error) {
 		enc.add(r)
 		count++
 		if len(enc.out) >= 1<<20 {
-			if _, werr = bw.Write(enc.out); werr != nil {
+			if _, werr = p.Write(enc.out); werr != nil {
 				return werr
 			}
 			enc.out = enc.out[:0]
@@ -207,17 +207,11 @@ func (l *Log) writeSnapshot(tmp string, n, base uint64) (int, int64, error) {
 		return 0, 0, fmt.Errorf("wal: writing snapshot: %w", err)
 	}
 	enc.commit(0)
-	if _, err := bw.Write(enc.out); err != nil {
+	if _, err := p.Write(enc.out); err != nil {
 		return 0, 0, fmt.Errorf("wal: writing snapshot: %w", err)
 	}
-	if err := bw.Flush(); err != nil {
-		return 0, 0, fmt.Errorf("wal: writing snapshot: %w", err)
-	}
-	if err := f.Sync(); err != nil {
+	if err := p.Sync(); err != nil {
 		return 0, 0, fmt.Errorf("wal: syncing snapshot: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return 0, 0, fmt.Errorf("wal: closing snapshot: %w", err)
 	}
 	return count, enc.takeRaw(), nil
 }

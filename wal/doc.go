@@ -11,10 +11,12 @@
 // A log lives in one directory (mode 0700; every file 0600):
 //
 //	LOCK                    flock(2)-ed while a Log is open; holds the owner's pid
+//	UNSYNCED                empty; there while a Log in fsync mode interval or never
+//	                        is open or after it crashed (see Recovery)
 //	0000000000000007.snap   snapshot 7: the live state as of the start of segment 7
 //	0000000000000007.wal    segment 7: records appended after snapshot 7 began
 //	0000000000000008.wal    segment 8: the records that followed segment 7
-//	*.tmp                   a file being written; deleted at Open
+//	.*.tmp                  a file being written (internal/atomicfile); deleted at Open
 //
 // Names are the file's number in 16 lowercase hex digits. Numbers grow by one
 // per segment; a snapshot takes the number of the segment that follows it.
@@ -22,9 +24,11 @@
 // order; files numbered below S are obsolete and deleted. With no snapshot,
 // segments must start at 1. A missing number in the run is an error.
 //
-// Segments and snapshots are created as NAME.tmp, written, fsynced, renamed
-// and the directory fsynced, so a file with a final name always has a whole
-// header (segments) or whole contents (snapshots).
+// Segments and snapshots are created as a temporary file .NAME.RANDOM.tmp,
+// written, fsynced, renamed and the directory fsynced (internal/atomicfile),
+// so a file with a final name always has a whole header (segments) or whole
+// contents (snapshots). Every file operation goes through Options.FS
+// (internal/vfs), the operating system's unless a test simulates a power cut.
 //
 // # File header
 //
@@ -90,15 +94,36 @@
 //
 // Replay applies a segment's records one group at a time, when the group's
 // commit frame has been read and checked: a group whose commit never reached
-// the disk is dropped whole. In the last segment, a frame that is short, fails
-// its checksum or does not parse, when no valid frame follows it anywhere in
-// the file, is a torn tail: the segment is truncated at the end of the last
-// whole group and the number of bytes dropped is logged. Anything else — a bad
-// frame followed by a valid one, a bad frame in an earlier segment or in a
-// snapshot, a gap in LSNs or segment numbers, a record that does not parse
-// inside a frame whose checksum is right — is an error naming the file and
-// offset (wrapping ErrCorrupt), and the log does not open: never a silent loss.
-// A corrupted last frame cannot be told from a torn one and is cut off like it.
+// the disk is dropped whole. Damage is a frame that is short, fails its
+// checksum or has an implausible header. In the last segment, damage is a
+// torn tail — the segment is truncated at the end of the last whole group
+// before it, fsynced, and the number of bytes dropped is logged — unless
+// what follows proves that the damaged bytes had been fsynced:
+//
+//   - Without UNSYNCED (the tail was written in fsync mode always), every
+//     group is fsynced before the next one is written, so only the last
+//     group can be torn, and its pages may reach the disk in any order (its
+//     later pages without its first, say). The proof is a complete group
+//     starting anywhere after the damaged frame: one or more valid batch
+//     frames back to back, then a commit frame whose frame count and record
+//     count are theirs and whose first LSN is not below the one the damaged
+//     group starts at. A valid frame with no complete group after it is a
+//     piece of the torn group, not a proof.
+//   - With UNSYNCED (the tail was written in mode interval or never, where
+//     many groups are written between two fsyncs and a power cut may keep a
+//     later one and not an earlier one), nothing proves it: the tail is cut,
+//     complete groups after the damage included, and the log says where the
+//     first of them was. UNSYNCED is created, durably, before such a run
+//     writes anything, and removed at its clean Close or by the next run in
+//     mode always once the tail is repaired.
+//
+// Anything else — damage followed by such proof, damage in an earlier
+// segment or in a snapshot, a gap in LSNs or segment numbers, a frame whose
+// checksum is right but whose payload does not decompress or whose records
+// do not parse — is an error naming the file and offset (wrapping
+// ErrCorrupt), and the log does not open: never a silent loss of fsynced
+// data. A corrupted last group cannot be told from a torn one and is cut off
+// like it.
 //
 // # Durability modes
 //
@@ -128,12 +153,12 @@
 //
 //  1. the writer rotates: every record up to LSN X is in segments < N, every
 //     later record goes to segment N and after;
-//  2. the live state is written to N.snap.tmp through store.Snapshotter
-//     (it may already show changes after X: the engine's replay is
-//     idempotent), and fsynced;
+//  2. the live state is written to a temporary file through
+//     store.Snapshotter (it may already show changes after X: the engine's
+//     replay is idempotent), and fsynced;
 //  3. the writer fsyncs what was appended meanwhile, so every change the
 //     snapshot shows is also durable in segment N or later;
-//  4. N.snap.tmp is renamed to N.snap and the directory fsynced;
+//  4. the temporary file is renamed to N.snap and the directory fsynced;
 //  5. segments and snapshots numbered below N are deleted, directory fsynced.
 //
 // After step 5 no acknowledged, expired or deleted message and no deleted

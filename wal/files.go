@@ -3,15 +3,15 @@ package wal
 import (
 	"errors"
 	"fmt"
-	"io/fs"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"github.com/smprelay/smprelay/internal/atomicfile"
+	"github.com/smprelay/smprelay/internal/vfs"
 )
 
 // Modes of what the log creates.
@@ -24,8 +24,11 @@ const (
 const (
 	segmentExt  = ".wal"
 	snapshotExt = ".snap"
-	tmpExt      = ".tmp"
+	tmpExt      = ".tmp" // atomicfile.TempSuffix: how its temporary files end
 	lockName    = "LOCK"
+	// unsyncedName marks a log whose last run may have left more than one
+	// group un-fsynced (fsync mode interval or never): see repairTail.
+	unsyncedName = "UNSYNCED"
 )
 
 func segmentName(n uint64) string  { return fmt.Sprintf("%016x%s", n, segmentExt) }
@@ -50,16 +53,21 @@ type dirListing struct {
 	segments  []uint64 // segment numbers, ascending
 	snapshots []uint64 // snapshot numbers, ascending
 	tmps      []string // names of leftover temporary files
+	unsynced  bool     // the UNSYNCED marker is there
 }
 
-func listDir(dir string) (dirListing, error) {
+func listDir(fsys vfs.FS, dir string) (dirListing, error) {
 	var l dirListing
-	ents, err := os.ReadDir(dir)
+	ents, err := fsys.ReadDir(dir)
 	if err != nil {
 		return l, err
 	}
 	for _, e := range ents {
 		name := e.Name()
+		if name == unsyncedName {
+			l.unsynced = true
+			continue
+		}
 		if strings.HasSuffix(name, tmpExt) {
 			l.tmps = append(l.tmps, name)
 			continue
@@ -78,95 +86,84 @@ func listDir(dir string) (dirListing, error) {
 	return l, nil
 }
 
-// syncDir fsyncs a directory, making renames and removals in it durable.
-func syncDir(dir string) error { return atomicfile.SyncDir(dir) }
-
-// segmentFile is what the writer needs of a segment: os.File, or a test's
-// wrapper that fails or counts.
-type segmentFile interface {
-	Write(p []byte) (int, error)
-	Sync() error
-	Close() error
-}
-
-// openFunc opens a segment file; Log.openFile defaults to osOpen.
-type openFunc func(path string, flag int, perm fs.FileMode) (segmentFile, error)
-
-func osOpen(path string, flag int, perm fs.FileMode) (segmentFile, error) {
-	return os.OpenFile(path, flag, perm)
-}
-
-// DirLock is an exclusive flock(2) on a directory's LOCK file. The kernel
-// releases it when the process dies, so a crash never leaves a stale lock.
+// DirLock is an exclusive lock on a directory's LOCK file (vfs.FS.Lock:
+// flock(2) on the OS). The kernel releases it when the process dies, so a
+// crash never leaves a stale lock.
 type DirLock struct {
-	f *os.File // the LOCK file, open while locked
+	c io.Closer // the lock, held until closed
 }
 
 // LockDir creates dir (0700) if needed and locks it for this process. When
 // another process (or another DirLock in this one) holds it, the error wraps
-// ErrLocked and names the holder's pid.
-func LockDir(dir string) (*DirLock, error) {
-	if err := os.MkdirAll(dir, dirMode); err != nil {
+// ErrLocked (and vfs.ErrLocked) and names the holder's pid.
+func LockDir(dir string) (*DirLock, error) { return lockDir(vfs.OS, dir) }
+
+// lockDir is LockDir on fsys.
+func lockDir(fsys vfs.FS, dir string) (*DirLock, error) {
+	if err := fsys.MkdirAll(dir, dirMode); err != nil {
 		return nil, fmt.Errorf("wal: creating %s: %w", dir, err)
 	}
 	path := filepath.Join(dir, lockName)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, fileMode)
-	if err != nil {
-		return nil, fmt.Errorf("wal: opening lock file: %w", err)
+	c, err := fsys.Lock(path)
+	if errors.Is(err, vfs.ErrLocked) {
+		return nil, &lockedError{dir: dir, pid: readPid(fsys, path), cause: err}
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		pid := "unknown"
-		if b, rerr := os.ReadFile(path); rerr == nil && len(strings.TrimSpace(string(b))) > 0 {
-			pid = strings.TrimSpace(string(b))
+	if err != nil {
+		return nil, fmt.Errorf("wal: %w", err) // the error names the file
+	}
+	// Only the message of a later lockedError reads the pid: a failure to
+	// write it costs nothing else, and it is never fsynced.
+	if f, err := fsys.OpenFile(path, os.O_WRONLY, fileMode); err == nil {
+		if f.Truncate(0) == nil {
+			_, _ = f.Write([]byte(strconv.Itoa(os.Getpid()) + "\n"))
 		}
 		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("%w: %s is locked by process %s; is another smp-server running with this data directory?",
-				ErrLocked, dir, pid)
-		}
-		return nil, fmt.Errorf("wal: locking %s: %w", path, err)
 	}
-	if err := f.Truncate(0); err == nil {
-		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
-	}
-	return &DirLock{f: f}, nil
+	return &DirLock{c: c}, nil
 }
+
+// readPid returns what the LOCK file at path says about its holder.
+func readPid(fsys vfs.FS, path string) string {
+	f, err := fsys.OpenFile(path, os.O_RDONLY, 0)
+	if err != nil {
+		return "unknown"
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, 64))
+	if pid := strings.TrimSpace(string(b)); err == nil && pid != "" {
+		return pid
+	}
+	return "unknown"
+}
+
+// lockedError is LockDir's error when the directory is in use: it matches
+// ErrLocked and the vfs.ErrLocked it comes from.
+type lockedError struct {
+	dir, pid string
+	cause    error // from vfs.FS.Lock; wraps vfs.ErrLocked
+}
+
+func (e *lockedError) Error() string {
+	return fmt.Sprintf("%v: %s is locked by process %s; is another smp-server running with this data directory?",
+		ErrLocked, e.dir, e.pid)
+}
+
+func (e *lockedError) Unwrap() []error { return []error{ErrLocked, e.cause} }
 
 // Unlock releases the lock. The LOCK file stays.
 func (l *DirLock) Unlock() error {
-	if l == nil || l.f == nil {
+	if l == nil || l.c == nil {
 		return nil
 	}
-	err := l.f.Close() // closing the last descriptor releases the flock
-	l.f = nil
+	err := l.c.Close()
+	l.c = nil
 	return err
 }
 
-// createFile writes a new file atomically: header (and whatever fill adds)
-// to path.tmp, fsync, rename to path, fsync the directory.
-func createFile(path string, contents []byte) error {
-	tmp := path + tmpExt
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, fileMode)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(contents); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return syncDir(filepath.Dir(path))
+// createSegment creates segment num, whose first record will be LSN lsn, as
+// a whole header under its final name (atomicfile: temp, fsync, rename,
+// fsync the directory).
+func (l *Log) createSegment(num, lsn uint64) error {
+	path := filepath.Join(l.dir, segmentName(num))
+	return atomicfile.WriteFS(l.fs, path, appendFileHeader(nil, kindSegment, num, lsn), fileMode)
 }

@@ -17,6 +17,7 @@ import (
 	"testing"
 
 	"github.com/smprelay/smprelay/codec"
+	"github.com/smprelay/smprelay/internal/vfs"
 	"github.com/smprelay/smprelay/store"
 )
 
@@ -212,14 +213,16 @@ func (m *model) record(t testing.TB, l *Log, r store.Record, n store.Notifier) u
 // testLogger sends the log's lines to t.Log and, when lines is not nil,
 // also collects them.
 type testLogger struct {
-	t     testing.TB
-	mu    sync.Mutex
-	lines []string
+	t       testing.TB
+	mu      sync.Mutex
+	lines   []string
+	changed *sync.Cond // on mu: broadcast at every line
 }
 
 func (tl *testLogger) Write(p []byte) (int, error) {
 	tl.mu.Lock()
 	tl.lines = append(tl.lines, string(p))
+	tl.changed.Broadcast()
 	tl.mu.Unlock()
 	tl.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
@@ -236,8 +239,36 @@ func (tl *testLogger) find(sub string) string {
 	return ""
 }
 
+// count returns how many lines hold sub; the caller holds mu.
+func (tl *testLogger) count(sub string) int {
+	n := 0
+	for _, l := range tl.lines {
+		if strings.Contains(l, sub) {
+			n++
+		}
+	}
+	return n
+}
+
+// waitFor blocks until n lines hold sub, or a line holds fail (then it
+// returns that line).
+func (tl *testLogger) waitFor(sub string, n int, fail string) string {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	for tl.count(sub) < n {
+		for _, l := range tl.lines {
+			if strings.Contains(l, fail) {
+				return l
+			}
+		}
+		tl.changed.Wait()
+	}
+	return ""
+}
+
 func newTestLogger(t testing.TB) (*slog.Logger, *testLogger) {
 	tl := &testLogger{t: t}
+	tl.changed = sync.NewCond(&tl.mu)
 	return slog.New(slog.NewTextHandler(tl, &slog.HandlerOptions{Level: slog.LevelDebug})), tl
 }
 
@@ -248,19 +279,9 @@ func openLog(t testing.TB, dir string, o Options, attach bool) (*Log, *model) {
 	if o.Logger == nil {
 		o.Logger, _ = newTestLogger(t)
 	}
-	return openLogWith(t, dir, o, attach, nil)
-}
-
-// openLogWith is openLog without the default logger; before, when set, runs
-// between Open and Load.
-func openLogWith(t testing.TB, dir string, o Options, attach bool, before func(*Log)) (*Log, *model) {
-	t.Helper()
 	l, err := Open(dir, o)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
-	}
-	if before != nil {
-		before(l)
 	}
 	m := newModel()
 	if err := l.Load(m.apply); err != nil {
@@ -399,7 +420,7 @@ func plainContents(t testing.TB, dir string) []byte {
 // failFile is a segment file whose writes or fsyncs fail on demand and whose
 // fsyncs can be held, for tests of failure and group commit.
 type failFile struct {
-	f         *os.File
+	vfs.File
 	mu        sync.Mutex
 	failWrite error         // returned by Write when set
 	failSync  error         // returned by Sync when set
@@ -413,10 +434,10 @@ func (f *failFile) Write(p []byte) (int, error) {
 	err := f.failWrite
 	f.mu.Unlock()
 	if err != nil {
-		n, _ := f.f.Write(p[:len(p)/2]) // a torn write
+		n, _ := f.File.Write(p[:len(p)/2]) // a torn write
 		return n, err
 	}
-	return f.f.Write(p)
+	return f.File.Write(p)
 }
 
 func (f *failFile) Sync() error {
@@ -431,10 +452,8 @@ func (f *failFile) Sync() error {
 	if err != nil {
 		return err
 	}
-	return f.f.Sync()
+	return f.File.Sync()
 }
-
-func (f *failFile) Close() error { return f.f.Close() }
 
 func (f *failFile) set(fn func(f *failFile)) {
 	f.mu.Lock()
@@ -442,34 +461,40 @@ func (f *failFile) set(fn func(f *failFile)) {
 	f.mu.Unlock()
 }
 
+// failFS is a filesystem whose files opened for appending (the log's
+// segments) are failFiles; the latest one is returned by cur.
+type failFS struct {
+	vfs.FS
+	mu     sync.Mutex
+	latest *failFile
+}
+
+func (fsys *failFS) OpenFile(name string, flag int, perm fs.FileMode) (vfs.File, error) {
+	f, err := fsys.FS.OpenFile(name, flag, perm)
+	if err != nil || flag&os.O_APPEND == 0 {
+		return f, err
+	}
+	ff := &failFile{File: f}
+	fsys.mu.Lock()
+	fsys.latest = ff
+	fsys.mu.Unlock()
+	return ff, nil
+}
+
+func (fsys *failFS) cur() *failFile {
+	fsys.mu.Lock()
+	defer fsys.mu.Unlock()
+	return fsys.latest
+}
+
 // openFailing opens the log in dir like openLog, with its segments opened as
 // failFiles (the latest one is returned by cur). The caller closes the log.
 func openFailing(t testing.TB, dir string, o Options, attach bool) (l *Log, m *model, cur func() *failFile) {
 	t.Helper()
-	l, m = openLogWith(t, dir, o, attach, func(l *Log) { cur = withFailFiles(l) })
-	return l, m, cur
-}
-
-// withFailFiles makes l open its segments as failFiles; the latest one opened
-// is returned by the function it gives back.
-func withFailFiles(l *Log) func() *failFile {
-	var mu sync.Mutex
-	var cur *failFile
-	l.openFile = func(path string, flag int, perm fs.FileMode) (segmentFile, error) {
-		f, err := os.OpenFile(path, flag, perm)
-		if err != nil {
-			return nil, err
-		}
-		mu.Lock()
-		cur = &failFile{f: f}
-		mu.Unlock()
-		return cur, nil
-	}
-	return func() *failFile {
-		mu.Lock()
-		defer mu.Unlock()
-		return cur
-	}
+	fsys := &failFS{FS: vfs.OS}
+	o.FS = fsys
+	l, m = openLog(t, dir, o, attach)
+	return l, m, fsys.cur
 }
 
 var errInjected = errors.New("injected I/O error")

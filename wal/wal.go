@@ -1,14 +1,16 @@
 package wal
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/smprelay/smprelay/internal/vfs"
 	"github.com/smprelay/smprelay/store"
 )
 
@@ -56,6 +58,9 @@ type Options struct {
 	CompactMinBytes int64
 	Compression     Compression  // default s2
 	Logger          *slog.Logger // nil discards
+	// FS is the filesystem the log lives in; nil is vfs.OS. Tests pass one
+	// that fails on demand or simulates a power cut (vfs/crashfs).
+	FS vfs.FS
 }
 
 // Defaults of Options.
@@ -80,11 +85,11 @@ type Stats struct {
 // Log is a write-ahead log in one directory; it implements store.Store.
 // Methods are safe for concurrent use.
 type Log struct {
-	dir      string       // the log directory; immutable
-	opts     Options      // defaults filled in; immutable
-	log      *slog.Logger // never nil; immutable
-	lock     *DirLock     // held from Open to Close
-	openFile openFunc     // opens segment files; tests replace it before Load
+	dir  string       // the log directory; immutable
+	opts Options      // defaults filled in; immutable
+	log  *slog.Logger // never nil; immutable
+	fs   vfs.FS       // opts.FS, or vfs.OS; every file operation goes through it
+	lock *DirLock     // held from Open to Close
 
 	// Shared by Append (event loops), the writer and Close; guarded by mu.
 	mu         sync.Mutex
@@ -152,7 +157,10 @@ func Open(dir string, o Options) (*Log, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	lock, err := LockDir(dir)
+	if o.FS == nil {
+		o.FS = vfs.OS
+	}
+	lock, err := lockDir(o.FS, dir)
 	if err != nil {
 		return nil, err
 	}
@@ -160,8 +168,8 @@ func Open(dir string, o Options) (*Log, error) {
 		dir:         dir,
 		opts:        o,
 		log:         o.Logger,
+		fs:          o.FS,
 		lock:        lock,
-		openFile:    osOpen,
 		kick:        make(chan struct{}, 1),
 		reqs:        make(chan *request),
 		done:        make(chan struct{}),
@@ -310,6 +318,13 @@ func (l *Log) Close() error {
 	if loaded {
 		err = l.call(&request{kind: reqClose})
 		<-l.done
+		if err == nil && l.opts.Sync != SyncAlways {
+			// Everything is fsynced: the next recovery may be strict again.
+			if rerr := l.removeFiles([]string{unsyncedName}); rerr != nil {
+				l.log.Warn("wal: could not remove the UNSYNCED marker; the next start treats any damage at the end of the log as a torn tail",
+					"err", rerr)
+			}
+		}
 	}
 	if uerr := l.lock.Unlock(); err == nil && uerr != nil {
 		err = uerr
@@ -322,12 +337,12 @@ func (l *Log) Close() error {
 func (l *Log) removeFiles(names []string) error {
 	var first error
 	for _, name := range names {
-		if err := os.Remove(filepath.Join(l.dir, name)); err != nil && !os.IsNotExist(err) && first == nil {
+		if err := l.fs.Remove(filepath.Join(l.dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) && first == nil {
 			first = err
 		}
 	}
 	if len(names) > 0 {
-		if err := syncDir(l.dir); err != nil && first == nil {
+		if err := l.fs.SyncDir(l.dir); err != nil && first == nil {
 			first = err
 		}
 	}

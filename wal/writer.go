@@ -6,13 +6,14 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/smprelay/smprelay/internal/vfs"
 	"github.com/smprelay/smprelay/store"
 )
 
 // writer is the state of the writer goroutine (Log.run), which alone touches
 // it once Load has started the goroutine. Load fills it before.
 type writer struct {
-	f       segmentFile                 // the open segment, for appending
+	f       vfs.File                    // the open segment, for appending
 	path    string                      // its path
 	num     uint64                      // its number
 	size    int64                       // its size in bytes
@@ -232,10 +233,10 @@ func (l *Log) rotate() error {
 	}
 	num := l.w.num + 1
 	path := filepath.Join(l.dir, segmentName(num))
-	if err := createFile(path, appendFileHeader(nil, kindSegment, num, l.w.written+1)); err != nil {
+	if err := l.createSegment(num, l.w.written+1); err != nil {
 		return l.fail(err)
 	}
-	f, err := l.openFile(path, os.O_WRONLY|os.O_APPEND, fileMode)
+	f, err := l.fs.OpenFile(path, os.O_WRONLY|os.O_APPEND, fileMode)
 	if err != nil {
 		return l.fail(err)
 	}
