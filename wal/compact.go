@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/smprelay/smprelay/internal/atomicfile"
+	"github.com/smprelay/smprelay/internal/errwrap"
 	"github.com/smprelay/smprelay/store"
 )
 
@@ -32,7 +33,7 @@ func (l *Log) Attach(s store.Snapshotter) error {
 	}
 	l.snap = s
 	if err := l.compact(); err != nil {
-		return fmt.Errorf("wal: start-up compaction: %w", err)
+		return errwrap.Wrap(errStartupCompaction, err)
 	}
 	l.attached.Store(true)
 	go l.compactLoop()
@@ -149,8 +150,8 @@ func (l *Log) compactLocked() error {
 	}
 	l.stats.compactions.Add(1)
 	l.log.Info("wal: compacted", "snapshot", snapshotName(n), "records", count,
-		"log_bytes_before", before, "log_bytes_after", l.stats.logBytes.Load(),
-		"files_removed", len(old), "took", time.Since(start).Round(time.Millisecond))
+		"log-bytes-before", before, "log-bytes-after", l.stats.logBytes.Load(),
+		"files-removed", len(old), "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
@@ -204,7 +205,7 @@ func (l *Log) fillSnapshot(p *atomicfile.Pending, n, base uint64) (int, int64, e
 		if errors.Is(err, errStopped) {
 			return 0, 0, err
 		}
-		return 0, 0, fmt.Errorf("wal: writing snapshot: %w", err)
+		return 0, 0, errwrap.Wrap(errWritingSnapshot, err)
 	}
 	enc.commit(0)
 	if _, err := p.Write(enc.out); err != nil {

@@ -46,3 +46,10 @@ func (e *PosError) Unwrap() error { return e.Err }
 func corruptAt(file string, off int64, format string, args ...any) error {
 	return &PosError{Err: ErrCorrupt, File: file, Offset: off, Detail: fmt.Sprintf(format, args...)}
 }
+
+// Heads of errors whose causes already carry the wal: prefix (errwrap keeps
+// it once).
+var (
+	errStartupCompaction = errors.New("wal: start-up compaction")
+	errWritingSnapshot   = errors.New("wal: writing snapshot")
+)

@@ -37,7 +37,7 @@ func (p *progress) advance(bytes int64, records int) {
 			pct = float64(p.done) * 100 / float64(p.total)
 		}
 		p.log.Info("wal: replaying the log", "percent", fmt.Sprintf("%.1f", pct), "records", p.records,
-			"records_per_sec", int64(float64(p.records)/now.Sub(p.start).Seconds()))
+			"records-per-sec", int64(float64(p.records)/now.Sub(p.start).Seconds()))
 	}
 }
 
@@ -175,7 +175,7 @@ func (l *Log) replay(plan replayPlan, apply func(r *store.Record) error) (uint64
 	if nfiles := len(plan.files()); p.records > 0 || nfiles > 0 {
 		took := time.Since(p.start)
 		l.log.Info("wal: log replayed", "records", p.records, "bytes", p.total, "files", nfiles,
-			"took", took.Round(time.Millisecond), "records_per_sec", int64(float64(p.records)/max(took.Seconds(), 1e-9)))
+			"took", took.Round(time.Millisecond), "records-per-sec", int64(float64(p.records)/max(took.Seconds(), 1e-9)))
 	}
 	return last, nil
 }
@@ -555,9 +555,9 @@ func (l *Log) repairTail(path string, unsynced bool, res *segmentResult) error {
 	if err := truncateFile(l.fs, path, d.groupAt); err != nil {
 		return fmt.Errorf("wal: cutting off the torn tail of %s: %w", path, err)
 	}
-	attrs := []any{"segment", filepath.Base(path), "offset", d.groupAt, "bytes_dropped", d.size - d.groupAt, "cause", d.cause.Error()}
+	attrs := []any{"segment", filepath.Base(path), "offset", d.groupAt, "bytes-dropped", d.size - d.groupAt, "cause", d.cause.Error()}
 	if found {
-		attrs = append(attrs, "complete_group_dropped_at", at)
+		attrs = append(attrs, "complete-group-dropped-at", at)
 	}
 	l.log.Warn("wal: torn tail cut off the log (a write the crash interrupted; in fsync mode always no reply was sent for it, "+
 		"in modes interval and never whole groups written after the last fsync may go with it)", attrs...)

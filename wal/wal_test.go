@@ -355,7 +355,7 @@ func TestTornTail(t *testing.T) {
 				}
 				if cut > groupAt {
 					line := tl.find("torn tail")
-					if want := fmt.Sprintf("bytes_dropped=%d", cut-groupAt); !strings.Contains(line, want) {
+					if want := fmt.Sprintf("bytes-dropped=%d", cut-groupAt); !strings.Contains(line, want) {
 						t.Fatalf("cut at %d: log line %q does not say %s", cut, line, want)
 					}
 				}
@@ -626,7 +626,7 @@ func TestUnsyncedMarker(t *testing.T) {
 	if fi, err := os.Stat(seg); err != nil || fi.Size() != damaged.off {
 		t.Fatalf("the segment was not cut at the damage (offset %d): %v %v", damaged.off, fi.Size(), err)
 	}
-	if line := tl.find("torn tail"); !strings.Contains(line, "complete_group_dropped_at=") {
+	if line := tl.find("torn tail"); !strings.Contains(line, "complete-group-dropped-at=") {
 		t.Fatalf("the log does not say a complete group went: %q", line)
 	}
 	if q := got.queues[rid]; q == nil || len(q.msgs) != 2 || q.msgs[0].id != ids[0] || q.msgs[1].id != ids[1] {
@@ -1124,7 +1124,7 @@ func TestReplayProgress(t *testing.T) {
 		t.Fatal(err)
 	}
 	line := tl.find("replaying the log")
-	for _, want := range []string{"percent=", "records=", "records_per_sec="} {
+	for _, want := range []string{"percent=", "records=", "records-per-sec="} {
 		if !strings.Contains(line, want) {
 			t.Fatalf("progress line %q lacks %s", line, want)
 		}
