@@ -275,7 +275,7 @@ func (e *Engine) Expire(now time.Time) {
 			return
 		}
 		if q.suspended && q.suspendedAt <= suspCutoff {
-			if _, _, err := e.store.Append(store.Record{Kind: store.QueueDeleted, RID: q.rid}, nil); err == nil {
+			if _, _, err := e.store.Append(store.Record{Kind: store.QueueDeleted, RID: q.rid, Refs: q.msgs.refs()}, nil); err == nil {
 				sub := q.sub
 				e.dropMessages(q)
 				e.deleteLocked(q)
@@ -290,7 +290,7 @@ func (e *Engine) Expire(now time.Time) {
 		expired := false
 		for q.msgs.len() > 0 && q.msgs.front().ts <= msgCutoff {
 			m := q.msgs.front()
-			if _, _, err := e.store.Append(store.Record{Kind: store.MessageDeleted, RID: q.rid, MsgID: m.id}, nil); err != nil {
+			if _, _, err := e.store.Append(store.Record{Kind: store.MessageDeleted, RID: q.rid, MsgID: m.id, Ref: m.ref}, nil); err != nil {
 				break
 			}
 			e.stats.dropMessage(int(m.size))

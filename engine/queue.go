@@ -18,8 +18,8 @@ type queueID = [codec.QueueIDSize]byte
 // that copied the message under the queue lock may keep reading body after
 // unlocking: an ACK or DEL drops the reference, never the bytes. A ref, though,
 // is read (store.ReadBody) under the queue lock only: the store may reuse it
-// once the message's MessageDeleted or QueueDeleted record is appended, which
-// happens under that lock.
+// once the message's MessageDeleted or QueueDeleted record, which names the
+// ref, is appended, which happens under that lock.
 type message struct {
 	id   [codec.MsgIDSize]byte // random, unique within the queue
 	ts   int64                 // server receive time, Unix seconds
@@ -100,6 +100,22 @@ func (f *fifo) removeID(id [codec.MsgIDSize]byte) (int, bool) {
 		}
 	}
 	return 0, false
+}
+
+// refs returns the refs of the messages whose bodies the store keeps, oldest
+// first, for the QueueDeleted record that frees them; nil when there are none,
+// so a queue whose bodies are in memory allocates nothing.
+func (f *fifo) refs() []store.BodyRef {
+	var refs []store.BodyRef
+	for i := f.head; i < len(f.buf); i++ {
+		if r := f.buf[i].ref; r != 0 {
+			if refs == nil {
+				refs = make([]store.BodyRef, 0, len(f.buf)-i)
+			}
+			refs = append(refs, r)
+		}
+	}
+	return refs
 }
 
 func (f *fifo) clear() {

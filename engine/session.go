@@ -714,7 +714,7 @@ func (s *Session) cmdAck(t *codec.Transmission, q *queue, w *Writer) {
 		}
 		m = &next
 	}
-	if _, err := s.logged(store.Record{Kind: store.MessageDeleted, RID: q.rid, MsgID: q.msgs.front().id}); err != nil {
+	if _, err := s.logged(store.Record{Kind: store.MessageDeleted, RID: q.rid, MsgID: q.msgs.front().id, Ref: q.msgs.front().ref}); err != nil {
 		q.mu.Unlock()
 		s.internal(t, err, w)
 		return
@@ -753,7 +753,7 @@ func (s *Session) cmdDel(t *codec.Transmission, q *queue, w *Writer) {
 	if !s.lockLive(t, q, w) {
 		return
 	}
-	if _, err := s.logged(store.Record{Kind: store.QueueDeleted, RID: q.rid}); err != nil {
+	if _, err := s.logged(store.Record{Kind: store.QueueDeleted, RID: q.rid, Refs: q.msgs.refs()}); err != nil {
 		q.mu.Unlock()
 		s.internal(t, err, w)
 		return
