@@ -32,7 +32,11 @@ type bodyStore struct {
 	replay []store.Record       // what Load replays
 	// inMemory, set before the engine starts, picks bodies the store leaves
 	// in the engine's memory (ref 0), as a store may per message.
-	inMemory  func(body []byte) bool
+	inMemory func(body []byte) bool
+	// lost, set before the engine starts, picks bodies the store has lost:
+	// ReadBody answers errLost for them, and their deletions are still
+	// checked against their refs.
+	lost      func(body []byte) bool
 	failReads atomic.Bool  // ReadBody returns errRead
 	reads     atomic.Int64 // ReadBody calls
 }
@@ -49,7 +53,10 @@ type keptBody struct {
 	body []byte
 }
 
-var errRead = errors.New("bodystore: injected read error")
+var (
+	errRead = errors.New("bodystore: injected read error")
+	errLost = fmt.Errorf("bodystore: injected loss: %w", store.ErrBodyLost)
+)
 
 func newBodyStore(t testing.TB) *bodyStore {
 	return &bodyStore{t: t, bodies: make(map[bodyKey]keptBody)}
@@ -122,6 +129,9 @@ func (s *bodyStore) ReadBody(rid store.QueueID, id store.MsgID, ref store.BodyRe
 	if !ok || b.ref != ref {
 		s.t.Errorf("ReadBody(%x, %x, %d): the store holds no such body", rid, id, ref)
 		return nil, errors.New("bodystore: no such body")
+	}
+	if s.lost != nil && s.lost(b.body) {
+		return nil, errLost
 	}
 	return append(dst, b.body...), nil
 }
@@ -347,6 +357,9 @@ func TestBodyStoreReadErrors(t *testing.T) {
 	wantCmd(t, q.rc.one(tx(t, q.rk, "ack", q.rid, codec.CmdACK, nil, nil)), codec.CmdOK)
 	if got := e.Stats(); got.Messages != 0 || got.BodyBytes != 0 {
 		t.Fatalf("stats at the end %+v, want none", got)
+	}
+	if n := e.Metrics().Lost; n != 0 {
+		t.Fatalf("%d messages counted lost after read errors that were not losses", n)
 	}
 }
 

@@ -18,7 +18,10 @@
 //
 // A stored message (queue.go) holds its body, or the ref a store returned
 // when it keeps the body itself, and its size in both cases. Delivery reads a
-// ref back with store.ReadBody into the Writer's scratch.
+// ref back with store.ReadBody into the Writer's scratch; a body the store
+// has lost (store.ErrBodyLost) deletes its message and delivery goes on with
+// the next one, while any other read error leaves the message in place. Every
+// deletion names the refs it frees (MessageDeleted.Ref, QueueDeleted.Refs).
 //
 // Ownership and locking:
 //

@@ -313,6 +313,30 @@ func (e *Engine) Expire(now time.Time) {
 	})
 }
 
+// dropLost deletes the i-th message of q, whose body the store has lost
+// (cause wraps store.ErrBodyLost), as expiry would: it logs MessageDeleted
+// with the message's ref, so the store forgets the ref and a replay does not
+// bring the message back, and counts it in EngineMetrics.Lost. No reply waits
+// for that record: if it is lost too, the next read finds the body lost
+// again. The caller holds q.mu; an error is the store's failure to log, and
+// then nothing changed.
+func (e *Engine) dropLost(q *queue, i int, cause error) error {
+	m := q.msgs.at(i)
+	if _, _, err := e.store.Append(store.Record{Kind: store.MessageDeleted, RID: q.rid, MsgID: m.id, Ref: m.ref}, nil); err != nil {
+		return fmt.Errorf("engine: deleting a message whose body is lost: %w", err)
+	}
+	e.stats.dropMessage(int(m.size))
+	q.msgs.removeAt(i) // the caller sets delivered for the message it reads next
+	n := e.mx.lost.Add(1)
+	if ok, held := e.mx.lostLog.allow(e.now().UnixNano(), lostLogEvery); ok {
+		// No queue or message ID (SPEC §8): the store's error locates the
+		// body in its own files.
+		e.log.Warn("a stored message body is lost: the message is deleted", "err", cause,
+			"lost_unlogged", held, "lost_total", n)
+	}
+	return nil
+}
+
 // deleteLocked marks q deleted and drops its messages at once (SPEC §8). The
 // caller holds q.mu, has counted the messages out with dropMessages, and
 // unlinks q after releasing the lock.

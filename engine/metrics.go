@@ -90,6 +90,33 @@ type engineStats struct {
 	epoch   time.Time // monotonic origin of message.stored
 	loops   [statShards]loopStats
 	expired atomic.Uint64 // messages deleted by the message TTL; written by Expire
+	// lost counts messages deleted because the store lost their bodies
+	// (store.ErrBodyLost); written by any loop, rarely (after a power cut).
+	lost    atomic.Uint64
+	lostLog rateLimit // the warning for lost bodies, at most one line per lostLogEvery
+}
+
+// lostLogEvery is how often a lost body may be logged: after a power cut a
+// whole range of bodies may be gone, and a line for each would drown the log.
+const lostLogEvery = 10 * time.Second
+
+// rateLimit lets an event through at most once per period and counts the
+// others. Safe for concurrent use; lock-free.
+type rateLimit struct {
+	next atomic.Int64  // Unix nanoseconds before which no event passes; 0 at first
+	held atomic.Uint64 // events held back since the last one that passed
+}
+
+// allow reports whether an event at now (Unix nanoseconds) passes, at most
+// one per period, and if it does, how many were held back since the last one
+// that passed.
+func (r *rateLimit) allow(now int64, period time.Duration) (ok bool, held uint64) {
+	next := r.next.Load()
+	if now < next || !r.next.CompareAndSwap(next, now+int64(period)) {
+		r.held.Add(1)
+		return false, 0
+	}
+	return true, r.held.Swap(0)
 }
 
 func (m *engineStats) init() {
@@ -129,6 +156,7 @@ type EngineMetrics struct {
 	// Commands counts handled transmissions by CommandLabels × ResultLabels.
 	Commands [numCmdLabels][numResults]uint64
 	Expired  uint64 // messages deleted by the message TTL
+	Lost     uint64 // messages deleted because the store lost their bodies (store.ErrBodyLost)
 	// Delivery is the time from a SEND storing a message to the message being
 	// written as MSG to its subscriber's block, in nanoseconds; only the
 	// first write of a message stored by this process is counted (messages
@@ -143,7 +171,7 @@ type EngineMetrics struct {
 func (e *Engine) Metrics() EngineMetrics {
 	m := EngineMetrics{
 		Queues: e.stats.queues.Load(), Messages: e.stats.messages.Load(), BodyBytes: e.stats.bodyBytes.Load(),
-		Expired: e.mx.expired.Load(),
+		Expired: e.mx.expired.Load(), Lost: e.mx.lost.Load(),
 	}
 	for i := range e.mx.loops {
 		l := &e.mx.loops[i]

@@ -90,16 +90,24 @@ func (f *fifo) removeID(id [codec.MsgIDSize]byte) (int, bool) {
 	for i := f.head; i < len(f.buf); i++ {
 		if f.buf[i].id == id {
 			n := int(f.buf[i].size)
-			copy(f.buf[i:], f.buf[i+1:])
-			f.buf[len(f.buf)-1] = message{}
-			f.buf = f.buf[:len(f.buf)-1]
-			if f.head == len(f.buf) {
-				f.buf, f.head = f.buf[:0], 0
-			}
+			f.removeAt(i - f.head)
 			return n, true
 		}
 	}
 	return 0, false
+}
+
+// removeAt removes the i-th message from the head, keeping the order of the
+// rest: the head (pop), or a lost body's message behind the one an ACK deletes.
+func (f *fifo) removeAt(i int) {
+	if i == 0 {
+		f.pop()
+		return
+	}
+	j := f.head + i
+	copy(f.buf[j:], f.buf[j+1:])
+	f.buf[len(f.buf)-1] = message{}
+	f.buf = f.buf[:len(f.buf)-1]
 }
 
 // refs returns the refs of the messages whose bodies the store keeps, oldest

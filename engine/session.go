@@ -3,6 +3,7 @@ package engine
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"math"
 	"sync"
@@ -471,12 +472,12 @@ func (s *Session) push(q *queue, seq uint64, w *Writer) {
 		q.mu.Unlock()
 		return
 	}
-	m := *q.msgs.front()
-	body, err := s.bodyOf(q, &m, w)
-	if err != nil {
-		// The message stays at the head, undelivered: the next SEND pushes
-		// it again and a SUB answers with it. Nothing is logged on a path
-		// that every SEND can take.
+	m, body, ok, _ := s.readAt(q, 0, w)
+	if !ok {
+		// Every message left had lost its body, or on an error the message
+		// stays at the head, undelivered: the next SEND pushes it again and
+		// a SUB answers with it. Nothing is logged on a path that every SEND
+		// can take (a failing store logs its own failure).
 		q.delivered = false
 		q.mu.Unlock()
 		return
@@ -484,6 +485,30 @@ func (s *Session) push(q *queue, seq uint64, w *Writer) {
 	s.observeDelivery(q.msgs.front())
 	q.mu.Unlock()
 	w.writeMSG(nil, q.rid[:], m.id[:], m.ts, body)
+}
+
+// readAt returns a copy of the i-th message of q (0: the head; 1: the one
+// after the head, which an ACK answers with) and its body, read into w's
+// scratch when the store keeps it. A message whose body the store has lost
+// (store.ErrBodyLost) is deleted, as expiry would, and the next one takes its
+// place; ok is false when no message is left at i. On another read error,
+// or when a lost message's deletion cannot be logged, ok is false and err
+// says why: nothing changed but the lost messages deleted before. The caller
+// holds q.mu.
+func (s *Session) readAt(q *queue, i int, w *Writer) (m message, body []byte, ok bool, err error) {
+	for q.msgs.len() > i {
+		m = *q.msgs.at(i)
+		if body, err = s.bodyOf(q, &m, w); err == nil {
+			return m, body, true, nil
+		}
+		if !errors.Is(err, store.ErrBodyLost) {
+			return message{}, nil, false, err
+		}
+		if err = s.e.dropLost(q, i, err); err != nil {
+			return message{}, nil, false, err
+		}
+	}
+	return message{}, nil, false, nil
 }
 
 // bodyOf returns m's body: m.body, or the body the store keeps read into w's
@@ -630,23 +655,21 @@ func (s *Session) lockLive(t *codec.Transmission, q *queue, w *Writer) bool {
 
 // cmdSub makes this session the queue's only subscriber and answers with the
 // oldest message (again, with the same msgId, if it was delivered before) or OK.
-// When the store cannot read that message's body, SUB answers ERR INTERNAL
-// and changes nothing.
+// Messages whose bodies the store lost are deleted first (readAt). When the
+// store cannot read the oldest message's body, SUB answers ERR INTERNAL and
+// changes nothing else.
 func (s *Session) cmdSub(t *codec.Transmission, q *queue, w *Writer) {
 	if !s.lockLive(t, q, w) {
 		return
 	}
 	var m *message
-	var head message
-	var body []byte
-	if q.msgs.len() > 0 {
-		head = *q.msgs.front()
-		var err error
-		if body, err = s.bodyOf(q, &head, w); err != nil {
-			q.mu.Unlock()
-			s.internal(t, err, w)
-			return
-		}
+	head, body, ok, err := s.readAt(q, 0, w)
+	if err != nil {
+		q.mu.Unlock()
+		s.internal(t, err, w)
+		return
+	}
+	if ok {
 		m = &head
 		s.observeDelivery(q.msgs.front())
 	}
@@ -691,7 +714,8 @@ func (s *Session) cmdKey(t *codec.Transmission, q *queue, w *Writer) {
 
 // cmdAck deletes the delivered message and answers with the next one or OK.
 // The next message's body is read first, so that when the store cannot read
-// it ACK answers ERR INTERNAL and changes nothing, as when the log fails.
+// it ACK answers ERR INTERNAL and changes nothing, as when the log fails;
+// next messages whose bodies the store lost are deleted (readAt).
 func (s *Session) cmdAck(t *codec.Transmission, q *queue, w *Writer) {
 	if !s.lockLive(t, q, w) {
 		return
@@ -702,16 +726,13 @@ func (s *Session) cmdAck(t *codec.Transmission, q *queue, w *Writer) {
 		return
 	}
 	var m *message
-	var next message
-	var body []byte
-	if q.msgs.len() > 1 {
-		next = *q.msgs.at(1)
-		var err error
-		if body, err = s.bodyOf(q, &next, w); err != nil {
-			q.mu.Unlock()
-			s.internal(t, err, w)
-			return
-		}
+	next, body, ok, err := s.readAt(q, 1, w)
+	if err != nil {
+		q.mu.Unlock()
+		s.internal(t, err, w)
+		return
+	}
+	if ok {
 		m = &next
 	}
 	if _, err := s.logged(store.Record{Kind: store.MessageDeleted, RID: q.rid, MsgID: q.msgs.front().id, Ref: q.msgs.front().ref}); err != nil {
