@@ -32,6 +32,29 @@ var CommandLabels = [numCmdLabels]string{"NEW", "SUB", "KEY", "ACK", "OFF", "DEL
 // is "syntax").
 var ResultLabels = [numResults]string{"ok", "syntax", "unknown", "prohibited", "size", "auth", "quota", "internal"}
 
+// QuotaLabels names the limits counted by EngineMetrics.Quota, each the
+// option that sets it with '_' for '-': a command they refuse gets ERR QUOTA.
+var QuotaLabels = [numQuotaLabels]string{"quota", "max_stored_bytes", "max_queues", "new_queues_per_minute"}
+
+// Indexes into QuotaLabels.
+const (
+	quotaQueue          = iota // SEND to a queue holding Limits.Quota messages
+	quotaMaxStoredBytes        // SEND past Limits.MaxStoredBytes
+	quotaMaxQueues             // NEW past Limits.MaxQueues
+	quotaNewRate               // NEW past Limits.NewQueuesPerMinute
+	numQuotaLabels
+)
+
+// ExpiredQueueLabels names the reasons counted by EngineMetrics.QueuesExpired.
+var ExpiredQueueLabels = [numExpiredQueueLabels]string{"suspended", "unsecured"}
+
+// Indexes into ExpiredQueueLabels.
+const (
+	expiredSuspended = iota // suspended (OFF) for longer than Limits.SuspendedTTL
+	expiredUnsecured        // never secured (KEY), older than Limits.UnsecuredTTL
+	numExpiredQueueLabels
+)
+
 const (
 	numCmdLabels = 9
 	numResults   = 8
@@ -82,7 +105,8 @@ var DeliveryLayout = metric.Layout{Base: int64(50 * time.Microsecond), Exp: 19, 
 type loopStats struct {
 	_        metric.Pad
 	cmds     [numCmdLabels][numResults]atomic.Uint64
-	delivery metric.Histogram // SEND stored → MSG written, nanoseconds
+	quota    [numQuotaLabels]atomic.Uint64 // commands refused with ERR QUOTA, by the limit that refused them
+	delivery metric.Histogram              // SEND stored → MSG written, nanoseconds
 }
 
 // engineStats are the Engine's operational counters beside Engine.stats.
@@ -94,11 +118,21 @@ type engineStats struct {
 	// (store.ErrBodyLost); written by any loop, rarely (after a power cut).
 	lost    atomic.Uint64
 	lostLog rateLimit // the warning for lost bodies, at most one line per lostLogEvery
+	// queuesExpired counts queues deleted by Expire, by ExpiredQueueLabels;
+	// written by Expire.
+	queuesExpired [numExpiredQueueLabels]atomic.Uint64
+	// fullLog holds back the warnings that a relay-wide cap refused a
+	// command (quotaMaxStoredBytes, quotaMaxQueues) to one per fullLogEvery.
+	fullLog [numQuotaLabels]rateLimit
 }
 
 // lostLogEvery is how often a lost body may be logged: after a power cut a
 // whole range of bodies may be gone, and a line for each would drown the log.
 const lostLogEvery = 10 * time.Second
+
+// fullLogEvery is how often a relay-wide cap's refusals may be logged: the
+// operator learns the relay is full, and a flood of refusals adds no line.
+const fullLogEvery = time.Minute
 
 // rateLimit lets an event through at most once per period and counts the
 // others. Safe for concurrent use; lock-free.
@@ -157,6 +191,10 @@ type EngineMetrics struct {
 	Commands [numCmdLabels][numResults]uint64
 	Expired  uint64 // messages deleted by the message TTL
 	Lost     uint64 // messages deleted because the store lost their bodies (store.ErrBodyLost)
+	// Quota counts commands refused with ERR QUOTA, by QuotaLabels.
+	Quota [numQuotaLabels]uint64
+	// QueuesExpired counts queues deleted by expiry, by ExpiredQueueLabels.
+	QueuesExpired [numExpiredQueueLabels]uint64
 	// Delivery is the time from a SEND storing a message to the message being
 	// written as MSG to its subscriber's block, in nanoseconds; only the
 	// first write of a message stored by this process is counted (messages
@@ -173,12 +211,18 @@ func (e *Engine) Metrics() EngineMetrics {
 		Queues: e.stats.queues.Load(), Messages: e.stats.messages.Load(), BodyBytes: e.stats.bodyBytes.Load(),
 		Expired: e.mx.expired.Load(), Lost: e.mx.lost.Load(),
 	}
+	for i := range e.mx.queuesExpired {
+		m.QueuesExpired[i] = e.mx.queuesExpired[i].Load()
+	}
 	for i := range e.mx.loops {
 		l := &e.mx.loops[i]
 		for c := range l.cmds {
 			for r := range l.cmds[c] {
 				m.Commands[c][r] += l.cmds[c][r].Load()
 			}
+		}
+		for r := range l.quota {
+			m.Quota[r] += l.quota[r].Load()
 		}
 		l.delivery.AddTo(&m.Delivery)
 	}

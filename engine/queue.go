@@ -35,19 +35,29 @@ type message struct {
 // queue is one simplex queue. rid, sid and rk never change after creation and
 // may be read without the lock; everything else is guarded by mu. mu is held
 // only for short, non-blocking sections: signatures are verified outside it.
+//
+// Memory per queue matters (issue 14 counts it for an empty queue): the
+// fields are ordered so that the three bools share one word, which keeps the
+// struct at 128 bytes, a malloc size class (TestQueueSize). That is what pays
+// for createdAt: with suspendedAt doubling as the creation time the struct
+// would be 120 bytes, still in the 128-byte class, and the unsecured TTL of a
+// queue suspended before it was secured would count from OFF, not NEW.
 type queue struct {
 	rid, sid queueID
 	rk       *codec.VerifyKey // recipient key, set by NEW
 
 	mu          sync.Mutex
 	sk          *codec.VerifyKey // sender key, set once by KEY; nil until secured
-	suspended   bool             // OFF was applied
-	suspendedAt int64            // Unix seconds of OFF, for the suspended-queue TTL
-	deleted     bool             // DEL or expiry removed it; every later command is AUTH
 	msgs        fifo             // stored messages, oldest first
 	sub         *Session         // the one subscriber, or nil
-	delivered   bool             // the oldest message was sent to sub and awaits ACK
 	seq         uint64           // delivery generation: pushes carry it so a stale push is dropped
+	suspendedAt int64            // Unix seconds of OFF, for the suspended-queue TTL
+	// createdAt is the Unix seconds of NEW, for the unsecured-queue TTL; for a
+	// queue replayed without its creation time, the load's (see replay).
+	createdAt int64
+	suspended bool // OFF was applied
+	deleted   bool // DEL or expiry removed it; every later command is AUTH
+	delivered bool // the oldest message was sent to sub and awaits ACK
 }
 
 // fifo is a queue of messages: append at the tail, pop at the head.

@@ -613,14 +613,22 @@ func (s *Session) cmdNew(t *codec.Transmission, a *auth, w *Writer) {
 		s.fail(t, codec.ErrAuth, w)
 		return
 	}
+	// SPEC §11 (server-wide limits): NEW past the relay's queue cap or past
+	// its source's creation rate gets ERR QUOTA. The cap is checked first, so
+	// that a refusal by it takes no token from the source's budget.
+	lim := s.e.limits.Load()
+	if !reserve(&s.e.stats.queues, 1, lim.MaxQueues) {
+		s.refuse(t, quotaMaxQueues, w)
+		return
+	}
 	if !s.allowNew() {
-		// Not a SPEC §6 row: QUOTA ("a limit is reached") is the closest
-		// meaning, and the client can retry later.
-		s.fail(t, codec.ErrQuota, w)
+		s.e.stats.queues.Add(-1)
+		s.refuse(t, quotaNewRate, w)
 		return
 	}
 	q, err := s.e.newQueue(t.Key)
 	if err != nil {
+		s.e.stats.queues.Add(-1)
 		s.e.log.Error("creating a queue", "err", err)
 		s.fail(t, codec.ErrInternal, w)
 		return
@@ -816,15 +824,24 @@ func (s *Session) cmdSend(t *codec.Transmission, a *auth, w *Writer) {
 		s.fail(t, codec.ErrAuth, w)
 		return
 	}
-	if q.msgs.len() >= s.e.limits.Load().Quota {
+	lim := s.e.limits.Load()
+	if q.msgs.len() >= lim.Quota {
 		q.mu.Unlock()
-		s.fail(t, codec.ErrQuota, w)
+		s.refuse(t, quotaQueue, w)
+		return
+	}
+	// SPEC §11: SEND past the relay's stored-bytes cap gets ERR QUOTA. The
+	// body's bytes are counted here, before the store sees it.
+	if !reserve(&s.e.stats.bodyBytes, int64(len(t.Body)), lim.MaxStoredBytes) {
+		q.mu.Unlock()
+		s.refuse(t, quotaMaxStoredBytes, w)
 		return
 	}
 	m.body = append(make([]byte, 0, len(t.Body)), t.Body...) // the one allocation a SEND must make
 	m.size = uint32(len(m.body))
 	ref, err := s.logged(store.Record{Kind: store.MessageStored, RID: q.rid, MsgID: m.id, Time: m.ts, Size: len(m.body), Body: m.body})
 	if err != nil {
+		s.e.stats.bodyBytes.Add(-int64(m.size))
 		q.mu.Unlock()
 		s.internal(t, err, w)
 		return
@@ -835,7 +852,7 @@ func (s *Session) cmdSend(t *codec.Transmission, a *auth, w *Writer) {
 		m.body, m.ref = nil, ref
 	}
 	q.msgs.push(m)
-	s.e.stats.addMessage(int(m.size))
+	s.e.stats.messages.Add(1) // its bytes were reserved above
 	var sub *Session
 	var seq uint64
 	if q.sub != nil && !q.delivered {
@@ -850,6 +867,28 @@ func (s *Session) cmdSend(t *codec.Transmission, a *auth, w *Writer) {
 		sub.postFrom(s, event{kind: evDeliver, q: q, seq: seq})
 	}
 	s.ok(t, w)
+}
+
+// refuse answers ERR QUOTA for the limit reason (QuotaLabels) and counts it.
+// A relay-wide cap also warns the operator, at most once per fullLogEvery.
+func (s *Session) refuse(t *codec.Transmission, reason int, w *Writer) {
+	s.mx.quota[reason].Add(1)
+	s.fail(t, codec.ErrQuota, w)
+	if reason != quotaMaxStoredBytes && reason != quotaMaxQueues {
+		return
+	}
+	ok, held := s.e.mx.fullLog[reason].allow(s.e.now().UnixNano(), fullLogEvery)
+	if !ok {
+		return
+	}
+	lim := s.e.limits.Load()
+	if reason == quotaMaxQueues {
+		s.e.log.Warn("the relay holds max-queues queues: NEW gets ERR QUOTA until queues are deleted or expire",
+			"max-queues", lim.MaxQueues, "queues", s.e.stats.queues.Load(), "refused_unlogged", held)
+		return
+	}
+	s.e.log.Warn("the relay holds max-stored-bytes of messages: SEND gets ERR QUOTA until messages are acknowledged or expire",
+		"max-stored-bytes", lim.MaxStoredBytes, "stored-bytes", s.e.stats.bodyBytes.Load(), "refused_unlogged", held)
 }
 
 // internal answers ERR INTERNAL after a failure of the server itself.
