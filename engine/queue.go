@@ -37,11 +37,12 @@ type message struct {
 // only for short, non-blocking sections: signatures are verified outside it.
 //
 // Memory per queue matters (issue 14 counts it for an empty queue): the
-// fields are ordered so that the three bools share one word, which keeps the
-// struct at 128 bytes, a malloc size class (TestQueueSize). That is what pays
-// for createdAt: with suspendedAt doubling as the creation time the struct
-// would be 120 bytes, still in the 128-byte class, and the unsecured TTL of a
-// queue suspended before it was secured would count from OFF, not NEW.
+// fields are ordered so that the three bools share one word, which brings
+// the struct from 136 bytes (a 144-byte malloc slot) to 128 with createdAt
+// (TestQueueSize). Reusing suspendedAt as the creation time instead would
+// save 8 bytes of struct and no memory (120 bytes still take a 128-byte
+// slot), and would count the unsecured TTL of a queue suspended before it
+// was secured from OFF rather than from NEW.
 type queue struct {
 	rid, sid queueID
 	rk       *codec.VerifyKey // recipient key, set by NEW
