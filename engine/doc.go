@@ -50,6 +50,9 @@
 //     They are aggregates only (SPEC §8): nothing per queue or per client.
 //
 // Hot-path invariants: no goroutine per connection, no allocation per block or
-// per transmission except the copy of a stored message body, signature keys
-// parsed once at NEW or KEY, and every ERR AUTH costs one signature check.
+// per transmission except the copy of a stored message body (and, off the hot
+// path, a DEL's list of the refs it frees when the store keeps bodies),
+// signature keys parsed once at NEW or KEY, and every ERR AUTH costs one
+// signature check. The relay-wide caps cost an atomic load and add on the
+// counters SEND and NEW update anyway.
 package engine
