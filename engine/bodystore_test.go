@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -19,17 +20,26 @@ import (
 // does: Append of a MessageStored record keeps the body the record lends and
 // returns a ref, and the engine reads the body back with ReadBody. Reads can
 // be made to fail; a read of a message already deleted, or by a wrong ref,
-// fails the test.
+// fails the test, and so does a deletion that does not name exactly the refs
+// that die (MessageDeleted's Ref, QueueDeleted's Refs).
 type bodyStore struct {
 	store.MemoryStore
-	t         testing.TB
-	mu        sync.Mutex
-	bodies    map[bodyKey]keptBody // live bodies; guarded by mu
-	next      store.BodyRef        // the last ref given; guarded by mu
-	recs      []store.Record       // every record appended, bodies replaced by refs; guarded by mu
-	replay    []store.Record       // what Load replays
-	failReads atomic.Bool          // ReadBody returns errRead
-	reads     atomic.Int64         // ReadBody calls
+	t      testing.TB
+	mu     sync.Mutex
+	bodies map[bodyKey]keptBody // live bodies; guarded by mu
+	next   store.BodyRef        // the last ref given; guarded by mu
+	recs   []store.Record       // every record appended, bodies replaced by refs; guarded by mu
+	freed  []store.BodyRef      // refs named by deletions, in order; guarded by mu
+	replay []store.Record       // what Load replays
+	// inMemory, set before the engine starts, picks bodies the store leaves
+	// in the engine's memory (ref 0), as a store may per message.
+	inMemory func(body []byte) bool
+	// lost, set before the engine starts, picks bodies the store has lost:
+	// ReadBody answers errLost for them, and their deletions are still
+	// checked against their refs.
+	lost      func(body []byte) bool
+	failReads atomic.Bool  // ReadBody returns errRead
+	reads     atomic.Int64 // ReadBody calls
 }
 
 // bodyKey names a message across queues.
@@ -44,7 +54,10 @@ type keptBody struct {
 	body []byte
 }
 
-var errRead = errors.New("bodystore: injected read error")
+var (
+	errRead = errors.New("bodystore: injected read error")
+	errLost = fmt.Errorf("bodystore: injected loss: %w", store.ErrBodyLost)
+)
 
 func newBodyStore(t testing.TB) *bodyStore {
 	return &bodyStore{t: t, bodies: make(map[bodyKey]keptBody)}
@@ -72,18 +85,35 @@ func (s *bodyStore) Append(r store.Record, _ store.Notifier) (uint64, store.Body
 		if r.Ref != 0 || r.Size != len(r.Body) {
 			s.t.Errorf("Append of a message with ref %d, size %d and %d bytes", r.Ref, r.Size, len(r.Body))
 		}
+		if s.inMemory != nil && s.inMemory(r.Body) {
+			break
+		}
 		s.next++
 		ref = s.next
 		s.bodies[bodyKey{r.RID, r.MsgID}] = keptBody{ref: ref, body: r.Body}
 		r.Body, r.Ref = nil, ref
 	case store.MessageDeleted:
-		delete(s.bodies, bodyKey{r.RID, r.MsgID})
+		k := bodyKey{r.RID, r.MsgID}
+		if b := s.bodies[k]; r.Ref != b.ref { // b.ref is 0 for a body in memory
+			s.t.Errorf("MessageDeleted of %x names ref %d, want %d", r.MsgID, r.Ref, b.ref)
+		}
+		if r.Ref != 0 {
+			s.freed = append(s.freed, r.Ref)
+		}
+		delete(s.bodies, k)
 	case store.QueueDeleted:
-		for k := range s.bodies {
+		var want []store.BodyRef
+		for k, b := range s.bodies {
 			if k.rid == r.RID {
+				want = append(want, b.ref)
 				delete(s.bodies, k)
 			}
 		}
+		slices.Sort(want) // refs grow with each Append, so in the queue's order
+		if !slices.Equal(r.Refs, want) || (r.Refs != nil && len(r.Refs) == 0) {
+			s.t.Errorf("QueueDeleted names refs %v, want %v (nil for none)", r.Refs, want)
+		}
+		s.freed = append(s.freed, r.Refs...)
 	}
 	s.recs = append(s.recs, r)
 	return 0, ref, nil
@@ -100,6 +130,9 @@ func (s *bodyStore) ReadBody(rid store.QueueID, id store.MsgID, ref store.BodyRe
 	if !ok || b.ref != ref {
 		s.t.Errorf("ReadBody(%x, %x, %d): the store holds no such body", rid, id, ref)
 		return nil, errors.New("bodystore: no such body")
+	}
+	if s.lost != nil && s.lost(b.body) {
+		return nil, errLost
 	}
 	return append(dst, b.body...), nil
 }
@@ -326,6 +359,9 @@ func TestBodyStoreReadErrors(t *testing.T) {
 	if got := e.Stats(); got.Messages != 0 || got.BodyBytes != 0 {
 		t.Fatalf("stats at the end %+v, want none", got)
 	}
+	if n := e.Metrics().Lost; n != 0 {
+		t.Fatalf("%d messages counted lost after read errors that were not losses", n)
+	}
 }
 
 // TestBodyStoreExpireAndDelete: expiry and DEL count sizes out and never
@@ -357,5 +393,70 @@ func TestBodyStoreExpireAndDelete(t *testing.T) {
 	st.mu.Unlock()
 	if left != 0 {
 		t.Fatalf("the store still keeps %d bodies", left)
+	}
+}
+
+// TestBodyStoreDeletesNameRefs: every deletion names exactly the refs that
+// die (bodyStore.Append checks each record): ACK and message expiry the
+// message's ref (0 for a body in memory), DEL and suspended-queue expiry all
+// of the queue's refs (nil when none), whatever mix of bodies in memory and
+// in the store a queue holds. In the end every ref given was freed once.
+func TestBodyStoreDeletesNameRefs(t *testing.T) {
+	st := newBodyStore(t)
+	st.inMemory = func(b []byte) bool { return bytes.HasPrefix(b, []byte("mem")) }
+	clk := sessiontest.NewClock(time.Date(2026, 11, 25, 19, 7, 19, 0, time.UTC), 0)
+	e, err := New(Options{BlockSize: testBlock, Store: st, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sender := newConn(t, e)
+	send := func(q queueFixture, bodies ...string) {
+		t.Helper()
+		for _, b := range bodies {
+			wantCmd(t, sender.One(tx(t, nil, "s", q.sid, codec.CmdSEND, nil, []byte(b))), codec.CmdOK)
+		}
+	}
+	acked := newQueue(t, e, codec.SigEd25519)
+	expiring := newQueue(t, e, codec.SigEd25519)
+	deleted := newQueue(t, e, codec.SigEd25519)
+	memOnly := newQueue(t, e, codec.SigEd25519)
+	suspended := newQueue(t, e, codec.SigEd25519)
+	send(acked, "mem1", "disk1", "mem2")
+	send(expiring, "disk2", "mem3", "disk3")
+	send(deleted, "disk4", "mem4", "disk5")
+	send(memOnly, "mem5")
+	send(suspended, "disk6", "mem6")
+	if mem, ref := heldBodies(e); mem != 6 || ref != 6 {
+		t.Fatalf("engine holds %d bodies and %d refs, want 6 and 6", mem, ref)
+	}
+
+	wantMSG(t, acked.rc.Drain()[0], "mem1")
+	wantMSG(t, acked.rc.One(tx(t, acked.rk, "a", acked.rid, codec.CmdACK, nil, nil)), "disk1")
+	wantMSG(t, acked.rc.One(tx(t, acked.rk, "a", acked.rid, codec.CmdACK, nil, nil)), "mem2")
+	wantCmd(t, acked.rc.One(tx(t, acked.rk, "a", acked.rid, codec.CmdACK, nil, nil)), codec.CmdOK)
+	wantCmd(t, deleted.rc.One(tx(t, deleted.rk, "d", deleted.rid, codec.CmdDEL, nil, nil)), codec.CmdOK)
+	wantCmd(t, memOnly.rc.One(tx(t, memOnly.rk, "d", memOnly.rid, codec.CmdDEL, nil, nil)), codec.CmdOK)
+	wantMSG(t, suspended.rc.Drain()[0], "disk6") // pushed, never acknowledged
+	wantCmd(t, suspended.rc.One(tx(t, suspended.rk, "o", suspended.rid, codec.CmdOFF, nil, nil)), codec.CmdOK)
+	clk.Advance(DefaultLimits.SuspendedTTL + time.Second) // the suspended queue goes, messages stay
+	e.Expire(clk.Now())
+	if got := e.Stats(); got.Queues != 2 || got.Messages != 3 {
+		t.Fatalf("after the suspended TTL: %+v, want 2 queues (acked, expiring) and expiring's 3 messages", got)
+	}
+	clk.Advance(DefaultLimits.MessageTTL)
+	e.Expire(clk.Now())
+	if got := e.Stats(); got.Messages != 0 || got.BodyBytes != 0 {
+		t.Fatalf("after the message TTL: %+v, want no messages", got)
+	}
+
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	freed := slices.Sorted(slices.Values(st.freed))
+	var want []store.BodyRef
+	for r := store.BodyRef(1); r <= st.next; r++ {
+		want = append(want, r)
+	}
+	if !slices.Equal(freed, want) || len(st.bodies) != 0 {
+		t.Fatalf("refs freed %v, want each of %v once; %d bodies left", freed, want, len(st.bodies))
 	}
 }

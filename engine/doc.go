@@ -18,7 +18,10 @@
 //
 // A stored message (queue.go) holds its body, or the ref a store returned
 // when it keeps the body itself, and its size in both cases. Delivery reads a
-// ref back with store.ReadBody into the Writer's scratch.
+// ref back with store.ReadBody into the Writer's scratch; a body the store
+// has lost (store.ErrBodyLost) deletes its message and delivery goes on with
+// the next one, while any other read error leaves the message in place. Every
+// deletion names the refs it frees (MessageDeleted.Ref, QueueDeleted.Refs).
 //
 // Ownership and locking:
 //
@@ -47,6 +50,9 @@
 //     They are aggregates only (SPEC §8): nothing per queue or per client.
 //
 // Hot-path invariants: no goroutine per connection, no allocation per block or
-// per transmission except the copy of a stored message body, signature keys
-// parsed once at NEW or KEY, and every ERR AUTH costs one signature check.
+// per transmission except the copy of a stored message body (and, off the hot
+// path, a DEL's list of the refs it frees when the store keeps bodies),
+// signature keys parsed once at NEW or KEY, and every ERR AUTH costs one
+// signature check. The relay-wide caps cost an atomic load and add on the
+// counters SEND and NEW update anyway.
 package engine

@@ -20,11 +20,37 @@ type Limits struct {
 	// NewQueuesPerMinute caps NEW per connection (a token bucket of this size
 	// refilled over a minute); NEW beyond it gets ERR QUOTA. Default 600.
 	NewQueuesPerMinute int
+	// MaxStoredBytes caps the bytes of message bodies the relay stores, all
+	// queues together (Stats.BodyBytes): a SEND whose body would take them
+	// past it gets ERR QUOTA (SPEC §11, server-wide limits). Negative: no
+	// limit. Default 4 GiB.
+	MaxStoredBytes int64
+	// MaxQueues caps the live queues: NEW past it gets ERR QUOTA (SPEC §11).
+	// Negative: no limit. Default 10,000,000.
+	MaxQueues int64
+	// UnsecuredTTL: a queue that KEY never secured is deleted this long after
+	// its NEW, with its messages (default 21 days).
+	UnsecuredTTL time.Duration
 }
 
-// DefaultLimits are SPEC §5 and §11's defaults.
+// DefaultLimits are SPEC §5 and §11's defaults, and issue 14's caps, sized
+// for the reference machine (docs/performance.md: 2 vCPU, 23 GiB):
+//
+//   - MaxStoredBytes 4 GiB: the memory and wal stores hold bodies on the Go
+//     heap, which under the default GOGC grows to about twice what is live,
+//     so both caps reached together must fit twice over: 2 × (4 GiB of
+//     bodies + 10M empty queues at ~0.6 KB each, 6 GiB) = 20 GiB. That is
+//     about half a million full-size messages (every body is padded to the
+//     block, SPEC §10). A store that keeps bodies on disk lets it rise.
+//   - MaxQueues 10,000,000: several times what a relay with two cores
+//     serves (its ~100k connections, each client with tens of queues),
+//     while a flood of NEW from many sources stops short of the machine's
+//     memory.
+//   - UnsecuredTTL 21 days, the message TTL: by then the confirmation the
+//     queue was waiting for has expired too, so a queue still unsecured is an
+//     abandoned setup, or one created only to take up room.
 var DefaultLimits = Limits{Quota: 128, MessageTTL: 21 * 24 * time.Hour, SuspendedTTL: 7 * 24 * time.Hour,
-	NewQueuesPerMinute: 600}
+	NewQueuesPerMinute: 600, MaxStoredBytes: 4 << 30, MaxQueues: 10_000_000, UnsecuredTTL: 21 * 24 * time.Hour}
 
 // Engine holds the queues and carries out commands (SPEC §5). It knows nothing
 // of sockets: a Session per connection feeds it parsed transmissions and
@@ -39,6 +65,9 @@ type Engine struct {
 	store   store.Store
 	log     *slog.Logger
 	debug   bool // log client data (IDs, commands): only at --log-level debug (SPEC §11)
+	// loadedAt is the Unix seconds at which Load began: the creation time of
+	// a queue whose QueueCreated record has none. Set once in New.
+	loadedAt int64
 
 	queues *queueMap
 	stats  counters
@@ -90,6 +119,7 @@ func New(o Options) (*Engine, error) {
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
+	e.loadedAt = e.now().Unix()
 	if err := e.store.Load(e.replay); err != nil {
 		return nil, fmt.Errorf("engine: loading state: %w", err)
 	}
@@ -113,7 +143,16 @@ func (l Limits) withDefaults() (Limits, error) {
 	if l.NewQueuesPerMinute == 0 {
 		l.NewQueuesPerMinute = DefaultLimits.NewQueuesPerMinute
 	}
-	if l.Quota < 0 || l.MessageTTL < 0 || l.SuspendedTTL < 0 || l.NewQueuesPerMinute < 0 {
+	if l.MaxStoredBytes == 0 {
+		l.MaxStoredBytes = DefaultLimits.MaxStoredBytes
+	}
+	if l.MaxQueues == 0 {
+		l.MaxQueues = DefaultLimits.MaxQueues
+	}
+	if l.UnsecuredTTL == 0 {
+		l.UnsecuredTTL = DefaultLimits.UnsecuredTTL
+	}
+	if l.Quota < 0 || l.MessageTTL < 0 || l.SuspendedTTL < 0 || l.NewQueuesPerMinute < 0 || l.UnsecuredTTL < 0 {
 		return l, errors.New("engine: quota and TTLs must be positive")
 	}
 	return l, nil
@@ -125,9 +164,10 @@ func (e *Engine) Limits() Limits { return *e.limits.Load() }
 // SetLimits replaces the limits in force; zero fields take DefaultLimits.
 // Safe from any goroutine (smp-server calls it from its signal goroutine on
 // SIGHUP). A command that already read the limits finishes under the old
-// ones. A lowered quota deletes nothing: SEND gets ERR QUOTA until the queue
-// is below it. A lowered TTL applies at the next expiry sweep. A connection's
-// NEW bucket keeps its tokens and refills at the new rate up to the new size.
+// ones. A lowered quota or cap deletes nothing: SEND (NEW) gets ERR QUOTA
+// until the queue, or the relay, is below it. A lowered TTL applies at the
+// next expiry sweep. A connection's NEW bucket keeps its tokens and refills
+// at the new rate up to the new size.
 func (e *Engine) SetLimits(l Limits) error {
 	l, err := l.withDefaults()
 	if err != nil {
@@ -164,7 +204,16 @@ func (e *Engine) replay(r *store.Record) error {
 			}
 			return nil
 		}
-		q := &queue{rid: r.RID, sid: r.SID, rk: r.RecipientKey}
+		// A store may not keep the creation time (the wal does not: SPEC §8
+		// lists what survives a restart, and a queue's age is not in it). The
+		// load time is then the creation time: an unsecured queue lives up to
+		// UnsecuredTTL past each restart, never less than the TTL after its
+		// NEW. A message it holds lowers that below (MessageStored).
+		created := r.Time
+		if created == 0 {
+			created = e.loadedAt
+		}
+		q := &queue{rid: r.RID, sid: r.SID, rk: r.RecipientKey, createdAt: created}
 		if r.RID == r.SID || !e.queues.add(q.rid, q) {
 			return errors.New("engine: replay: queue ID collides with another queue")
 		}
@@ -200,6 +249,9 @@ func (e *Engine) replay(r *store.Record) error {
 		}
 		q.msgs.push(m)
 		e.stats.addMessage(int(m.size))
+		// A queue is no younger than a message it holds: this bounds the
+		// age of a queue replayed without its creation time.
+		q.createdAt = min(q.createdAt, m.ts)
 	case store.MessageDeleted:
 		if n, ok := q.msgs.removeID(r.MsgID); ok {
 			e.stats.dropMessage(n)
@@ -236,9 +288,10 @@ func (e *Engine) unlink(q *queue) {
 	e.queues.remove(q.sid, q)
 }
 
-// newQueue creates a queue with fresh random IDs and maps both of them.
+// newQueue creates a queue with fresh random IDs, created now, and maps both
+// of them. The caller has counted it in stats.queues (reserve).
 func (e *Engine) newQueue(rk *codec.VerifyKey) (*queue, error) {
-	q := &queue{rk: rk}
+	q := &queue{rk: rk, createdAt: e.now().Unix()}
 	for range 8 {
 		if _, err := rand.Read(q.rid[:]); err != nil {
 			return nil, err
@@ -250,7 +303,6 @@ func (e *Engine) newQueue(rk *codec.VerifyKey) (*queue, error) {
 			continue
 		}
 		if e.queues.add(q.sid, q) {
-			e.stats.queues.Add(1)
 			return q, nil
 		}
 		e.queues.remove(q.rid, q)
@@ -258,14 +310,39 @@ func (e *Engine) newQueue(rk *codec.VerifyKey) (*queue, error) {
 	return nil, errors.New("engine: could not draw unique queue IDs")
 }
 
-// Expire deletes messages older than the message TTL and queues suspended for
-// longer than the suspended TTL, as of now. A delivered message that expires
-// frees the subscriber for the next one. The server calls it periodically;
-// tests call it with an injected clock.
+// reserve adds n to c unless that would take c past max (negative: no
+// limit), and reports whether it did. The check is the add itself: a caller
+// that went past takes its n back, so concurrent callers on any number of
+// event loops never overshoot max together (one that saw another's passing
+// reservation may be refused in between, at the cap only). Stores replayed
+// at start, and a max lowered live, may leave c above max; nothing is
+// deleted for it.
+func reserve(c *atomic.Int64, n, max int64) bool {
+	if max < 0 {
+		c.Add(n)
+		return true
+	}
+	if c.Load()+n > max { // already full: refuse without writing the shared line
+		return false
+	}
+	if c.Add(n) > max {
+		c.Add(-n)
+		return false
+	}
+	return true
+}
+
+// Expire deletes, as of now, messages older than the message TTL, queues
+// suspended for longer than the suspended TTL, and queues never secured that
+// are older than the unsecured TTL. A delivered message that expires frees
+// the subscriber for the next one; the subscriber of a deleted queue forgets
+// it silently, as after DEL. The server calls it periodically; tests call it
+// with an injected clock.
 func (e *Engine) Expire(now time.Time) {
 	lim := e.limits.Load()
 	msgCutoff := now.Add(-lim.MessageTTL).Unix()
 	suspCutoff := now.Add(-lim.SuspendedTTL).Unix()
+	unsecCutoff := now.Add(-lim.UnsecuredTTL).Unix()
 	e.queues.each(func(q *queue) {
 		var push *Session
 		var seq uint64
@@ -274,13 +351,21 @@ func (e *Engine) Expire(now time.Time) {
 			q.mu.Unlock()
 			return
 		}
-		if q.suspended && q.suspendedAt <= suspCutoff {
-			if _, _, err := e.store.Append(store.Record{Kind: store.QueueDeleted, RID: q.rid}, nil); err == nil {
+		why := -1
+		switch {
+		case q.suspended && q.suspendedAt <= suspCutoff:
+			why = expiredSuspended
+		case q.sk == nil && q.createdAt <= unsecCutoff:
+			why = expiredUnsecured
+		}
+		if why >= 0 {
+			if _, _, err := e.store.Append(store.Record{Kind: store.QueueDeleted, RID: q.rid, Refs: q.msgs.refs()}, nil); err == nil {
 				sub := q.sub
 				e.dropMessages(q)
 				e.deleteLocked(q)
 				q.mu.Unlock()
 				e.unlink(q)
+				e.mx.queuesExpired[why].Add(1)
 				if sub != nil {
 					sub.post(event{kind: evDrop, q: q})
 				}
@@ -290,7 +375,7 @@ func (e *Engine) Expire(now time.Time) {
 		expired := false
 		for q.msgs.len() > 0 && q.msgs.front().ts <= msgCutoff {
 			m := q.msgs.front()
-			if _, _, err := e.store.Append(store.Record{Kind: store.MessageDeleted, RID: q.rid, MsgID: m.id}, nil); err != nil {
+			if _, _, err := e.store.Append(store.Record{Kind: store.MessageDeleted, RID: q.rid, MsgID: m.id, Ref: m.ref}, nil); err != nil {
 				break
 			}
 			e.stats.dropMessage(int(m.size))
@@ -311,6 +396,30 @@ func (e *Engine) Expire(now time.Time) {
 			push.post(event{kind: evDeliver, q: q, seq: seq})
 		}
 	})
+}
+
+// dropLost deletes the i-th message of q, whose body the store has lost
+// (cause wraps store.ErrBodyLost), as expiry would: it logs MessageDeleted
+// with the message's ref, so the store forgets the ref and a replay does not
+// bring the message back, and counts it in EngineMetrics.Lost. No reply waits
+// for that record: if it is lost too, the next read finds the body lost
+// again. The caller holds q.mu; an error is the store's failure to log, and
+// then nothing changed.
+func (e *Engine) dropLost(q *queue, i int, cause error) error {
+	m := q.msgs.at(i)
+	if _, _, err := e.store.Append(store.Record{Kind: store.MessageDeleted, RID: q.rid, MsgID: m.id, Ref: m.ref}, nil); err != nil {
+		return fmt.Errorf("engine: deleting a message whose body is lost: %w", err)
+	}
+	e.stats.dropMessage(int(m.size))
+	q.msgs.removeAt(i) // the caller sets delivered for the message it reads next
+	n := e.mx.lost.Add(1)
+	if ok, held := e.mx.lostLog.allow(e.now().UnixNano(), lostLogEvery); ok {
+		// No queue or message ID (SPEC §8): the store's error locates the
+		// body in its own files.
+		e.log.Warn("a stored message body is lost: the message is deleted", "err", cause,
+			"lost-unlogged", held, "lost-total", n)
+	}
+	return nil
 }
 
 // deleteLocked marks q deleted and drops its messages at once (SPEC §8). The
@@ -343,7 +452,8 @@ func (e *Engine) Snapshot(emit func(r *store.Record) error) error {
 		recs = recs[:0]
 		q.mu.Lock()
 		if !q.deleted {
-			recs = append(recs, store.Record{Kind: store.QueueCreated, RID: q.rid, SID: q.sid, RecipientKey: q.rk})
+			recs = append(recs, store.Record{Kind: store.QueueCreated, RID: q.rid, SID: q.sid, RecipientKey: q.rk,
+				Time: q.createdAt})
 			if q.sk != nil {
 				recs = append(recs, store.Record{Kind: store.QueueSecured, RID: q.rid, SenderKey: q.sk})
 			}
@@ -390,9 +500,14 @@ func (e *Engine) Stats() Stats {
 	return Stats{Queues: e.stats.queues.Load(), Messages: e.stats.messages.Load(), BodyBytes: e.stats.bodyBytes.Load()}
 }
 
-// counters are updated with the queue lock held (or during replay).
+// counters are the relay-wide totals, one atomic each, shared by every
+// event loop (not sharded: the caps of Limits read them on every NEW and
+// SEND). They are updated with the queue lock held, during replay, or, for a
+// reservation (reserve) by NEW and SEND, before the change they count.
 type counters struct {
-	queues, messages, bodyBytes atomic.Int64
+	queues    atomic.Int64 // live queues, and NEWs that reserved one
+	messages  atomic.Int64 // stored messages
+	bodyBytes atomic.Int64 // bytes of stored bodies, and SENDs' reservations
 }
 
 func (c *counters) addMessage(n int) {

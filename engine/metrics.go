@@ -32,6 +32,29 @@ var CommandLabels = [numCmdLabels]string{"NEW", "SUB", "KEY", "ACK", "OFF", "DEL
 // is "syntax").
 var ResultLabels = [numResults]string{"ok", "syntax", "unknown", "prohibited", "size", "auth", "quota", "internal"}
 
+// QuotaLabels names the limits counted by EngineMetrics.Quota, each the
+// option that sets it with '_' for '-': a command they refuse gets ERR QUOTA.
+var QuotaLabels = [numQuotaLabels]string{"quota", "max_stored_bytes", "max_queues", "new_queues_per_minute"}
+
+// Indexes into QuotaLabels.
+const (
+	quotaQueue          = iota // SEND to a queue holding Limits.Quota messages
+	quotaMaxStoredBytes        // SEND past Limits.MaxStoredBytes
+	quotaMaxQueues             // NEW past Limits.MaxQueues
+	quotaNewRate               // NEW past Limits.NewQueuesPerMinute
+	numQuotaLabels
+)
+
+// ExpiredQueueLabels names the reasons counted by EngineMetrics.QueuesExpired.
+var ExpiredQueueLabels = [numExpiredQueueLabels]string{"suspended", "unsecured"}
+
+// Indexes into ExpiredQueueLabels.
+const (
+	expiredSuspended = iota // suspended (OFF) for longer than Limits.SuspendedTTL
+	expiredUnsecured        // never secured (KEY), older than Limits.UnsecuredTTL
+	numExpiredQueueLabels
+)
+
 const (
 	numCmdLabels = 9
 	numResults   = 8
@@ -82,7 +105,8 @@ var DeliveryLayout = metric.Layout{Base: int64(50 * time.Microsecond), Exp: 19, 
 type loopStats struct {
 	_        metric.Pad
 	cmds     [numCmdLabels][numResults]atomic.Uint64
-	delivery metric.Histogram // SEND stored → MSG written, nanoseconds
+	quota    [numQuotaLabels]atomic.Uint64 // commands refused with ERR QUOTA, by the limit that refused them
+	delivery metric.Histogram              // SEND stored → MSG written, nanoseconds
 }
 
 // engineStats are the Engine's operational counters beside Engine.stats.
@@ -90,6 +114,43 @@ type engineStats struct {
 	epoch   time.Time // monotonic origin of message.stored
 	loops   [statShards]loopStats
 	expired atomic.Uint64 // messages deleted by the message TTL; written by Expire
+	// lost counts messages deleted because the store lost their bodies
+	// (store.ErrBodyLost); written by any loop, rarely (after a power cut).
+	lost    atomic.Uint64
+	lostLog rateLimit // the warning for lost bodies, at most one line per lostLogEvery
+	// queuesExpired counts queues deleted by Expire, by ExpiredQueueLabels;
+	// written by Expire.
+	queuesExpired [numExpiredQueueLabels]atomic.Uint64
+	// fullLog holds back the warnings that a relay-wide cap refused a
+	// command (quotaMaxStoredBytes, quotaMaxQueues) to one per fullLogEvery.
+	fullLog [numQuotaLabels]rateLimit
+}
+
+// lostLogEvery is how often a lost body may be logged: after a power cut a
+// whole range of bodies may be gone, and a line for each would drown the log.
+const lostLogEvery = 10 * time.Second
+
+// fullLogEvery is how often a relay-wide cap's refusals may be logged: the
+// operator learns the relay is full, and a flood of refusals adds no line.
+const fullLogEvery = time.Minute
+
+// rateLimit lets an event through at most once per period and counts the
+// others. Safe for concurrent use; lock-free.
+type rateLimit struct {
+	next atomic.Int64  // Unix nanoseconds before which no event passes; 0 at first
+	held atomic.Uint64 // events held back since the last one that passed
+}
+
+// allow reports whether an event at now (Unix nanoseconds) passes, at most
+// one per period, and if it does, how many were held back since the last one
+// that passed.
+func (r *rateLimit) allow(now int64, period time.Duration) (ok bool, held uint64) {
+	next := r.next.Load()
+	if now < next || !r.next.CompareAndSwap(next, now+int64(period)) {
+		r.held.Add(1)
+		return false, 0
+	}
+	return true, r.held.Swap(0)
 }
 
 func (m *engineStats) init() {
@@ -129,6 +190,11 @@ type EngineMetrics struct {
 	// Commands counts handled transmissions by CommandLabels × ResultLabels.
 	Commands [numCmdLabels][numResults]uint64
 	Expired  uint64 // messages deleted by the message TTL
+	Lost     uint64 // messages deleted because the store lost their bodies (store.ErrBodyLost)
+	// Quota counts commands refused with ERR QUOTA, by QuotaLabels.
+	Quota [numQuotaLabels]uint64
+	// QueuesExpired counts queues deleted by expiry, by ExpiredQueueLabels.
+	QueuesExpired [numExpiredQueueLabels]uint64
 	// Delivery is the time from a SEND storing a message to the message being
 	// written as MSG to its subscriber's block, in nanoseconds; only the
 	// first write of a message stored by this process is counted (messages
@@ -143,7 +209,10 @@ type EngineMetrics struct {
 func (e *Engine) Metrics() EngineMetrics {
 	m := EngineMetrics{
 		Queues: e.stats.queues.Load(), Messages: e.stats.messages.Load(), BodyBytes: e.stats.bodyBytes.Load(),
-		Expired: e.mx.expired.Load(),
+		Expired: e.mx.expired.Load(), Lost: e.mx.lost.Load(),
+	}
+	for i := range e.mx.queuesExpired {
+		m.QueuesExpired[i] = e.mx.queuesExpired[i].Load()
 	}
 	for i := range e.mx.loops {
 		l := &e.mx.loops[i]
@@ -151,6 +220,9 @@ func (e *Engine) Metrics() EngineMetrics {
 			for r := range l.cmds[c] {
 				m.Commands[c][r] += l.cmds[c][r].Load()
 			}
+		}
+		for r := range l.quota {
+			m.Quota[r] += l.quota[r].Load()
 		}
 		l.delivery.AddTo(&m.Delivery)
 	}

@@ -18,8 +18,8 @@ type queueID = [codec.QueueIDSize]byte
 // that copied the message under the queue lock may keep reading body after
 // unlocking: an ACK or DEL drops the reference, never the bytes. A ref, though,
 // is read (store.ReadBody) under the queue lock only: the store may reuse it
-// once the message's MessageDeleted or QueueDeleted record is appended, which
-// happens under that lock.
+// once the message's MessageDeleted or QueueDeleted record, which names the
+// ref, is appended, which happens under that lock.
 type message struct {
 	id   [codec.MsgIDSize]byte // random, unique within the queue
 	ts   int64                 // server receive time, Unix seconds
@@ -35,19 +35,30 @@ type message struct {
 // queue is one simplex queue. rid, sid and rk never change after creation and
 // may be read without the lock; everything else is guarded by mu. mu is held
 // only for short, non-blocking sections: signatures are verified outside it.
+//
+// Memory per queue matters (issue 14 counts it for an empty queue): the
+// fields are ordered so that the three bools share one word, which brings
+// the struct from 136 bytes (a 144-byte malloc slot) to 128 with createdAt
+// (TestQueueSize). Reusing suspendedAt as the creation time instead would
+// save 8 bytes of struct and no memory (120 bytes still take a 128-byte
+// slot), and would count the unsecured TTL of a queue suspended before it
+// was secured from OFF rather than from NEW.
 type queue struct {
 	rid, sid queueID
 	rk       *codec.VerifyKey // recipient key, set by NEW
 
 	mu          sync.Mutex
 	sk          *codec.VerifyKey // sender key, set once by KEY; nil until secured
-	suspended   bool             // OFF was applied
-	suspendedAt int64            // Unix seconds of OFF, for the suspended-queue TTL
-	deleted     bool             // DEL or expiry removed it; every later command is AUTH
 	msgs        fifo             // stored messages, oldest first
 	sub         *Session         // the one subscriber, or nil
-	delivered   bool             // the oldest message was sent to sub and awaits ACK
 	seq         uint64           // delivery generation: pushes carry it so a stale push is dropped
+	suspendedAt int64            // Unix seconds of OFF, for the suspended-queue TTL
+	// createdAt is the Unix seconds of NEW, for the unsecured-queue TTL; for a
+	// queue replayed without its creation time, the load's (see replay).
+	createdAt int64
+	suspended bool // OFF was applied
+	deleted   bool // DEL or expiry removed it; every later command is AUTH
+	delivered bool // the oldest message was sent to sub and awaits ACK
 }
 
 // fifo is a queue of messages: append at the tail, pop at the head.
@@ -90,16 +101,40 @@ func (f *fifo) removeID(id [codec.MsgIDSize]byte) (int, bool) {
 	for i := f.head; i < len(f.buf); i++ {
 		if f.buf[i].id == id {
 			n := int(f.buf[i].size)
-			copy(f.buf[i:], f.buf[i+1:])
-			f.buf[len(f.buf)-1] = message{}
-			f.buf = f.buf[:len(f.buf)-1]
-			if f.head == len(f.buf) {
-				f.buf, f.head = f.buf[:0], 0
-			}
+			f.removeAt(i - f.head)
 			return n, true
 		}
 	}
 	return 0, false
+}
+
+// removeAt removes the i-th message from the head, keeping the order of the
+// rest: the head (pop), or a lost body's message behind the one an ACK deletes.
+func (f *fifo) removeAt(i int) {
+	if i == 0 {
+		f.pop()
+		return
+	}
+	j := f.head + i
+	copy(f.buf[j:], f.buf[j+1:])
+	f.buf[len(f.buf)-1] = message{}
+	f.buf = f.buf[:len(f.buf)-1]
+}
+
+// refs returns the refs of the messages whose bodies the store keeps, oldest
+// first, for the QueueDeleted record that frees them; nil when there are none,
+// so a queue whose bodies are in memory allocates nothing.
+func (f *fifo) refs() []store.BodyRef {
+	var refs []store.BodyRef
+	for i := f.head; i < len(f.buf); i++ {
+		if r := f.buf[i].ref; r != 0 {
+			if refs == nil {
+				refs = make([]store.BodyRef, 0, len(f.buf)-i)
+			}
+			refs = append(refs, r)
+		}
+	}
+	return refs
 }
 
 func (f *fifo) clear() {

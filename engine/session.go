@@ -3,6 +3,7 @@ package engine
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"math"
 	"sync"
@@ -471,12 +472,12 @@ func (s *Session) push(q *queue, seq uint64, w *Writer) {
 		q.mu.Unlock()
 		return
 	}
-	m := *q.msgs.front()
-	body, err := s.bodyOf(q, &m, w)
-	if err != nil {
-		// The message stays at the head, undelivered: the next SEND pushes
-		// it again and a SUB answers with it. Nothing is logged on a path
-		// that every SEND can take.
+	m, body, ok, _ := s.readAt(q, 0, w)
+	if !ok {
+		// Every message left had lost its body, or on an error the message
+		// stays at the head, undelivered: the next SEND pushes it again and
+		// a SUB answers with it. Nothing is logged on a path that every SEND
+		// can take (a failing store logs its own failure).
 		q.delivered = false
 		q.mu.Unlock()
 		return
@@ -484,6 +485,30 @@ func (s *Session) push(q *queue, seq uint64, w *Writer) {
 	s.observeDelivery(q.msgs.front())
 	q.mu.Unlock()
 	w.writeMSG(nil, q.rid[:], m.id[:], m.ts, body)
+}
+
+// readAt returns a copy of the i-th message of q (0: the head; 1: the one
+// after the head, which an ACK answers with) and its body, read into w's
+// scratch when the store keeps it. A message whose body the store has lost
+// (store.ErrBodyLost) is deleted, as expiry would, and the next one takes its
+// place; ok is false when no message is left at i. On another read error,
+// or when a lost message's deletion cannot be logged, ok is false and err
+// says why: nothing changed but the lost messages deleted before. The caller
+// holds q.mu.
+func (s *Session) readAt(q *queue, i int, w *Writer) (m message, body []byte, ok bool, err error) {
+	for q.msgs.len() > i {
+		m = *q.msgs.at(i)
+		if body, err = s.bodyOf(q, &m, w); err == nil {
+			return m, body, true, nil
+		}
+		if !errors.Is(err, store.ErrBodyLost) {
+			return message{}, nil, false, err
+		}
+		if err = s.e.dropLost(q, i, err); err != nil {
+			return message{}, nil, false, err
+		}
+	}
+	return message{}, nil, false, nil
 }
 
 // bodyOf returns m's body: m.body, or the body the store keeps read into w's
@@ -534,8 +559,8 @@ func (s *Session) subscribe(q *queue) {
 // writes its response.
 func (s *Session) handle(t *codec.Transmission, a *auth, w *Writer) {
 	if s.e.debug {
-		s.e.log.Debug("command", "cmd", t.Cmd.String(), "corrId", string(t.CorrID),
-			"queueId", base64.StdEncoding.EncodeToString(t.QueueID), "err", t.Err.String())
+		s.e.log.Debug("command", "cmd", t.Cmd.String(), "corr-id", string(t.CorrID),
+			"queue-id", base64.StdEncoding.EncodeToString(t.QueueID), "err", t.Err.String())
 	}
 	if t.Err != codec.ErrNone {
 		s.fail(t, t.Err, w)
@@ -588,14 +613,22 @@ func (s *Session) cmdNew(t *codec.Transmission, a *auth, w *Writer) {
 		s.fail(t, codec.ErrAuth, w)
 		return
 	}
+	// SPEC §11 (server-wide limits): NEW past the relay's queue cap or past
+	// its source's creation rate gets ERR QUOTA. The cap is checked first, so
+	// that a refusal by it takes no token from the source's budget.
+	lim := s.e.limits.Load()
+	if !reserve(&s.e.stats.queues, 1, lim.MaxQueues) {
+		s.refuse(t, quotaMaxQueues, w)
+		return
+	}
 	if !s.allowNew() {
-		// Not a SPEC §6 row: QUOTA ("a limit is reached") is the closest
-		// meaning, and the client can retry later.
-		s.fail(t, codec.ErrQuota, w)
+		s.e.stats.queues.Add(-1)
+		s.refuse(t, quotaNewRate, w)
 		return
 	}
 	q, err := s.e.newQueue(t.Key)
 	if err != nil {
+		s.e.stats.queues.Add(-1)
 		s.e.log.Error("creating a queue", "err", err)
 		s.fail(t, codec.ErrInternal, w)
 		return
@@ -630,23 +663,21 @@ func (s *Session) lockLive(t *codec.Transmission, q *queue, w *Writer) bool {
 
 // cmdSub makes this session the queue's only subscriber and answers with the
 // oldest message (again, with the same msgId, if it was delivered before) or OK.
-// When the store cannot read that message's body, SUB answers ERR INTERNAL
-// and changes nothing.
+// Messages whose bodies the store lost are deleted first (readAt). When the
+// store cannot read the oldest message's body, SUB answers ERR INTERNAL and
+// changes nothing else.
 func (s *Session) cmdSub(t *codec.Transmission, q *queue, w *Writer) {
 	if !s.lockLive(t, q, w) {
 		return
 	}
 	var m *message
-	var head message
-	var body []byte
-	if q.msgs.len() > 0 {
-		head = *q.msgs.front()
-		var err error
-		if body, err = s.bodyOf(q, &head, w); err != nil {
-			q.mu.Unlock()
-			s.internal(t, err, w)
-			return
-		}
+	head, body, ok, err := s.readAt(q, 0, w)
+	if err != nil {
+		q.mu.Unlock()
+		s.internal(t, err, w)
+		return
+	}
+	if ok {
 		m = &head
 		s.observeDelivery(q.msgs.front())
 	}
@@ -691,7 +722,8 @@ func (s *Session) cmdKey(t *codec.Transmission, q *queue, w *Writer) {
 
 // cmdAck deletes the delivered message and answers with the next one or OK.
 // The next message's body is read first, so that when the store cannot read
-// it ACK answers ERR INTERNAL and changes nothing, as when the log fails.
+// it ACK answers ERR INTERNAL and changes nothing, as when the log fails;
+// next messages whose bodies the store lost are deleted (readAt).
 func (s *Session) cmdAck(t *codec.Transmission, q *queue, w *Writer) {
 	if !s.lockLive(t, q, w) {
 		return
@@ -702,19 +734,16 @@ func (s *Session) cmdAck(t *codec.Transmission, q *queue, w *Writer) {
 		return
 	}
 	var m *message
-	var next message
-	var body []byte
-	if q.msgs.len() > 1 {
-		next = *q.msgs.at(1)
-		var err error
-		if body, err = s.bodyOf(q, &next, w); err != nil {
-			q.mu.Unlock()
-			s.internal(t, err, w)
-			return
-		}
+	next, body, ok, err := s.readAt(q, 1, w)
+	if err != nil {
+		q.mu.Unlock()
+		s.internal(t, err, w)
+		return
+	}
+	if ok {
 		m = &next
 	}
-	if _, err := s.logged(store.Record{Kind: store.MessageDeleted, RID: q.rid, MsgID: q.msgs.front().id}); err != nil {
+	if _, err := s.logged(store.Record{Kind: store.MessageDeleted, RID: q.rid, MsgID: q.msgs.front().id, Ref: q.msgs.front().ref}); err != nil {
 		q.mu.Unlock()
 		s.internal(t, err, w)
 		return
@@ -753,7 +782,7 @@ func (s *Session) cmdDel(t *codec.Transmission, q *queue, w *Writer) {
 	if !s.lockLive(t, q, w) {
 		return
 	}
-	if _, err := s.logged(store.Record{Kind: store.QueueDeleted, RID: q.rid}); err != nil {
+	if _, err := s.logged(store.Record{Kind: store.QueueDeleted, RID: q.rid, Refs: q.msgs.refs()}); err != nil {
 		q.mu.Unlock()
 		s.internal(t, err, w)
 		return
@@ -795,15 +824,24 @@ func (s *Session) cmdSend(t *codec.Transmission, a *auth, w *Writer) {
 		s.fail(t, codec.ErrAuth, w)
 		return
 	}
-	if q.msgs.len() >= s.e.limits.Load().Quota {
+	lim := s.e.limits.Load()
+	if q.msgs.len() >= lim.Quota {
 		q.mu.Unlock()
-		s.fail(t, codec.ErrQuota, w)
+		s.refuse(t, quotaQueue, w)
+		return
+	}
+	// SPEC §11: SEND past the relay's stored-bytes cap gets ERR QUOTA. The
+	// body's bytes are counted here, before the store sees it.
+	if !reserve(&s.e.stats.bodyBytes, int64(len(t.Body)), lim.MaxStoredBytes) {
+		q.mu.Unlock()
+		s.refuse(t, quotaMaxStoredBytes, w)
 		return
 	}
 	m.body = append(make([]byte, 0, len(t.Body)), t.Body...) // the one allocation a SEND must make
 	m.size = uint32(len(m.body))
 	ref, err := s.logged(store.Record{Kind: store.MessageStored, RID: q.rid, MsgID: m.id, Time: m.ts, Size: len(m.body), Body: m.body})
 	if err != nil {
+		s.e.stats.bodyBytes.Add(-int64(m.size))
 		q.mu.Unlock()
 		s.internal(t, err, w)
 		return
@@ -814,7 +852,7 @@ func (s *Session) cmdSend(t *codec.Transmission, a *auth, w *Writer) {
 		m.body, m.ref = nil, ref
 	}
 	q.msgs.push(m)
-	s.e.stats.addMessage(int(m.size))
+	s.e.stats.messages.Add(1) // its bytes were reserved above
 	var sub *Session
 	var seq uint64
 	if q.sub != nil && !q.delivered {
@@ -829,6 +867,28 @@ func (s *Session) cmdSend(t *codec.Transmission, a *auth, w *Writer) {
 		sub.postFrom(s, event{kind: evDeliver, q: q, seq: seq})
 	}
 	s.ok(t, w)
+}
+
+// refuse answers ERR QUOTA for the limit reason (QuotaLabels) and counts it.
+// A relay-wide cap also warns the operator, at most once per fullLogEvery.
+func (s *Session) refuse(t *codec.Transmission, reason int, w *Writer) {
+	s.mx.quota[reason].Add(1)
+	s.fail(t, codec.ErrQuota, w)
+	if reason != quotaMaxStoredBytes && reason != quotaMaxQueues {
+		return
+	}
+	ok, held := s.e.mx.fullLog[reason].allow(s.e.now().UnixNano(), fullLogEvery)
+	if !ok {
+		return
+	}
+	lim := s.e.limits.Load()
+	if reason == quotaMaxQueues {
+		s.e.log.Warn("the relay holds max-queues queues: NEW gets ERR QUOTA until queues are deleted or expire",
+			"max-queues", lim.MaxQueues, "queues", s.e.stats.queues.Load(), "refused-unlogged", held)
+		return
+	}
+	s.e.log.Warn("the relay holds max-stored-bytes of messages: SEND gets ERR QUOTA until messages are acknowledged or expire",
+		"max-stored-bytes", lim.MaxStoredBytes, "stored-bytes", s.e.stats.bodyBytes.Load(), "refused-unlogged", held)
 }
 
 // internal answers ERR INTERNAL after a failure of the server itself.

@@ -17,6 +17,17 @@
 // ReadBody when it delivers the message. Load and Snapshot carry the same
 // choice: a MessageStored record has either Body (in memory) or Ref (in the
 // store), and Size in both cases.
+//
+// Deletions name the refs that die, so that a store which keeps bodies can
+// free them without an index of its own: a MessageDeleted record carries the
+// message's Ref, a QueueDeleted record the Refs of all the queue's stored
+// messages. Once that record is appended the engine never reads those refs
+// again.
+//
+// A store that no longer has a body it gave a ref for (its metadata survived
+// a power cut and the body did not, in a mode that does not fsync every
+// change) says so with an error wrapping ErrBodyLost: the engine then deletes
+// that message, as if expired, and delivers the next one.
 package store
 
 import "github.com/smprelay/smprelay/codec"
@@ -33,12 +44,12 @@ type Kind uint8
 // The state changes of SPEC §8 that survive a restart. The values are the
 // engine's names only; a store maps them to its own file format.
 const (
-	QueueCreated   Kind = iota + 1 // RID, SID, RecipientKey
+	QueueCreated   Kind = iota + 1 // RID, SID, RecipientKey, Time (creation; 0 when unknown)
 	QueueSecured                   // RID, SenderKey
 	QueueSuspended                 // RID, Time
-	QueueDeleted                   // RID
+	QueueDeleted                   // RID, Refs (DEL, or expired)
 	MessageStored                  // RID, MsgID, Time, Size, and Body or Ref
-	MessageDeleted                 // RID, MsgID (acknowledged or expired)
+	MessageDeleted                 // RID, MsgID, Ref (acknowledged, expired or lost)
 )
 
 // String names the kind for logs and errors.
@@ -65,7 +76,7 @@ func (k Kind) String() string {
 type BodyRef uint64
 
 // Record is one state change. Every field is immutable once the record is
-// handed over, so a Store may keep references to Body and the keys.
+// handed over, so a Store may keep references to Body, Refs and the keys.
 type Record struct {
 	Kind         Kind             // which change; says which fields below are set
 	RID          QueueID          // the queue changed, by its recipient ID
@@ -73,10 +84,23 @@ type Record struct {
 	RecipientKey *codec.VerifyKey // QueueCreated; VerifyKey.SPKI gives its bytes
 	SenderKey    *codec.VerifyKey // QueueSecured
 	MsgID        MsgID            // MessageStored, MessageDeleted
-	Time         int64            // Unix seconds: message receive time, or suspension time
-	Size         int              // MessageStored: the body's length, whether Body is set or not
-	Body         []byte           // MessageStored with Ref 0; nil when the store keeps the body
-	Ref          BodyRef          // MessageStored: where the store keeps the body, 0 when it does not
+	// Time is Unix seconds: a message's receive time (MessageStored), a
+	// queue's suspension time (QueueSuspended) or creation time
+	// (QueueCreated, for the unsecured-queue TTL; a store that does not keep
+	// it replays 0, and the engine then counts the queue's age from the load).
+	Time int64
+	Size int    // MessageStored: the body's length, whether Body is set or not
+	Body []byte // MessageStored with Ref 0; nil when the store keeps the body
+	// Ref is where the store keeps the message's body: in MessageStored
+	// records of Load and Snapshot, and in the message's MessageDeleted,
+	// whose ref dies with it. 0: the body is in memory (Body), and for every
+	// other kind. Append of a MessageStored is always given 0 and returns
+	// the ref.
+	Ref BodyRef
+	// Refs are, for QueueDeleted, the refs of the queue's stored messages,
+	// which all die with it, in the queue's order; nil when it held none by
+	// ref. The store may keep the slice.
+	Refs []BodyRef
 }
 
 // Store keeps the engine's state across restarts. The in-memory queue index
@@ -109,6 +133,9 @@ type Store interface {
 	// block on disk; the engine calls it with the queue's lock held, so it
 	// must not wait for anything the engine holds. It is never called with
 	// ref 0, nor for a message after its MessageDeleted or QueueDeleted record.
+	// An error wrapping ErrBodyLost says the body is gone for good (the
+	// engine deletes the message); any other error, that this read failed
+	// (the engine answers ERR INTERNAL and keeps the message).
 	ReadBody(rid QueueID, id MsgID, ref BodyRef, dst []byte) ([]byte, error)
 	// Durable returns the highest LSN known to be on stable storage.
 	Durable() uint64
@@ -130,7 +157,7 @@ type Notifier interface{ NotifyDurable() }
 // with commands.
 type Snapshotter interface {
 	// Snapshot emits records that recreate the live state: per queue a
-	// QueueCreated, then QueueSecured and QueueSuspended when they apply, then
+	// QueueCreated (with its creation Time), then QueueSecured and QueueSuspended when they apply, then
 	// a MessageStored per stored message, oldest first, with Body or Ref as
 	// the engine holds it. It copies each queue's state under that queue's
 	// lock and calls emit outside it. Changes made while it runs may or may

@@ -33,6 +33,13 @@ package main
 //	smp_messages_stored               gauge      -                  stored messages, delivered or not
 //	smp_message_bytes_stored          gauge      -                  bytes of stored message bodies
 //	smp_messages_expired_total        counter    -                  messages deleted by --message-ttl
+//	smp_messages_lost_total           counter    -                  messages deleted because the store lost their bodies (store.ErrBodyLost)
+//	smp_queues_expired_total          counter    reason             queues deleted by expiry: suspended (--suspended-ttl), unsecured
+//	                                                                (--unsecured-ttl)
+//	smp_quota_refusals_total          counter    reason             commands answered ERR QUOTA, by the limit: quota, max_stored_bytes,
+//	                                                                max_queues, new_queues_per_minute
+//	smp_limit_max_stored_bytes        gauge      -                  --max-stored-bytes in force (+Inf: no limit)
+//	smp_limit_max_queues              gauge      -                  --max-queues in force (+Inf: no limit)
 //	smp_delivery_latency_seconds      histogram  -                  SEND stored → MSG written to the subscriber's block; first delivery of
 //	                                                                messages stored by this process only; 50 µs … 13 s doubling, then
 //	                                                                1 min, 10 min, 1 h, 6 h, 1 d, 1 week for messages that waited
@@ -51,6 +58,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"runtime/debug"
@@ -184,6 +192,7 @@ type relayCollector struct {
 
 	buildInfo, open, sources, accepted, rejected, handshakes, commands *prometheus.Desc
 	queues, messages, messageBytes, expired, delivery, blocks, bytes   *prometheus.Desc
+	lost, queuesExpired, quotaRefusals, maxStoredBytes, maxQueues      *prometheus.Desc
 	walFsync, walBatch, walBytes, walCompactions                       *prometheus.Desc
 }
 
@@ -208,6 +217,13 @@ func newRelayCollector(src metricsSource) *relayCollector {
 		messages:     d("smp_messages_stored", "Stored messages, delivered or not."),
 		messageBytes: d("smp_message_bytes_stored", "Bytes of stored message bodies."),
 		expired:      d("smp_messages_expired_total", "Messages deleted by the message TTL."),
+		lost:         d("smp_messages_lost_total", "Messages deleted because the store lost their bodies."),
+		queuesExpired: d("smp_queues_expired_total",
+			"Queues deleted by expiry, by reason: suspended (suspended TTL) or unsecured (never secured, unsecured TTL).", "reason"),
+		quotaRefusals: d("smp_quota_refusals_total", "Commands answered ERR QUOTA, by the limit that refused them.", "reason"),
+		maxStoredBytes: d("smp_limit_max_stored_bytes",
+			"The relay-wide cap on stored message body bytes in force (+Inf: no limit)."),
+		maxQueues: d("smp_limit_max_queues", "The relay-wide cap on queues in force (+Inf: no limit)."),
 		delivery: d("smp_delivery_latency_seconds",
 			"Time from a SEND storing a message to its first MSG written to the subscriber (messages stored by this process)."),
 		blocks:         d("smp_blocks_total", "Transport blocks read (in) and written (out).", "direction"),
@@ -222,7 +238,8 @@ func newRelayCollector(src metricsSource) *relayCollector {
 // Describe implements prometheus.Collector.
 func (c *relayCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.buildInfo, c.open, c.sources, c.accepted, c.rejected, c.handshakes, c.commands,
-		c.queues, c.messages, c.messageBytes, c.expired, c.delivery, c.blocks, c.bytes} {
+		c.queues, c.messages, c.messageBytes, c.expired, c.delivery, c.blocks, c.bytes,
+		c.lost, c.queuesExpired, c.quotaRefusals, c.maxStoredBytes, c.maxQueues} {
 		ch <- d
 	}
 	if c.src.Store != nil {
@@ -270,6 +287,16 @@ func (c *relayCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.messages, em.Messages)
 	gauge(c.messageBytes, em.BodyBytes)
 	counter(c.expired, em.Expired)
+	counter(c.lost, em.Lost)
+	for i, n := range em.QueuesExpired {
+		counter(c.queuesExpired, n, engine.ExpiredQueueLabels[i])
+	}
+	for i, n := range em.Quota {
+		counter(c.quotaRefusals, n, engine.QuotaLabels[i])
+	}
+	lim := c.src.Engine.Limits()
+	ch <- prometheus.MustNewConstMetric(c.maxStoredBytes, prometheus.GaugeValue, limitValue(lim.MaxStoredBytes))
+	ch <- prometheus.MustNewConstMetric(c.maxQueues, prometheus.GaugeValue, limitValue(lim.MaxQueues))
 	ch <- constHistogram(c.delivery, &em.Delivery, 1e9)
 
 	if c.src.Store != nil {
@@ -282,6 +309,15 @@ func (c *relayCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- constHistogram(c.walFsync, &fsync, 1e9)
 		ch <- constHistogram(c.walBatch, &batch, 1)
 	}
+}
+
+// limitValue is a cap for a gauge: a negative cap (no limit) is +Inf, so a
+// ratio of use to cap stays meaningful.
+func limitValue(n int64) float64 {
+	if n < 0 {
+		return math.Inf(1)
+	}
+	return float64(n)
 }
 
 // constHistogram converts a snapshot into a Prometheus histogram, dividing

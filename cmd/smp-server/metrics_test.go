@@ -11,6 +11,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"slices"
@@ -446,7 +447,7 @@ func TestMetricsOutbound(t *testing.T) {
 // allowedLabels is every label value the relay's own metrics may carry, by
 // label name; "version" and "key_type" are checked separately.
 var allowedLabels = map[string][]string{
-	"reason":    transport.RejectLabels[:],
+	"reason":    slices.Concat(transport.RejectLabels[:], engine.QuotaLabels[:], engine.ExpiredQueueLabels[:]),
 	"kem":       {"rsa", "x25519", "mlkem768x25519"},
 	"outcome":   transport.HandshakeLabels[:],
 	"command":   engine.CommandLabels[:],
@@ -516,6 +517,67 @@ func TestMetricsMemoryStore(t *testing.T) {
 	}
 	if c := s.HistCount(t, "smp_delivery_latency_seconds"); c != 0 {
 		t.Errorf("delivery latency has %d observations before any traffic", c)
+	}
+	checkPrivacy(t, s)
+}
+
+// TestMetricsCaps: the relay-wide caps in force are gauges (+Inf for no
+// limit) that follow SetLimits, refusals are counted by the limit that
+// refused them, and lost bodies and expired queues start at zero.
+func TestMetricsCaps(t *testing.T) {
+	t.Parallel()
+	r := startRelay(t, false)
+	s := r.scrape(t)
+	if b, q := s.Value(t, "smp_limit_max_stored_bytes"), s.Value(t, "smp_limit_max_queues"); b != float64(engine.DefaultLimits.MaxStoredBytes) ||
+		q != float64(engine.DefaultLimits.MaxQueues) {
+		t.Fatalf("caps %v bytes, %v queues; want the defaults", b, q)
+	}
+	for _, l := range engine.ExpiredQueueLabels {
+		if v := s.Value(t, "smp_queues_expired_total", "reason", l); v != 0 {
+			t.Errorf("smp_queues_expired_total{%s} = %v before any expiry", l, v)
+		}
+	}
+	if v := s.Value(t, "smp_messages_lost_total"); v != 0 {
+		t.Errorf("smp_messages_lost_total = %v at start", v)
+	}
+
+	if err := r.e.SetLimits(engine.Limits{MaxQueues: 1, MaxStoredBytes: -1}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuardIn)
+	defer cancel()
+	c, err := smptest.Dial(ctx, r.addr, r.key.Public().Fingerprint())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	rk, err := codec.GenerateSigner(codec.SigEd25519, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []codec.Cmd{codec.CmdIDS, codec.CmdERR, codec.CmdERR} {
+		if err := c.Send(smptest.Cmd(nil, "n", nil, codec.CmdNEW, rk.PublicSPKI(), nil)); err != nil {
+			t.Fatal(err)
+		}
+		if resp, err := c.Next(ctx); err != nil || resp.Cmd != want {
+			t.Fatalf("NEW %d: %v, %v; want %v", i, resp, err, want)
+		}
+	}
+	s = r.scrape(t)
+	if b, q := s.Value(t, "smp_limit_max_stored_bytes"), s.Value(t, "smp_limit_max_queues"); !math.IsInf(b, 1) || q != 1 {
+		t.Fatalf("caps after SetLimits: %v bytes, %v queues; want +Inf (no limit) and 1", b, q)
+	}
+	for _, l := range engine.QuotaLabels {
+		want := 0.0
+		if l == "max_queues" {
+			want = 2
+		}
+		if v := s.Value(t, "smp_quota_refusals_total", "reason", l); v != want {
+			t.Errorf("smp_quota_refusals_total{%s} = %v, want %v", l, v, want)
+		}
+	}
+	if v := s.Value(t, "smp_commands_total", "command", "NEW", "result", "quota"); v != 2 {
+		t.Errorf("NEW answered ERR QUOTA %v times, want 2", v)
 	}
 	checkPrivacy(t, s)
 }

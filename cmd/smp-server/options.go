@@ -36,6 +36,11 @@ type config struct {
 	logLevel         string
 	limits           transport.ConnLimits
 	newPerMinute     int
+	// Relay-wide caps as the options give them (0: no limit); engineLimits
+	// maps them onto engine.Limits, where 0 means the default.
+	maxStoredBytes int64
+	maxQueues      int64
+	unsecuredTTL   time.Duration
 	// Per-source limits as the options give them (0: no limit); connLimits
 	// maps them onto transport.ConnLimits, where 0 means the default.
 	maxPerSource        int
@@ -79,6 +84,19 @@ func intOpt(name string, def, min int, usage, allowed string, live bool, field f
 	return option{name: name, kind: kInt, def: strconv.Itoa(def), usage: usage, allowed: allowed, live: live,
 		set: func(c *config, s string) bool {
 			n, err := strconv.Atoi(s)
+			if err != nil || n < min {
+				return false
+			}
+			*field(c) = n
+			return true
+		}}
+}
+
+// int64Opt is intOpt for values that may pass 2³¹ (bytes), on every platform.
+func int64Opt(name string, def, min int64, usage, allowed string, live bool, field func(*config) *int64) option {
+	return option{name: name, kind: kInt, def: strconv.FormatInt(def, 10), usage: usage, allowed: allowed, live: live,
+		set: func(c *config, s string) bool {
+			n, err := strconv.ParseInt(s, 10, 64)
 			if err != nil || n < min {
 				return false
 			}
@@ -181,6 +199,18 @@ var options = []option{
 		"NEW commands per source (IPv4 address or IPv6 prefix) per minute, shared by\n"+
 			"its connections so that reconnecting resets nothing; more get ERR QUOTA", "an integer of at least 1", true,
 		func(c *config) *int { return &c.newPerMinute }),
+	int64Opt("max-stored-bytes", engine.DefaultLimits.MaxStoredBytes, 0,
+		"bytes of message bodies the relay stores, all queues together; a SEND past it\n"+
+			"gets ERR QUOTA until messages are acknowledged or expire; 0: no limit.\n"+
+			"The default (4 GiB) fits a 23 GiB machine with the memory or wal store,\n"+
+			"which keep bodies in RAM (see docs/operations.md)", "an integer of at least 0 (0: no limit)", true,
+		func(c *config) *int64 { return &c.maxStoredBytes }),
+	int64Opt("max-queues", engine.DefaultLimits.MaxQueues, 0,
+		"queues the relay holds; NEW past it gets ERR QUOTA; 0: no limit",
+		"an integer of at least 0 (0: no limit)", true, func(c *config) *int64 { return &c.maxQueues }),
+	durOpt("unsecured-ttl", engine.DefaultLimits.UnsecuredTTL,
+		"delete queues never secured (KEY) this long after NEW, with their messages", true,
+		func(c *config) *time.Duration { return &c.unsecuredTTL }),
 	durOpt("handshake-timeout", 10*time.Second, "close connections whose client hello is not complete by then", false,
 		func(c *config) *time.Duration { return &c.handshakeTimeout }),
 	intOpt("max-conns", 0, 0, "open connections at most; 0 means the open-file limit less 64",
@@ -617,7 +647,8 @@ func parseLevel(s string) slog.Level {
 // engineLimits and connLimits are the live options as the engine takes them.
 func (c *config) engineLimits() engine.Limits {
 	return engine.Limits{Quota: c.quota, MessageTTL: c.messageTTL, SuspendedTTL: c.suspendedTTL,
-		NewQueuesPerMinute: c.newPerMinute}
+		NewQueuesPerMinute: c.newPerMinute, MaxStoredBytes: noLimit64(c.maxStoredBytes),
+		MaxQueues: noLimit64(c.maxQueues), UnsecuredTTL: c.unsecuredTTL}
 }
 
 func (c *config) connLimits() transport.ConnLimits {
@@ -628,6 +659,14 @@ func (c *config) connLimits() transport.ConnLimits {
 
 // noLimit maps an option's 0 (no limit) onto the engine's -1.
 func noLimit(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
+}
+
+// noLimit64 is noLimit for the engine's int64 caps.
+func noLimit64(n int64) int64 {
 	if n == 0 {
 		return -1
 	}

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smprelay/smprelay/engine"
 	"github.com/smprelay/smprelay/transport"
 )
 
@@ -570,5 +571,27 @@ func TestVersionCommand(t *testing.T) {
 	if !strings.HasPrefix(lines[0], "smp-server ") || !strings.Contains(out.String(), "\ngo go1.") ||
 		!strings.Contains(out.String(), "\nprotocol SMP/1, transport version 2\n") {
 		t.Fatalf("version output:\n%s", out.String())
+	}
+}
+
+// TestCapOptions: the relay-wide caps take byte counts past 2³¹ (the config
+// file's underscores included), 0 turns a cap off (the engine's -1), and the
+// defaults are the engine's.
+func TestCapOptions(t *testing.T) {
+	r, err := resolve(flagsOf(t), env{}.get, files{}.read)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := r.cfg.engineLimits(); l.MaxStoredBytes != engine.DefaultLimits.MaxStoredBytes ||
+		l.MaxQueues != engine.DefaultLimits.MaxQueues || l.UnsecuredTTL != engine.DefaultLimits.UnsecuredTTL {
+		t.Fatalf("default limits %+v, want the engine's defaults", l)
+	}
+	r, err = resolve(flagsOf(t, "--config", "/c", "--max-queues", "0"), env{"SMP_UNSECURED_TTL": "36h"}.get,
+		files{"/c": "max-stored-bytes = 17_179_869_184\nmax-queues = 5\n"}.read)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := r.cfg.engineLimits(); l.MaxStoredBytes != 16<<30 || l.MaxQueues != -1 || l.UnsecuredTTL != 36*time.Hour {
+		t.Fatalf("limits %+v: want 16 GiB, no queue cap and 36h", l)
 	}
 }
