@@ -196,11 +196,11 @@ func (e *Engine) Queues() int { return int(e.stats.queues.Load()) }
 func (e *Engine) replay(r *store.Record) error {
 	if r.Kind == store.QueueCreated {
 		if r.RecipientKey == nil {
-			return errors.New("engine: replay: queue without a recipient key")
+			return errors.New("replay: queue without a recipient key")
 		}
 		if q := e.queues.get(r.RID[:]); q != nil {
 			if q.rid != r.RID || q.sid != r.SID {
-				return errors.New("engine: replay: queue ID collides with another queue")
+				return errors.New("replay: queue ID collides with another queue")
 			}
 			return nil
 		}
@@ -215,11 +215,11 @@ func (e *Engine) replay(r *store.Record) error {
 		}
 		q := &queue{rid: r.RID, sid: r.SID, rk: r.RecipientKey, createdAt: created}
 		if r.RID == r.SID || !e.queues.add(q.rid, q) {
-			return errors.New("engine: replay: queue ID collides with another queue")
+			return errors.New("replay: queue ID collides with another queue")
 		}
 		if !e.queues.add(q.sid, q) {
 			e.queues.remove(q.rid, q)
-			return errors.New("engine: replay: queue ID collides with another queue")
+			return errors.New("replay: queue ID collides with another queue")
 		}
 		e.stats.queues.Add(1)
 		return nil
@@ -257,7 +257,7 @@ func (e *Engine) replay(r *store.Record) error {
 			e.stats.dropMessage(n)
 		}
 	default:
-		return fmt.Errorf("engine: replay: unknown record kind %d", r.Kind)
+		return fmt.Errorf("replay: unknown record kind %d", r.Kind)
 	}
 	return nil
 }
@@ -266,16 +266,16 @@ func (e *Engine) replay(r *store.Record) error {
 // its body in memory (Body) or in the store (Ref).
 func storedMessage(r *store.Record) (message, error) {
 	if r.Size < 0 || r.Size > codec.MaxBlockSize {
-		return message{}, fmt.Errorf("engine: replay: message of %d bytes", r.Size)
+		return message{}, fmt.Errorf("replay: message of %d bytes", r.Size)
 	}
 	m := message{id: r.MsgID, ts: r.Time, size: uint32(r.Size)}
 	switch {
 	case r.Ref != 0 && r.Body != nil:
-		return message{}, errors.New("engine: replay: message with both a body and a ref")
+		return message{}, errors.New("replay: message with both a body and a ref")
 	case r.Ref != 0:
 		m.ref = r.Ref
 	case len(r.Body) != r.Size:
-		return message{}, fmt.Errorf("engine: replay: message of size %d with a body of %d bytes", r.Size, len(r.Body))
+		return message{}, fmt.Errorf("replay: message of size %d with a body of %d bytes", r.Size, len(r.Body))
 	default:
 		m.body = r.Body
 	}
