@@ -3,6 +3,8 @@ package bodylog
 import (
 	"errors"
 	"fmt"
+
+	"github.com/smprelay/smprelay/store"
 )
 
 // Sentinel errors; the errors the package returns wrap one of them, with the
@@ -15,7 +17,8 @@ var (
 	// ErrMissing: there is no record at a ref, only zeros: the body was
 	// erased (Delete, Retain), or never reached the disk before a power
 	// loss. The owner treats the message as gone.
-	ErrMissing = errors.New("bodylog: no body at ref")
+	// It wraps store.ErrBodyLost, so the engine drops the message.
+	ErrMissing = fmt.Errorf("bodylog: no body at ref (%w)", store.ErrBodyLost)
 	// ErrRef: a ref this package never returns (offset not aligned or
 	// inside the segment header, segment number 0).
 	ErrRef = errors.New("bodylog: invalid ref")

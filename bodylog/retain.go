@@ -108,7 +108,7 @@ func (l *Log) Retain(live []store.BodyRef) (RetainStats, error) {
 		l.log.Warn("bodylog: live refs without a readable record; reading them will fail", "count", st.Unreadable)
 	}
 	l.log.Info("bodylog: retained the live bodies", "segments", st.Segments, "removed", st.Removed,
-		"vouched", st.Vouched, "swept", st.Swept, "erased_bytes", st.Erased)
+		"vouched", st.Vouched, "swept", st.Swept, "erased-bytes", st.Erased)
 	return st, nil
 }
 

@@ -189,6 +189,11 @@ type Stats struct {
 	Compactions uint64 // compactions completed, start-up included
 	Durable     uint64 // now: highest durable LSN
 	BodyBytes   int64  // now: bytes of bodies the store keeps itself (0 when the engine holds them)
+	BodyFiles   int    // now: files holding those bodies
+	CacheHits   uint64 // body reads answered from the store's cache
+	CacheMisses uint64 // body reads that went to disk
+	CacheBytes  int64  // now: bytes the body cache holds
+	CacheMax    int64  // now: the body cache's bound (0: no cache)
 	Failed      bool   // now: a write or fsync failed, and the store refuses every change until a restart
 }
 

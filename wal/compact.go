@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/smprelay/smprelay/internal/atomicfile"
@@ -32,8 +33,17 @@ func (l *Log) Attach(s store.Snapshotter) error {
 		return errors.New("wal: Attach called twice")
 	}
 	l.snap = s
-	if err := l.compact(); err != nil {
+	var live []store.BodyRef
+	if l.opts.Bodies != nil {
+		l.liveRefs = &live
+	}
+	err := l.compact()
+	l.liveRefs = nil
+	if err != nil {
 		return errwrap.Wrap(errStartupCompaction, err)
+	}
+	if err := l.retainBodies(live); err != nil {
+		return err
 	}
 	l.attached.Store(true)
 	go l.compactLoop()
@@ -81,6 +91,27 @@ func (l *Log) compactLoop() {
 			failedAt = time.Time{}
 		}
 	}
+}
+
+// retainBodies tells the body keeper, after the start-up compaction, which
+// bodies live: everything else it holds from earlier runs goes, and so do the
+// bodies replay moved out of the log for messages deleted later in it.
+func (l *Log) retainBodies(live []store.BodyRef) error {
+	b := l.opts.Bodies
+	if b == nil {
+		return nil
+	}
+	slices.Sort(live)
+	for _, ref := range l.migratedRefs {
+		if _, ok := slices.BinarySearch(live, ref); !ok {
+			b.Delete(ref)
+		}
+	}
+	l.migratedRefs = nil
+	if err := b.Retain(live); err != nil {
+		return fmt.Errorf("wal: dropping the bodies no message names: %w", err)
+	}
+	return nil
 }
 
 // compact runs the start-up compaction.
@@ -148,6 +179,13 @@ func (l *Log) compactLocked() error {
 	if err := l.removeFiles(old); err != nil {
 		return fmt.Errorf("wal: removing compacted files: %w", err)
 	}
+	if b := l.opts.Bodies; b != nil && l.liveRefs == nil {
+		// SPEC §8: after a compaction no deleted body is left. The start-up
+		// compaction leaves it to Attach's Retain, which sees every body.
+		if err := b.Erase(); err != nil {
+			return fmt.Errorf("wal: erasing deleted bodies: %w", err)
+		}
+	}
 	l.stats.compactions.Add(1)
 	l.log.Info("wal: compacted", "snapshot", snapshotName(n), "records", count,
 		"log-bytes-before", before, "log-bytes-after", l.stats.logBytes.Load(),
@@ -185,8 +223,11 @@ func (l *Log) fillSnapshot(p *atomicfile.Pending, n, base uint64) (int, int64, e
 			return errStopped
 		default:
 		}
-		if err := checkRecord(r); err != nil {
+		if err := l.checkRecord(r); err != nil {
 			return err
+		}
+		if l.liveRefs != nil && r.Kind == store.MessageStored && r.Ref != 0 {
+			*l.liveRefs = append(*l.liveRefs, r.Ref)
 		}
 		enc.add(r)
 		count++
@@ -210,6 +251,13 @@ func (l *Log) fillSnapshot(p *atomicfile.Pending, n, base uint64) (int, int64, e
 	enc.commit(0)
 	if _, err := p.Write(enc.out); err != nil {
 		return 0, 0, fmt.Errorf("wal: writing snapshot: %w", err)
+	}
+	if b := l.opts.Bodies; b != nil {
+		// The snapshot may name bodies no durable segment names yet (moved
+		// out of the log by replay): they are durable before it is.
+		if err := b.Sync(); err != nil {
+			return 0, 0, fmt.Errorf("wal: syncing the bodies a snapshot names: %w", err)
+		}
 	}
 	if err := p.Sync(); err != nil {
 		return 0, 0, fmt.Errorf("wal: syncing snapshot: %w", err)

@@ -53,3 +53,7 @@ var (
 	errStartupCompaction = errors.New("wal: start-up compaction")
 	errWritingSnapshot   = errors.New("wal: writing snapshot")
 )
+
+// ErrBodiesElsewhere: the log names message bodies kept in a body store
+// (the disk store's), and this Log was opened without one.
+var ErrBodiesElsewhere = errors.New("wal: the log keeps message bodies in a body store: open it with the disk store (smp-server start --store disk)")

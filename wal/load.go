@@ -55,9 +55,18 @@ func (l *Log) Load(apply func(r *store.Record) error) error {
 	if err != nil {
 		return err
 	}
-	last, err := l.replay(plan, apply)
+	last, err := l.replay(plan, func(r *store.Record) error {
+		if err := l.replayBody(r); err != nil {
+			return err
+		}
+		return apply(r)
+	})
 	if err != nil {
 		return err
+	}
+	if n := l.migrated.Load(); n > 0 {
+		l.log.Info("wal: message bodies moved from the log to the body store; the start-up compaction drops them from the log",
+			"bodies", n)
 	}
 	return l.startWriter(plan, last)
 }

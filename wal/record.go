@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/smprelay/smprelay/codec"
 	"github.com/smprelay/smprelay/store"
@@ -14,6 +15,8 @@ const (
 	idSize    = codec.QueueIDSize // RID, SID
 	msgIDSize = codec.MsgIDSize
 	timeSize  = 8
+	sizeSize  = 4 // a body's length in recMessageRef
+	refSize   = 8 // a store.BodyRef in recMessageRef
 )
 
 // Record kinds as the log writes them: part of the file format, never
@@ -26,10 +29,12 @@ const (
 	recQueueDeleted   byte = 4
 	recMessageStored  byte = 5
 	recMessageDeleted byte = 6
+	recMessageRef     byte = 7 // a message whose body a Bodies keeps: size and ref instead of the body
+	recQueueCreatedAt byte = 8 // queue created, with its creation time
 )
 
-// fileKind returns the kind byte the log writes for k, and false for a kind
-// the log cannot store.
+// fileKind returns the kind byte of k's first form, and false for a kind the
+// log cannot store; recordKind picks the form a record needs.
 func fileKind(k store.Kind) (byte, bool) {
 	switch k {
 	case store.QueueCreated:
@@ -60,17 +65,37 @@ func storeKind(b byte) (store.Kind, bool) {
 		return store.QueueSuspended, true
 	case recQueueDeleted:
 		return store.QueueDeleted, true
-	case recMessageStored:
+	case recMessageStored, recMessageRef:
 		return store.MessageStored, true
 	case recMessageDeleted:
 		return store.MessageDeleted, true
+	case recQueueCreatedAt:
+		return store.QueueCreated, true
 	}
 	return 0, false
 }
 
+// recordKind returns the kind byte r is written with: a message kept by ref
+// and a queue with a creation time have forms of their own, so that logs
+// written before those fields existed read as they did.
+func recordKind(r *store.Record) byte {
+	switch {
+	case r.Kind == store.MessageStored && r.Ref != 0:
+		return recMessageRef
+	case r.Kind == store.QueueCreated && r.Time != 0:
+		return recQueueCreatedAt
+	}
+	k, _ := fileKind(r.Kind)
+	return k
+}
+
+// checkRecord is checkRecord for this log: refs are valid only when a Bodies
+// keeps the bodies they name.
+func (l *Log) checkRecord(r *store.Record) error { return checkRecord(r, l.opts.Bodies != nil) }
+
 // checkRecord reports whether r can be encoded: a known kind with the key
 // that kind needs. Append calls it so that encoding in the writer cannot fail.
-func checkRecord(r *store.Record) error {
+func checkRecord(r *store.Record, refs bool) error {
 	switch r.Kind {
 	case store.QueueCreated:
 		if r.RecipientKey == nil || len(r.RecipientKey.SPKI()) == 0 {
@@ -81,10 +106,17 @@ func checkRecord(r *store.Record) error {
 			return fmt.Errorf("%w: queue secured without a sender key", ErrRecord)
 		}
 	case store.MessageStored:
-		// The log keeps every body itself, in the record: it can write
-		// neither a body another store holds nor one whose size is wrong.
+		// Without a Bodies the log keeps every body itself, in the record:
+		// it can write neither a body another store holds nor one whose
+		// size is wrong.
 		if r.Ref != 0 {
-			return fmt.Errorf("%w: message stored by reference, without its body", ErrRecord)
+			if !refs {
+				return fmt.Errorf("%w: message stored by reference, without its body", ErrRecord)
+			}
+			if r.Body != nil || r.Size < 0 || r.Size > math.MaxUint32 {
+				return fmt.Errorf("%w: message stored by reference with a body or a size of %d", ErrRecord, r.Size)
+			}
+			break
 		}
 		if r.Size != len(r.Body) {
 			return fmt.Errorf("%w: message stored with size %d and a body of %d bytes", ErrRecord, r.Size, len(r.Body))
@@ -102,12 +134,20 @@ func recordSize(r *store.Record) int {
 	switch r.Kind {
 	case store.QueueCreated:
 		n += idSize + len(r.RecipientKey.SPKI())
+		if r.Time != 0 {
+			n += timeSize
+		}
 	case store.QueueSecured:
 		n += len(r.SenderKey.SPKI())
 	case store.QueueSuspended:
 		n += timeSize
 	case store.MessageStored:
-		n += msgIDSize + timeSize + len(r.Body)
+		n += msgIDSize + timeSize
+		if r.Ref != 0 {
+			n += sizeSize + refSize
+		} else {
+			n += len(r.Body)
+		}
 	case store.MessageDeleted:
 		n += msgIDSize
 	}
@@ -117,12 +157,14 @@ func recordSize(r *store.Record) int {
 // appendRecord appends r's encoding to dst. r has passed checkRecord.
 func appendRecord(dst []byte, r *store.Record) []byte {
 	dst = binary.AppendUvarint(dst, uint64(recordSize(r)))
-	k, _ := fileKind(r.Kind)
-	dst = append(dst, k)
+	dst = append(dst, recordKind(r))
 	dst = append(dst, r.RID[:]...)
 	switch r.Kind {
 	case store.QueueCreated:
 		dst = append(dst, r.SID[:]...)
+		if r.Time != 0 {
+			dst = binary.LittleEndian.AppendUint64(dst, uint64(r.Time))
+		}
 		dst = append(dst, r.RecipientKey.SPKI()...)
 	case store.QueueSecured:
 		dst = append(dst, r.SenderKey.SPKI()...)
@@ -131,7 +173,12 @@ func appendRecord(dst []byte, r *store.Record) []byte {
 	case store.MessageStored:
 		dst = append(dst, r.MsgID[:]...)
 		dst = binary.LittleEndian.AppendUint64(dst, uint64(r.Time))
-		dst = append(dst, r.Body...)
+		if r.Ref != 0 {
+			dst = binary.LittleEndian.AppendUint32(dst, uint32(r.Size))
+			dst = binary.LittleEndian.AppendUint64(dst, uint64(r.Ref))
+		} else {
+			dst = append(dst, r.Body...)
+		}
 	case store.MessageDeleted:
 		dst = append(dst, r.MsgID[:]...)
 	}
@@ -150,6 +197,8 @@ type recordView struct {
 	time  int64
 	key   []byte // SPKI of queue created / secured; aliases the buffer
 	body  []byte // message stored; aliases the buffer
+	size  uint32 // message stored by ref: the body's length
+	ref   uint64 // message stored by ref: where the body is
 }
 
 // decodeRecord decodes the record at the start of b and returns how many
@@ -182,6 +231,13 @@ func decodeRecord(b []byte, v *recordView) (int, error) {
 		}
 		copy(v.sid[:], f)
 		v.key = f[idSize:]
+	case recQueueCreatedAt:
+		if len(f) <= idSize+timeSize {
+			return 0, errors.New("queue created record without a key")
+		}
+		copy(v.sid[:], f)
+		v.time = int64(binary.LittleEndian.Uint64(f[idSize:]))
+		v.key = f[idSize+timeSize:]
 	case recQueueSecured:
 		if len(f) == 0 {
 			return 0, errors.New("queue secured record without a key")
@@ -203,6 +259,17 @@ func decodeRecord(b []byte, v *recordView) (int, error) {
 		copy(v.msgID[:], f)
 		v.time = int64(binary.LittleEndian.Uint64(f[msgIDSize:]))
 		v.body = f[msgIDSize+timeSize:]
+	case recMessageRef:
+		if err := exact(msgIDSize + timeSize + sizeSize + refSize); err != nil {
+			return 0, err
+		}
+		copy(v.msgID[:], f)
+		v.time = int64(binary.LittleEndian.Uint64(f[msgIDSize:]))
+		v.size = binary.LittleEndian.Uint32(f[msgIDSize+timeSize:])
+		v.ref = binary.LittleEndian.Uint64(f[msgIDSize+timeSize+sizeSize:])
+		if v.ref == 0 {
+			return 0, errors.New("message stored by ref with ref 0")
+		}
 	case recMessageDeleted:
 		if err := exact(msgIDSize); err != nil {
 			return 0, err
@@ -223,7 +290,7 @@ func (v *recordView) toRecord(r *store.Record) error {
 	}
 	*r = store.Record{Kind: k, RID: v.rid, Time: v.time, MsgID: v.msgID}
 	switch v.kind {
-	case recQueueCreated:
+	case recQueueCreated, recQueueCreatedAt:
 		r.SID = v.sid
 		k, err := codec.ParseVerifyKey(v.key)
 		if err != nil {
@@ -239,6 +306,8 @@ func (v *recordView) toRecord(r *store.Record) error {
 	case recMessageStored:
 		r.Size = len(v.body)
 		r.Body = append(make([]byte, 0, len(v.body)), v.body...)
+	case recMessageRef:
+		r.Size, r.Ref = int(v.size), store.BodyRef(v.ref)
 	}
 	return nil
 }

@@ -61,6 +61,9 @@ type Options struct {
 	// FS is the filesystem the log lives in; nil is vfs.OS. Tests pass one
 	// that fails on demand or simulates a power cut (vfs/crashfs).
 	FS vfs.FS
+	// Bodies, when set, keeps message bodies outside the log (see Bodies);
+	// nil keeps every body in its record.
+	Bodies Bodies
 }
 
 // Defaults of Options.
@@ -113,6 +116,13 @@ type Log struct {
 	compactStop chan struct{}     // closed by Close to stop the compaction goroutine
 	compactDone chan struct{}     // closed when the compaction goroutine returns
 	liveScale   atomic.Uint64     // float64 bits: last snapshot bytes / LiveBytes then (0: unknown, use 1)
+	migrated    atomic.Int64      // bodies replay moved from records to opts.Bodies (replayBody)
+	// migratedRefs are the refs of those bodies: appended by the replay's
+	// applier goroutine, read by Attach after Load returned.
+	migratedRefs []store.BodyRef
+	// liveRefs collects the refs the start-up compaction's snapshot names;
+	// set and cleared by Attach around it, nil otherwise.
+	liveRefs *[]store.BodyRef
 
 	w writer // owned by the writer goroutine once Load has started it
 
@@ -189,9 +199,14 @@ func (l *Log) Dir() string { return l.dir }
 // once. In SyncAlways mode it returns r's LSN and, once the LSN is durable,
 // the writer calls n.NotifyDurable; in the other modes it returns 0. n must
 // be comparable (a pointer, as the engine's Session is): the writer dedupes
-// by it. The ref is always 0: a message's body is written in its record.
+// by it. The ref is 0 unless Options.Bodies keeps the body of a message
+// stored (see Bodies).
 func (l *Log) Append(r store.Record, n store.Notifier) (uint64, store.BodyRef, error) {
-	if err := checkRecord(&r); err != nil {
+	if err := l.checkRecord(&r); err != nil {
+		return 0, 0, err
+	}
+	ref, err := l.bodyRecord(&r)
+	if err != nil {
 		return 0, 0, err
 	}
 	l.mu.Lock()
@@ -218,6 +233,7 @@ func (l *Log) Append(r store.Record, n store.Notifier) (uint64, store.BodyRef, e
 	}
 	first := len(l.pending) == 1
 	l.mu.Unlock()
+	l.bodiesDied(&r)
 	if first {
 		select {
 		case l.kick <- struct{}{}:
@@ -225,15 +241,9 @@ func (l *Log) Append(r store.Record, n store.Notifier) (uint64, store.BodyRef, e
 		}
 	}
 	if l.opts.Sync != SyncAlways {
-		return 0, 0, nil
+		return 0, ref, nil
 	}
-	return lsn, 0, nil
-}
-
-// ReadBody implements store.Store. The log never returns a ref, so the
-// engine never calls it; it answers with an error.
-func (l *Log) ReadBody(store.QueueID, store.MsgID, store.BodyRef, []byte) ([]byte, error) {
-	return nil, errNoRefs
+	return lsn, ref, nil
 }
 
 // Durable implements store.Store.

@@ -37,10 +37,13 @@ func TestRecordRoundTrip(t *testing.T) {
 		{"message stored empty body", store.Record{Kind: store.MessageStored, RID: randID(), MsgID: randMsgID(), Time: 1, Body: nil}},
 		{"message stored largest body", store.Record{Kind: store.MessageStored, RID: randID(), MsgID: randMsgID(), Time: 2, Size: len(body), Body: body}},
 		{"message deleted", store.Record{Kind: store.MessageDeleted, RID: randID(), MsgID: randMsgID()}},
+		{"queue created with time", store.Record{Kind: store.QueueCreated, RID: randID(), SID: randID(), Time: 1764097641, RecipientKey: edKey(t, 0)}},
+		{"message stored by ref", store.Record{Kind: store.MessageStored, RID: randID(), MsgID: randMsgID(), Time: 3, Size: 7168, Ref: 1<<32 | 40}},
+		{"message stored by ref empty", store.Record{Kind: store.MessageStored, RID: randID(), MsgID: randMsgID(), Time: 3, Ref: ^store.BodyRef(0)}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if err := checkRecord(&tc.r); err != nil {
+			if err := checkRecord(&tc.r, true); err != nil {
 				t.Fatal(err)
 			}
 			b := appendRecord([]byte("prefix"), &tc.r)[len("prefix"):]
@@ -93,7 +96,12 @@ func TestKindBytes(t *testing.T) {
 			t.Errorf("storeKind(%d) = %v, %v; want %v", b, got, ok, k)
 		}
 	}
-	for _, b := range []byte{0, 7, 255} {
+	for b, k := range map[byte]store.Kind{7: store.MessageStored, 8: store.QueueCreated} {
+		if got, ok := storeKind(b); !ok || got != k {
+			t.Errorf("storeKind(%d) = %v, %v; want %v", b, got, ok, k)
+		}
+	}
+	for _, b := range []byte{0, 9, 255} {
 		if _, ok := storeKind(b); ok {
 			t.Errorf("storeKind(%d) accepted a byte no kind has", b)
 		}
@@ -113,7 +121,7 @@ func TestCheckRecordRejects(t *testing.T) {
 		{Kind: store.MessageStored, Size: 4, Ref: 1},
 		{Kind: store.MessageStored, Size: 4, Body: []byte("four"), Ref: 1},
 	} {
-		if err := checkRecord(&r); !errors.Is(err, ErrRecord) {
+		if err := checkRecord(&r, false); !errors.Is(err, ErrRecord) {
 			t.Errorf("kind %d: err %v, want ErrRecord", r.Kind, err)
 		}
 	}

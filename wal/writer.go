@@ -1,6 +1,7 @@
 package wal
 
 import (
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -148,6 +149,13 @@ func (l *Log) flush(forceSync, notify bool) error {
 		l.w.enc.commit(first)
 		raw := l.w.enc.takeRaw()
 		out := l.w.enc.out
+		if b := l.opts.Bodies; b != nil {
+			// The group's records name bodies: those reach the file first,
+			// so that a kill -9 after this write finds them (see Bodies).
+			if err := b.Flush(); err != nil {
+				return l.fail(fmt.Errorf("writing message bodies: %w", err))
+			}
+		}
 		n, err := l.w.f.Write(out)
 		l.w.size += int64(n)
 		if cap(out) > 4*targetFrameRaw+(1<<20) {
@@ -211,6 +219,12 @@ func (l *Log) sync() error {
 		return failed
 	}
 	start := time.Now()
+	if b := l.opts.Bodies; b != nil {
+		// Durable records name durable bodies (see Bodies).
+		if err := b.Sync(); err != nil {
+			return l.fail(fmt.Errorf("syncing message bodies: %w", err))
+		}
+	}
 	err := l.w.f.Sync()
 	l.mx.fsync.Observe(int64(time.Since(start)))
 	l.stats.syncs.Add(1)

@@ -666,7 +666,7 @@ func TestRestartKeepsState(t *testing.T) {
 			if code := s.Stop(); code != 0 {
 				t.Fatalf("stop: exit %d", code)
 			}
-			if !strings.Contains(s.Stderr(), "store=wal") || !strings.Contains(s.Stderr(), "fsync="+mode) {
+			if !strings.Contains(s.Stderr(), "store=disk") || !strings.Contains(s.Stderr(), "fsync="+mode) {
 				t.Fatalf("the start-up line does not name the store and fsync mode:\n%s", s.Stderr())
 			}
 

@@ -38,6 +38,7 @@ import (
 
 	"github.com/pkg/profile"
 	"github.com/smprelay/smprelay/codec"
+	"github.com/smprelay/smprelay/diskstore"
 	"github.com/smprelay/smprelay/engine"
 	"github.com/smprelay/smprelay/internal/atomicfile"
 	"github.com/smprelay/smprelay/store"
@@ -331,7 +332,7 @@ func (d *daemon) handleSignals(sigs <-chan os.Signal, served <-chan struct{}, cu
 			return
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				cur = reload(cur, d.sf, d.e, d.srv, &d.level, d.debugLog, d.log)
+				cur = reload(cur, d.sf, d.e, d.srv, d.store, &d.level, d.debugLog, d.log)
 				continue
 			}
 			drain(d.srv, sig, cur.cfg.drainTimeout, sigs, d.log)
@@ -424,7 +425,7 @@ func drain(srv *transport.Server, sig os.Signal, d time.Duration, sigs <-chan os
 // flags still win), applies the live options and keeps the others as they
 // run, logging what changed and what needs a restart. An invalid
 // configuration is logged and ignored. Runs on the signal goroutine.
-func reload(cur *resolved, sf startFlags, e *engine.Engine, srv *transport.Server, level *slog.LevelVar, startedDebug bool, log *slog.Logger) *resolved {
+func reload(cur *resolved, sf startFlags, e *engine.Engine, srv *transport.Server, st store.Store, level *slog.LevelVar, startedDebug bool, log *slog.Logger) *resolved {
 	next, err := resolve(sf, osEnv, readConfigFile)
 	if err != nil {
 		log.Error("reload: configuration rejected; the relay keeps its current one", "err", strings.ReplaceAll(err.Error(), "\n", "; "))
@@ -449,6 +450,11 @@ func reload(cur *resolved, sf startFlags, e *engine.Engine, srv *transport.Serve
 		return cur
 	}
 	srv.SetConnLimits(m.cfg.connLimits())
+	if cs, ok := st.(cacheSizer); ok {
+		if err := cs.SetCacheBytes(m.cfg.cacheSize); err != nil {
+			log.Error("reload: cache-size not applied", "err", err)
+		}
+	}
 	changed := "nothing"
 	if len(live) > 0 {
 		changed = strings.Join(live, ", ")
@@ -685,8 +691,8 @@ func profileMode(s string) (func(*profile.Profile), error) {
 	return nil, fmt.Errorf("profile %q: must be cpu, mem, block or mutex", s)
 }
 
-// openStore opens the store the store option names. The wal lives in
-// DATA/wal.
+// openStore opens the store the store option names: disk in DATA/wal and
+// DATA/bodies, wal in DATA/wal.
 func openStore(c *config, log *slog.Logger) (store.Store, error) {
 	if c.store == "memory" {
 		return store.MemoryStore{}, nil
@@ -695,12 +701,19 @@ func openStore(c *config, log *slog.Logger) (store.Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	l, err := wal.Open(filepath.Join(c.data, "wal"), wal.Options{Sync: mode, SyncInterval: c.fsyncInterval, Logger: log})
+	lo := wal.Options{Sync: mode, SyncInterval: c.fsyncInterval, Logger: log}
+	if c.store == "disk" {
+		return diskstore.Open(c.data, diskstore.Options{Log: lo, CacheBytes: c.cacheSize, Logger: log})
+	}
+	l, err := wal.Open(filepath.Join(c.data, diskstore.WALDir), lo)
 	if err != nil {
 		return nil, err
 	}
 	return l, nil
 }
+
+// cacheSizer is a store with a body cache whose bound reloads live.
+type cacheSizer interface{ SetCacheBytes(n int64) error }
 
 // fsyncLabel is the durability the relay runs with, for the start-up line.
 func fsyncLabel(c *config) string {

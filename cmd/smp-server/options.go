@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/smprelay/smprelay/codec"
+	"github.com/smprelay/smprelay/diskstore"
 	"github.com/smprelay/smprelay/engine"
 	"github.com/smprelay/smprelay/transport"
 	"github.com/smprelay/smprelay/wal"
@@ -28,6 +29,7 @@ type config struct {
 	fsync            string
 	fsyncInterval    time.Duration
 	store            string
+	cacheSize        int64 // the disk store's body cache, bytes
 	quota            int
 	messageTTL       time.Duration
 	suspendedTTL     time.Duration
@@ -173,10 +175,19 @@ var options = []option{
 			c.blockSize = n
 			return true
 		}},
-	enumOpt("store", "wal", []string{"wal", "memory"}, "where state is kept:\n"+
-		"wal     a write-ahead log in DATA/wal: queues and messages survive restarts and crashes\n"+
+	enumOpt("store", "disk", []string{"disk", "wal", "memory"}, "where state is kept:\n"+
+		"disk    queues in a write-ahead log in DATA/wal, message bodies in DATA/bodies behind\n"+
+		"        a cache of cache-size: RAM holds the queues and a small index, not the bodies;\n"+
+		"        everything survives restarts and crashes. Opens a wal store's directory and\n"+
+		"        moves its bodies to DATA/bodies at the first start\n"+
+		"wal     everything in the write-ahead log, bodies in RAM too: survives restarts and\n"+
+		"        crashes, but RAM grows with what is stored and every start reads every body\n"+
 		"memory  nothing survives a restart", false, func(c *config) *string { return &c.store }),
-	enumOpt("fsync", "always", []string{"always", "interval", "never"}, "durability of the wal store:\n"+
+	int64Opt("cache-size", diskstore.DefaultCacheBytes, 0,
+		"bytes of message bodies the disk store keeps in RAM to deliver without reading\n"+
+			"the disk; 0: no cache", "an integer of at least 0 (0: no cache)", true,
+		func(c *config) *int64 { return &c.cacheSize }),
+	enumOpt("fsync", "always", []string{"always", "interval", "never"}, "durability of the disk and wal stores:\n"+
 		"always    a NEW/KEY/OFF/DEL/SEND/ACK is answered only once its log record is fsynced\n"+
 		"          (group commit): kill -9 or power loss loses nothing that was answered\n"+
 		"interval  answer at once, fsync every fsync-interval: kill -9 loses at most what\n"+

@@ -150,7 +150,7 @@ func TestConfigFileLocation(t *testing.T) {
 var badValues = map[string][]string{
 	"data":           {""},
 	"listen":         {"5223", "host", "h:99999", "h:port"},
-	"store":          {"disk", "WAL"},
+	"store":          {"tape", "WAL"},
 	"fsync":          {"sometimes"},
 	"key-type":       {"ed25519"},
 	"metrics-listen": {"a:b:c", "99999", "host"},
