@@ -29,22 +29,25 @@ import (
 var memSlack = map[bool]int{false: 1, true: 8}[race.Enabled]
 
 // rssKiB reads the server's resident set size.
-func rssKiB(t *testing.T, s *smptest.Server) int {
+func rssKiB(t *testing.T, s *smptest.Server) int { return procStatusKiB(t, s, "VmRSS") }
+
+// procStatusKiB reads a kB field of the server's /proc status.
+func procStatusKiB(t *testing.T, s *smptest.Server, field string) int {
 	t.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.Cmd.Process.Pid))
 	if err != nil {
 		t.Fatalf("reading server memory: %v", err)
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(line, field+":"); ok {
 			n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
 			if err != nil {
-				t.Fatalf("VmRSS line %q: %v", line, err)
+				t.Fatalf("%s line %q: %v", field, line, err)
 			}
 			return n
 		}
 	}
-	t.Fatal("no VmRSS in /proc status")
+	t.Fatalf("no %s in /proc status", field)
 	return 0
 }
 
