@@ -46,10 +46,17 @@ package main
 //	smp_blocks_total                  counter    direction          transport blocks read (in) and written (out)
 //	smp_bytes_total                   counter    direction          bytes read (in: opened client hellos and whole blocks) and written
 //	                                                                (out: server hellos and blocks)
-//	smp_wal_fsync_seconds             histogram  -                  latency of each fsync of a log segment (--store wal only)
+//	smp_wal_fsync_seconds             histogram  -                  latency of each fsync of a log segment (--store disk and wal)
 //	smp_wal_batch_records             histogram  -                  records per group written (one write, and in --fsync always one fsync)
 //	smp_wal_bytes_written_total       counter    -                  bytes written to log segments, frames included
 //	smp_wal_compactions_total         counter    -                  log compactions completed, the start-up one included
+//	smp_store_body_bytes              gauge      -                  bytes the body files occupy on disk (--store disk only, as the
+//	                                                                five below)
+//	smp_store_body_files              gauge      -                  body files (segments)
+//	smp_store_cache_hits_total        counter    -                  bodies delivered from the body cache
+//	smp_store_cache_misses_total      counter    -                  bodies read from the body files
+//	smp_store_cache_bytes             gauge      -                  bytes the body cache holds
+//	smp_store_cache_max_bytes         gauge      -                  the cache bound in force (--cache-size)
 //
 // Plus the Go runtime's go_* and the process's process_* metrics.
 
@@ -194,6 +201,7 @@ type relayCollector struct {
 	queues, messages, messageBytes, expired, delivery, blocks, bytes   *prometheus.Desc
 	lost, queuesExpired, quotaRefusals, maxStoredBytes, maxQueues      *prometheus.Desc
 	walFsync, walBatch, walBytes, walCompactions                       *prometheus.Desc
+	bodyBytes, bodyFiles, cacheHits, cacheMisses, cacheBytes, cacheMax *prometheus.Desc
 }
 
 func newRelayCollector(src metricsSource) *relayCollector {
@@ -232,6 +240,12 @@ func newRelayCollector(src metricsSource) *relayCollector {
 		walBatch:       d("smp_wal_batch_records", "Records per group written to the log."),
 		walBytes:       d("smp_wal_bytes_written_total", "Bytes written to log segments, frames included."),
 		walCompactions: d("smp_wal_compactions_total", "Log compactions completed, the start-up one included."),
+		bodyBytes:      d("smp_store_body_bytes", "Bytes the disk store's body files occupy on disk."),
+		bodyFiles:      d("smp_store_body_files", "Body files (segments) of the disk store."),
+		cacheHits:      d("smp_store_cache_hits_total", "Message bodies delivered from the disk store's cache."),
+		cacheMisses:    d("smp_store_cache_misses_total", "Message bodies the disk store read from its files."),
+		cacheBytes:     d("smp_store_cache_bytes", "Bytes of message bodies the disk store's cache holds."),
+		cacheMax:       d("smp_store_cache_max_bytes", "The disk store's cache bound in force (--cache-size)."),
 	}
 }
 
@@ -245,6 +259,11 @@ func (c *relayCollector) Describe(ch chan<- *prometheus.Desc) {
 	if c.src.Store != nil {
 		ch <- c.walBytes
 		ch <- c.walCompactions
+	}
+	if _, ok := c.src.Store.(cacheSizer); ok {
+		for _, d := range []*prometheus.Desc{c.bodyBytes, c.bodyFiles, c.cacheHits, c.cacheMisses, c.cacheBytes, c.cacheMax} {
+			ch <- d
+		}
 	}
 	if _, ok := c.src.Store.(syncHistograms); ok {
 		ch <- c.walFsync
@@ -303,6 +322,14 @@ func (c *relayCollector) Collect(ch chan<- prometheus.Metric) {
 		st := c.src.Store.StoreStats()
 		counter(c.walBytes, st.DiskBytes)
 		counter(c.walCompactions, st.Compactions)
+		if _, ok := c.src.Store.(cacheSizer); ok {
+			gauge(c.bodyBytes, st.BodyBytes)
+			gauge(c.bodyFiles, int64(st.BodyFiles))
+			counter(c.cacheHits, st.CacheHits)
+			counter(c.cacheMisses, st.CacheMisses)
+			gauge(c.cacheBytes, st.CacheBytes)
+			gauge(c.cacheMax, st.CacheMax)
+		}
 	}
 	if h, ok := c.src.Store.(syncHistograms); ok {
 		fsync, batch := h.Histograms()
