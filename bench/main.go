@@ -439,9 +439,12 @@ func (s *suite) reportPinning() {
 	}
 }
 
-// start starts an smp-server with --server-args and args, profiled into a
-// directory of its own with --server-profile.
-func (s *suite) start(args ...string) (*server, error) {
+// start starts an smp-server with --server-args and args on a fresh data
+// directory, profiled into a directory of its own with --server-profile.
+func (s *suite) start(args ...string) (*server, error) { return s.startIn("", args...) }
+
+// startIn is start on the data directory data ("": a fresh one).
+func (s *suite) startIn(data string, args ...string) (*server, error) {
 	full := append(slices.Clone(s.c.serverArgs), args...)
 	if s.c.serverProfile != "" {
 		s.servers++
@@ -454,6 +457,9 @@ func (s *suite) start(args ...string) (*server, error) {
 		}
 		full = append(full, "--profile", s.c.serverProfile, "--profile-dir", dir)
 		s.rep.Profiles = append(s.rep.Profiles, dir)
+	}
+	if data != "" {
+		return startServerIn(s.ctx, s.bin, data, s.pin.serverSet(), full...)
 	}
 	return startServer(s.ctx, s.bin, s.tmp, s.pin.serverSet(), full...)
 }
