@@ -16,6 +16,13 @@
 #                    e.g. BENCHFLAGS='--hostile-duration 4s --server-args "--fsync never"'
 #   make bench-wal   write-ahead log figures: compression, append rate per fsync mode,
 #                    the relay end to end per fsync mode, restart of 1M queues + 1M messages
+#   make bench-storage  issue 14's memory and restart bounds (a few minutes on 2 cores): RSS against
+#                    160,000 stored 7,168-byte messages in 256 queues and against 100,000 empty queues
+#                    (bytes per message and per queue, SVG charts), restart time against an empty
+#                    relay's, then a cold read of every message (msg/s, cache hit rate), with
+#                    --store disk; BENCHFLAGS='--storage-store wal' measures another store. The
+#                    README's large restart case (1M queues + 4M small messages, not run by default):
+#                    BENCHFLAGS='--scenarios storage-queues --storage-queue-count 1000000 --storage-queue-messages 4000000'
 
 GO      ?= go
 BIN     ?= bin
@@ -35,7 +42,7 @@ RACE := $(shell [ "$$($(GO) env CGO_ENABLED)" = 1 ] && command -v "$$($(GO) env 
 # Cycles of make crash-test (at least 20 for the figure docs/performance.md quotes).
 CRASH_CYCLES ?= 25
 
-.PHONY: all build install run test vet clean fuzz crash-test bench bench-quick bench-hostile bench-wal
+.PHONY: all build install run test vet clean fuzz crash-test bench bench-quick bench-hostile bench-wal bench-storage
 
 all: build
 
@@ -76,6 +83,9 @@ bench-quick:
 
 bench-hostile:
 	$(GO) run ./bench --scenarios hostile $(BENCHFLAGS)
+
+bench-storage:
+	$(GO) run ./bench --scenarios storage-messages,storage-queues $(BENCHFLAGS)
 
 bench-wal:
 	$(GO) test ./wal -run XXX -bench 'Compression|Append' -benchtime 2000x

@@ -5,6 +5,7 @@
 //	go run ./bench --quick                 # the short suite (make bench-quick)
 //	go run ./bench --scenarios relay-signed --pairs 1,8 --duration 5s
 //	go run ./bench --scenarios hostile     # attacks, one at a time (make bench-hostile)
+//	go run ./bench --scenarios storage-messages,storage-queues  # memory and restart (make bench-storage)
 //	go run ./bench --help
 //
 // It builds smp-server itself, starts it on 127.0.0.1:0 with a fresh data
@@ -22,7 +23,15 @@
 // under each --fsync mode). Outside the default suite, hostile (hostile.go,
 // attacks.go) runs a baseline and then each attack of issue 12 alone while an
 // honest client on 127.0.0.2 measures its latency; attackers use raw
-// connections (rawconn.go) from 127.0.0.10 and up.
+// connections (rawconn.go) from 127.0.0.10 and up. Also outside it, the
+// storage scenarios (storage.go; issue 14) run relays with --store
+// --storage-store: storage-messages fills messages into secured queues in
+// steps, reading the relay's settled RSS after each (bytes per stored
+// message), restarts it on the same data directory (time to "listening on"
+// against an empty relay's, RSS) and drains every queue (the cold read:
+// msg/s, and the store's cache hit rate from the metrics endpoint);
+// storage-queues does the same with empty queues (bytes per queue), and
+// optionally small messages after them for the large restart case.
 //
 // Server CPU and memory are read from /proc/<pid>/stat (utime+stime) and
 // /proc/<pid>/status (VmRSS) before and after each timed phase, so the load

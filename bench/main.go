@@ -33,8 +33,9 @@ func main() {
 var allScenarios = []string{"crypto-limit", "relay-signed", "relay-unsigned", "handshakes", "idle-connections", "fsync"}
 
 // knownScenarios adds the ones that run only when asked for: hostile
-// measures attacks, not capacity (make bench-hostile).
-var knownScenarios = append(slices.Clone(allScenarios), "hostile")
+// measures attacks, not capacity (make bench-hostile), and the storage
+// scenarios fill gigabytes for minutes (make bench-storage).
+var knownScenarios = append(slices.Clone(allScenarios), "hostile", "storage-messages", "storage-queues")
 
 // defaultOut is where fresh runs go, relative to the directory make runs in
 // (the repository root). .gitignore lists it, so runs leave no untracked
@@ -79,6 +80,21 @@ type config struct {
 	hostileDialers  int
 	// hostileHonestProc runs the honest client in its own process.
 	hostileHonestProc bool
+
+	// The storage scenarios (storage.go).
+	storageStore         string // --store of their relays
+	storageMessages      int    // storage-messages: messages stored
+	storageBody          int    // storage-messages: body bytes of each
+	storageMsgQueues     int    // storage-messages: queues they are spread over
+	storageQueues        int    // storage-queues: queues made
+	storageQueueSecure   bool   // storage-queues: KEY after each NEW
+	storageQueueMsgs     int    // storage-queues: messages sent after the queues (the large restart case)
+	storageQueueBody     int    // storage-queues: body bytes of each
+	storageSteps         int    // readings per fill or creation
+	storageConns         int    // client connections of a fill, creation or drain
+	storageInflight      int    // commands in flight over them
+	storageEmptyRestarts int    // restarts of the empty reference relay
+	storageMetrics       bool   // start the relays with --metrics-listen, for the cache counters and the Go heap
 }
 
 const usageText = `bench drives the real smp-server over loopback and reports what one machine can serve,
@@ -101,6 +117,14 @@ Scenarios (--scenarios, comma-separated, in this order):
                     alone for --hostile-duration while an honest client measures dial, SEND -> MSG and
                     full-cycle latency; per attack the ratio to the baseline, relay CPU and RSS, the
                     attacker's rate and whether the relay stayed up
+  storage-messages  not in the default suite (make bench-storage): --storage-messages bodies of --storage-body
+                    bytes into --storage-msg-queues secured queues, relay RSS after each of --storage-steps
+                    steps (bytes per stored message), then a restart on the same data directory (time to
+                    listening against an empty relay's, RSS) and a cold read of every message (msg/s, cache
+                    hit rate from the metrics endpoint); the relays get --store <--storage-store>
+  storage-queues    not in the default suite (make bench-storage): --storage-queue-count empty queues in steps
+                    (bytes per queue), then a restart; --storage-queue-messages adds messages before it, e.g.
+                    the large restart case: --storage-queue-count 1000000 --storage-queue-messages 4000000
 
 Pinning (--pin, default on): smp-server runs on the first half of the CPUs this process may use (at least
 one; taskset -c style lists in the report), the load generator on the rest (1 + 1 on 2 CPUs), and the relay
@@ -154,6 +178,19 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fl.IntVar(&c.hostileDialers, "hostile-dialers", 32, "hostile: concurrent dialers of the hello floods and conns-held")
 	fl.BoolVar(&c.hostileHonestProc, "hostile-honest-process", true, "hostile: run the honest client in a process of its own (bench honest), "+
 		"so the attackers cannot starve it inside this one; false: in this process, as the attackers")
+	fl.StringVar(&c.storageStore, "storage-store", "disk", "storage scenarios: --store of the relays (disk, wal, memory)")
+	fl.IntVar(&c.storageMessages, "storage-messages", 160000, "storage-messages: messages stored")
+	fl.IntVar(&c.storageBody, "storage-body", 7168, "storage-messages: body `bytes` of each")
+	fl.IntVar(&c.storageMsgQueues, "storage-msg-queues", 256, "storage-messages: queues the messages are spread over, round-robin")
+	fl.IntVar(&c.storageQueues, "storage-queue-count", 100000, "storage-queues: queues made")
+	fl.BoolVar(&c.storageQueueSecure, "storage-queue-secure", false, "storage-queues: secure each queue (KEY, one sender key for all) after NEW")
+	fl.IntVar(&c.storageQueueMsgs, "storage-queue-messages", 0, "storage-queues: messages sent round-robin over the queues after they are made, before the restart (the large restart case: 4000000 over 1000000 queues)")
+	fl.IntVar(&c.storageQueueBody, "storage-queue-body", 128, "storage-queues: body `bytes` of those messages")
+	fl.IntVar(&c.storageSteps, "storage-steps", 16, "storage scenarios: RSS readings over a fill or a creation")
+	fl.IntVar(&c.storageConns, "storage-conns", 8, "storage scenarios: client connections that fill, create or drain")
+	fl.IntVar(&c.storageInflight, "storage-inflight", 256, "storage scenarios: commands in flight over those connections (at most 128 per connection)")
+	fl.IntVar(&c.storageEmptyRestarts, "storage-empty-restarts", 3, "storage scenarios: restarts of the empty reference relay (the median is the reference)")
+	fl.BoolVar(&c.storageMetrics, "storage-metrics", true, "storage scenarios: start the relays with --metrics-listen 127.0.0.1:0 for the cache hit rate and the Go heap")
 	if err := fl.Parse(args); err != nil {
 		return nil, err
 	}
@@ -229,6 +266,20 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, errors.New("--rate must be 0 (closed loop) or positive")
 	case c.dialers < 1 || c.fsyncPairs < 1 || c.idleSample < 0:
 		return nil, errors.New("--dialers and --fsync-pairs must be at least 1, --idle-sample at least 0")
+	}
+	switch {
+	case c.storageMessages < 1 || c.storageMsgQueues < 1 || c.storageQueues < 1 || c.storageQueueMsgs < 0:
+		return nil, errors.New("--storage-messages, --storage-msg-queues and --storage-queue-count must be at least 1, --storage-queue-messages at least 0")
+	case c.storageBody < 1 || c.storageBody > codec.MaxBody(codec.DefaultBlockSize) || c.storageQueueBody < 1 || c.storageQueueBody > codec.MaxBody(codec.DefaultBlockSize):
+		return nil, fmt.Errorf("--storage-body and --storage-queue-body must be from 1 to %d", codec.MaxBody(codec.DefaultBlockSize))
+	case c.storageSteps < 1 || c.storageConns < 1 || c.storageInflight < 1 || c.storageEmptyRestarts < 1:
+		return nil, errors.New("--storage-steps, --storage-conns, --storage-inflight and --storage-empty-restarts must be at least 1")
+	case c.storageInflight > 128*c.storageConns:
+		// The relay drops a connection with --max-inbound-blocks (256) blocks
+		// waiting as a flood; half of that leaves room.
+		return nil, errors.New("--storage-inflight must be at most 128 × --storage-conns")
+	case c.storageStore == "":
+		return nil, errors.New("--storage-store must name a store")
 	}
 	c.serverArgs = strings.Fields(*srvArgs)
 	if c.serverProfile != "" && !slices.Contains([]string{"cpu", "mem", "block", "mutex"}, c.serverProfile) {
@@ -353,6 +404,8 @@ func runSuite(ctx context.Context, c *config, args []string, stderr io.Writer) (
 		{"idle-connections", s.idle},
 		{"fsync", s.fsync},
 		{"hostile", s.hostile},
+		{"storage-messages", s.storageMessages},
+		{"storage-queues", s.storageQueues},
 	} {
 		if c.has(sc.name) {
 			if err := sc.run(); err != nil {
@@ -378,6 +431,12 @@ func newReport(c *config, args []string) *Report {
 		rep.Config["hostileMaxConns"], rep.Config["hostileRate"], rep.Config["hostileDialers"] = c.hostileMaxConns, c.hostileRate, c.hostileDialers
 		rep.Config["hostileHonestProcess"] = c.hostileHonestProc
 	}
+	if c.has("storage-messages") || c.has("storage-queues") {
+		rep.Config["storage"] = map[string]any{"store": c.storageStore, "messages": c.storageMessages, "bodyBytes": c.storageBody,
+			"messageQueues": c.storageMsgQueues, "queues": c.storageQueues, "queueSecure": c.storageQueueSecure,
+			"queueMessages": c.storageQueueMsgs, "queueBodyBytes": c.storageQueueBody, "steps": c.storageSteps, "connections": c.storageConns,
+			"inFlight": c.storageInflight, "emptyRestarts": c.storageEmptyRestarts, "metrics": c.storageMetrics}
+	}
 	return rep
 }
 
@@ -389,9 +448,10 @@ type suite struct {
 	stderr  io.Writer
 	tmp     string // the run's temporary directory, removed at the end
 	rep     *Report
-	bin     string   // the smp-server binary
-	pin     *pinning // set after the crypto costs are measured, on every CPU
-	servers int      // smp-servers started, for their profile directories
+	bin     string      // the smp-server binary
+	pin     *pinning    // set after the crypto costs are measured, on every CPU
+	servers int         // smp-servers started, for their profile directories
+	empty   *EmptyStart // the storage scenarios' empty relay, measured once per run
 }
 
 // serverBinary sets the smp-server binary: --server-bin, or one built into
@@ -419,8 +479,9 @@ func (s *suite) cryptoCosts() error {
 		}
 		p.finish(fmt.Sprintf("signed cycle %.1f µs (Ed25519), limit %.0f msg/s", cc.cycle("signed-ed25519").NsPerOp/1e3, cc.cycle("signed-ed25519").LimitOps))
 		s.rep.Crypto = cc
-	} else if slices.ContainsFunc(c.scenarios, func(sc string) bool { return sc != "hostile" }) {
-		// The ratios need the costs: measure them quickly.
+	} else if slices.ContainsFunc(c.scenarios, func(sc string) bool { return sc != "hostile" && !strings.HasPrefix(sc, "storage-") }) {
+		// The ratios need the costs: measure them quickly (hostile and the
+		// storage scenarios have none).
 		if cc, err := measureCrypto(c, min(c.cryptoTime, 200*time.Millisecond), newProgress("crypto costs (for the ratios)", 10)); err == nil {
 			s.rep.Crypto = cc
 		}
@@ -439,9 +500,12 @@ func (s *suite) reportPinning() {
 	}
 }
 
-// start starts an smp-server with --server-args and args, profiled into a
-// directory of its own with --server-profile.
-func (s *suite) start(args ...string) (*server, error) {
+// start starts an smp-server with --server-args and args on a fresh data
+// directory, profiled into a directory of its own with --server-profile.
+func (s *suite) start(args ...string) (*server, error) { return s.startIn("", args...) }
+
+// startIn is start on the data directory data ("": a fresh one).
+func (s *suite) startIn(data string, args ...string) (*server, error) {
 	full := append(slices.Clone(s.c.serverArgs), args...)
 	if s.c.serverProfile != "" {
 		s.servers++
@@ -454,6 +518,9 @@ func (s *suite) start(args ...string) (*server, error) {
 		}
 		full = append(full, "--profile", s.c.serverProfile, "--profile-dir", dir)
 		s.rep.Profiles = append(s.rep.Profiles, dir)
+	}
+	if data != "" {
+		return startServerIn(s.ctx, s.bin, data, s.pin.serverSet(), full...)
 	}
 	return startServer(s.ctx, s.bin, s.tmp, s.pin.serverSet(), full...)
 }

@@ -24,10 +24,14 @@ type Report struct {
 	Idle       *IdleResult      `json:"idleConnections,omitempty"`
 	Fsync      []RelayPoint     `json:"fsync,omitempty"`
 	Hostile    *HostileResult   `json:"hostile,omitempty"`
-	Goals      []Goal           `json:"goals"`
-	Profiles   []string         `json:"serverProfileDirs,omitempty"`
-	Files      []string         `json:"files"`
-	LoadAvgEnd float64          `json:"loadAverageAtEnd"`
+	// StorageMessages and StorageQueues are the storage scenarios (issue 14;
+	// make bench-storage).
+	StorageMessages *StorageMessagesResult `json:"storageMessages,omitempty"`
+	StorageQueues   *StorageQueuesResult   `json:"storageQueues,omitempty"`
+	Goals           []Goal                 `json:"goals"`
+	Profiles        []string               `json:"serverProfileDirs,omitempty"`
+	Files           []string               `json:"files"`
+	LoadAvgEnd      float64                `json:"loadAverageAtEnd"`
 }
 
 // Goal is one of the issue's goals and where this run stands.
@@ -182,7 +186,7 @@ func (r *Report) charts() []chart {
 		}
 		out = append(out, chart{"idle-rss", lineChart("Server RSS against idle subscribed connections", "connections", "MiB", false, []series{{name: "VmRSS", xs: xs, ys: ys}})})
 	}
-	return out
+	return append(out, r.storageCharts()...)
 }
 
 func (r *Report) markdown() string {
@@ -310,6 +314,7 @@ func (r *Report) markdown() string {
 	if r.Hostile != nil {
 		b.WriteString(r.Hostile.markdown())
 	}
+	b.WriteString(r.storageMarkdown())
 	if len(r.Files) > 0 {
 		b.WriteString("Files: ")
 		for i, f := range r.Files {
@@ -369,6 +374,7 @@ func (r *Report) summary() string {
 		add("idle subscribed connections", fmt.Sprintf("%.1f KiB server RSS each (slope to %d connections, %d/%d probes delivered); 100k → %.2f GiB, 1M → %.1f GiB",
 			id.SlopeBytes/1024, last.Conns, last.Delivered, last.Probed, float64(id.At100k)/(1<<30), float64(id.At1M)/(1<<30)))
 	}
+	r.storageSummary(add)
 	if len(rows) == 0 {
 		return ""
 	}

@@ -55,6 +55,12 @@ func startServer(ctx context.Context, bin, tmp string, cpus *unix.CPUSet, args .
 	if err != nil {
 		return nil, err
 	}
+	return startServerIn(ctx, bin, data, cpus, args...)
+}
+
+// startServerIn is startServer on the data directory data, which may hold
+// what an earlier server stored: the storage scenarios restart on it.
+func startServerIn(ctx context.Context, bin, data string, cpus *unix.CPUSet, args ...string) (*server, error) {
 	ctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
 	p, err := proc.Start(ctx, proc.Config{
