@@ -173,11 +173,11 @@ func wantMSG(t testing.TB, r resp, body string) {
 	}
 }
 
-// TestMessageSize: a stored message costs at most 64 bytes of RAM besides
-// its body (issue 14).
+// TestMessageSize: a stored message costs 48 bytes of RAM besides its body,
+// so that with the fifo's spare capacity it stays within issue 14's 64.
 func TestMessageSize(t *testing.T) {
-	if n := unsafe.Sizeof(message{}); n > 64 {
-		t.Fatalf("message is %d bytes, want at most 64", n)
+	if n := unsafe.Sizeof(message{}); n > 48 {
+		t.Fatalf("message is %d bytes, want at most 48", n)
 	}
 }
 

@@ -277,7 +277,7 @@ func storedMessage(r *store.Record) (message, error) {
 	case len(r.Body) != r.Size:
 		return message{}, fmt.Errorf("replay: message of size %d with a body of %d bytes", r.Size, len(r.Body))
 	default:
-		m.body = r.Body
+		m.setBody(r.Body)
 	}
 	return m, nil
 }
@@ -463,7 +463,7 @@ func (e *Engine) Snapshot(emit func(r *store.Record) error) error {
 			for i := q.msgs.head; i < len(q.msgs.buf); i++ {
 				m := &q.msgs.buf[i]
 				recs = append(recs, store.Record{Kind: store.MessageStored, RID: q.rid, MsgID: m.id, Time: m.ts,
-					Size: int(m.size), Body: m.body, Ref: m.ref})
+					Size: int(m.size), Body: m.bodyBytes(), Ref: m.ref})
 			}
 		}
 		q.mu.Unlock()

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"sync"
+	"unsafe"
 
 	"github.com/smprelay/smprelay/codec"
 	"github.com/smprelay/smprelay/store"
@@ -10,26 +11,45 @@ import (
 // queueID is a RID or SID.
 type queueID = [codec.QueueIDSize]byte
 
-// message is one stored message, in at most 64 bytes (60 of fields, padded):
-// issue 14 allows that much RAM per stored message besides a body the engine
-// holds (TestMessageSize checks it). Its body is either
-// in body or, when the store keeps it, behind ref; size is its length in both
-// cases. All its fields but stored are immutable once stored, so a reader
-// that copied the message under the queue lock may keep reading body after
-// unlocking: an ACK or DEL drops the reference, never the bytes. A ref, though,
-// is read (store.ReadBody) under the queue lock only: the store may reuse it
-// once the message's MessageDeleted or QueueDeleted record, which names the
-// ref, is appended, which happens under that lock.
+// message is one stored message, in 48 bytes: issue 14 allows at most 64
+// bytes of RAM per stored message besides a body the engine holds, and the
+// fifo's spare capacity comes on top (TestMessageSize checks the size). Its
+// body is either in memory (body points at its first byte; bodyBytes gives
+// the slice: a pointer, not a 24-byte slice header, since size already holds
+// the length) or, when the store keeps it, behind ref; size is its length in
+// both cases. All its fields but stored are immutable once stored, so a
+// reader that copied the message under the queue lock may keep reading the
+// body after unlocking: an ACK or DEL drops the reference, never the bytes.
+// A ref, though, is read (store.ReadBody) under the queue lock only: the
+// store may reuse it once the message's MessageDeleted or QueueDeleted
+// record, which names the ref, is appended, which happens under that lock.
 type message struct {
 	id   [codec.MsgIDSize]byte // random, unique within the queue
 	ts   int64                 // server receive time, Unix seconds
-	body []byte                // opaque to the server; nil when ref is set
-	ref  store.BodyRef         // where the store keeps the body; 0 when body holds it
+	body *byte                 // first byte of the body the engine holds; nil when ref is set or the body is empty
+	ref  store.BodyRef         // where the store keeps the body; 0 when the engine holds it
 	// stored is the monotonic store time (engineStats.mono) for the delivery
 	// latency, 0 once the message was first written as MSG or when it was
 	// replayed from the log; changed under the queue lock.
 	stored int64
-	size   uint32 // the body's length, in body or in the store; bodies are below codec.MaxBlockSize
+	size   uint32 // the body's length, in memory or in the store; bodies are below codec.MaxBlockSize
+}
+
+// setBody makes b the body the message holds (b must not change afterwards).
+func (m *message) setBody(b []byte) {
+	m.size = uint32(len(b))
+	m.body = nil
+	if len(b) > 0 {
+		m.body = &b[0]
+	}
+}
+
+// bodyBytes returns the body the message holds, nil when the store keeps it.
+func (m *message) bodyBytes() []byte {
+	if m.body == nil {
+		return nil
+	}
+	return unsafe.Slice(m.body, m.size)
 }
 
 // queue is one simplex queue. rid, sid and rk never change after creation and

@@ -511,12 +511,12 @@ func (s *Session) readAt(q *queue, i int, w *Writer) (m message, body []byte, ok
 	return message{}, nil, false, nil
 }
 
-// bodyOf returns m's body: m.body, or the body the store keeps read into w's
+// bodyOf returns m's body: the one it holds, or the body the store keeps read into w's
 // scratch (valid until the next bodyOf on w). The caller holds q.mu, as the
 // store may reuse a ref once the message is deleted under that lock.
 func (s *Session) bodyOf(q *queue, m *message, w *Writer) ([]byte, error) {
 	if m.ref == 0 {
-		return m.body, nil
+		return m.bodyBytes(), nil
 	}
 	b, err := s.e.store.ReadBody(q.rid, m.id, m.ref, w.scratch())
 	if err != nil {
@@ -837,9 +837,9 @@ func (s *Session) cmdSend(t *codec.Transmission, a *auth, w *Writer) {
 		s.refuse(t, quotaMaxStoredBytes, w)
 		return
 	}
-	m.body = append(make([]byte, 0, len(t.Body)), t.Body...) // the one allocation a SEND must make
-	m.size = uint32(len(m.body))
-	ref, err := s.logged(store.Record{Kind: store.MessageStored, RID: q.rid, MsgID: m.id, Time: m.ts, Size: len(m.body), Body: m.body})
+	body := append(make([]byte, 0, len(t.Body)), t.Body...) // the one allocation a SEND must make
+	m.setBody(body)
+	ref, err := s.logged(store.Record{Kind: store.MessageStored, RID: q.rid, MsgID: m.id, Time: m.ts, Size: len(body), Body: body})
 	if err != nil {
 		s.e.stats.bodyBytes.Add(-int64(m.size))
 		q.mu.Unlock()
