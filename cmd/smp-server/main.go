@@ -302,6 +302,10 @@ func (d *daemon) open() bool {
 		return false
 	}
 	d.store, d.e, d.srv = st, e, srv
+	// Replay decoded every record of the log, which is garbage now: collect
+	// it and give the memory back at once, so that the relay's RSS from the
+	// start is its live state, not the size of its log.
+	debug.FreeOSMemory()
 	return true
 }
 
