@@ -133,16 +133,22 @@ type StorageMessagesResult struct {
 	// PerMessage is the least-squares slope of RSS over the stored messages,
 	// over the steps with messages (the queues' step left out, so that a
 	// cache filling in the first step does not count per message).
-	PerMessage   float64         `json:"rssPerMessageBytes"`
-	FillSeconds  float64         `json:"fillSeconds"`           // sending only, readings left out
-	FillRate     float64         `json:"fillMessagesPerSecond"` // Messages over FillSeconds
-	RSSAfterFill uint64          `json:"rssAfterFillBytes"`     // the last step's RSS
-	DataDirBytes int64           `json:"dataDirBytes"`          // disk usage of the data directory after the stop
-	Empty        *EmptyStart     `json:"emptyRelay"`            // the reference of the restart
-	Restart      *StorageRestart `json:"restart,omitempty"`     // after the fill
-	ColdRead     *ColdRead       `json:"coldRead,omitempty"`    // after the restart
-	Bounds       []Bound         `json:"bounds"`                // issue 14's, for this scenario
-	Note         string          `json:"note"`                  // how the figures were read
+	PerMessage   float64 `json:"rssPerMessageBytes"`
+	FillSeconds  float64 `json:"fillSeconds"`           // sending only, readings left out
+	FillRate     float64 `json:"fillMessagesPerSecond"` // Messages over FillSeconds
+	RSSAfterFill uint64  `json:"rssAfterFillBytes"`     // the last step's RSS
+	// IndexPerMessage is RAM per stored message with no body in RAM: the
+	// restarted relay's RSS less the fresh relay's (BaseRSS), over Messages.
+	// The restart holds no cached body and returned replay's garbage, so this
+	// is the index issue 14 bounds ("≤ 64 bytes beyond the cache"); the fill
+	// slope above also counts the cache filling and the garbage of sends.
+	IndexPerMessage float64         `json:"indexRamPerMessageBytes"`
+	DataDirBytes    int64           `json:"dataDirBytes"`       // disk usage of the data directory after the stop
+	Empty           *EmptyStart     `json:"emptyRelay"`         // the reference of the restart
+	Restart         *StorageRestart `json:"restart,omitempty"`  // after the fill
+	ColdRead        *ColdRead       `json:"coldRead,omitempty"` // after the restart
+	Bounds          []Bound         `json:"bounds"`             // issue 14's, for this scenario
+	Note            string          `json:"note"`               // how the figures were read
 }
 
 // StorageQueuesResult is the storage-queues scenario.
@@ -347,6 +353,7 @@ func (s *suite) storageMessages() error {
 	}
 	r = nr
 	res.Restart = rs
+	res.IndexPerMessage = (float64(rs.RSS) - float64(res.BaseRSS)) / float64(res.Messages)
 	p.finish(fmt.Sprintf("%.3f s to listening (%.2f× empty), RSS %.1f MiB", rs.StartSeconds, rs.Ratio, mib(rs.RSS)))
 
 	p = newProgress("storage-messages: cold read", float64(c.storageMessages))
@@ -929,7 +936,9 @@ func messageBounds(r *StorageMessagesResult) []Bound {
 	if rs := r.Restart; rs != nil {
 		out = append(out, Bound{"relay RSS after the restart < 256 MiB", fmt.Sprintf("%.1f MiB", mib(rs.RSS)), rs.RSS < limit})
 	}
-	out = append(out, Bound{"RAM per stored message ≤ 64 B", fmt.Sprintf("%.1f B (RSS slope)", r.PerMessage), r.PerMessage <= 64})
+	if r.Restart != nil {
+		out = append(out, Bound{"RAM per stored message ≤ 64 B", fmt.Sprintf("%.1f B (RSS after the restart less the fresh relay's, per message; the fill's slope, cache and garbage included, was %.1f B)", r.IndexPerMessage, r.PerMessage), r.IndexPerMessage <= 64})
+	}
 	if rs := r.Restart; rs != nil {
 		out = append(out, Bound{"time to listening after the restart ≤ 3 × an empty relay's + 0.5 s",
 			fmt.Sprintf("%.3f s against %.3f s (3 × %.3f s + 0.5 s; %.2f× the empty relay)", rs.StartSeconds, rs.LimitSeconds, rs.EmptySeconds, rs.Ratio),
