@@ -86,9 +86,24 @@
 //	4 recQueueDeleted    RID[16]
 //	5 recMessageStored   RID[16] msgID[8] time (i64, Unix seconds) body (rest)
 //	6 recMessageDeleted  RID[16] msgID[8]
+//	7 recMessageRef      RID[16] msgID[8] time (i64) size (u32) ref (u64, never 0)
+//	8 recQueueCreatedAt  RID[16] SID[16] time (i64, Unix seconds) recipientKey (rest: SPKI DER)
 //
-// A message's size is its body's length; Append refuses a MessageStored
-// record whose Size disagrees, or that has a Ref instead of a body.
+// Kind 5 holds the body itself: a log opened without Options.Bodies writes
+// it, and its size is the body's length (Append refuses a record whose Size
+// disagrees). Kind 7 is the same change when a Bodies keeps the body
+// (package diskstore, with package bodylog): size and ref, where ref is the
+// body keeper's, opaque to the log. A log without Bodies refuses to load a
+// kind 7 record (ErrBodiesElsewhere); a log with one moves each kind 5 body
+// it replays to the keeper, so a directory written without bodies migrates
+// at its first start with them. Kind 8 is kind 1 with the queue's creation
+// time (for the unsecured-queue TTL); the engine's QueueCreated is written as
+// kind 8 whenever it carries a time, and kind 1 replays with time 0.
+//
+//	 kind 7, 1 + 56 bytes after the length:
+//	+---+----------+--------+----------+--------+----------+
+//	| 7 | RID (16) | msgID 8| time i64 |size u32| ref u64  |
+//	+---+----------+--------+----------+--------+----------+
 //
 // # Recovery
 //
