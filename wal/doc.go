@@ -100,7 +100,7 @@
 // time (for the unsecured-queue TTL); the engine's QueueCreated is written as
 // kind 8 whenever it carries a time, and kind 1 replays with time 0.
 //
-//	 kind 7, 1 + 56 bytes after the length:
+//	 kind 7, 45 bytes after the length:
 //	+---+----------+--------+----------+--------+----------+
 //	| 7 | RID (16) | msgID 8| time i64 |size u32| ref u64  |
 //	+---+----------+--------+----------+--------+----------+
