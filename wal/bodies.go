@@ -12,9 +12,14 @@ import (
 // log keeps this contract with the body keeper:
 //
 //   - Append writes the body before the record that names it is queued, and
-//     the writer calls Flush before it writes a group and Sync before every
-//     fsync of the log, so a record that reached the disk (or is durable)
-//     names a body that reached it (or is durable) first.
+//     the writer calls Flush before it writes a group, so a record that
+//     reached the file names a body that reached its file first (kill -9
+//     loses neither alone).
+//   - The writer runs Sync alongside every fsync of the log and publishes
+//     the group as durable once both returned, so every answered change
+//     names a durable body. A power cut between the two fsyncs can keep a
+//     record whose body was lost; no reply was sent for it, and Read then
+//     reports store.ErrBodyLost, so the engine drops the message.
 //   - Delete is called after the record that deletes the message (or its
 //     queue) was queued, never before.
 //   - After every compaction the log calls Erase, so that no body of an
