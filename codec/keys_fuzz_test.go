@@ -120,8 +120,8 @@ func FuzzVerifyKey(f *testing.F) {
 		}
 
 		// The vectors.md §1 key against crypto/ed25519.
-		want := ed25519.Verify(ed25519.PublicKey(vs.VerifyKey().ed), signed, sig)
-		if got := VerifyTimingSafe(vs.VerifyKey(), inSigned, inSig); got != want && !zip215Only(vs.VerifyKey().ed, signed, sig, got, want) {
+		want := ed25519.Verify(ed25519.PublicKey(vs.VerifyKey().ed[:]), signed, sig)
+		if got := VerifyTimingSafe(vs.VerifyKey(), inSigned, inSig); got != want && !zip215Only(vs.VerifyKey().ed[:], signed, sig, got, want) {
 			t.Fatalf("vector key: VerifyTimingSafe = %v, crypto/ed25519 %v", got, want)
 		}
 		if VerifyTimingSafe(nil, inSigned, inSig) {
@@ -163,10 +163,10 @@ func FuzzVerifyKey(f *testing.F) {
 		default:
 			t.Fatalf("ParseVerifyKey accepted a %T", pub)
 		}
-		if got := k.Verify(inSigned, inSig); got != want && !(k.Alg() == SigEd25519 && zip215Only(k.ed, signed, sig, got, want)) {
+		if got := k.Verify(inSigned, inSig); got != want && !(k.Alg() == SigEd25519 && zip215Only(k.ed[:], signed, sig, got, want)) {
 			t.Fatalf("%v Verify = %v, standard library %v", k.Alg(), got, want)
 		}
-		if got := VerifyTimingSafe(k, inSigned, inSig); got != want && !(k.Alg() == SigEd25519 && zip215Only(k.ed, signed, sig, got, want)) {
+		if got := VerifyTimingSafe(k, inSigned, inSig); got != want && !(k.Alg() == SigEd25519 && zip215Only(k.ed[:], signed, sig, got, want)) {
 			t.Fatalf("%v VerifyTimingSafe = %v, standard library %v", k.Alg(), got, want)
 		}
 		checkInputs("Verify")
