@@ -477,13 +477,18 @@ func TestVerifyAllocsEd25519(t *testing.T) {
 }
 
 // BenchmarkVerify7200 compares single verification of a 7,200-byte message:
-// crypto/ed25519 (decodes A every time) against VerifyKey.Verify (A decoded
-// once, ZIP-215).
+// crypto/ed25519 (decodes A every time) against VerifyKey.Verify with the
+// key in the decoded-key cache (hot, ZIP-215) and not in it (cold: the
+// cache turned off, so every verification decodes A), and the failures:
+// a wrong signature under a hot key and the dummy of a missing queue, which
+// both pay one decoding (SPEC §7).
 func BenchmarkVerify7200(b *testing.B) {
 	s := vectorSigner(b)
 	msg := make([]byte, 7200)
 	rand.Read(msg)
 	sig, _ := s.Sign(msg)
+	wrong := bytes.Clone(sig)
+	wrong[0] ^= 1 // R still decodes (most of the time; checked below)
 	k := s.VerifyKey()
 	b.Run("stdlib", func(b *testing.B) {
 		b.ReportAllocs()
@@ -494,10 +499,34 @@ func BenchmarkVerify7200(b *testing.B) {
 		}
 	})
 	b.Run("decoded-key", func(b *testing.B) {
+		k.Verify(msg, sig) // into the cache
 		b.ReportAllocs()
 		for b.Loop() {
 			if !k.Verify(msg, sig) {
 				b.Fatal("no verify")
+			}
+		}
+	})
+	b.Run("cold-key", func(b *testing.B) {
+		SetKeyCacheSize(0)
+		b.Cleanup(func() { SetKeyCacheSize(DefaultKeyCacheSize) })
+		b.ReportAllocs()
+		for b.Loop() {
+			if !k.Verify(msg, sig) {
+				b.Fatal("no verify")
+			}
+		}
+	})
+	b.Run("wrong-sig", func(b *testing.B) {
+		var r edwards25519.Point
+		if _, err := r.SetBytes(wrong[:32]); err != nil {
+			b.Skip("the flipped R does not decode")
+		}
+		k.Verify(msg, sig)
+		b.ReportAllocs()
+		for b.Loop() {
+			if k.Verify(msg, wrong) {
+				b.Fatal("verified")
 			}
 		}
 	})

@@ -111,6 +111,14 @@ func FuzzVerifyKey(f *testing.F) {
 	f.Add(fakeRSASPKI(f, 3072, rsaExp), []byte("x"), make([]byte, 384))
 	f.Add(fakeRSASPKI(f, 1024, rsaExp), []byte("x"), make([]byte, 128))
 	f.Add([]byte{0x30, 0x00}, []byte{}, []byte{})
+	// Ed25519 DER other than the canonical 44 bytes, which crypto/x509
+	// accepts and SPKI must give back: an element after the BIT STRING, and
+	// unused bits in it.
+	trailing := append(append([]byte{0x30, 0x2c}, vs.PublicSPKI()[2:]...), 0x05, 0x00)
+	f.Add(trailing, []byte(vectorSigned), vsig)
+	unused := vs.PublicSPKI()
+	unused[11], unused[43] = 1, unused[43]&^1
+	f.Add(unused, []byte(vectorSigned), vsig)
 	f.Fuzz(func(t *testing.T, der, signed, sig []byte) {
 		inSigned, inSig := bytes.Clone(signed), bytes.Clone(sig)
 		checkInputs := func(what string) {
