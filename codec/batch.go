@@ -33,7 +33,9 @@ const MaxBatch = 64
 // length for its key, goes in with the dummy key VerifyTimingSafe would use,
 // and reports false; so a transmission for a queue that does not exist costs
 // what one with a wrong signature for a queue that does costs, in the batch
-// and in the fall-back. What a batch costs depends on how many entries it has
+// and in the fall-back. Keys come from the decoded-key cache as on the single
+// path, and every entry that fails pays one key decoding whether its key was
+// cached or not (edSettle), so the cache does not tell them apart either. What a batch costs depends on how many entries it has
 // and on whether all of them verify; an entry can verify only if its sender
 // holds the queue's private key, so the cost tells the sender nothing it did
 // not know — as long as a batch holds only what one connection sent. Do not
@@ -67,6 +69,11 @@ type batchEntry struct {
 	parsed bool // R and S decoded
 	r      edwards25519.Point
 	s, k   edwards25519.Scalar
+	// a is the key's point, from the cache, decoded for this entry (paid),
+	// or copied from an earlier entry of the chunk with the same key; fresh
+	// when it is not from the cache (see edSettle).
+	a           edPoint
+	fresh, paid bool
 }
 
 // Reset empties the batch, keeping its scratch for reuse.
@@ -84,7 +91,7 @@ func (b *BatchVerifier) Len() int { return len(b.entries) }
 // signed and sig, not copies: they must not change until Verify returns.
 func (b *BatchVerifier) Add(k *VerifyKey, signed, sig []byte) int {
 	e := batchEntry{key: k, signed: signed, sig: sig}
-	if k == nil || len(sig) != k.sigLen {
+	if k == nil || len(sig) != k.SigLen() {
 		// The dummy of VerifyTimingSafe, with the same choice of algorithm.
 		e.force = true
 		switch n := len(sig); {
@@ -130,17 +137,20 @@ func (b *BatchVerifier) Verify() []bool {
 
 // verifyEd verifies the Ed25519 entries listed in b.ed, at most MaxBatch.
 func (b *BatchVerifier) verifyEd() {
-	// Decode each signature and hash its message. A signature that does not
-	// decode fails now, whatever the key: it reveals nothing (SPEC §7).
+	// Decode each signature, load its key's point and hash its message. A
+	// signature that does not decode fails now, whatever the key: it reveals
+	// nothing (SPEC §7).
 	live := 0
-	for _, i := range b.ed {
+	for j, i := range b.ed {
 		e := &b.entries[i]
-		e.parsed = edParseSig(&e.r, &e.s, e.sig)
-		if e.parsed {
-			edChallenge(&e.k, e.sig[:32], e.key.ed, e.signed)
-			live++
-		}
 		b.results[i] = false
+		e.parsed = edParseSig(&e.r, &e.s, e.sig)
+		if !e.parsed {
+			continue
+		}
+		b.loadEd(j, e)
+		edChallenge(&e.k, e.sig[:32], e.key.ed[:], e.signed)
+		live++
 	}
 	if live == 0 {
 		return
@@ -153,14 +163,36 @@ func (b *BatchVerifier) verifyEd() {
 		}
 		for _, i := range b.ed {
 			e := &b.entries[i]
-			b.results[i] = e.parsed && edCheck(&e.key.edp.negA, &e.r, &e.k, &e.s) && !e.key.edp.bad && !e.force
+			b.results[i] = e.parsed && edCheck(&e.a.negA, &e.r, &e.k, &e.s) && !e.a.bad && !e.force
 		}
-		return
+	} else {
+		for _, i := range b.ed {
+			e := &b.entries[i]
+			b.results[i] = e.parsed && !e.a.bad && !e.force
+		}
 	}
 	for _, i := range b.ed {
-		e := &b.entries[i]
-		b.results[i] = e.parsed && !e.key.edp.bad && !e.force
+		if e := &b.entries[i]; e.parsed {
+			e.key.edSettle(&e.a, e.fresh, e.paid, b.results[i])
+		}
 	}
+}
+
+// loadEd loads the point of the key of e, the j-th entry of the chunk. The
+// entries of one queue's key (a run of ACKs, of SENDs) share one *VerifyKey:
+// a later one copies the point the first one loaded rather than decoding it
+// again when it was not cached (its insertion waits for the chunk's result).
+func (b *BatchVerifier) loadEd(j int, e *batchEntry) {
+	if !e.key.dummy {
+		for _, i := range b.ed[:j] {
+			if p := &b.entries[i]; p.parsed && p.key == e.key {
+				e.a, e.fresh, e.paid = p.a, p.fresh, false
+				return
+			}
+		}
+	}
+	e.paid = e.key.loadEd(&e.a)
+	e.fresh = e.paid
 }
 
 // combine reports whether [8]Σ zᵢ([Sᵢ]B − Rᵢ − [kᵢ]Aᵢ) is the identity for
@@ -192,7 +224,7 @@ func (b *BatchVerifier) combine(live int) bool {
 			top = t
 		}
 		zk.Multiply(z, &e.k)
-		if t := b.msm.setPoint(2*j+1, p.set(&e.key.edp.negA), &zk); t > top {
+		if t := b.msm.setPoint(2*j+1, p.set(&e.a.negA), &zk); t > top {
 			top = t
 		}
 		j++

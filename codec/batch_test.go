@@ -216,21 +216,30 @@ func TestBatchTimingSafe(t *testing.T) {
 }
 
 // BenchmarkBatchVerify7200 reports the cost per signature of verifying
-// batches of 8 and 64 Ed25519 signatures over 7,200-byte messages, and of a
-// batch of 64 with one bad signature (which falls back).
+// batches of 8 and 64 Ed25519 signatures over 7,200-byte messages, of a
+// batch of 64 with one bad signature (which falls back), and of a batch of
+// 64 whose keys are not in the decoded-key cache (cold: the cache turned
+// off, so each key is decoded).
 func BenchmarkBatchVerify7200(b *testing.B) {
 	for _, tc := range []struct {
-		n   int
-		bad bool
-	}{{8, false}, {64, false}, {64, true}} {
+		n         int
+		bad, cold bool
+	}{{8, false, false}, {64, false, false}, {64, true, false}, {64, false, true}} {
 		name := fmt.Sprintf("%d", tc.n)
 		if tc.bad {
 			name += "-one-bad"
+		}
+		if tc.cold {
+			name += "-cold"
 		}
 		b.Run(name, func(b *testing.B) {
 			cases := edBatch(b, tc.n, 7200)
 			if tc.bad {
 				cases[0].k = nil
+			}
+			if tc.cold {
+				SetKeyCacheSize(0)
+				b.Cleanup(func() { SetKeyCacheSize(DefaultKeyCacheSize) })
 			}
 			var v BatchVerifier
 			b.ReportAllocs()

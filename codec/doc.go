@@ -25,10 +25,33 @@
 // encoding of R or a small-order component in R or A, and making one takes
 // the key's private half. One rule set on both paths is what lets a batch
 // (which needs the cofactored equation to be sound) accept exactly the
-// signatures single verification accepts. A key is decoded once, when it is
-// parsed (and the dummy keys of SPEC §7 when first used), so a verification
-// decompresses no key and costs the same against a queue's key as against a
-// dummy. See ed25519.go for the details and batch.go for the batch's timing.
+// signatures single verification accepts. See ed25519.go for the details and
+// batch.go for the batch's timing.
+//
+// # Decoded-key cache
+//
+// A VerifyKey keeps only the 32 bytes of an Ed25519 key (48 bytes in all, so
+// that an idle queue costs little: issue 14). The decoded points of the keys
+// in use are kept in one cache shared by the process (edcache.go), so that a
+// verification under an active key decodes nothing (issue 15):
+//
+//   - size: DefaultKeyCacheSize (65,536) keys, about 196 bytes each (12.25
+//     MiB), allocated on the first Ed25519 verification; SetKeyCacheSize
+//     replaces it with an empty cache of another size, or none;
+//   - eviction: 8-way set-associative, the set chosen by a hash under a
+//     random per-process seed, CLOCK within the set; a key enters only when a
+//     signature verified under it;
+//   - concurrency: a mutex per set, held only to compare and copy. Any
+//     goroutine may call VerifyKey.Verify, VerifyTimingSafe,
+//     SetKeyCacheSize and ReadKeyCacheStats at any time; a BatchVerifier
+//     belongs to one goroutine, as before, and shares the cache;
+//   - timing (SPEC §7): every failed verification whose signature decodes
+//     pays exactly one key decoding, whether its key was cached (it decodes
+//     the dummy's bytes after the check), not cached (it decoded the key
+//     before), or the dummy of a missing queue (kept decoded, never cached;
+//     it decodes like a hit). So a failure costs the same whether the queue
+//     exists and whatever the cache holds; only a signature that verifies,
+//     which takes the private key, is cheaper on a hit.
 //
 // # Wire format
 //

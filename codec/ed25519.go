@@ -1,7 +1,6 @@
 package codec
 
 import (
-	"crypto/ed25519"
 	"crypto/sha512"
 
 	"filippo.io/edwards25519"
@@ -45,9 +44,10 @@ import (
 // with probability 2⁻¹²⁸ per batch), so the batch and single paths accept
 // exactly the same signatures.
 
-// edPublic is an Ed25519 public key decoded once, when the key is parsed, so
-// that verification does no point decompression of A.
-type edPublic struct {
+// edPoint is an Ed25519 public key decoded: what the decoded-key cache
+// holds, and what a verification copies out of it (or decodes) before it
+// starts.
+type edPoint struct {
 	// negA is −A, the point the verification equation multiplies by k.
 	negA edwards25519.Point
 	// bad is set when the 32 bytes do not encode a curve point: then negA is
@@ -56,17 +56,19 @@ type edPublic struct {
 	bad bool
 }
 
-// decodeEdPublic decodes the 32-byte encoding of A.
-func decodeEdPublic(enc []byte) *edPublic {
-	p := new(edPublic)
+// decode decodes the 32-byte encoding of A into p. It is the decoding a
+// cache miss pays, and the one edSettle spends on a failure that did not
+// miss (SPEC §7).
+func (p *edPoint) decode(enc *[32]byte) {
 	var a edwards25519.Point
-	if len(enc) != ed25519.PublicKeySize || !edDecodePoint(&a, enc) {
-		p.negA.Set(&dummyEd25519().edp.negA)
+	if !edDecodePoint(&a, enc[:]) {
+		dummyEd25519() // dummyEdPt is set
+		p.negA.Set(&dummyEdPt.negA)
 		p.bad = true
-		return p
+		return
 	}
 	p.negA.Negate(&a)
-	return p
+	p.bad = false
 }
 
 // edChallenge sets k = SHA-512(R ‖ A ‖ M) mod ℓ.
@@ -154,16 +156,22 @@ var edD, _ = new(field.Element).SetBytes([]byte{
 	0x98, 0xe8, 0x79, 0x77, 0x79, 0x40, 0xc7, 0x8c,
 	0x73, 0xfe, 0x6f, 0x2b, 0xee, 0x6c, 0x03, 0x52})
 
-// verifyEd25519 verifies a 64-byte sig over msg under the ZIP-215 rules.
-// enc is the 32-byte encoding of A, the bytes that go into the hash.
-func verifyEd25519(p *edPublic, enc, msg, sig []byte) bool {
+// verifyEd25519 verifies a 64-byte sig over msg under k with the ZIP-215
+// rules. A signature that does not decode fails before anything touches the
+// key, whatever the key; one that does costs the verification and exactly one
+// decoding of a key when it fails (edSettle).
+func verifyEd25519(k *VerifyKey, msg, sig []byte) bool {
 	var (
 		r    edwards25519.Point
-		s, k edwards25519.Scalar
+		s, h edwards25519.Scalar
+		a    edPoint
 	)
 	if !edParseSig(&r, &s, sig) {
 		return false
 	}
-	edChallenge(&k, sig[:32], enc, msg)
-	return edCheck(&p.negA, &r, &k, &s) && !p.bad
+	decoded := k.loadEd(&a)
+	edChallenge(&h, sig[:32], k.ed[:], msg)
+	ok := edCheck(&a.negA, &r, &h, &s) && !a.bad
+	k.edSettle(&a, decoded, decoded, ok)
+	return ok
 }

@@ -175,6 +175,14 @@ func edKeyFromRaw(t testing.TB, pub []byte) *VerifyKey {
 	return k
 }
 
+// edBad reports whether k's bytes are not a curve point (nothing verifies
+// under such a key).
+func edBad(k *VerifyKey) bool {
+	var p edPoint
+	p.decode(&k.ed)
+	return p.bad
+}
+
 // verifyBatched verifies one entry inside a batch of valid signatures and
 // returns its result, checking that the other entries verified.
 func verifyBatched(t testing.TB, k *VerifyKey, msg, sig []byte) bool {
@@ -218,7 +226,7 @@ func TestVectorsVerify(t *testing.T) {
 		if !k.Verify(msg, sig) || !VerifyTimingSafe(k, msg, sig) || !verifyBatched(t, k, msg, sig) {
 			t.Errorf("vectors.md %s: signature does not verify", v.name)
 		}
-		if !ed25519.Verify(k.ed, msg, sig) {
+		if !ed25519.Verify(k.ed[:], msg, sig) {
 			t.Errorf("vectors.md %s: crypto/ed25519 rejects it", v.name)
 		}
 	}
@@ -303,7 +311,7 @@ func TestVerifyRejects(t *testing.T) {
 	// A public key that is not a curve point parses, as before, and nothing
 	// verifies under it.
 	bad := edKeyFromRaw(t, notOnCurve)
-	if !bad.edp.bad || bad.Verify(msg, good) || VerifyTimingSafe(bad, msg, good) || verifyBatched(t, bad, msg, good) {
+	if !edBad(bad) || bad.Verify(msg, good) || VerifyTimingSafe(bad, msg, good) || verifyBatched(t, bad, msg, good) {
 		t.Error("key off the curve: not marked bad, or something verifies")
 	}
 }
@@ -398,7 +406,7 @@ func TestVerifyWeakKeys(t *testing.T) {
 	forged := append(sB.Bytes(), s.Bytes()...) // R = [S]B: [k]A vanishes for A = identity
 	for _, pub := range smallOrderEncodings(t) {
 		k := edKeyFromRaw(t, pub)
-		if k.edp.bad {
+		if edBad(k) {
 			t.Errorf("%x: small-order encoding does not decode", pub)
 			continue
 		}
@@ -469,27 +477,56 @@ func TestVerifyAllocsEd25519(t *testing.T) {
 }
 
 // BenchmarkVerify7200 compares single verification of a 7,200-byte message:
-// crypto/ed25519 (decodes A every time) against VerifyKey.Verify (A decoded
-// once, ZIP-215).
+// crypto/ed25519 (decodes A every time) against VerifyKey.Verify with the
+// key in the decoded-key cache (hot, ZIP-215) and not in it (cold: the
+// cache turned off, so every verification decodes A), and the failures:
+// a wrong signature under a hot key and the dummy of a missing queue, which
+// both pay one decoding (SPEC §7).
 func BenchmarkVerify7200(b *testing.B) {
 	s := vectorSigner(b)
 	msg := make([]byte, 7200)
 	rand.Read(msg)
 	sig, _ := s.Sign(msg)
+	wrong := bytes.Clone(sig)
+	wrong[0] ^= 1 // R still decodes (most of the time; checked below)
 	k := s.VerifyKey()
 	b.Run("stdlib", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if !ed25519.Verify(k.ed, msg, sig) {
+			if !ed25519.Verify(k.ed[:], msg, sig) {
 				b.Fatal("no verify")
 			}
 		}
 	})
 	b.Run("decoded-key", func(b *testing.B) {
+		k.Verify(msg, sig) // into the cache
 		b.ReportAllocs()
 		for b.Loop() {
 			if !k.Verify(msg, sig) {
 				b.Fatal("no verify")
+			}
+		}
+	})
+	b.Run("cold-key", func(b *testing.B) {
+		SetKeyCacheSize(0)
+		b.Cleanup(func() { SetKeyCacheSize(DefaultKeyCacheSize) })
+		b.ReportAllocs()
+		for b.Loop() {
+			if !k.Verify(msg, sig) {
+				b.Fatal("no verify")
+			}
+		}
+	})
+	b.Run("wrong-sig", func(b *testing.B) {
+		var r edwards25519.Point
+		if _, err := r.SetBytes(wrong[:32]); err != nil {
+			b.Skip("the flipped R does not decode")
+		}
+		k.Verify(msg, sig)
+		b.ReportAllocs()
+		for b.Loop() {
+			if k.Verify(msg, wrong) {
+				b.Fatal("verified")
 			}
 		}
 	})

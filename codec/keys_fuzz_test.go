@@ -111,6 +111,14 @@ func FuzzVerifyKey(f *testing.F) {
 	f.Add(fakeRSASPKI(f, 3072, rsaExp), []byte("x"), make([]byte, 384))
 	f.Add(fakeRSASPKI(f, 1024, rsaExp), []byte("x"), make([]byte, 128))
 	f.Add([]byte{0x30, 0x00}, []byte{}, []byte{})
+	// Ed25519 DER other than the canonical 44 bytes, which crypto/x509
+	// accepts and SPKI must give back: an element after the BIT STRING, and
+	// unused bits in it.
+	trailing := append(append([]byte{0x30, 0x2c}, vs.PublicSPKI()[2:]...), 0x05, 0x00)
+	f.Add(trailing, []byte(vectorSigned), vsig)
+	unused := vs.PublicSPKI()
+	unused[11], unused[43] = 1, unused[43]&^1
+	f.Add(unused, []byte(vectorSigned), vsig)
 	f.Fuzz(func(t *testing.T, der, signed, sig []byte) {
 		inSigned, inSig := bytes.Clone(signed), bytes.Clone(sig)
 		checkInputs := func(what string) {
@@ -120,8 +128,8 @@ func FuzzVerifyKey(f *testing.F) {
 		}
 
 		// The vectors.md §1 key against crypto/ed25519.
-		want := ed25519.Verify(ed25519.PublicKey(vs.VerifyKey().ed), signed, sig)
-		if got := VerifyTimingSafe(vs.VerifyKey(), inSigned, inSig); got != want && !zip215Only(vs.VerifyKey().ed, signed, sig, got, want) {
+		want := ed25519.Verify(ed25519.PublicKey(vs.VerifyKey().ed[:]), signed, sig)
+		if got := VerifyTimingSafe(vs.VerifyKey(), inSigned, inSig); got != want && !zip215Only(vs.VerifyKey().ed[:], signed, sig, got, want) {
 			t.Fatalf("vector key: VerifyTimingSafe = %v, crypto/ed25519 %v", got, want)
 		}
 		if VerifyTimingSafe(nil, inSigned, inSig) {
@@ -163,10 +171,10 @@ func FuzzVerifyKey(f *testing.F) {
 		default:
 			t.Fatalf("ParseVerifyKey accepted a %T", pub)
 		}
-		if got := k.Verify(inSigned, inSig); got != want && !(k.Alg() == SigEd25519 && zip215Only(k.ed, signed, sig, got, want)) {
+		if got := k.Verify(inSigned, inSig); got != want && !(k.Alg() == SigEd25519 && zip215Only(k.ed[:], signed, sig, got, want)) {
 			t.Fatalf("%v Verify = %v, standard library %v", k.Alg(), got, want)
 		}
-		if got := VerifyTimingSafe(k, inSigned, inSig); got != want && !(k.Alg() == SigEd25519 && zip215Only(k.ed, signed, sig, got, want)) {
+		if got := VerifyTimingSafe(k, inSigned, inSig); got != want && !(k.Alg() == SigEd25519 && zip215Only(k.ed[:], signed, sig, got, want)) {
 			t.Fatalf("%v VerifyTimingSafe = %v, standard library %v", k.Alg(), got, want)
 		}
 		checkInputs("Verify")

@@ -49,29 +49,38 @@ var pssOptions = &rsa.PSSOptions{SaltLength: 32, Hash: crypto.SHA256}
 
 // VerifyKey is a signature-verification key (RK or SK), parsed once when a
 // queue is created or secured. It is immutable and safe for concurrent use.
+//
+// A relay holds one or two per queue, most of them idle, so an Ed25519 key is
+// one 48-byte allocation: the 32 bytes of A and no more. Its decoded point
+// (what verification needs, 160 bytes) lives in the decoded-key cache
+// (edcache.go) while the key is in use, and its SPKI is rebuilt on demand.
 type VerifyKey struct {
-	alg    SigAlg
-	ed     ed25519.PublicKey // 32 bytes, for SigEd25519
-	edp    *edPublic         // ed decoded, for SigEd25519
-	rsa    *rsa.PublicKey    // for SigRSA
-	n      []byte            // for SigRSA: the modulus, big-endian, sigLen bytes
-	spki   []byte            // the DER it was parsed from; nil for dummy keys
-	sigLen int
+	ed [32]byte  // SigEd25519: the encoding of A
+	x  *keyExtra // SigRSA; for SigEd25519 only when the DER was not the canonical one
+	// alg is SigEd25519 or SigRSA.
+	alg SigAlg
+	// dummy marks the Ed25519 dummy key of SPEC §7: its point is decoded once
+	// and kept (dummyEdPt), never cached, and it has no SPKI.
+	dummy bool
 }
+
+// keyExtra is what a VerifyKey needs beyond an Ed25519 key's 32 bytes.
+type keyExtra struct {
+	spki   []byte         // the DER it was parsed from; nil for dummy keys
+	rsa    *rsa.PublicKey // for SigRSA
+	n      []byte         // for SigRSA: the modulus, big-endian, sigLen bytes
+	sigLen int            // for SigRSA
+}
+
+// edSPKIPrefix is the DER of an Ed25519 SubjectPublicKeyInfo before the 32
+// key bytes (RFC 8410): SEQUENCE { SEQUENCE { OID 1.3.101.112 }, BIT STRING
+// with no unused bits }. It is the only encoding crypto/x509 produces.
+var edSPKIPrefix = [12]byte{0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00}
 
 // ParseVerifyKey parses X.509 SubjectPublicKeyInfo DER holding an Ed25519
 // key or an RSA key of 2048–4096 bits with e = 65537. Anything else is an
 // error wrapping ErrSigKey.
 func ParseVerifyKey(spkiDER []byte) (*VerifyKey, error) {
-	k, err := parseVerifyKey(spkiDER)
-	if err != nil {
-		return nil, err
-	}
-	k.spki = bytes.Clone(spkiDER)
-	return k, nil
-}
-
-func parseVerifyKey(spkiDER []byte) (*VerifyKey, error) {
 	pub, err := x509.ParsePKIXPublicKey(spkiDER)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrSigKey, err)
@@ -81,13 +90,26 @@ func parseVerifyKey(spkiDER []byte) (*VerifyKey, error) {
 		if len(p) != ed25519.PublicKeySize {
 			return nil, fmt.Errorf("%w: ed25519 key of %d bytes", ErrSigKey, len(p))
 		}
-		// Copied so that no caller buffer aliases the key.
-		return newEdVerifyKey(p), nil
+		// Not decoded here (a verification does that, or finds it cached): 32
+		// bytes that are not a curve point are still a key, as crypto/ed25519
+		// has it, under which nothing verifies; the log may hold one, and a
+		// key that loaded once must load again.
+		k := &VerifyKey{alg: SigEd25519, ed: [32]byte(p)}
+		// crypto/x509 also accepts other encodings of the same key (unused
+		// bits in the BIT STRING, elements after it): SPKI must give back
+		// what was parsed, as the log stores it, so those keep their DER.
+		if len(spkiDER) != len(edSPKIPrefix)+ed25519.PublicKeySize ||
+			[12]byte(spkiDER) != edSPKIPrefix || [32]byte(spkiDER[len(edSPKIPrefix):]) != k.ed {
+			k.x = &keyExtra{spki: bytes.Clone(spkiDER)}
+		}
+		return k, nil
 	case *rsa.PublicKey:
 		if err := checkRSAPublic(p); err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrSigKey, err)
 		}
-		return newRSAVerifyKey(p), nil
+		k := newRSAVerifyKey(p)
+		k.x.spki = bytes.Clone(spkiDER)
+		return k, nil
 	}
 	return nil, fmt.Errorf("%w: %T", ErrSigKey, pub)
 }
@@ -96,22 +118,38 @@ func parseVerifyKey(spkiDER []byte) (*VerifyKey, error) {
 func (k *VerifyKey) Alg() SigAlg { return k.alg }
 
 // SPKI returns the SubjectPublicKeyInfo DER the key was parsed from, for the
-// log to store. The caller must not modify it.
-func (k *VerifyKey) SPKI() []byte { return k.spki }
+// log to store; nil for a dummy key. An Ed25519 key's is built anew by each
+// call (44 bytes, on the caller's stack when it does not keep them), since
+// the key does not keep it; the caller must not modify the result either way.
+func (k *VerifyKey) SPKI() []byte {
+	if k.x != nil || k.dummy {
+		return k.spkiSlow()
+	}
+	der := make([]byte, len(edSPKIPrefix)+ed25519.PublicKeySize)
+	copy(der, edSPKIPrefix[:])
+	copy(der[len(edSPKIPrefix):], k.ed[:])
+	return der
+}
+
+// spkiSlow is SPKI for the keys that keep their DER, or have none; out of
+// line so that SPKI stays small enough to inline.
+func (k *VerifyKey) spkiSlow() []byte {
+	if k.x == nil {
+		return nil
+	}
+	return k.x.spki
+}
 
 // SigLen returns the length of every valid signature: 64 for Ed25519, the
 // modulus length in bytes for RSA.
-func (k *VerifyKey) SigLen() int { return k.sigLen }
-
-// newEdVerifyKey returns the key for the 32-byte encoding pub, decoded once
-// here so that no verification decodes it again. A pub that is not a curve
-// point is still a key, as crypto/ed25519 has it, under which nothing
-// verifies: the write-ahead log may hold one, and a key that loaded once must
-// load again.
-func newEdVerifyKey(pub []byte) *VerifyKey {
-	// Copied so that no caller buffer aliases the key.
-	ed := append(ed25519.PublicKey(nil), pub...)
-	return &VerifyKey{alg: SigEd25519, ed: ed, edp: decodeEdPublic(ed), sigLen: ed25519.SignatureSize}
+func (k *VerifyKey) SigLen() int {
+	switch {
+	case k.alg == SigEd25519:
+		return ed25519.SignatureSize
+	case k.x != nil:
+		return k.x.sigLen
+	}
+	return 0
 }
 
 // Verify reports whether sig is a valid signature of signed. Ed25519
@@ -119,17 +157,18 @@ func newEdVerifyKey(pub []byte) *VerifyKey {
 // documentation): every signature crypto/ed25519 accepts verifies, and the
 // only ones crypto/ed25519 rejects that verify here have a non-canonical R or
 // a small-order component, which only the key's owner can make. Verify does
-// not allocate for Ed25519 and decodes no key.
+// not allocate for Ed25519; it decodes the key only when the decoded-key
+// cache does not hold it (see edcache.go for what that costs and when).
 func (k *VerifyKey) Verify(signed, sig []byte) bool {
-	if k == nil || len(sig) != k.sigLen {
+	if k == nil || len(sig) != k.SigLen() {
 		return false
 	}
 	switch k.alg {
 	case SigEd25519:
-		return verifyEd25519(k.edp, k.ed, signed, sig)
+		return verifyEd25519(k, signed, sig)
 	case SigRSA:
 		digest := sha256.Sum256(signed)
-		if bytes.Compare(sig, k.n) >= 0 {
+		if bytes.Compare(sig, k.x.n) >= 0 {
 			// crypto/rsa rejects a signature not below the modulus before any
 			// exponentiation. Spend that work anyway on a value that is below it
 			// (top byte cleared; the modulus's top byte is not zero), so the cost of a
@@ -139,16 +178,16 @@ func (k *VerifyKey) Verify(signed, sig []byte) bool {
 			low := buf[:len(sig)]
 			copy(low, sig)
 			low[0] = 0
-			_ = rsa.VerifyPSS(k.rsa, crypto.SHA256, digest[:], low, pssOptions)
+			_ = rsa.VerifyPSS(k.x.rsa, crypto.SHA256, digest[:], low, pssOptions)
 			return false
 		}
-		return rsa.VerifyPSS(k.rsa, crypto.SHA256, digest[:], sig, pssOptions) == nil
+		return rsa.VerifyPSS(k.x.rsa, crypto.SHA256, digest[:], sig, pssOptions) == nil
 	}
 	return false
 }
 
 func newRSAVerifyKey(p *rsa.PublicKey) *VerifyKey {
-	return &VerifyKey{alg: SigRSA, rsa: p, sigLen: p.Size(), n: p.N.FillBytes(make([]byte, p.Size()))}
+	return &VerifyKey{alg: SigRSA, x: &keyExtra{rsa: p, sigLen: p.Size(), n: p.N.FillBytes(make([]byte, p.Size()))}}
 }
 
 // VerifyTimingSafe verifies sig over signed with k. When k is nil or
@@ -158,7 +197,7 @@ func newRSAVerifyKey(p *rsa.PublicKey) *VerifyKey {
 // exactly len(sig)*8 bits, and any other length (empty included) costs one
 // Ed25519 verification of a fixed garbage signature.
 func VerifyTimingSafe(k *VerifyKey, signed, sig []byte) bool {
-	if k != nil && len(sig) == k.sigLen {
+	if k != nil && len(sig) == k.SigLen() {
 		return k.Verify(signed, sig)
 	}
 	switch n := len(sig); {
@@ -188,6 +227,9 @@ var dummyEdSig = func() (s [ed25519.SignatureSize]byte) {
 var (
 	dummyEdOnce sync.Once
 	dummyEdKey  *VerifyKey
+	// dummyEdPt is dummyEdKey decoded, kept for good: written once by
+	// dummyEdOnce, then only read.
+	dummyEdPt edPoint
 
 	// One dummy per RSA signature length in 256..512 bytes.
 	dummyRSAOnce [maxRSABits/8 - minRSABits/8 + 1]sync.Once
@@ -195,9 +237,10 @@ var (
 )
 
 // dummyEd25519 returns a real, freshly generated Ed25519 public key whose
-// private half is discarded, so no signature verifies under it. Like every
-// key, it is decoded once, here, so a verification against it costs what one
-// against a queue's key costs (SPEC §7).
+// private half is discarded, so no signature verifies under it. It is
+// decoded once, here, and kept decoded (never in the cache, which holds only
+// keys something verified under); what a verification against it costs is
+// made equal to one against a queue's key by edSettle (SPEC §7).
 func dummyEd25519() *VerifyKey {
 	dummyEdOnce.Do(func() {
 		pub, _, err := ed25519.GenerateKey(rand.Reader)
@@ -210,9 +253,8 @@ func dummyEd25519() *VerifyKey {
 		if _, err := a.SetBytes(pub); err != nil {
 			panic("codec: dummy Ed25519 key does not decode") // a generated key always does
 		}
-		p := new(edPublic)
-		p.negA.Negate(&a)
-		dummyEdKey = &VerifyKey{alg: SigEd25519, ed: pub, edp: p, sigLen: ed25519.SignatureSize}
+		dummyEdPt.negA.Negate(&a)
+		dummyEdKey = &VerifyKey{alg: SigEd25519, ed: [32]byte(pub), dummy: true}
 	})
 	return dummyEdKey
 }

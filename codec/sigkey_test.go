@@ -282,13 +282,13 @@ func TestDummyRSAKeys(t *testing.T) {
 		if k != dummyRSA(n) {
 			t.Errorf("%d: dummy rebuilt", n)
 		}
-		if k.rsa.N.BitLen() != n*8 || k.rsa.N.Bit(0) != 1 || k.rsa.E != 65537 || k.SigLen() != n {
-			t.Errorf("%d: bad dummy: %d bits, e=%d", n, k.rsa.N.BitLen(), k.rsa.E)
+		if k.x.rsa.N.BitLen() != n*8 || k.x.rsa.N.Bit(0) != 1 || k.x.rsa.E != 65537 || k.SigLen() != n {
+			t.Errorf("%d: bad dummy: %d bits, e=%d", n, k.x.rsa.N.BitLen(), k.x.rsa.E)
 		}
 		sig := make([]byte, n)
 		rand.Read(sig)
 		sig[0] &= 0x3f // below N, so verification reaches the exponentiation
-		if err := rsa.VerifyPSS(k.rsa, crypto.SHA256, digest[:], sig, pssOptions); err != rsa.ErrVerification {
+		if err := rsa.VerifyPSS(k.x.rsa, crypto.SHA256, digest[:], sig, pssOptions); err != rsa.ErrVerification {
 			t.Errorf("%d: VerifyPSS error = %v, want rsa.ErrVerification", n, err)
 		}
 	}

@@ -39,9 +39,11 @@ type Limits struct {
 //   - MaxStoredBytes 4 GiB: the memory and wal stores hold bodies on the Go
 //     heap, which under the default GOGC grows to about twice what is live,
 //     so both caps reached together must fit twice over: 2 × (4 GiB of
-//     bodies + 10M empty queues at ~0.6 KB each, 6 GiB) = 20 GiB. That is
-//     about half a million full-size messages (every body is padded to the
-//     block, SPEC §10). A store that keeps bodies on disk lets it rise.
+//     bodies + 10M empty secured queues at ~0.3 KB each, 3 GiB) = 14 GiB
+//     (TestQueueMemory measures a queue; codec's cache of decoded keys adds
+//     a fixed 12 MiB). That is about half a million full-size messages
+//     (every body is padded to the block, SPEC §10). A store that keeps
+//     bodies on disk lets it rise.
 //   - MaxQueues 10,000,000: several times what a relay with two cores
 //     serves (its ~100k connections, each client with tens of queues),
 //     while a flood of NEW from many sources stops short of the machine's
