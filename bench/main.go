@@ -79,6 +79,8 @@ type config struct {
 	hostileDialers  int
 	// hostileHonestProc runs the honest client in its own process.
 	hostileHonestProc bool
+	// hostileRebaseline measures the baseline again after each attack.
+	hostileRebaseline bool
 }
 
 const usageText = `bench drives the real smp-server over loopback and reports what one machine can serve,
@@ -154,6 +156,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fl.IntVar(&c.hostileDialers, "hostile-dialers", 32, "hostile: concurrent dialers of the hello floods and conns-held")
 	fl.BoolVar(&c.hostileHonestProc, "hostile-honest-process", true, "hostile: run the honest client in a process of its own (bench honest), "+
 		"so the attackers cannot starve it inside this one; false: in this process, as the attackers")
+	fl.BoolVar(&c.hostileRebaseline, "hostile-rebaseline", false, "hostile: measure the baseline again after each attack, once the relay recovered "+
+		"(baselineAfter in the report), to tell an attack's effect from a machine that got busier meanwhile")
 	if err := fl.Parse(args); err != nil {
 		return nil, err
 	}
@@ -376,7 +380,7 @@ func newReport(c *config, args []string) *Report {
 	if c.has("hostile") {
 		rep.Config["hostileDuration"], rep.Config["hostileAttacks"], rep.Config["hostileKEMs"] = c.hostileDuration.String(), c.hostileAttacks, c.hostileKEMs
 		rep.Config["hostileMaxConns"], rep.Config["hostileRate"], rep.Config["hostileDialers"] = c.hostileMaxConns, c.hostileRate, c.hostileDialers
-		rep.Config["hostileHonestProcess"] = c.hostileHonestProc
+		rep.Config["hostileHonestProcess"], rep.Config["hostileRebaseline"] = c.hostileHonestProc, c.hostileRebaseline
 	}
 	return rep
 }
