@@ -129,6 +129,11 @@ type HostilePhase struct {
 	GoalApplies     bool    `json:"goalApplies"`
 	GoalLimitMs     float64 `json:"goalCycleP99LimitMs,omitempty"`
 	GoalMet         bool    `json:"goalMet"`
+	// BaselineAfter is the honest client measured again with no attack, once
+	// the relay recovered (--hostile-rebaseline): with the baseline before,
+	// it brackets the attack, so that a machine that got busier meanwhile
+	// shows as such rather than as the attack's doing.
+	BaselineAfter *HonestStats `json:"baselineAfter,omitempty"`
 }
 
 // hostileGoalFormula says what hostileGoal checks.
@@ -610,7 +615,8 @@ func startHonest(ctx context.Context, c *config, srv *server) (honestRunner, err
 
 // runAttack runs attack a's phase, sets its honest figures against the
 // baseline's, and, while the relay lives, waits for the honest client to
-// recover before the next phase.
+// recover before the next phase; with --hostile-rebaseline it then measures
+// the baseline again.
 func runAttack(ctx context.Context, c *config, srv *server, h honestRunner, kem string, a attack, maxConns int, base HostilePhase) (HostilePhase, error) {
 	t := &target{addr: srv.Addr, fp: srv.Fingerprint, src: attackSource(a), maxConns: maxConns, honestRID: h.queueRID(),
 		dialers: c.hostileDialers}
@@ -625,6 +631,13 @@ func runAttack(ctx context.Context, c *config, srv *server, h honestRunner, kem 
 		if p.RecoverySeconds, err = h.recoverWait(ctx, time.Duration(p.GoalLimitMs*float64(time.Millisecond))); err != nil {
 			return p, err
 		}
+	}
+	if c.hostileRebaseline && isAlive(srv) {
+		after, err := runHostilePhase(ctx, c, srv, h, kem, nil, nil)
+		if err != nil {
+			return p, err
+		}
+		p.BaselineAfter = &after.Honest
 	}
 	return p, nil
 }

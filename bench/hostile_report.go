@@ -69,6 +69,15 @@ func (r *HostileResult) markdown() string {
 		"Recovery: after the attack, until 5 honest cycles in a row were within the goal's limit again (the next phase starts then). Load gen: the attacker and the honest client (%s) "+
 		"share the cores with the relay; other load: every other process meanwhile, above ~0.1 core the machine was shared. "+
 		"Wall time of the scenario: %.0f s.\n", honestWhere(r.HonestProc), r.WallSeconds)
+	var after []string
+	for _, p := range r.Phases {
+		if a := p.BaselineAfter; a != nil {
+			after = append(after, fmt.Sprintf("after %s (%s) %.2f / %.2f ms", p.Attack, p.KEM, a.CycleP50Ms, a.CycleP99Ms))
+		}
+	}
+	if len(after) > 0 {
+		fmt.Fprintf(&b, "\nBaseline again once the relay recovered (--hostile-rebaseline), cycle p50 / p99: %s.\n", strings.Join(after, "; "))
+	}
 	if len(r.RelayErrors) > 0 {
 		fmt.Fprintf(&b, "\nRelay errors at stop: %s\n", strings.Join(r.RelayErrors, "; "))
 	}

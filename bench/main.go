@@ -95,6 +95,8 @@ type config struct {
 	storageInflight      int    // commands in flight over them
 	storageEmptyRestarts int    // restarts of the empty reference relay
 	storageMetrics       bool   // start the relays with --metrics-listen, for the cache counters and the Go heap
+	// hostileRebaseline measures the baseline again after each attack.
+	hostileRebaseline bool
 }
 
 const usageText = `bench drives the real smp-server over loopback and reports what one machine can serve,
@@ -191,6 +193,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fl.IntVar(&c.storageInflight, "storage-inflight", 256, "storage scenarios: commands in flight over those connections (at most 128 per connection)")
 	fl.IntVar(&c.storageEmptyRestarts, "storage-empty-restarts", 3, "storage scenarios: restarts of the empty reference relay (the median is the reference)")
 	fl.BoolVar(&c.storageMetrics, "storage-metrics", true, "storage scenarios: start the relays with --metrics-listen 127.0.0.1:0 for the cache hit rate and the Go heap")
+	fl.BoolVar(&c.hostileRebaseline, "hostile-rebaseline", false, "hostile: measure the baseline again after each attack, once the relay recovered "+
+		"(baselineAfter in the report), to tell an attack's effect from a machine that got busier meanwhile")
 	if err := fl.Parse(args); err != nil {
 		return nil, err
 	}
@@ -429,7 +433,7 @@ func newReport(c *config, args []string) *Report {
 	if c.has("hostile") {
 		rep.Config["hostileDuration"], rep.Config["hostileAttacks"], rep.Config["hostileKEMs"] = c.hostileDuration.String(), c.hostileAttacks, c.hostileKEMs
 		rep.Config["hostileMaxConns"], rep.Config["hostileRate"], rep.Config["hostileDialers"] = c.hostileMaxConns, c.hostileRate, c.hostileDialers
-		rep.Config["hostileHonestProcess"] = c.hostileHonestProc
+		rep.Config["hostileHonestProcess"], rep.Config["hostileRebaseline"] = c.hostileHonestProc, c.hostileRebaseline
 	}
 	if c.has("storage-messages") || c.has("storage-queues") {
 		rep.Config["storage"] = map[string]any{"store": c.storageStore, "messages": c.storageMessages, "bodyBytes": c.storageBody,

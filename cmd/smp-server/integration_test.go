@@ -1132,7 +1132,8 @@ func TestQuota(t *testing.T) {
 }
 
 // TestConcurrentSenders: several connections send to one queue at once; the
-// recipient gets every message exactly once, each sender's in order.
+// recipient gets every message exactly once, each sender's in order, and
+// every ACK one answer, in order.
 func TestConcurrentSenders(t *testing.T) {
 	t.Parallel()
 	ctx := testCtx(t)
@@ -1166,14 +1167,46 @@ func TestConcurrentSenders(t *testing.T) {
 			}()
 		}()
 	}
+	// The recipient ACKs each MSG at once. An ACK is answered by the next
+	// message (a MSG with the ACK's corrId) or by OK, and the answers come in
+	// the order the ACKs went out: they share a queueId (SPEC §5, Order). A
+	// MSG pushed once an ACK found the queue empty is in no order with those
+	// answers (§5, Order), and with --fsync always (the default) it can come
+	// before that ACK's OK: the OK waits until the ACK's log record is durable
+	// (§8, Durability) while the push waits for nothing. So the push and the
+	// OK are matched up, not expected in one order.
 	last := make([]int, senders)
 	for i := range last {
 		last[i] = -1
 	}
-	for got, acks := 0, 0; got < senders*each; {
+	var pending []string // corrIds of the ACKs not answered yet, oldest first
+	// okOnly is how many of the oldest pending ACKs must be answered OK: a
+	// push means the relay had no message awaiting ACK (§5, Delivery), so
+	// every ACK sent before it found the queue empty.
+	okOnly := 0
+	answer := func(r smptest.Response) {
+		t.Helper()
+		if len(pending) == 0 || r.CorrID != pending[0] {
+			t.Fatalf("recipient: %v answers %q, want the answer to the oldest pending ACK of %q", r.Cmd, r.CorrID, pending)
+		}
+		if r.Cmd == codec.CmdMSG && okOnly > 0 {
+			t.Fatalf("recipient: ACK %s answered with a MSG after a MSG was pushed while it was pending", r.CorrID)
+		}
+		pending = pending[1:]
+		okOnly = max(0, okOnly-1)
+	}
+	for got := 0; got < senders*each || len(pending) > 0; {
 		r := next(t, ctx, rc)
-		switch {
-		case r.Cmd == codec.CmdMSG && bytes.Equal(r.QueueID, rid):
+		if !bytes.Equal(r.QueueID, rid) {
+			t.Fatalf("recipient: unexpected %v", r)
+		}
+		switch r.Cmd {
+		case codec.CmdMSG:
+			if r.CorrID == "" {
+				okOnly = len(pending)
+			} else {
+				answer(r)
+			}
 			var i, j int
 			if _, err := fmt.Sscanf(string(r.Body), "s%d-%d", &i, &j); err != nil || i < 0 || i >= senders {
 				t.Fatalf("unexpected body %q", r.Body)
@@ -1183,10 +1216,11 @@ func TestConcurrentSenders(t *testing.T) {
 			}
 			last[i] = j
 			got++
-			acks++
-			send(t, rc, smptest.Cmd(rk, fmt.Sprintf("a%d", acks), rid, codec.CmdACK, nil, nil))
-		case ok(fmt.Sprintf("a%d", acks), rid).matches(r):
-			// the queue was empty after that ACK: the next message is pushed
+			corr := fmt.Sprintf("a%d", got)
+			pending = append(pending, corr)
+			send(t, rc, smptest.Cmd(rk, corr, rid, codec.CmdACK, nil, nil))
+		case codec.CmdOK:
+			answer(r)
 		default:
 			t.Fatalf("recipient: unexpected %v", r)
 		}
