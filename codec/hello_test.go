@@ -673,3 +673,26 @@ func TestClientHandshakeRejects(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkServerHandshake is the server's CPU per handshake in the codec:
+// the hello open, the X25519 with the share and the key schedule. Beside
+// BenchmarkKEMOpen it shows what transport v2 adds (make bench: issue 18).
+func BenchmarkServerHandshake(b *testing.B) {
+	for _, typ := range kemTypes {
+		b.Run(typ.String(), func(b *testing.B) {
+			s := newTestServer(b, testKEMKey(b, typ), newShare(b))
+			ch, _, err := ClientHandshake(s.sh, &s.parsed, s.pub)
+			if err != nil {
+				b.Fatal(err)
+			}
+			prefix := s.hello.AppendPrefix(nil)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := ServerHandshake(s.priv, s.share, s.hello.BlockSize, &s.hello.Random, ch,
+					prefix, s.hello.Random[:], s.hello.Share[:]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -162,3 +162,36 @@ func TestShareRetired(t *testing.T) {
 	}
 	next.release()
 }
+
+// TestAcceptedNoDelay: the loops' descriptors have TCP_NODELAY (set by Go's
+// Accept on the socket they duplicate; gnet is told not to set it again), so
+// a reply is not held back by Nagle's algorithm.
+func TestAcceptedNoDelay(t *testing.T) {
+	s := newTestServer(t, nil)
+	addrs := make(chan net.Addr, 1)
+	served := make(chan error, 1)
+	go func() { served <- s.Serve("127.0.0.1:0", func(a net.Addr) { addrs <- a }) }()
+	defer func() {
+		_ = s.Shutdown(context.Background())
+		<-served
+	}()
+	nc, err := net.Dial("tcp", (<-addrs).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if _, err := nc.Read(make([]byte, 1)); err != nil {
+		t.Fatalf("reading the server hello: %v", err)
+	}
+	n := 0
+	s.conns.each(func(c *conn) {
+		n++
+		v, err := syscall.GetsockoptInt(c.gc.Fd(), syscall.IPPROTO_TCP, syscall.TCP_NODELAY)
+		if err != nil || v == 0 {
+			t.Errorf("TCP_NODELAY of the loop's descriptor = %d, %v; want on", v, err)
+		}
+	})
+	if n != 1 {
+		t.Fatalf("%d connections open, want 1", n)
+	}
+}

@@ -271,6 +271,10 @@ func (s *Server) ServeListener(ln net.Listener, ready func(net.Addr)) error {
 	failed := make(chan error, 2)
 	cli, err := gnet.NewClient(&handler{s: s},
 		gnet.WithMulticore(true),
+		// Go's Accept has set TCP_NODELAY on the socket already (net.TCPConn's
+		// default), and the loop's descriptor is a dup of it: with TCPNoDelay
+		// gnet's EnrollContext would set it again, a system call per connection.
+		gnet.WithTCPNoDelay(gnet.TCPDelay),
 		gnet.WithLogger(gnetLogger{log: s.log, verbose: s.o.LogClientData, failed: failed}),
 	)
 	if err == nil {
