@@ -170,6 +170,12 @@ func TestReadErrors(t *testing.T) {
 		if c.want != ErrRef && (!errors.As(err, &pe) || pe.File == "") {
 			t.Errorf("%s: %v names no file", c.name, err)
 		}
+		// A body that is not there or does not check will never be read:
+		// the engine must drop its message, not answer ERR INTERNAL for
+		// its queue forever. A ref the log never gave is another matter.
+		if lost := errors.Is(err, store.ErrBodyLost); lost != (c.want != ErrRef) {
+			t.Errorf("%s: %v wraps store.ErrBodyLost: %v", c.name, err, lost)
+		}
 	}
 	readT(t, l, ms[0]) // the records around the damage still read
 	readT(t, l, ms[11])
