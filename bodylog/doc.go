@@ -158,7 +158,10 @@
 // compaction, tests and Close).
 //
 // To erase a record the eraser reads it and checks it (so a repeated Delete,
-// a wrong ref or a corrupt size never erases a neighbour), then erases its
+// a wrong ref or a corrupt size never erases a neighbour) — in an older
+// segment that Retain swept, a record that does not check but whose size
+// word does (a body a power cut tore) is erased by that size word, which
+// Retain trusted to count it and to erase around it — then erases its
 // whole extent — header, IDs, body, padding — in place, merging adjacent
 // records into one range: it punches a hole (fallocate(2)
 // FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE, Linux), so the blocks go back to

@@ -174,6 +174,7 @@ func (l *Log) sweepSegment(s *segment, refs []store.BodyRef, st *RetainStats) er
 	}
 	s.liveRecs.Store(recs)
 	s.liveBytes.Store(bytes)
+	s.swept.Store(true)
 	s.counted.Store(true)
 	return nil
 }
