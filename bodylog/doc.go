@@ -31,8 +31,11 @@
 //
 // Names are the segment's number in 16 lowercase hex digits, from 1 to
 // 2³²−1. Numbers are never reused: Open starts a new segment one past the
-// highest in the directory. Gaps in the run are normal (segments whose bodies
-// are all dead are deleted).
+// highest in the directory, and a segment's directory entry is durable
+// before any record of the owner that names it can reach the disk (see
+// Durability), so no ref the owner replays names a segment a crash lost.
+// Gaps in the run are normal (segments whose bodies are all dead are
+// deleted).
 //
 // # Segment header
 //
@@ -130,13 +133,14 @@
 // # Durability
 //
 // Append writes to a buffer (and to the file when the buffer fills) and never
-// fsyncs; Flush writes the buffer; Sync writes it and fsyncs the current
-// segment, the segments sealed since the last Sync, and the directory when a
-// segment was created since then. The owner's modes carry over unchanged: in
-// SyncAlways every group's fsync is preceded by Sync; in SyncInterval and
-// SyncNever every write of a group is preceded by Flush (a kill -9 then loses
-// no body the owner's written records name) and every fsync the owner does
-// make by Sync. A write or fsync error fails the
+// fsyncs; Flush writes the buffer, and fsyncs the directory when a segment
+// was created since its last fsync; Sync writes the buffer and fsyncs the
+// current segment, the segments sealed since the last Sync, and the
+// directory when a segment was created since then. The owner's modes carry
+// over unchanged: every write of a group is preceded by Flush (a kill -9
+// then loses no body the owner's written records name, and a power cut no
+// segment they name), and every fsync the owner makes by Sync. A write or
+// fsync error fails the
 // log for good, as in the wal: Append and Sync then return an error wrapping
 // ErrFailed (no fsync is retried: after a failed fsync the kernel may have
 // dropped the dirty pages).
