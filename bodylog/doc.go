@@ -111,8 +111,9 @@
 // points at a record that was synced before the owner's record was (Sync
 // before the owner's fsync), so it lies before any torn bytes; records after
 // it that no durable ref names are dead. A segment whose header is bad holds
-// no synced record unless the disk corrupted it; Read reports it (ErrCorrupt)
-// and Retain deletes it when no live ref points into it.
+// no synced record unless the disk corrupted it, and serves none either way:
+// Read reports every ref into it (ErrCorrupt), and Retain deletes it, with
+// whatever pages of bodies a power cut left in it.
 //
 // What a crash leaves behind — Deletes not yet erased, records appended but
 // never named by a durable owner record, torn tails — is dead space, and

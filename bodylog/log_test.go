@@ -188,7 +188,8 @@ func readErr(l *Log, m *msg) error {
 }
 
 // TestBadSegmentHeader: Read reports a segment whose header is damaged;
-// Retain deletes it when nothing live is in it.
+// Retain deletes it, with the bodies in it even when live refs name them
+// (they can never be read: the owner drops their messages as lost).
 func TestBadSegmentHeader(t *testing.T) {
 	dir := t.TempDir()
 	r := rand.New(rand.NewPCG(4, 4))
@@ -212,11 +213,17 @@ func TestBadSegmentHeader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Removed != 1 || st.Unreadable != 1 {
-		t.Fatalf("Retain: %+v: want segment %d removed, a's ref unreadable", st, sb)
+	if st.Removed != 2 || st.Unreadable != 1 {
+		t.Fatalf("Retain: %+v: want segments %d and %d removed, a's ref unreadable", st, sa, sb)
 	}
-	if _, err := os.Stat(filepath.Join(dir, segmentName(sb))); !os.IsNotExist(err) {
-		t.Fatalf("segment %d with a bad header and nothing live: %v", sb, err)
+	for _, n := range []uint64{sa, sb} {
+		if _, err := os.Stat(filepath.Join(dir, segmentName(n))); !os.IsNotExist(err) {
+			t.Fatalf("segment %d with a bad header: %v", n, err)
+		}
+	}
+	assertGone(t, dirFiles(t, dir), a)
+	if err := readErr(l, a); !errors.Is(err, ErrCorrupt) || !errors.Is(err, store.ErrBodyLost) {
+		t.Fatalf("Read of a live ref into the removed segment: %v, want it lost", err)
 	}
 }
 

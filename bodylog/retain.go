@@ -24,7 +24,8 @@ type RetainStats struct {
 // live holds the ref of every message the owner's metadata still has (refs
 // into segments made since Open are ignored). Every other record in the
 // older segments is dead, and so is anything a crash left half-written. Retain
-// deletes the segments with no live ref; in the others it erases the space
+// deletes the segments with no live ref, and those whose header is bad (no
+// ref into them can be read); in the others it erases the space
 // between live records and cuts what follows the last one — unless a clean
 // Close left a summary whose count for the segment matches, in which case
 // there is nothing to erase and nothing is read (no record is ever added to
@@ -71,16 +72,20 @@ func (l *Log) Retain(live []store.BodyRef) (RetainStats, error) {
 		refs := live[:k]
 		live = live[k:]
 		switch sum, ok := l.summary[s.num]; {
-		case len(refs) == 0:
+		case len(refs) == 0 || s.bad != nil:
+			// A segment whose header is bad serves no ref (Read reports
+			// each as lost), and whatever a power cut left of bodies in it
+			// must not stay on disk (SPEC §8): it goes, live refs or not.
+			if s.bad != nil && len(refs) > 0 {
+				st.Unreadable += len(refs)
+				l.log.Warn("bodylog: removing a segment whose header is bad; the bodies its live refs name are lost",
+					"file", s.path, "live", len(refs), "err", s.bad)
+			}
 			if err := l.removeSegment(s); err != nil {
 				return st, err
 			}
 			removed = true
 			st.Removed++
-		case s.bad != nil:
-			st.Unreadable += len(refs)
-			l.log.Warn("bodylog: live bodies in a segment whose header is bad; it is kept as it is",
-				"file", s.path, "live", len(refs), "err", s.bad)
 		case ok && sum.records == int64(len(refs)):
 			s.liveRecs.Store(sum.records)
 			s.liveBytes.Store(sum.bytes)
