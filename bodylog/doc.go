@@ -126,10 +126,14 @@
 // for the segment (its count matches the live refs: a clean Close erased every
 // pending Delete), in which case it reads nothing.
 //
-// A live ref whose record does not check — in SyncInterval or SyncNever, a
-// power loss may keep the owner's record and lose the body, as it may lose
-// the owner's record itself — is left alone, and Read answers ErrMissing
-// (zeros, end of file) or ErrCorrupt: the owner drops that message.
+// A live ref whose record does not check — a power loss may keep the
+// owner's record and lose the body (its last group in SyncAlways, any group
+// after the last fsync in SyncInterval and SyncNever), as it may lose the
+// owner's record itself — makes Read answer ErrMissing (zeros, end of file)
+// or ErrCorrupt, and the owner drops that message. When its size word
+// reached the disk, Retain counts the record by it and Delete erases it by
+// it; when it did not, no record can be read there and Retain erases the
+// ref's bytes with the dead space around them.
 //
 // # Durability
 //

@@ -408,3 +408,46 @@ func TestEraseTornRecord(t *testing.T) {
 		}
 	})
 }
+
+// TestRetainErasesUnreadableLiveRef: a power cut lost the page holding a
+// record's header and kept later pages of its body, and the owner's
+// metadata still names it. No record can be read there (the size word is
+// zeros), so Retain erases its bytes with the dead space around it instead
+// of leaving the rest of the body on disk until its segment empties.
+func TestRetainErasesUnreadableLiveRef(t *testing.T) {
+	eraseModes(t, func(t *testing.T, o Options) {
+		dir := t.TempDir()
+		r := rand.New(rand.NewPCG(18, 18))
+		l := openT(t, dir, o)
+		a, x, b := newMsg(r, 1000), newMsg(r, 12000), newMsg(r, 700)
+		for _, m := range []*msg{a, x, b} {
+			appendT(t, l, m)
+		}
+		if err := l.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		l.abandon()
+		seg, off := SplitRef(x.ref)
+		page := (off + 4096) &^ 4095
+		writeAt(t, filepath.Join(dir, segmentName(seg)), off, make([]byte, page-off)) // its header's page, from the record on
+
+		l = openT(t, dir, o)
+		defer l.Close()
+		st, err := l.Retain(refsOf([]*msg{a, x, b}))
+		if err != nil || st.Unreadable != 1 {
+			t.Fatalf("Retain: %+v, %v; want x's ref unreadable", st, err)
+		}
+		files := dirFiles(t, dir)
+		assertGone(t, files, x)
+		assertPresent(t, files, a)
+		assertPresent(t, files, b)
+		readT(t, l, a)
+		readT(t, l, b)
+		if err := readErr(l, x); !errors.Is(err, ErrMissing) {
+			t.Fatalf("Read of the unreadable ref: %v, want ErrMissing", err)
+		}
+		if got := l.Stats().LiveRecords; got != 2 {
+			t.Fatalf("%d live records counted, want 2", got)
+		}
+	})
+}

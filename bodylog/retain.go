@@ -119,13 +119,13 @@ func (l *Log) Retain(live []store.BodyRef) (RetainStats, error) {
 
 // sweepSegment erases everything in s that is not a live record: the ranges
 // between live records, and what follows the last one (cut off). A live ref
-// whose size word is not valid is not counted, and the range after it, up to
-// the next live ref, is left alone: its extent is unknown. Called with
-// eraseMu held.
+// whose size word does not give a record inside the file (zeros, the size
+// word a power cut left, a record cut by the end of the file) names a body
+// Read can never return: it is not counted, and its bytes are dead space
+// like those around it, erased with them. Called with eraseMu held.
 func (l *Log) sweepSegment(s *segment, refs []store.BodyRef, st *RetainStats) error {
 	size := s.size.Load()
-	prevEnd := int64(segmentHeaderSize) // end of the last live record, or where unknown bytes start
-	trusted := true                     // prevEnd is a record boundary
+	prevEnd := int64(segmentHeaderSize) // end of the last live record
 	wrote := false
 	var recs, bytes int64
 	var h [8]byte
@@ -144,24 +144,23 @@ func (l *Log) sweepSegment(s *segment, refs []store.BodyRef, st *RetainStats) er
 				rsize = n
 			}
 		}
-		if trusted && off > prevEnd {
+		if rsize == 0 {
+			st.Unreadable++
+			continue
+		}
+		if off > prevEnd {
 			if err := l.eraseRange(s, prevEnd, off, true); err != nil {
 				return err
 			}
 			st.Erased += off - prevEnd
 			wrote = true
 		}
-		if rsize == 0 {
-			st.Unreadable++
-			prevEnd, trusted = off, false
-			continue
-		}
 		ext := align(int64(rsize))
 		recs++
 		bytes += ext
-		prevEnd, trusted = off+ext, true
+		prevEnd = off + ext
 	}
-	if trusted && prevEnd < size {
+	if prevEnd < size {
 		if err := s.f.Truncate(prevEnd); err != nil {
 			return l.fail(failAt(s.path, prevEnd, "truncating after the last live record", err))
 		}
