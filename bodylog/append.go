@@ -83,20 +83,52 @@ func (l *Log) Sync() error {
 	return l.sync()
 }
 
-// Flush writes the append buffer to the current segment, without fsync:
-// bodies appended before it survive the process's death (kill -9), not a
-// power loss. In the modes where the owner's writer writes its records
-// without fsyncing each group (SyncInterval, SyncNever), it calls Flush
-// before each write, so that what the kernel holds of the owner's log never
-// names a body only this process held. A failure fails the log (ErrFailed).
-// Safe for concurrent use; it holds the append lock for the write(2).
+// Flush writes the append buffer to the current segment, without fsync of
+// the segment: bodies appended before it survive the process's death
+// (kill -9), not a power loss. The owner's writer calls it before each
+// write of its records, so that what the kernel holds of the owner's log
+// never names a body only this process held.
+//
+// When a segment was created since the directory was last fsynced, Flush
+// fsyncs the directory too, once per segment: the owner's records written
+// next may name bodies in it and survive a power cut unsynced (its last
+// group in mode always, any group in the others), and a segment whose
+// directory entry did not would give its number to the next run's first new
+// segment (one past the highest found), so that those records' refs would
+// name other bodies, and deleting them would erase those. A failure fails
+// the log (ErrFailed). Safe for concurrent use; it holds the append lock for
+// the write(2), and Sync's lock for the directory's fsync.
 func (l *Log) Flush() error {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	if err := l.usableLocked(); err != nil {
+	err := l.usableLocked()
+	if err == nil {
+		err = l.flushLocked()
+	}
+	dir := l.dirDirty
+	l.mu.Unlock()
+	if err != nil || !dir {
 		return err
 	}
-	return l.flushLocked()
+	return l.syncDir()
+}
+
+// syncDir fsyncs the directory if a segment was created since it last was.
+// It takes syncMu, so that a Sync that finds nothing to do for the
+// directory returns only after this fsync did it.
+func (l *Log) syncDir() error {
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
+	l.mu.Lock()
+	dir := l.dirDirty
+	l.dirDirty = false
+	l.mu.Unlock()
+	if !dir {
+		return nil
+	}
+	if err := l.fs.SyncDir(l.dir); err != nil {
+		return l.fail(failAt(l.dir, 0, "fsync of the directory", err))
+	}
+	return nil
 }
 
 // sync is Sync without the closed check, for Close.

@@ -31,8 +31,11 @@
 //
 // Names are the segment's number in 16 lowercase hex digits, from 1 to
 // 2³²−1. Numbers are never reused: Open starts a new segment one past the
-// highest in the directory. Gaps in the run are normal (segments whose bodies
-// are all dead are deleted).
+// highest in the directory, and a segment's directory entry is durable
+// before any record of the owner that names it can reach the disk (see
+// Durability), so no ref the owner replays names a segment a crash lost.
+// Gaps in the run are normal (segments whose bodies are all dead are
+// deleted).
 //
 // # Segment header
 //
@@ -108,8 +111,9 @@
 // points at a record that was synced before the owner's record was (Sync
 // before the owner's fsync), so it lies before any torn bytes; records after
 // it that no durable ref names are dead. A segment whose header is bad holds
-// no synced record unless the disk corrupted it; Read reports it (ErrCorrupt)
-// and Retain deletes it when no live ref points into it.
+// no synced record unless the disk corrupted it, and serves none either way:
+// Read reports every ref into it (ErrCorrupt), and Retain deletes it, with
+// whatever pages of bodies a power cut left in it.
 //
 // What a crash leaves behind — Deletes not yet erased, records appended but
 // never named by a durable owner record, torn tails — is dead space, and
@@ -122,21 +126,26 @@
 // for the segment (its count matches the live refs: a clean Close erased every
 // pending Delete), in which case it reads nothing.
 //
-// A live ref whose record does not check — in SyncInterval or SyncNever, a
-// power loss may keep the owner's record and lose the body, as it may lose
-// the owner's record itself — is left alone, and Read answers ErrMissing
-// (zeros, end of file) or ErrCorrupt: the owner drops that message.
+// A live ref whose record does not check — a power loss may keep the
+// owner's record and lose the body (its last group in SyncAlways, any group
+// after the last fsync in SyncInterval and SyncNever), as it may lose the
+// owner's record itself — makes Read answer ErrMissing (zeros, end of file)
+// or ErrCorrupt, and the owner drops that message. When its size word
+// reached the disk, Retain counts the record by it and Delete erases it by
+// it; when it did not, no record can be read there and Retain erases the
+// ref's bytes with the dead space around them.
 //
 // # Durability
 //
 // Append writes to a buffer (and to the file when the buffer fills) and never
-// fsyncs; Flush writes the buffer; Sync writes it and fsyncs the current
-// segment, the segments sealed since the last Sync, and the directory when a
-// segment was created since then. The owner's modes carry over unchanged: in
-// SyncAlways every group's fsync is preceded by Sync; in SyncInterval and
-// SyncNever every write of a group is preceded by Flush (a kill -9 then loses
-// no body the owner's written records name) and every fsync the owner does
-// make by Sync. A write or fsync error fails the
+// fsyncs; Flush writes the buffer, and fsyncs the directory when a segment
+// was created since its last fsync; Sync writes the buffer and fsyncs the
+// current segment, the segments sealed since the last Sync, and the
+// directory when a segment was created since then. The owner's modes carry
+// over unchanged: every write of a group is preceded by Flush (a kill -9
+// then loses no body the owner's written records name, and a power cut no
+// segment they name), and every fsync the owner makes by Sync. A write or
+// fsync error fails the
 // log for good, as in the wal: Append and Sync then return an error wrapping
 // ErrFailed (no fsync is retried: after a failed fsync the kernel may have
 // dropped the dirty pages).
@@ -158,7 +167,10 @@
 // compaction, tests and Close).
 //
 // To erase a record the eraser reads it and checks it (so a repeated Delete,
-// a wrong ref or a corrupt size never erases a neighbour), then erases its
+// a wrong ref or a corrupt size never erases a neighbour) — in an older
+// segment that Retain swept, a record that does not check but whose size
+// word does (a body a power cut tore) is erased by that size word, which
+// Retain trusted to count it and to erase around it — then erases its
 // whole extent — header, IDs, body, padding — in place, merging adjacent
 // records into one range: it punches a hole (fallocate(2)
 // FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE, Linux), so the blocks go back to

@@ -194,6 +194,9 @@ func (l *Log) eraseInSegment(s *segment, refs []store.BodyRef) (recs, bytes int6
 			}
 		}
 		n, err := l.checkRecordAt(s, off)
+		if (errors.Is(err, errCRC) || errors.Is(err, errPad)) && s.swept.Load() {
+			n, err = l.tornExtent(s, off, err)
+		}
 		if err != nil {
 			if !errors.Is(err, errGap) { // zeros: already erased
 				l.log.Warn("bodylog: not erasing a record that does not check", "file", s.path, "offset", off, "err", err)
@@ -211,6 +214,29 @@ func (l *Log) eraseInSegment(s *segment, refs []store.BodyRef) (recs, bytes int6
 		to = off + n
 	}
 	return recs, bytes, wrote, flush()
+}
+
+// tornExtent returns the extent of the record at off in s, an older segment
+// that Retain swept, whose bytes do not check (cause): a body a power cut
+// tore, its size word on disk and not all of the rest. Retain counted it
+// live by that size word and erased everything around it, so erasing the
+// extent the size word gives touches no other record, and its count goes
+// down as it went up; left alone, the torn body would stay on disk (SPEC
+// §8) and keep its segment from ever being removed. cause is returned when
+// the size word does not give a plausible extent either. Called with
+// eraseMu held.
+func (l *Log) tornExtent(s *segment, off int64, cause error) (int64, error) {
+	h := l.readBuf[:8] // checkRecordAt made readBuf
+	if _, err := s.f.ReadAt(h, off); err != nil {
+		return 0, cause
+	}
+	size, err := recordSize(h)
+	if err != nil || off+align(int64(size)) > s.size.Load() {
+		return 0, cause
+	}
+	l.log.Info("bodylog: erasing a record a power cut tore", "file", s.path, "offset", off, "cause", cause.Error())
+	l.stats.erased.Add(1)
+	return align(int64(size)), nil
 }
 
 // eraseBuffered zeroes the record at off if it is still in the append

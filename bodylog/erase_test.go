@@ -349,3 +349,105 @@ func TestEmptiedBeforeSealed(t *testing.T) {
 		t.Fatalf("segment %d, emptied then sealed: %v", first, err)
 	}
 }
+
+// TestEraseTornRecord: a power cut kept a record's size word and not all of
+// its body (a page of it old), and the owner's metadata still names it.
+// Retain counts it live by its size word; Read reports it lost; the owner's
+// Delete then erases its whole extent although it does not check, so no
+// piece of it stays on disk and its segment can go once the rest is dead.
+func TestEraseTornRecord(t *testing.T) {
+	eraseModes(t, func(t *testing.T, o Options) {
+		dir := t.TempDir()
+		r := rand.New(rand.NewPCG(16, 16))
+		l := openT(t, dir, o)
+		a, torn, b := newMsg(r, 1000), newMsg(r, 9000), newMsg(r, 700)
+		for _, m := range []*msg{a, torn, b} {
+			appendT(t, l, m)
+		}
+		if err := l.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		l.abandon() // no summary: Retain sweeps
+		seg, off := SplitRef(torn.ref)
+		path := filepath.Join(dir, segmentName(seg))
+		page := (off + 4096) &^ 4095 // the first page boundary inside its body
+		writeAt(t, path, page, make([]byte, 4096))
+
+		l = openT(t, dir, o)
+		defer l.Close()
+		st, err := l.Retain(refsOf([]*msg{a, torn, b}))
+		if err != nil || st.Swept != 1 || st.Unreadable != 0 {
+			t.Fatalf("Retain: %+v, %v", st, err)
+		}
+		if err := readErr(l, torn); !errors.Is(err, ErrCorrupt) || !errors.Is(err, store.ErrBodyLost) {
+			t.Fatalf("Read of the torn record: %v, want ErrCorrupt and store.ErrBodyLost", err)
+		}
+		if got := l.Stats().LiveRecords; got != 3 {
+			t.Fatalf("%d live records counted, want 3", got)
+		}
+		l.Delete(torn.ref)
+		if err := l.Erase(); err != nil {
+			t.Fatal(err)
+		}
+		files := dirFiles(t, dir)
+		assertGone(t, files, torn)
+		assertPresent(t, files, a)
+		assertPresent(t, files, b)
+		readT(t, l, a)
+		readT(t, l, b)
+		if got := l.Stats().LiveRecords; got != 2 {
+			t.Fatalf("%d live records counted after the torn one's Delete, want 2", got)
+		}
+		l.Delete(a.ref)
+		l.Delete(b.ref)
+		if err := l.Erase(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(path); !os.IsNotExist(err) {
+			t.Fatalf("the segment, all of it dead: %v", err)
+		}
+	})
+}
+
+// TestRetainErasesUnreadableLiveRef: a power cut lost the page holding a
+// record's header and kept later pages of its body, and the owner's
+// metadata still names it. No record can be read there (the size word is
+// zeros), so Retain erases its bytes with the dead space around it instead
+// of leaving the rest of the body on disk until its segment empties.
+func TestRetainErasesUnreadableLiveRef(t *testing.T) {
+	eraseModes(t, func(t *testing.T, o Options) {
+		dir := t.TempDir()
+		r := rand.New(rand.NewPCG(18, 18))
+		l := openT(t, dir, o)
+		a, x, b := newMsg(r, 1000), newMsg(r, 12000), newMsg(r, 700)
+		for _, m := range []*msg{a, x, b} {
+			appendT(t, l, m)
+		}
+		if err := l.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		l.abandon()
+		seg, off := SplitRef(x.ref)
+		page := (off + 4096) &^ 4095
+		writeAt(t, filepath.Join(dir, segmentName(seg)), off, make([]byte, page-off)) // its header's page, from the record on
+
+		l = openT(t, dir, o)
+		defer l.Close()
+		st, err := l.Retain(refsOf([]*msg{a, x, b}))
+		if err != nil || st.Unreadable != 1 {
+			t.Fatalf("Retain: %+v, %v; want x's ref unreadable", st, err)
+		}
+		files := dirFiles(t, dir)
+		assertGone(t, files, x)
+		assertPresent(t, files, a)
+		assertPresent(t, files, b)
+		readT(t, l, a)
+		readT(t, l, b)
+		if err := readErr(l, x); !errors.Is(err, ErrMissing) {
+			t.Fatalf("Read of the unreadable ref: %v, want ErrMissing", err)
+		}
+		if got := l.Stats().LiveRecords; got != 2 {
+			t.Fatalf("%d live records counted, want 2", got)
+		}
+	})
+}

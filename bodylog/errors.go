@@ -12,8 +12,15 @@ import (
 var (
 	// ErrCorrupt: the bytes at a ref, or a segment's header, are not what
 	// the format says: checksum mismatch, implausible size, a record of
-	// another message, a segment missing from the directory.
-	ErrCorrupt = errors.New("bodylog: corrupt body log")
+	// another message, a segment missing from the directory. A power cut
+	// leaves such bytes wherever a body had not been synced (a page of its
+	// record written and not the next, a segment whose header never
+	// reached the disk), in every fsync mode of the owner for the records
+	// of its last, un-fsynced group; the disk itself may corrupt one. Either
+	// way the body will never be read: like ErrMissing it wraps
+	// store.ErrBodyLost, so the engine drops the message (and logs this
+	// error) instead of answering ERR INTERNAL for its queue forever.
+	ErrCorrupt = fmt.Errorf("bodylog: corrupt body log (%w)", store.ErrBodyLost)
 	// ErrMissing: there is no record at a ref, only zeros: the body was
 	// erased (Delete, Retain), or never reached the disk before a power
 	// loss. The owner treats the message as gone.

@@ -101,6 +101,11 @@ type segment struct {
 	// counted: liveRecs and liveBytes are exact (segments made by this Open,
 	// and older ones once Retain has counted them). Set under Log.eraseMu.
 	counted atomic.Bool
+	// swept: Retain read the size word of every live record of this older
+	// segment and erased everything between them (sweepSegment), so a live
+	// record's extent is what its size word says even when a power cut tore
+	// its body. Set under Log.eraseMu.
+	swept atomic.Bool
 	// liveRecs and liveBytes count the records not yet erased: Append adds,
 	// the eraser subtracts.
 	liveRecs, liveBytes atomic.Int64

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/smprelay/smprelay/internal/vfs/crashfs"
 	"github.com/smprelay/smprelay/store"
 )
 
@@ -170,6 +171,12 @@ func TestReadErrors(t *testing.T) {
 		if c.want != ErrRef && (!errors.As(err, &pe) || pe.File == "") {
 			t.Errorf("%s: %v names no file", c.name, err)
 		}
+		// A body that is not there or does not check will never be read:
+		// the engine must drop its message, not answer ERR INTERNAL for
+		// its queue forever. A ref the log never gave is another matter.
+		if lost := errors.Is(err, store.ErrBodyLost); lost != (c.want != ErrRef) {
+			t.Errorf("%s: %v wraps store.ErrBodyLost: %v", c.name, err, lost)
+		}
 	}
 	readT(t, l, ms[0]) // the records around the damage still read
 	readT(t, l, ms[11])
@@ -181,7 +188,8 @@ func readErr(l *Log, m *msg) error {
 }
 
 // TestBadSegmentHeader: Read reports a segment whose header is damaged;
-// Retain deletes it when nothing live is in it.
+// Retain deletes it, with the bodies in it even when live refs name them
+// (they can never be read: the owner drops their messages as lost).
 func TestBadSegmentHeader(t *testing.T) {
 	dir := t.TempDir()
 	r := rand.New(rand.NewPCG(4, 4))
@@ -205,11 +213,17 @@ func TestBadSegmentHeader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Removed != 1 || st.Unreadable != 1 {
-		t.Fatalf("Retain: %+v: want segment %d removed, a's ref unreadable", st, sb)
+	if st.Removed != 2 || st.Unreadable != 1 {
+		t.Fatalf("Retain: %+v: want segments %d and %d removed, a's ref unreadable", st, sa, sb)
 	}
-	if _, err := os.Stat(filepath.Join(dir, segmentName(sb))); !os.IsNotExist(err) {
-		t.Fatalf("segment %d with a bad header and nothing live: %v", sb, err)
+	for _, n := range []uint64{sa, sb} {
+		if _, err := os.Stat(filepath.Join(dir, segmentName(n))); !os.IsNotExist(err) {
+			t.Fatalf("segment %d with a bad header: %v", n, err)
+		}
+	}
+	assertGone(t, dirFiles(t, dir), a)
+	if err := readErr(l, a); !errors.Is(err, ErrCorrupt) || !errors.Is(err, store.ErrBodyLost) {
+		t.Fatalf("Read of a live ref into the removed segment: %v, want it lost", err)
 	}
 }
 
@@ -271,5 +285,50 @@ func TestFlushSurvivesKill(t *testing.T) {
 	readT(t, l, kept)
 	if err := readErr(l, lost); !errors.Is(err, ErrMissing) {
 		t.Fatalf("a body that was never written: %v", err)
+	}
+}
+
+// keepDataLoseDir is a power cut that keeps every byte written and loses
+// every directory operation not fsynced: whatever the owner wrote after a
+// Flush survives, and only a segment whose directory entry Flush (or Sync)
+// made durable is still there.
+type keepDataLoseDir struct{}
+
+func (keepDataLoseDir) DirOps(string, int) int                { return 0 }
+func (keepDataLoseDir) Size(_ string, _, current int64) int64 { return current }
+func (keepDataLoseDir) Page(string, int64) bool               { return true }
+
+// TestFlushMakesNewSegmentsDurable: after Flush, the directory entry of
+// every segment created before it is durable, the one Open starts and one a
+// rotation starts, so a power cut cannot lose a segment whose refs the
+// owner may have written (and the next Open cannot give its number to
+// another segment). Over crashfs, whose files erase by writing zeros.
+func TestFlushMakesNewSegmentsDurable(t *testing.T) {
+	fsys := crashfs.New()
+	o := Options{FS: fsys, SegmentBytes: 4096}
+	l := openT(t, "/b", o)
+	r := rand.New(rand.NewPCG(17, 17))
+	var ms []*msg
+	for range 2 { // each fills a segment: the second rotates
+		m := newMsg(r, 3000)
+		appendT(t, l, m)
+		ms = append(ms, m)
+		if err := l.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		seg, _ := SplitRef(m.ref)
+		if _, err := fsys.CrashWith(keepDataLoseDir{}).Stat(filepath.Join("/b", segmentName(seg))); err != nil {
+			t.Fatalf("segment %d after Flush and a power cut: %v", seg, err)
+		}
+	}
+	o.FS = fsys.CrashWith(keepDataLoseDir{})
+	l.abandon()
+	l = openT(t, "/b", o)
+	defer l.Close()
+	if st, err := l.Retain(refsOf(ms)); err != nil || st.Unreadable != 0 {
+		t.Fatalf("Retain after the cut: %+v, %v", st, err)
+	}
+	for _, m := range ms {
+		readT(t, l, m)
 	}
 }

@@ -19,7 +19,8 @@ import (
 // checks the record: its checksum, and that it is the body of rid and id.
 // Errors wrap ErrMissing (zeros or end of file at ref: erased, or lost in a
 // power cut before it was synced), ErrCorrupt (any other mismatch, with the
-// file and offset), ErrRef or ErrClosed, or are I/O errors naming the file.
+// file and offset) — both wrap store.ErrBodyLost: that body is gone for
+// good — ErrRef or ErrClosed, or are I/O errors naming the file.
 // Safe for concurrent use; it takes the cache's read lock, the segment list's
 // read lock, and the append lock only for a body still in the append buffer.
 // Never call it for a ref after Delete.

@@ -24,7 +24,8 @@ type RetainStats struct {
 // live holds the ref of every message the owner's metadata still has (refs
 // into segments made since Open are ignored). Every other record in the
 // older segments is dead, and so is anything a crash left half-written. Retain
-// deletes the segments with no live ref; in the others it erases the space
+// deletes the segments with no live ref, and those whose header is bad (no
+// ref into them can be read); in the others it erases the space
 // between live records and cuts what follows the last one — unless a clean
 // Close left a summary whose count for the segment matches, in which case
 // there is nothing to erase and nothing is read (no record is ever added to
@@ -71,16 +72,20 @@ func (l *Log) Retain(live []store.BodyRef) (RetainStats, error) {
 		refs := live[:k]
 		live = live[k:]
 		switch sum, ok := l.summary[s.num]; {
-		case len(refs) == 0:
+		case len(refs) == 0 || s.bad != nil:
+			// A segment whose header is bad serves no ref (Read reports
+			// each as lost), and whatever a power cut left of bodies in it
+			// must not stay on disk (SPEC §8): it goes, live refs or not.
+			if s.bad != nil && len(refs) > 0 {
+				st.Unreadable += len(refs)
+				l.log.Warn("bodylog: removing a segment whose header is bad; the bodies its live refs name are lost",
+					"file", s.path, "live", len(refs), "err", s.bad)
+			}
 			if err := l.removeSegment(s); err != nil {
 				return st, err
 			}
 			removed = true
 			st.Removed++
-		case s.bad != nil:
-			st.Unreadable += len(refs)
-			l.log.Warn("bodylog: live bodies in a segment whose header is bad; it is kept as it is",
-				"file", s.path, "live", len(refs), "err", s.bad)
 		case ok && sum.records == int64(len(refs)):
 			s.liveRecs.Store(sum.records)
 			s.liveBytes.Store(sum.bytes)
@@ -114,13 +119,13 @@ func (l *Log) Retain(live []store.BodyRef) (RetainStats, error) {
 
 // sweepSegment erases everything in s that is not a live record: the ranges
 // between live records, and what follows the last one (cut off). A live ref
-// whose size word is not valid is not counted, and the range after it, up to
-// the next live ref, is left alone: its extent is unknown. Called with
-// eraseMu held.
+// whose size word does not give a record inside the file (zeros, the size
+// word a power cut left, a record cut by the end of the file) names a body
+// Read can never return: it is not counted, and its bytes are dead space
+// like those around it, erased with them. Called with eraseMu held.
 func (l *Log) sweepSegment(s *segment, refs []store.BodyRef, st *RetainStats) error {
 	size := s.size.Load()
-	prevEnd := int64(segmentHeaderSize) // end of the last live record, or where unknown bytes start
-	trusted := true                     // prevEnd is a record boundary
+	prevEnd := int64(segmentHeaderSize) // end of the last live record
 	wrote := false
 	var recs, bytes int64
 	var h [8]byte
@@ -139,24 +144,23 @@ func (l *Log) sweepSegment(s *segment, refs []store.BodyRef, st *RetainStats) er
 				rsize = n
 			}
 		}
-		if trusted && off > prevEnd {
+		if rsize == 0 {
+			st.Unreadable++
+			continue
+		}
+		if off > prevEnd {
 			if err := l.eraseRange(s, prevEnd, off, true); err != nil {
 				return err
 			}
 			st.Erased += off - prevEnd
 			wrote = true
 		}
-		if rsize == 0 {
-			st.Unreadable++
-			prevEnd, trusted = off, false
-			continue
-		}
 		ext := align(int64(rsize))
 		recs++
 		bytes += ext
-		prevEnd, trusted = off+ext, true
+		prevEnd = off + ext
 	}
-	if trusted && prevEnd < size {
+	if prevEnd < size {
 		if err := s.f.Truncate(prevEnd); err != nil {
 			return l.fail(failAt(s.path, prevEnd, "truncating after the last live record", err))
 		}
@@ -174,6 +178,7 @@ func (l *Log) sweepSegment(s *segment, refs []store.BodyRef, st *RetainStats) er
 	}
 	s.liveRecs.Store(recs)
 	s.liveBytes.Store(bytes)
+	s.swept.Store(true)
 	s.counted.Store(true)
 	return nil
 }

@@ -95,21 +95,34 @@ func (l *Log) compactLoop() {
 
 // retainBodies tells the body keeper, after the start-up compaction, which
 // bodies live: everything else it holds from earlier runs goes, and so do the
-// bodies replay moved out of the log for messages deleted later in it.
+// bodies replay moved out of the log for messages deleted later in it. Those
+// are erased before it returns, as every compaction erases what it dropped
+// (SPEC §8): the snapshot in place no longer names them. Retain comes first,
+// as the body keeper wants it before any Delete.
 func (l *Log) retainBodies(live []store.BodyRef) error {
 	b := l.opts.Bodies
 	if b == nil {
 		return nil
 	}
 	slices.Sort(live)
+	var dead []store.BodyRef
 	for _, ref := range l.migratedRefs {
 		if _, ok := slices.BinarySearch(live, ref); !ok {
-			b.Delete(ref)
+			dead = append(dead, ref)
 		}
 	}
 	l.migratedRefs = nil
-	if err := b.Retain(live); err != nil {
+	if err := b.Retain(live); err != nil { // may reorder live
 		return fmt.Errorf("wal: dropping the bodies no message names: %w", err)
+	}
+	if len(dead) == 0 {
+		return nil
+	}
+	for _, ref := range dead {
+		b.Delete(ref)
+	}
+	if err := b.Erase(); err != nil {
+		return fmt.Errorf("wal: erasing the bodies of messages deleted before the migration: %w", err)
 	}
 	return nil
 }
@@ -181,7 +194,8 @@ func (l *Log) compactLocked() error {
 	}
 	if b := l.opts.Bodies; b != nil && l.liveRefs == nil {
 		// SPEC §8: after a compaction no deleted body is left. The start-up
-		// compaction leaves it to Attach's Retain, which sees every body.
+		// compaction leaves it to Attach (retainBodies), which also knows
+		// the bodies replay moved out of the log for deleted messages.
 		if err := b.Erase(); err != nil {
 			return fmt.Errorf("wal: erasing deleted bodies: %w", err)
 		}

@@ -2,9 +2,11 @@
 // the state changes the engine reports (store.Record), with group commit,
 // crash recovery that cuts off a torn tail, and compaction that rewrites the
 // live state so that deleted data leaves the disk (SPEC §8). A *Log
-// implements store.Store, store.Compactor and store.StatsReporter. It keeps
-// every message body in the log, in its record: Append never returns a body
-// ref, so the engine never calls ReadBody.
+// implements store.Store, store.Compactor and store.StatsReporter. Without
+// Options.Bodies it keeps every message body in the log, in its record:
+// Append never returns a body ref, so the engine never calls ReadBody. With
+// it (package diskstore), a message's record holds its size and a ref to a
+// body the Bodies keeps (see Bodies in bodies.go for the order of writes).
 //
 // # Files
 //
@@ -86,19 +88,18 @@
 //	4 recQueueDeleted    RID[16]
 //	5 recMessageStored   RID[16] msgID[8] time (i64, Unix seconds) body (rest)
 //	6 recMessageDeleted  RID[16] msgID[8]
-//	7 recMessageRef      RID[16] msgID[8] time (i64) size (u32) ref (u64, never 0)
-//	8 recQueueCreatedAt  RID[16] SID[16] time (i64, Unix seconds) recipientKey (rest: SPKI DER)
+//	7 recMessageRef      RID[16] msgID[8] time (i64, Unix seconds) size (u32) ref (u64, not 0)
+//	8 recQueueCreatedAt  RID[16] SID[16] time (i64, Unix seconds, not 0) recipientKey (rest: SPKI DER)
 //
-// Kind 5 holds the body itself: a log opened without Options.Bodies writes
-// it, and its size is the body's length (Append refuses a record whose Size
-// disagrees). Kind 7 is the same change when a Bodies keeps the body
-// (package diskstore, with package bodylog): size and ref, where ref is the
-// body keeper's, opaque to the log. A log without Bodies refuses to load a
-// kind 7 record (ErrBodiesElsewhere); a log with one moves each kind 5 body
-// it replays to the keeper, so a directory written without bodies migrates
-// at its first start with them. Kind 8 is kind 1 with the queue's creation
-// time (for the unsecured-queue TTL); the engine's QueueCreated is written as
-// kind 8 whenever it carries a time, and kind 1 replays with time 0.
+// In kind 5 a message's size is its body's length; Append refuses a
+// MessageStored record whose Size disagrees, or that has a Ref, unless
+// Options.Bodies keeps the bodies: then the body goes to it and the record
+// is kind 7, with the size and the ref it returned. A log with kind 7 records
+// does not load without a Bodies (ErrBodiesElsewhere); replay with one moves
+// the body of each kind 5 record to it, and the start-up compaction rewrites
+// them as kind 7. A queue created with a time (the engine's snapshot gives
+// one) is kind 8, without one kind 1. Each record has one encoding: kind 7
+// with ref 0 and kind 8 with time 0 do not decode.
 //
 //	 kind 7, 45 bytes after the length:
 //	+---+----------+--------+----------+--------+----------+

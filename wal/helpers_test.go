@@ -1,14 +1,13 @@
 package wal
 
 import (
-	"bytes"
 	"crypto/rand"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/smprelay/smprelay/codec"
 	"github.com/smprelay/smprelay/internal/vfs"
+	"github.com/smprelay/smprelay/internal/waltest"
 	"github.com/smprelay/smprelay/store"
 )
 
@@ -375,46 +375,20 @@ func scanFrames(t testing.TB, path string) []frameSpan {
 
 // plainContents returns every byte the log directory holds as a reader would
 // see it: each file's bytes as stored, followed by the decompressed payload
-// of each of its frames. A grep of it finds data whether or not compression
-// hid it.
+// of each of its frames (internal/waltest, which decodes the files from
+// doc.go on its own). A grep of it finds data whether or not compression hid
+// it.
 func plainContents(t testing.TB, dir string) []byte {
 	t.Helper()
-	var all bytes.Buffer
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		all.Write(b)
-		if len(b) < fileHeaderSize || string(b[:8]) != fileMagic {
-			return nil
-		}
-		fr := frameReader{}
-		for off := fileHeaderSize; off+frameHeaderSize <= len(b); {
-			h, err := parseFrameHeader(b[off:])
-			if err != nil || off+frameHeaderSize+h.length > len(b) {
-				break
-			}
-			p := b[off+frameHeaderSize : off+frameHeaderSize+h.length]
-			if h.typ == frameBatch {
-				raw, err := fr.decompress(h, p, nil)
-				if err != nil {
-					return fmt.Errorf("%s at %d: %w", path, off, err)
-				}
-				all.Write(raw)
-			}
-			off += frameHeaderSize + h.length
-		}
-		fr.close()
-		return nil
-	})
+	files, err := waltest.Contents(vfs.OS, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return all.Bytes()
+	var all []byte
+	for _, path := range slices.Sorted(maps.Keys(files)) {
+		all = append(all, files[path]...)
+	}
+	return all
 }
 
 // failFile is a segment file whose writes or fsyncs fail on demand and whose

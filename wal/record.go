@@ -238,6 +238,11 @@ func decodeRecord(b []byte, v *recordView) (int, error) {
 		copy(v.sid[:], f)
 		v.time = int64(binary.LittleEndian.Uint64(f[idSize:]))
 		v.key = f[idSize+timeSize:]
+		if v.time == 0 {
+			// Time 0 is "unknown", written as kind 1: each record has one
+			// encoding (as a ref of 0 is never written as kind 7).
+			return 0, errors.New("queue created record with time 0")
+		}
 	case recQueueSecured:
 		if len(f) == 0 {
 			return 0, errors.New("queue secured record without a key")

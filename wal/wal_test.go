@@ -69,6 +69,35 @@ func TestRecordRoundTrip(t *testing.T) {
 	}
 }
 
+// TestDecodeRejectsNonCanonical: the forms the encoder never writes for a
+// record do not decode either, so that each record has one encoding: a
+// queue created at time 0 (kind 1 says that) and a message by ref 0 (kind 5
+// says that).
+func TestDecodeRejectsNonCanonical(t *testing.T) {
+	queue := store.Record{Kind: store.QueueCreated, RID: randID(), SID: randID(), Time: 7, RecipientKey: edKey(t, 0)}
+	msg := store.Record{Kind: store.MessageStored, RID: randID(), MsgID: randMsgID(), Time: 7, Size: 9, Ref: 1<<32 | 32}
+	for _, c := range []struct {
+		name  string
+		r     *store.Record
+		field int // offset of the field to zero, after the length and kind bytes
+		n     int
+	}{
+		{"queue created at time 0", &queue, 2 * idSize, timeSize},
+		{"message stored by ref 0", &msg, idSize + msgIDSize + timeSize + sizeSize, refSize},
+	} {
+		b := appendRecord(nil, c.r)
+		var v recordView
+		if _, err := decodeRecord(b, &v); err != nil {
+			t.Fatalf("%s: the record before zeroing does not decode: %v", c.name, err)
+		}
+		at := len(b) - recordSize(c.r) + 1 + c.field
+		clear(b[at : at+c.n])
+		if _, err := decodeRecord(b, &v); err == nil {
+			t.Errorf("%s decoded", c.name)
+		}
+	}
+}
+
 func render(r *store.Record) string {
 	var rk, sk []byte
 	if r.RecipientKey != nil {

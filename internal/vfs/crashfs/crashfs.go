@@ -6,7 +6,7 @@
 // The model, per file and per directory:
 //
 //   - A file has durable contents (as of its last Sync) and current ones.
-//     Every Write and Truncate since the last Sync marks the 4 KiB pages
+//     Every Write, WriteAt and Truncate since the last Sync marks the 4 KiB pages
 //     (PageSize) it touched as dirty. After a crash the file is found with
 //     its durable size, its current size or any size between (a torn size
 //     update), and each dirty page independently holds its new bytes or its
@@ -62,6 +62,8 @@ var (
 	errCrossDir  = errors.New("crashfs: rename across directories")
 	errReadOnly  = errors.New("file not open for writing")
 	errWriteOnly = errors.New("file not open for reading")
+	// errAppendWriteAt: os.File refuses WriteAt on a file opened O_APPEND too.
+	errAppendWriteAt = errors.New("WriteAt on a file opened with O_APPEND")
 )
 
 // FS is a filesystem in memory. The zero value is not usable; call New.
@@ -71,7 +73,10 @@ type FS struct {
 	locks map[string]bool // cleaned paths of the files locked
 }
 
-var _ vfs.FS = (*FS)(nil)
+var (
+	_ vfs.FS      = (*FS)(nil)
+	_ io.WriterAt = (*file)(nil) // what a body log needs to erase in place
+)
 
 // node is a file or a directory.
 type node struct {
@@ -590,6 +595,31 @@ func (f *file) Write(p []byte) (int, error) {
 	copy(f.n.data[f.off:], p)
 	f.n.touch(min(f.off, old), end)
 	f.off = end
+	return len(p), nil
+}
+
+// WriteAt writes p at off without moving the file offset, as pwrite(2):
+// growth zero-fills any gap, and every page it touches (the gap's included)
+// is dirty. Like os.File, it refuses a file opened with O_APPEND.
+func (f *file) WriteAt(p []byte, off int64) (int, error) {
+	f.fsys.mu.Lock()
+	defer f.fsys.mu.Unlock()
+	if err := f.check("writeat", true); err != nil {
+		return 0, err
+	}
+	if f.flag&os.O_APPEND != 0 {
+		return 0, &fs.PathError{Op: "writeat", Path: f.name, Err: errAppendWriteAt}
+	}
+	if off < 0 {
+		return 0, &fs.PathError{Op: "writeat", Path: f.name, Err: fs.ErrInvalid}
+	}
+	if len(p) == 0 {
+		return 0, nil // pwrite(2) of nothing changes nothing, the size included
+	}
+	old, end := int64(len(f.n.data)), off+int64(len(p))
+	f.n.grow(end)
+	copy(f.n.data[off:], p)
+	f.n.touch(min(off, old), end)
 	return len(p), nil
 }
 

@@ -430,3 +430,137 @@ func TestHook(t *testing.T) {
 		t.Fatalf("operations %s, want %s", got, want)
 	}
 }
+
+// TestWriteAt: WriteAt writes in place without moving the offset, grows the
+// file with zeros across a gap, dirties exactly the pages it touches (a
+// crash keeps each of them new or old, the rest as synced), and is refused on
+// a file opened O_APPEND, as os.File refuses it. The hook passes it through
+// as "WriteAt", and offers it only on files that have it.
+func TestWriteAt(t *testing.T) {
+	fsys := New()
+	old := bytes.Repeat([]byte("a"), 3*PageSize)
+	writeFile(t, fsys, "/f", old, true)
+	must(t, fsys.SyncDir("/"))
+	f, err := fsys.OpenFile("/f", os.O_RDWR, 0)
+	must(t, err)
+	wa := f.(io.WriterAt)
+	// Across the boundary of pages 0 and 1; then past the end, leaving a gap
+	// (page 3 partly, page 4) before page 5.
+	if n, err := wa.WriteAt([]byte("bb"), PageSize-1); n != 2 || err != nil {
+		t.Fatalf("WriteAt: %d %v", n, err)
+	}
+	if n, err := wa.WriteAt([]byte("cc"), 5*PageSize); n != 2 || err != nil {
+		t.Fatalf("WriteAt past the end: %d %v", n, err)
+	}
+	if n, err := wa.WriteAt(nil, 9*PageSize); n != 0 || err != nil {
+		t.Fatalf("WriteAt of nothing: %d %v", n, err)
+	}
+	if _, err := wa.WriteAt([]byte("x"), -1); err == nil {
+		t.Fatal("WriteAt at a negative offset succeeded")
+	}
+	// The offset did not move: Write and Read start at 0.
+	_, err = f.Write([]byte("d"))
+	must(t, err)
+	buf := make([]byte, 1)
+	if _, err := f.Read(buf); err != nil || buf[0] != 'a' {
+		t.Fatalf("Read after WriteAt and a 1-byte Write: %q %v", buf, err)
+	}
+	size := int64(5*PageSize + 2)
+	want := func(keep func(p int64) bool) []byte {
+		b := make([]byte, size)
+		copy(b, old)
+		for p := int64(0); p*PageSize < size; p++ {
+			if keep(p) {
+				lo, hi := p*PageSize, min((p+1)*PageSize, size)
+				clear(b[lo:hi])
+				if lo < int64(len(old)) {
+					copy(b[lo:hi], old[lo:min(hi, int64(len(old)))])
+				}
+				switch p {
+				case 0:
+					b[0], b[PageSize-1] = 'd', 'b'
+				case 1:
+					b[PageSize] = 'b'
+				case 5:
+					b[5*PageSize], b[5*PageSize+1] = 'c', 'c'
+				}
+			}
+		}
+		return b
+	}
+	dirty := map[int64]bool{0: true, 1: true, 3: true, 4: true, 5: true} // page 2 was not touched
+	for _, keep := range []map[int64]bool{{}, {0: true}, {1: true, 4: true}, {0: true, 1: true, 3: true, 4: true, 5: true}} {
+		var asked []int64
+		c := fsys.CrashWith(outcome{
+			size: func(_ string, _, cur int64) int64 { return cur },
+			page: func(_ string, p int64) bool { asked = append(asked, p); return keep[p] },
+		})
+		for _, p := range asked {
+			if !dirty[p] {
+				t.Fatalf("page %d is dirty, but no write touched it", p)
+			}
+		}
+		if len(asked) != len(dirty) {
+			t.Fatalf("dirty pages %v, want %v", asked, slices.Sorted(maps.Keys(dirty)))
+		}
+		if got := readFile(t, c, "/f"); !bytes.Equal(got, want(func(p int64) bool { return keep[p] })) {
+			t.Fatalf("keeping pages %v: the crashed file differs from the model", keep)
+		}
+	}
+	must(t, f.Sync())
+	if got := readFile(t, fsys.CrashWith(loseAll), "/f"); !bytes.Equal(got, want(func(int64) bool { return true })) {
+		t.Fatal("after Sync the writes are not durable")
+	}
+	must(t, f.Close())
+	if _, err := wa.WriteAt([]byte("x"), 0); !errors.Is(err, fs.ErrClosed) {
+		t.Fatalf("WriteAt after Close: %v", err)
+	}
+	a, err := fsys.OpenFile("/f", os.O_WRONLY|os.O_APPEND, 0)
+	must(t, err)
+	if _, err := a.(io.WriterAt).WriteAt([]byte("x"), 0); err == nil {
+		t.Fatal("WriteAt on an O_APPEND file succeeded")
+	}
+	must(t, a.Close())
+	r, err := fsys.OpenFile("/f", os.O_RDONLY, 0)
+	must(t, err)
+	if _, err := r.(io.WriterAt).WriteAt([]byte("x"), 0); err == nil {
+		t.Fatal("WriteAt on a read-only file succeeded")
+	}
+	must(t, r.Close())
+
+	// Through the hook.
+	var ops []string
+	h := WithHook(fsys, func(op, name string) error { ops = append(ops, op+" "+name); return nil })
+	hf, err := h.OpenFile("/f", os.O_RDWR, 0)
+	must(t, err)
+	hw, ok := hf.(io.WriterAt)
+	if !ok {
+		t.Fatal("a hooked crashfs file has no WriteAt")
+	}
+	_, err = hw.WriteAt([]byte("e"), 1)
+	must(t, err)
+	must(t, hf.Close())
+	if got := strings.Join(ops, "|"); got != "OpenFile /f|WriteAt /f|Close /f" {
+		t.Fatalf("operations %s", got)
+	}
+	if got := readFile(t, fsys, "/f"); got[1] != 'e' {
+		t.Fatalf("the hooked WriteAt wrote %q", got[:2])
+	}
+	pf, err := WithHook(noWriteAtFS{fsys}, func(string, string) error { return nil }).OpenFile("/f", os.O_RDWR, 0)
+	must(t, err)
+	if _, ok := pf.(io.WriterAt); ok {
+		t.Fatal("a hooked file offers WriteAt over a file without it")
+	}
+	must(t, pf.Close())
+}
+
+// noWriteAtFS is an FS whose files have only vfs.File's methods.
+type noWriteAtFS struct{ vfs.FS }
+
+func (x noWriteAtFS) OpenFile(name string, flag int, perm fs.FileMode) (vfs.File, error) {
+	f, err := x.FS.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return struct{ vfs.File }{f}, nil
+}

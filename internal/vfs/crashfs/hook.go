@@ -31,7 +31,10 @@ func (x hooked) OpenFile(name string, flag int, perm fs.FileMode) (vfs.File, err
 	if err != nil {
 		return nil, err
 	}
-	return hookedFile{f, x.h}, nil
+	if _, ok := f.(io.WriterAt); ok {
+		return hookedWriterAt{hookedFile{f, x.h}}, nil
+	}
+	return hookedFile{f, x.h}, nil // no WriteAt, as the file it wraps has none
 }
 
 func (x hooked) Remove(name string) error {
@@ -138,4 +141,15 @@ func (x hookedFile) Close() error {
 		return err
 	}
 	return herr
+}
+
+// hookedWriterAt is a hookedFile whose file writes at an offset (crashfs's
+// and os's do): it offers WriteAt too, hooked as "WriteAt".
+type hookedWriterAt struct{ hookedFile }
+
+func (x hookedWriterAt) WriteAt(p []byte, off int64) (int, error) {
+	if err := x.h("WriteAt", x.f.Name()); err != nil {
+		return 0, err
+	}
+	return x.f.(io.WriterAt).WriteAt(p, off)
 }
