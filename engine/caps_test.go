@@ -438,3 +438,34 @@ func TestCapWarnings(t *testing.T) {
 		t.Fatalf("a warning names the queue:\n%s", out)
 	}
 }
+
+// createdStore records the creation time of each QueueCreated it is given.
+type createdStore struct {
+	store.MemoryStore
+	mu    sync.Mutex
+	times []int64
+}
+
+func (s *createdStore) Append(r store.Record, _ store.Notifier) (uint64, store.BodyRef, error) {
+	if r.Kind == store.QueueCreated {
+		s.mu.Lock()
+		s.times = append(s.times, r.Time)
+		s.mu.Unlock()
+	}
+	return 0, 0, nil
+}
+
+// TestNewLogsCreationTime: NEW hands the store the queue's creation time, so
+// that the unsecured-queue TTL counts from NEW across restarts.
+func TestNewLogsCreationTime(t *testing.T) {
+	clk := sessiontest.NewClock(time.Date(2026, 11, 25, 19, 7, 19, 0, time.UTC), 0)
+	st := &createdStore{}
+	e, err := New(Options{BlockSize: testBlock, Store: st, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	newQueue(t, e, codec.SigEd25519)
+	if len(st.times) != 1 || st.times[0] != clk.Now().Unix() {
+		t.Fatalf("QueueCreated times %v, want one at %d", st.times, clk.Now().Unix())
+	}
+}

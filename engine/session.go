@@ -634,7 +634,7 @@ func (s *Session) cmdNew(t *codec.Transmission, a *auth, w *Writer) {
 		return
 	}
 	q.mu.Lock()
-	_, err = s.logged(store.Record{Kind: store.QueueCreated, RID: q.rid, SID: q.sid, RecipientKey: q.rk})
+	_, err = s.logged(store.Record{Kind: store.QueueCreated, RID: q.rid, SID: q.sid, RecipientKey: q.rk, Time: q.createdAt})
 	if err != nil {
 		s.e.deleteLocked(q)
 		q.mu.Unlock()
