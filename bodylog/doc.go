@@ -167,7 +167,10 @@
 // compaction, tests and Close).
 //
 // To erase a record the eraser reads it and checks it (so a repeated Delete,
-// a wrong ref or a corrupt size never erases a neighbour) — in an older
+// a wrong ref or a corrupt size never erases a neighbour): after
+// DeleteMessage, which names the message, its 32-byte header — size word and
+// IDs — is the check, so an acknowledged body is never read back; after
+// Delete, the whole record and its checksum. In an older
 // segment that Retain swept, a record that does not check but whose size
 // word does (a body a power cut tore) is erased by that size word, which
 // Retain trusted to count it and to erase around it — then erases its
@@ -175,7 +178,9 @@
 // records into one range: it punches a hole (fallocate(2)
 // FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE, Linux), so the blocks go back to
 // the file system and the range reads as zeros, or, where that is not
-// supported, writes zeros over it. It then fsyncs each segment it changed. A
+// supported, writes zeros over it. It then fsyncs each sealed segment it
+// changed (the current one is fsynced by the owner's next Sync; Erase fsyncs
+// every one). A
 // record still in the append buffer is zeroed there and never reaches the
 // file. Write amplification is at most one overwrite of each dead record's
 // extent (none with holes: the kernel only zeroes the partial blocks at the

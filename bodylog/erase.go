@@ -1,6 +1,7 @@
 package bodylog
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -26,18 +27,29 @@ var zeroChunk [64 << 10]byte
 // EraseIntervals (sooner when Syncs come often); Erase applies it now. A ref
 // that is not the log's, or whose record is already erased, is ignored.
 // Safe for concurrent use; it takes the append lock for a slice append.
-func (l *Log) Delete(ref store.BodyRef) {
-	if _, _, ok := checkRef(ref); !ok {
+func (l *Log) Delete(ref store.BodyRef) { l.deleteRef(pendingDelete{ref: ref}) }
+
+// DeleteMessage is Delete for the body of message id of queue rid: the
+// eraser then checks the record by its header alone (size word and IDs)
+// instead of reading and checksumming the whole body, the cost of erasure
+// per acknowledged message. Safe for concurrent use.
+func (l *Log) DeleteMessage(rid store.QueueID, id store.MsgID, ref store.BodyRef) {
+	l.deleteRef(pendingDelete{ref: ref, known: true, rid: rid, id: id})
+}
+
+func (l *Log) deleteRef(p pendingDelete) {
+	if _, _, ok := checkRef(p.ref); !ok {
 		return
 	}
 	l.cacheMu.RLock()
 	if l.cache != nil {
-		l.cache.Del(uint64(ref))
+		l.cache.Del(uint64(p.ref))
 	}
 	l.cacheMu.RUnlock()
 	l.mu.Lock()
 	if !l.closed {
-		l.pending = append(l.pending, pendingDelete{ref: ref, gen: l.syncGen})
+		p.gen = l.syncGen
+		l.pending = append(l.pending, p)
 	}
 	l.mu.Unlock()
 }
@@ -77,14 +89,14 @@ func (l *Log) eraser() {
 func (l *Log) eraseDue() error {
 	l.eraseMu.Lock()
 	defer l.eraseMu.Unlock()
-	return l.eraseRefs(l.takeDue(false))
+	return l.eraseRefs(l.takeDue(false), false)
 }
 
 // eraseAll applies every pending Delete.
 func (l *Log) eraseAll() error {
 	l.eraseMu.Lock()
 	defer l.eraseMu.Unlock()
-	return l.eraseRefs(l.takeDue(true))
+	return l.eraseRefs(l.takeDue(true), true)
 }
 
 // takeDue removes from the pending list the Deletes that are due and
@@ -92,7 +104,7 @@ func (l *Log) eraseAll() error {
 // the eraser's tick) those that were already pending at the previous tick
 // and those older than syncsBeforeErase Syncs. Both rules select a prefix:
 // the list is in call order, and syncGen never decreases.
-func (l *Log) takeDue(all bool) []store.BodyRef {
+func (l *Log) takeDue(all bool) []pendingDelete {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	n := len(l.pending)
@@ -102,10 +114,7 @@ func (l *Log) takeDue(all bool) []store.BodyRef {
 			n++
 		}
 	}
-	refs := l.eraseList[:0]
-	for _, p := range l.pending[:n] {
-		refs = append(refs, p.ref)
-	}
+	refs := append(l.eraseList[:0], l.pending[:n]...)
 	l.eraseList = refs
 	l.pending = l.pending[:copy(l.pending, l.pending[n:])]
 	l.aged = len(l.pending)
@@ -114,10 +123,15 @@ func (l *Log) takeDue(all bool) []store.BodyRef {
 
 // eraseRefs erases the records at refs, fsyncs the segments it changed,
 // updates the live counts and removes the segments that are sealed, counted
-// and empty. Called with eraseMu held.
-func (l *Log) eraseRefs(refs []store.BodyRef) error {
-	slices.Sort(refs)
-	refs = slices.Compact(refs)
+// and empty. Called with eraseMu held. Without syncCurrent the segment being
+// appended to is not fsynced here: the owner's writer fsyncs it with its next
+// group (and the filesystem commits the punched holes within seconds anyway),
+// while an fsync from here would wait on the writer's and hold up its group
+// commit; Erase, which a compaction calls, fsyncs every segment it changed.
+func (l *Log) eraseRefs(refs []pendingDelete, syncCurrent bool) error {
+	// By ref, and one entry per ref (a repeated Delete erases once).
+	slices.SortFunc(refs, func(a, b pendingDelete) int { return cmp.Compare(a.ref, b.ref) })
+	refs = slices.CompactFunc(refs, func(a, b pendingDelete) bool { return a.ref == b.ref })
 	// A segment whose last record was erased while it was still current was
 	// sealed since with nothing live: its removal is due now.
 	removed, err := l.removeEmpty()
@@ -125,9 +139,9 @@ func (l *Log) eraseRefs(refs []store.BodyRef) error {
 		return err
 	}
 	for len(refs) > 0 {
-		n, _ := SplitRef(refs[0])
+		n, _ := SplitRef(refs[0].ref)
 		k := 1
-		for k < len(refs) && uint64(refs[k])>>32 == n {
+		for k < len(refs) && uint64(refs[k].ref)>>32 == n {
 			k++
 		}
 		batch := refs[:k]
@@ -140,7 +154,7 @@ func (l *Log) eraseRefs(refs []store.BodyRef) error {
 		if err != nil {
 			return err
 		}
-		if wrote {
+		if wrote && (syncCurrent || s.sealed.Load()) {
 			if err := s.f.Sync(); err != nil {
 				return l.fail(failAt(s.path, 0, "fsync after erasing", err))
 			}
@@ -170,7 +184,7 @@ func (l *Log) eraseRefs(refs []store.BodyRef) error {
 // wrong ref never erases a neighbour; records that do not check are left
 // alone and logged. It returns the records and bytes erased and whether the
 // file changed. Called with eraseMu held.
-func (l *Log) eraseInSegment(s *segment, refs []store.BodyRef) (recs, bytes int64, wrote bool, err error) {
+func (l *Log) eraseInSegment(s *segment, refs []pendingDelete) (recs, bytes int64, wrote bool, err error) {
 	var from, to int64 // the file range being gathered; empty when from == to
 	flush := func() error {
 		if from == to {
@@ -181,8 +195,8 @@ func (l *Log) eraseInSegment(s *segment, refs []store.BodyRef) (recs, bytes int6
 		from, to = 0, 0
 		return err
 	}
-	for _, ref := range refs {
-		_, off := SplitRef(ref)
+	for _, p := range refs {
+		_, off := SplitRef(p.ref)
 		if off >= s.flushed.Load() {
 			n, done := l.eraseBuffered(s, off)
 			if done {
@@ -193,7 +207,13 @@ func (l *Log) eraseInSegment(s *segment, refs []store.BodyRef) (recs, bytes int6
 				continue
 			}
 		}
-		n, err := l.checkRecordAt(s, off)
+		var n int64
+		var err error
+		if p.known {
+			n, err = l.checkHeaderAt(s, off, &p.rid, &p.id)
+		} else {
+			n, err = l.checkRecordAt(s, off)
+		}
 		if (errors.Is(err, errCRC) || errors.Is(err, errPad)) && s.swept.Load() {
 			n, err = l.tornExtent(s, off, err)
 		}
@@ -289,6 +309,34 @@ func (l *Log) checkRecordAt(s *segment, off int64) (int64, error) {
 		l.stats.erased.Add(1)
 	}
 	return int64(n), err
+}
+
+// checkHeaderAt reads the header of the record at off in s's file and checks
+// its size word and that it holds message id of queue rid, returning its
+// extent: enough to know the ref names that record, without reading the body
+// (a torn body under a whole header is erased the same). Called with eraseMu
+// held.
+func (l *Log) checkHeaderAt(s *segment, off int64, rid *store.QueueID, id *store.MsgID) (int64, error) {
+	var h [recordHeaderSize]byte
+	if _, err := s.f.ReadAt(h[:], off); err != nil {
+		if errors.Is(err, io.EOF) {
+			return 0, errShort
+		}
+		return 0, err
+	}
+	size, err := recordSize(h[:])
+	if err != nil {
+		return 0, err
+	}
+	n := align(int64(size))
+	if off+n > s.size.Load() {
+		return 0, errShort
+	}
+	if err := checkIDs(&h, rid, id); err != nil {
+		return 0, err
+	}
+	l.stats.erased.Add(1)
+	return n, nil
 }
 
 // eraseRange makes [from, to) of s's file zeros: a punched hole where the

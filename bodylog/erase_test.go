@@ -46,7 +46,11 @@ func TestDeleteLeavesNoTrace(t *testing.T) {
 		for i, m := range ms {
 			if seg, _ := SplitRef(m.ref); seg == first || i%3 == 0 {
 				dead = append(dead, m)
-				l.Delete(m.ref)
+				if i%2 == 0 {
+					l.Delete(m.ref)
+				} else {
+					l.DeleteMessage(m.rid, m.id, m.ref) // checked by its header alone
+				}
 			} else {
 				live = append(live, m)
 			}
@@ -449,5 +453,38 @@ func TestRetainErasesUnreadableLiveRef(t *testing.T) {
 		if got := l.Stats().LiveRecords; got != 2 {
 			t.Fatalf("%d live records counted, want 2", got)
 		}
+	})
+}
+
+// TestDeleteMessageChecksIDs: a DeleteMessage whose IDs are not the record's
+// at ref erases nothing (the header check is what stands between a wrong ref
+// and a neighbour's body); with the right IDs it erases.
+func TestDeleteMessageChecksIDs(t *testing.T) {
+	eraseModes(t, func(t *testing.T, o Options) {
+		dir := t.TempDir()
+		l := openT(t, dir, o)
+		r := rand.New(rand.NewPCG(7, 7))
+		a, b := newMsg(r, 5000), newMsg(r, 5000)
+		appendT(t, l, a)
+		appendT(t, l, b)
+		if err := l.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		l.DeleteMessage(b.rid, b.id, a.ref) // a's ref with b's IDs
+		if err := l.Erase(); err != nil {
+			t.Fatal(err)
+		}
+		files := dirFiles(t, dir)
+		assertPresent(t, files, a)
+		assertPresent(t, files, b)
+		readT(t, l, a)
+		l.DeleteMessage(a.rid, a.id, a.ref)
+		if err := l.Erase(); err != nil {
+			t.Fatal(err)
+		}
+		files = dirFiles(t, dir)
+		assertGone(t, files, a)
+		assertPresent(t, files, b)
+		readT(t, l, b)
 	})
 }

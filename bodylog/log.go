@@ -116,8 +116,11 @@ type segment struct {
 
 // pendingDelete is a Delete the eraser has not applied yet.
 type pendingDelete struct {
-	ref store.BodyRef // what to erase
-	gen uint64        // Log.syncGen when Delete was called
+	ref   store.BodyRef // what to erase
+	gen   uint64        // Log.syncGen when Delete was called
+	known bool          // DeleteMessage named the record's IDs: its header alone proves the ref right
+	rid   store.QueueID // with known: the queue the record must hold
+	id    store.MsgID   // with known: the message the record must hold
 }
 
 // Log is a body log in one directory. Every exported method is safe for
@@ -158,7 +161,7 @@ type Log struct {
 	firstNew  uint64                  // first segment made by this Open; immutable. Older ones wait for Retain
 	summary   map[uint64]segmentCount // counts from a clean Close, for Retain; nil when dirty or used; under eraseMu
 	readBuf   []byte                  // the eraser's record buffer; under eraseMu
-	eraseList []store.BodyRef         // the refs of the batch being erased; under eraseMu
+	eraseList []pendingDelete         // the batch being erased; under eraseMu
 	noPunch   atomic.Bool             // holes cannot be punched here: erase by writing zeros
 
 	// cacheMu is held for reading around every use of the cache, and for

@@ -38,6 +38,9 @@ type Bodies interface {
 	Read(rid store.QueueID, id store.MsgID, ref store.BodyRef, dst []byte) ([]byte, error)
 	// Delete says the body at ref is dead.
 	Delete(ref store.BodyRef)
+	// DeleteMessage is Delete when the message's IDs are known, which lets
+	// the keeper check the ref cheaply before erasing.
+	DeleteMessage(rid store.QueueID, id store.MsgID, ref store.BodyRef)
 	// Flush hands buffered bodies to the operating system.
 	Flush() error
 	// Sync makes every body appended so far durable.
@@ -72,7 +75,7 @@ func (l *Log) bodiesDied(r *store.Record) {
 	switch r.Kind {
 	case store.MessageDeleted:
 		if r.Ref != 0 {
-			l.opts.Bodies.Delete(r.Ref)
+			l.opts.Bodies.DeleteMessage(r.RID, r.MsgID, r.Ref)
 		}
 	case store.QueueDeleted:
 		for _, ref := range r.Refs {
