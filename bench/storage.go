@@ -163,7 +163,7 @@ type StorageQueuesResult struct {
 	Steps       []StorageStep `json:"steps"`            // the first: nothing made
 	// PerQueue is the least-squares slope of RSS over the queues, over the
 	// steps with queues.
-	PerQueue      float64 `json:"rssPerQueueBytes"`
+	PerQueue float64 `json:"rssPerQueueBytes"`
 	// IndexPerQueue is RAM per queue after the restart: its RSS less the
 	// fresh relay's, over Queues; only without messages (else they share
 	// it), 0 then. The restart returned replay's garbage, so this is the
