@@ -5,7 +5,9 @@
 // transport of §3, owns the connections and feeds each one's block
 // plaintext to a Session, through the exported seams only (NewSession,
 // Session.ProcessBatched/Drain/Close/SetStatsShard/SetNewBucket/Holding,
-// Writer, Engine.Expire/Now/BlockSize/Metrics).
+// Writer, Engine.Now/BlockSize/Metrics). The TTL sweep is the engine's own
+// (Engine.RunExpiry, started once by the command that runs the relay), so a
+// second transport beside the first would add no second sweep.
 //
 // Layers, from the transport in:
 //

@@ -334,6 +334,23 @@ func reserve(c *atomic.Int64, n, max int64) bool {
 	return true
 }
 
+// RunExpiry runs Expire every interval until stop is closed. It is the
+// relay's one TTL sweep: the command that runs the relay starts it once,
+// however many transports serve the engine (they run no sweep of their own).
+// It runs on the caller's goroutine.
+func (e *Engine) RunExpiry(every time.Duration, stop <-chan struct{}) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			e.Expire(e.now())
+		}
+	}
+}
+
 // Expire deletes, as of now, messages older than the message TTL, queues
 // suspended for longer than the suspended TTL, and queues never secured that
 // are older than the unsecured TTL. A delivered message that expires frees

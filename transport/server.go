@@ -29,7 +29,7 @@ type ServerOptions struct {
 	Engine           *engine.Engine
 	Key              *codec.KEMPrivateKey // the server transport key (SPEC §3.1)
 	HandshakeTimeout time.Duration        // close a connection whose hello is not complete by then (default 10 s)
-	ExpireEvery      time.Duration        // how often the TTL sweep runs (default 1 min)
+	SweepEvery       time.Duration        // how often idle sources leave the per-source table (default 1 min); the TTL sweep is the engine's (Engine.RunExpiry)
 	Logger           *slog.Logger         // nil discards
 	// LogClientData allows gnet's per-connection log lines (they carry addresses).
 	LogClientData bool
@@ -79,8 +79,8 @@ func NewServer(o ServerOptions) (*Server, error) {
 	if o.HandshakeTimeout <= 0 {
 		o.HandshakeTimeout = 10 * time.Second
 	}
-	if o.ExpireEvery <= 0 {
-		o.ExpireEvery = time.Minute
+	if o.SweepEvery <= 0 {
+		o.SweepEvery = time.Minute
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -343,10 +343,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
-// expireLoop runs the TTL sweep and the idle-connection sweep; it re-arms
-// the idle sweep when SetConnLimits changes IdleTimeout.
+// expireLoop runs the per-source table's sweep and the idle-connection
+// sweep; it re-arms the idle sweep when SetConnLimits changes IdleTimeout.
 func (s *Server) expireLoop() {
-	expire := time.NewTicker(s.o.ExpireEvery)
+	expire := time.NewTicker(s.o.SweepEvery)
 	defer expire.Stop()
 	var idleT *time.Ticker
 	var idle <-chan time.Time
@@ -373,7 +373,6 @@ func (s *Server) expireLoop() {
 		case <-s.limChanged:
 			arm()
 		case <-expire.C:
-			s.e.Expire(s.e.Now())
 			s.sources.sweep(time.Now().Add(-sourceIdle).UnixNano())
 		case now := <-idle:
 			if d := s.lim.Load().IdleTimeout; d > 0 {

@@ -310,21 +310,31 @@ func (d *daemon) open() bool {
 }
 
 // serveUntilDrained runs the event loops on ln until they stop, with the
-// signal goroutine beside them, and returns Serve's error once that
-// goroutine has finished (and logged). r is the configuration in force at
-// the start.
+// signal goroutine and the engine's TTL sweep beside them, and returns
+// Serve's error once both have finished (the signal goroutine having
+// logged). r is the configuration in force at the start.
 func (d *daemon) serveUntilDrained(ln net.Listener, r *resolved, sigs <-chan os.Signal, stdout io.Writer) error {
-	served := make(chan struct{})  // closed once Serve has returned
-	sigDone := make(chan struct{}) // closed once the signal goroutine has finished
+	served := make(chan struct{})    // closed once Serve has returned
+	sigDone := make(chan struct{})   // closed once the signal goroutine has finished
+	sweepDone := make(chan struct{}) // closed once the TTL sweep has stopped
 	go func() {
 		defer close(sigDone)
 		d.handleSignals(sigs, served, r)
 	}()
+	go func() {
+		defer close(sweepDone)
+		d.e.RunExpiry(expireEvery, served)
+	}()
 	err := d.srv.ServeListener(ln, func(addr net.Addr) { d.ready(addr, stdout) })
 	close(served)
 	<-sigDone
+	<-sweepDone
 	return err
 }
+
+// expireEvery is how often the TTL sweep runs: the TTLs are hours and days,
+// so a minute late is nothing, and a sweep visits every queue.
+const expireEvery = time.Minute
 
 // handleSignals runs on the signal goroutine until Serve has returned:
 // SIGHUP reloads the configuration, of which it holds the one in force
