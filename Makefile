@@ -70,7 +70,7 @@ test: vet
 	@[ -n "$(RACE)" ] || echo "note: cgo or a C compiler is missing, so tests run without -race"
 	$(GO) test $(RACE) -count=1 -timeout 15m ./...
 	@# The race detector allocates, so these skip under -race: run them without it too.
-	$(GO) test -count=1 -run 'TestHotPathAllocations|TestParseAllocations' ./engine ./codec
+	$(GO) test -count=1 -run 'Alloc' ./engine ./codec ./bodylog
 
 crash-test:
 	$(GO) test $(RACE) -count=1 -timeout 60m -run TestCrashRecovery -v ./cmd/smp-server -crash.cycles $(CRASH_CYCLES)
