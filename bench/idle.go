@@ -226,22 +226,7 @@ func slope(r *IdleResult) float64 {
 	if len(xs) < 2 {
 		xs, ys = append(xs, 0), append(ys, float64(r.BaseRSS))
 	}
-	var mx, my float64
-	for i := range xs {
-		mx += xs[i]
-		my += ys[i]
-	}
-	mx /= float64(len(xs))
-	my /= float64(len(xs))
-	var num, den float64
-	for i := range xs {
-		num += (xs[i] - mx) * (ys[i] - my)
-		den += (xs[i] - mx) * (xs[i] - mx)
-	}
-	if den == 0 {
-		return 0
-	}
-	return num / den
+	return leastSquares(xs, ys)
 }
 
 // idleConn is one connection a worker holds.
