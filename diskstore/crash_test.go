@@ -85,86 +85,6 @@ func (c *cutTotals) add(o cutTotals) {
 	c.lost += o.lost
 }
 
-// errPowerOff fails every file operation after the cut.
-var errPowerOff = errors.New("the power is off")
-
-// powerCut wraps a crashfs.FS: once armed, it cuts the power before the
-// n-th operation that changes the filesystem, of one kind on one kind of
-// file if asked. Operations come from the test goroutine and the stores'
-// own (the log's writer and compaction, the body log's eraser).
-type powerCut struct {
-	fsys    *crashfs.FS
-	rng     *rand.Rand      // the crash's choices; used under mu
-	outcome crashfs.Outcome // when set, the crash's choices instead of rng's
-
-	mu     sync.Mutex
-	armed  bool
-	op     string        // the operation counted; "" for any change
-	suffix string        // and the file name it must end with
-	left   int           // operations to let through before the cut
-	cut    *crashfs.FS   // what the cut left; nil before it
-	off    chan struct{} // closed at the cut
-}
-
-func newPowerCut(fsys *crashfs.FS, seed uint64) *powerCut {
-	return &powerCut{fsys: fsys, rng: rand.New(rand.NewPCG(seed, 0xc0)), off: make(chan struct{})}
-}
-
-// changes are the operations that change what a crash may find.
-var changes = map[string]bool{"OpenFile": true, "Write": true, "WriteAt": true, "Sync": true, "Truncate": true,
-	"Rename": true, "Remove": true, "SyncDir": true, "MkdirAll": true}
-
-func (pc *powerCut) arm(op, suffix string, n int) {
-	pc.mu.Lock()
-	defer pc.mu.Unlock()
-	pc.armed, pc.op, pc.suffix, pc.left = true, op, suffix, n-1
-}
-
-func (pc *powerCut) hook(op, name string) error {
-	pc.mu.Lock()
-	defer pc.mu.Unlock()
-	switch {
-	case pc.cut != nil:
-		return errPowerOff
-	case !pc.armed || !changes[op] || (pc.op != "" && op != pc.op) || !strings.HasSuffix(name, pc.suffix):
-		return nil
-	case pc.left > 0:
-		pc.left--
-		return nil
-	}
-	pc.cutLocked()
-	return errPowerOff
-}
-
-func (pc *powerCut) cutLocked() {
-	if pc.outcome != nil {
-		pc.cut = pc.fsys.CrashWith(pc.outcome)
-	} else {
-		pc.cut = pc.fsys.Crash(pc.rng)
-	}
-	close(pc.off)
-}
-
-// cutNow cuts the power if the armed operation has not come yet, and
-// returns what the cut left.
-func (pc *powerCut) cutNow() *crashfs.FS {
-	pc.mu.Lock()
-	defer pc.mu.Unlock()
-	if pc.cut == nil {
-		pc.cutLocked()
-	}
-	return pc.cut
-}
-
-func (pc *powerCut) isCut() bool {
-	select {
-	case <-pc.off:
-		return true
-	default:
-		return false
-	}
-}
-
 // cmsg is a message as its sender and recipient know it.
 type cmsg struct {
 	body         []byte
@@ -227,7 +147,7 @@ func newClient(t testing.TB, e *engine.Engine) *client {
 // do sends txs (their corrIDs in corrs) in one block and returns the
 // replies that came before the power was cut (all of them if it was not),
 // handing every other transmission (pushed MSGs) to push.
-func (cl *client) do(pc *powerCut, push func(resp), corrs []string, txs ...[]byte) map[string]resp {
+func (cl *client) do(pc *crashfs.PowerCut, push func(resp), corrs []string, txs ...[]byte) map[string]resp {
 	c := cl.c
 	c.S.Process(sessiontest.Block(c.BlockSize, txs...), c.P, &c.Tr, c.W)
 	got := map[string]resp{}
@@ -244,7 +164,7 @@ func (cl *client) do(pc *powerCut, push func(resp), corrs []string, txs ...[]byt
 		}
 		select {
 		case <-cl.wake:
-		case <-pc.off:
+		case <-pc.Off():
 			for _, r := range c.Drain() {
 				if r.CorrID == "" {
 					push(r)
@@ -359,20 +279,20 @@ func (r *cutRun) engineOptions(s store.Store) engine.Options {
 // during the recovery (Load, the start-up compaction, Retain) or just after
 // it: the next recovery's checks stay the same, since no command ran.
 func (r *cutRun) cutDuringRecovery() {
-	pc := newPowerCut(r.fsys, r.rng.Uint64())
+	pc := crashfs.NewPowerCut(r.fsys, r.rng.Uint64())
 	opts := r.opts
-	opts.FS = crashfs.WithHook(r.fsys, pc.hook)
+	opts.FS = crashfs.WithHook(r.fsys, pc.Hook)
 	opts.Logger = r.logs.logger()
-	pc.arm("", "", 1+r.rng.IntN(40))
+	pc.Arm("", "", 1+r.rng.IntN(40))
 	s, err := diskstore.Open(cutData, opts)
 	if err == nil {
-		if _, err = engine.New(r.engineOptions(s)); err != nil && !pc.isCut() {
+		if _, err = engine.New(r.engineOptions(s)); err != nil && !pc.IsCut() {
 			r.fatalf("starting before a cut during recovery: %v", err)
 		}
-	} else if !pc.isCut() {
+	} else if !pc.IsCut() {
 		r.fatalf("Open before a cut during recovery: %v", err)
 	}
-	r.fsys = pc.cutNow()
+	r.fsys = pc.CutNow()
 	if s != nil {
 		_ = s.Close() // fails: the power is off
 	}
@@ -381,10 +301,10 @@ func (r *cutRun) cutDuringRecovery() {
 
 // recover opens the disk store over fsys and starts an engine on it: that
 // must never fail.
-func (r *cutRun) recover(fsys *crashfs.FS, opts diskstore.Options) (*engine.Engine, *diskstore.Store, *powerCut) {
+func (r *cutRun) recover(fsys *crashfs.FS, opts diskstore.Options) (*engine.Engine, *diskstore.Store, *crashfs.PowerCut) {
 	r.t.Helper()
-	pc := newPowerCut(fsys, r.rng.Uint64())
-	opts.FS = crashfs.WithHook(fsys, pc.hook)
+	pc := crashfs.NewPowerCut(fsys, r.rng.Uint64())
+	opts.FS = crashfs.WithHook(fsys, pc.Hook)
 	opts.Logger = r.logs.logger()
 	s, err := diskstore.Open(cutData, opts)
 	if err != nil {
@@ -427,7 +347,7 @@ func snapshotQueues(t testing.TB, e *engine.Engine) map[string]*snapQueue {
 // check compares the recovered state with what the clients were told, then
 // delivers and acknowledges every message of most queues (all of them when
 // all is set), leaving the model with the queues that exist, those empty.
-func (r *cutRun) check(e *engine.Engine, s store.Store, pc *powerCut, all bool) {
+func (r *cutRun) check(e *engine.Engine, s store.Store, pc *crashfs.PowerCut, all bool) {
 	r.t.Helper()
 	snap := snapshotQueues(r.t, e)
 	// No two messages may share a body: deleting one would erase the other's.
@@ -587,7 +507,7 @@ func (r *cutRun) forget(q *cqueue) {
 
 // grep sends a canary to each queue, compacts, and checks that the data
 // directory holds nothing dead and each canary, queue ID and key.
-func (r *cutRun) grep(e *engine.Engine, s *diskstore.Store, pc *powerCut) {
+func (r *cutRun) grep(e *engine.Engine, s *diskstore.Store, pc *crashfs.PowerCut) {
 	r.t.Helper()
 	sc := newClient(r.t, e)
 	live := map[string][]byte{}
@@ -646,12 +566,12 @@ func (r *cutRun) runCycle() {
 	r.grep(e, s, pc)
 	r.armCut(pc)
 	r.workload(e, s, pc)
-	r.fsys = pc.cutNow()
+	r.fsys = pc.CutNow()
 	_ = s.Close() // fails once the power is off
 }
 
 // armCut picks where the power goes off.
-func (r *cutRun) armCut(pc *powerCut) {
+func (r *cutRun) armCut(pc *crashfs.PowerCut) {
 	type spec struct {
 		op, suffix string
 		n          int
@@ -673,7 +593,7 @@ func (r *cutRun) armCut(pc *powerCut) {
 	sp := specs[r.rng.IntN(len(specs))]
 	n := 1 + r.rng.IntN(sp.n)
 	r.cutWhat = fmt.Sprintf("before %s #%d of %q", orElse(sp.op, "any change"), n, sp.suffix)
-	pc.arm(sp.op, sp.suffix, n)
+	pc.Arm(sp.op, sp.suffix, n)
 }
 
 func orElse(s, def string) string {
@@ -684,7 +604,7 @@ func orElse(s, def string) string {
 }
 
 // workload runs commands until the power is cut or the steps are done.
-func (r *cutRun) workload(e *engine.Engine, s *diskstore.Store, pc *powerCut) {
+func (r *cutRun) workload(e *engine.Engine, s *diskstore.Store, pc *crashfs.PowerCut) {
 	rc, sc := newClient(r.t, e), newClient(r.t, e)
 	defer rc.c.Close()
 	defer sc.c.Close()
@@ -694,12 +614,12 @@ func (r *cutRun) workload(e *engine.Engine, s *diskstore.Store, pc *powerCut) {
 	answered := func(got resp, ok bool, what string) bool {
 		r.t.Helper()
 		if !ok {
-			if !pc.isCut() {
+			if !pc.IsCut() {
 				r.fatalf("%s: no reply, and the power is on", what)
 			}
 			return false
 		}
-		if got.Cmd == codec.CmdERR && got.Err == codec.ErrInternal && !pc.isCut() {
+		if got.Cmd == codec.CmdERR && got.Err == codec.ErrInternal && !pc.IsCut() {
 			r.fatalf("%s: ERR INTERNAL with the power on", what)
 		}
 		return true
@@ -720,7 +640,7 @@ func (r *cutRun) workload(e *engine.Engine, s *diskstore.Store, pc *powerCut) {
 		return slices.DeleteFunc(slices.Clone(r.queues), func(q *cqueue) bool { return q.rid == nil || q.delIssued })
 	}
 	for range powerCutSteps {
-		if pc.isCut() {
+		if pc.IsCut() {
 			return
 		}
 		qs := live()
@@ -818,7 +738,7 @@ func (r *cutRun) workload(e *engine.Engine, s *diskstore.Store, pc *powerCut) {
 			}
 		default: // a compaction: everything answered before it is durable once it returns
 			if err := s.Compact(); err != nil {
-				if !pc.isCut() {
+				if !pc.IsCut() {
 					r.fatalf("Compact: %v", err)
 				}
 				return
@@ -898,10 +818,10 @@ func TestPowerCutBeforeABodySegmentIsDurable(t *testing.T) {
 	clk := sessiontest.NewClock(time.Unix(1764097639, 0), time.Second)
 	// A body segment holds one 3000-byte body: each SEND starts one.
 	opts := diskstore.Options{Log: wal.Options{Sync: wal.SyncAlways}, BodySegmentBytes: 4096, Logger: logs.logger()}
-	start := func(fsys *crashfs.FS, pc *powerCut) (*engine.Engine, *diskstore.Store) {
+	start := func(fsys *crashfs.FS, pc *crashfs.PowerCut) (*engine.Engine, *diskstore.Store) {
 		t.Helper()
 		o := opts
-		o.FS = crashfs.WithHook(fsys, pc.hook)
+		o.FS = crashfs.WithHook(fsys, pc.Hook)
 		s, err := diskstore.Open(cutData, o)
 		if err != nil {
 			logs.dump(t)
@@ -914,26 +834,26 @@ func TestPowerCutBeforeABodySegmentIsDurable(t *testing.T) {
 		}
 		return e, s
 	}
-	pc := newPowerCut(fsys, 0)
-	pc.outcome = loseDir{"/data/bodies"}
+	pc := crashfs.NewPowerCut(fsys, 0)
+	pc.SetOutcome(loseDir{"/data/bodies"})
 	e, s := start(fsys, pc)
 	r, snd := newSess(t, e), newSess(t, e)
 	q := newQueue(t, r, freshEd(t), "n")
 	m0, m1, m2 := randBytes(rng, 3000), randBytes(rng, 3000), randBytes(rng, 3000)
 	q.send(t, snd, "s0", m0)
-	pc.arm("SyncDir", "bodies", 1)
+	pc.Arm("SyncDir", "bodies", 1)
 	cl := newClient(t, e)
 	if got := cl.do(pc, func(resp) {}, []string{"s1"}, q.sendTx("s1", m1)); len(got) != 0 {
 		t.Fatalf("SEND answered before the cut: %+v", got)
 	}
 	_ = s.Close()
-	cut := pc.cutNow()
+	cut := pc.CutNow()
 
 	// Whether the second message's record was written before the cut (and
 	// kept by it) depends on the store's order of writes: with the body
 	// log's directory fsynced before any record names its new segment, it
 	// was not. Either way the third message must survive.
-	e, s = start(cut, newPowerCut(cut, 0))
+	e, s = start(cut, crashfs.NewPowerCut(cut, 0))
 	t.Logf("the recovery replayed %d of the 2 messages sent", e.Stats().Messages)
 	r, snd = newSess(t, e), newSess(t, e)
 	q.send(t, snd, "s2", m2) // answered: durable
@@ -953,7 +873,7 @@ func TestPowerCutBeforeABodySegmentIsDurable(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	e, s = start(cut, newPowerCut(cut, 0))
+	e, s = start(cut, crashfs.NewPowerCut(cut, 0))
 	defer s.Close()
 	r = newSess(t, e)
 	if m := r.Call("sub", q.cmd("sub", codec.CmdSUB)); m.Cmd != codec.CmdMSG || !bytes.Equal(m.Body, m2) {
@@ -1000,10 +920,10 @@ func TestLostBodiesAreDropped(t *testing.T) {
 			// An interval no test waits for: nothing is fsynced but by a
 			// compaction.
 			opts := diskstore.Options{Log: wal.Options{Sync: tc.mode, SyncInterval: time.Hour}, Logger: logs.logger()}
-			start := func(fsys *crashfs.FS, pc *powerCut) (*engine.Engine, *diskstore.Store) {
+			start := func(fsys *crashfs.FS, pc *crashfs.PowerCut) (*engine.Engine, *diskstore.Store) {
 				t.Helper()
 				o := opts
-				o.FS = crashfs.WithHook(fsys, pc.hook)
+				o.FS = crashfs.WithHook(fsys, pc.Hook)
 				s, err := diskstore.Open(cutData, o)
 				if err != nil {
 					logs.dump(t)
@@ -1017,8 +937,8 @@ func TestLostBodiesAreDropped(t *testing.T) {
 				return e, s
 			}
 			fsys := crashfs.New()
-			pc := newPowerCut(fsys, 0)
-			pc.outcome = tc.keep
+			pc := crashfs.NewPowerCut(fsys, 0)
+			pc.SetOutcome(tc.keep)
 			e, s := start(fsys, pc)
 			r, snd := newSess(t, e), newSess(t, e)
 			q := newQueue(t, r, freshEd(t), "n")
@@ -1030,14 +950,14 @@ func TestLostBodiesAreDropped(t *testing.T) {
 			for i, b := range append([][]byte{kept}, lost...) {
 				q.send(t, snd, fmt.Sprint("s", i), b)
 			}
-			pc.arm("Sync", ".body", 1)
+			pc.Arm("Sync", ".body", 1)
 			if err := s.Compact(); err == nil {
 				t.Fatal("Compact succeeded through the power cut")
 			}
 			_ = s.Close()
-			cut := pc.cutNow()
+			cut := pc.CutNow()
 
-			e, s = start(cut, newPowerCut(cut, 0))
+			e, s = start(cut, crashfs.NewPowerCut(cut, 0))
 			defer s.Close()
 			if n := e.Stats().Messages; n != 4 {
 				t.Fatalf("the recovery replayed %d messages, want the 4 whose records the log wrote", n)

@@ -16,6 +16,7 @@ import (
 	"github.com/smprelay/smprelay/codec"
 	"github.com/smprelay/smprelay/diskstore"
 	"github.com/smprelay/smprelay/engine"
+	"github.com/smprelay/smprelay/internal/enginetest"
 	"github.com/smprelay/smprelay/internal/sessiontest"
 	"github.com/smprelay/smprelay/internal/smptest"
 	"github.com/smprelay/smprelay/wal"
@@ -86,7 +87,7 @@ func testEngineRestart(t *testing.T, mode wal.SyncMode) {
 	dBody := randBytes(rng, 64)
 	d.send(t, snd, "d2", dBody)
 
-	before, stats := storeState(t, e, s), e.Stats()
+	before, stats := enginetest.State(t, e, enginetest.StoredBody(s)), e.Stats()
 	if want := (engine.Stats{Queues: 3, Messages: int64(len(aBodies) - 2 + len(bBodies) + 1)}); stats.Queues != want.Queues || stats.Messages != want.Messages {
 		t.Fatalf("before the restart: %+v, want %d queues and %d messages", stats, want.Queues, want.Messages)
 	}
@@ -105,7 +106,7 @@ func testEngineRestart(t *testing.T, mode wal.SyncMode) {
 	var created map[[16]byte]int64
 	for round := range 2 {
 		e, s = startEngine(t, data, opts, eopts)
-		if got := storeState(t, e, s); got != before {
+		if got := enginetest.State(t, e, enginetest.StoredBody(s)); got != before {
 			t.Fatalf("restart %d: the state differs\n got %s\nwant %s", round, got, before)
 		}
 		if e.Stats() != stats {

@@ -13,6 +13,7 @@ import (
 	"github.com/smprelay/smprelay/codec"
 	"github.com/smprelay/smprelay/diskstore"
 	"github.com/smprelay/smprelay/engine"
+	"github.com/smprelay/smprelay/internal/enginetest"
 	"github.com/smprelay/smprelay/internal/vfs"
 	"github.com/smprelay/smprelay/store"
 	"github.com/smprelay/smprelay/wal"
@@ -199,7 +200,7 @@ func testCompactionLeavesNothingDeleted(t *testing.T, mode wal.SyncMode, comp wa
 
 	// A restart (its start-up compaction, the body log's Retain) brings
 	// nothing back: the same state, nothing dead on disk.
-	want, stats := storeState(t, e, s), e.Stats()
+	want, stats := enginetest.State(t, e, enginetest.StoredBody(s)), e.Stats()
 	r.Close()
 	snd.Close()
 	if err := s.Close(); err != nil {
@@ -207,7 +208,7 @@ func testCompactionLeavesNothingDeleted(t *testing.T, mode wal.SyncMode, comp wa
 	}
 	e, s = startEngine(t, data, opts, eopts)
 	defer s.Close()
-	if got := storeState(t, e, s); got != want || e.Stats() != stats {
+	if got := enginetest.State(t, e, enginetest.StoredBody(s)); got != want || e.Stats() != stats {
 		t.Fatalf("after a restart the state differs\n got %s\nwant %s", got, want)
 	}
 	d = readDisk(t, vfs.OS, data)

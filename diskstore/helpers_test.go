@@ -6,14 +6,11 @@ package diskstore_test
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"encoding/binary"
-	"fmt"
 	"log/slog"
 	"maps"
 	"math/rand/v2"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -144,51 +141,6 @@ type tlogWriter struct{ t testing.TB }
 func (w tlogWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
-}
-
-// storeState renders the engine's state canonically from its own Snapshot,
-// each stored body read back from the store (by ref) and shown by its
-// length and hash. Creation times are left out: see createdTimes.
-func storeState(t testing.TB, e *engine.Engine, s store.Store) string {
-	t.Helper()
-	per := map[[16]byte][]string{}
-	err := e.Snapshot(func(r *store.Record) error {
-		var line string
-		switch r.Kind {
-		case store.QueueCreated:
-			line = fmt.Sprintf("created sid=%x rk=%x", r.SID, r.RecipientKey.SPKI())
-		case store.QueueSecured:
-			line = fmt.Sprintf("secured sk=%x", r.SenderKey.SPKI())
-		case store.QueueSuspended:
-			line = fmt.Sprintf("suspended at=%d", r.Time)
-		case store.MessageStored:
-			body := r.Body
-			if r.Ref != 0 {
-				b, err := s.ReadBody(r.RID, r.MsgID, r.Ref, nil)
-				if err != nil {
-					return fmt.Errorf("reading the body of message %x: %w", r.MsgID, err)
-				}
-				body = b
-			}
-			if len(body) != r.Size {
-				return fmt.Errorf("message %x: %d bytes read, size %d", r.MsgID, len(body), r.Size)
-			}
-			line = fmt.Sprintf("msg id=%x ts=%d size=%d sha=%x", r.MsgID, r.Time, r.Size, sha256.Sum256(body))
-		default:
-			return fmt.Errorf("snapshot emitted kind %d", r.Kind)
-		}
-		per[r.RID] = append(per[r.RID], line)
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var qs []string
-	for rid, lines := range per {
-		qs = append(qs, fmt.Sprintf("queue %x\n  %s", rid, strings.Join(lines, "\n  ")))
-	}
-	sort.Strings(qs)
-	return strings.Join(qs, "\n")
 }
 
 // createdTimes returns each queue's creation time as the engine's snapshot

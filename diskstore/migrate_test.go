@@ -18,6 +18,7 @@ import (
 	"github.com/smprelay/smprelay/codec"
 	"github.com/smprelay/smprelay/diskstore"
 	"github.com/smprelay/smprelay/engine"
+	"github.com/smprelay/smprelay/internal/enginetest"
 	"github.com/smprelay/smprelay/internal/sessiontest"
 	"github.com/smprelay/smprelay/internal/vfs"
 	"github.com/smprelay/smprelay/wal"
@@ -86,7 +87,7 @@ func testMigration(t *testing.T, comp wal.Compression) {
 		}
 	}
 	wantCmd(t, r.Call("del", gone.cmd("del", codec.CmdDEL)), codec.CmdOK)
-	wantState, stats := storeState(t, e, l), e.Stats()
+	wantState, stats := enginetest.State(t, e, enginetest.StoredBody(l)), e.Stats()
 	r.Close()
 	snd.Close()
 	if err := l.Close(); err != nil {
@@ -130,7 +131,7 @@ func testMigration(t *testing.T, comp wal.Compression) {
 	// body log by ref.
 	opts := diskstore.Options{Log: wal.Options{Sync: wal.SyncAlways, Compression: comp}, CacheBytes: 1 << 20}
 	e, s := startEngine(t, data, opts, engine.Options{BlockSize: bigBlock, Now: clk.Now})
-	if got := storeState(t, e, s); got != wantState {
+	if got := enginetest.State(t, e, enginetest.StoredBody(s)); got != wantState {
 		t.Fatalf("after the migration the state differs\n got %s\nwant %s", got, wantState)
 	}
 	if e.Stats() != stats {

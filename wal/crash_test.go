@@ -3,14 +3,12 @@ package wal
 import (
 	"crypto/sha256"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"hash/crc32"
 	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -50,94 +48,39 @@ func TestPowerCut(t *testing.T) {
 	t.Logf("%d power cuts and recoveries checked in %v", cuts, time.Since(start).Round(time.Millisecond))
 }
 
-// errPowerOff fails every file operation after the cut.
-var errPowerOff = errors.New("the power is off")
-
-// powerCut wraps a crashfs.FS: once armed, it cuts the power before the
-// n-th operation that changes the filesystem, or of one kind of them.
-// Operations come from the test goroutine, the writer and the compaction
-// goroutine.
-type powerCut struct {
-	fsys *crashfs.FS
-	rng  *rand.Rand // the crash's choices; used under mu
-
-	mu       sync.Mutex
-	log      *Log          // whose Durable is read at the cut
-	armed    bool          // counting
-	only     string        // the operation counted; "" for any change
-	left     int           // operations to let through before the cut
-	cut      *crashfs.FS   // what the cut left; nil before it
-	answered uint64        // log.Durable() just before the cut: what had been reported durable
-	off      chan struct{} // closed at the cut
+// walCut is TestPowerCut's power cut: a crashfs.PowerCut that also reads,
+// at the cut, what the log had reported durable, and tells the test
+// goroutine when the writer is about to write a segment. Operations come
+// from the test goroutine, the writer and the compaction goroutine.
+type walCut struct {
+	*crashfs.PowerCut
+	answered uint64        // log.Durable() just before the cut: what had been reported durable; read after CutNow
 	writes   chan struct{} // capacity 1: a write to a segment is about to happen
 }
 
-func newPowerCut(fsys *crashfs.FS, seed uint64) *powerCut {
-	return &powerCut{fsys: fsys, rng: rand.New(rand.NewPCG(seed, 0xc0)), off: make(chan struct{}), writes: make(chan struct{}, 1)}
+func newWALCut(fsys *crashfs.FS, seed uint64) *walCut {
+	return &walCut{PowerCut: crashfs.NewPowerCut(fsys, seed), writes: make(chan struct{}, 1)}
 }
 
 // arm cuts the power before the n-th change from now (of kind only, if
-// set), reading l.Durable then.
-func (pc *powerCut) arm(l *Log, n int, only string) {
-	pc.mu.Lock()
-	defer pc.mu.Unlock()
-	pc.log, pc.armed, pc.only, pc.left = l, true, only, n-1
+// set), reading l.Durable then if l is not nil: whatever it reported had
+// been fsynced before, so the crash must keep it.
+func (pc *walCut) arm(l *Log, n int, only string) {
+	if l != nil {
+		pc.OnCut(func() { pc.answered = l.Durable() })
+	}
+	pc.Arm(only, "", n)
 }
 
-// changes are the operations that change what a crash may find.
-var changes = map[string]bool{"OpenFile": true, "Write": true, "Sync": true, "Truncate": true,
-	"Rename": true, "Remove": true, "SyncDir": true, "MkdirAll": true}
-
-func (pc *powerCut) hook(op, name string) error {
+// hook signals writes, then counts the operation towards the cut.
+func (pc *walCut) hook(op, name string) error {
 	if op == "Write" && strings.HasSuffix(name, segmentExt) {
 		select {
 		case pc.writes <- struct{}{}:
 		default:
 		}
 	}
-	pc.mu.Lock()
-	defer pc.mu.Unlock()
-	switch {
-	case pc.cut != nil:
-		return errPowerOff
-	case !pc.armed || !changes[op] || (pc.only != "" && op != pc.only):
-		return nil
-	case pc.left > 0:
-		pc.left--
-		return nil
-	}
-	pc.cutLocked()
-	return errPowerOff
-}
-
-// cutLocked cuts the power. Durable is read first: whatever it reported had
-// been fsynced before, so the crash must keep it.
-func (pc *powerCut) cutLocked() {
-	if pc.log != nil {
-		pc.answered = pc.log.Durable()
-	}
-	pc.cut = pc.fsys.Crash(pc.rng)
-	close(pc.off)
-}
-
-// cutNow cuts the power if the armed operation has not come yet, and
-// returns what the cut left.
-func (pc *powerCut) cutNow() *crashfs.FS {
-	pc.mu.Lock()
-	defer pc.mu.Unlock()
-	if pc.cut == nil {
-		pc.cutLocked()
-	}
-	return pc.cut
-}
-
-func (pc *powerCut) isCut() bool {
-	select {
-	case <-pc.off:
-		return true
-	default:
-		return false
-	}
+	return pc.Hook(op, name)
 }
 
 // cutRun is one seed's sequence of cycles.
@@ -205,7 +148,7 @@ func (r *cutRun) pickOptions() {
 // during Load (or just after it): the checks of the next recovery stay the
 // same, since nothing was appended.
 func (r *cutRun) cutDuringRecovery() {
-	pc := newPowerCut(r.fsys, r.rng.Uint64())
+	pc := newWALCut(r.fsys, r.rng.Uint64())
 	opts := r.opts
 	opts.FS = crashfs.WithHook(r.fsys, pc.hook)
 	l, err := Open(powerCutDir, opts)
@@ -213,10 +156,10 @@ func (r *cutRun) cutDuringRecovery() {
 		r.fatalf("Open before a cut during recovery: %v", err)
 	}
 	pc.arm(nil, 1+r.rng.IntN(8), "")
-	if err := l.Load(newModel().apply); err != nil && !pc.isCut() {
+	if err := l.Load(newModel().apply); err != nil && !pc.IsCut() {
 		r.fatalf("Load before a cut during recovery: %v", err)
 	}
-	r.fsys = pc.cutNow()
+	r.fsys = pc.CutNow()
 	_ = l.Close() // fails: the power is off
 }
 
@@ -267,7 +210,7 @@ func (r *cutRun) recover(fsys vfs.FS) (*Log, *model) {
 
 // runCycle recovers, checks, then appends until the power cut.
 func (r *cutRun) runCycle() {
-	pc := newPowerCut(r.fsys, r.rng.Uint64())
+	pc := newWALCut(r.fsys, r.rng.Uint64())
 	l, m := r.recover(crashfs.WithHook(r.fsys, pc.hook))
 	base := l.Durable() // appends follow the last LSN replayed
 	r.start, r.base, r.recs = m.clone(), base, r.recs[:0]
@@ -284,13 +227,13 @@ func (r *cutRun) runCycle() {
 			}
 		}
 	}}
-	if err := l.Attach(busy); err != nil && !pc.isCut() {
+	if err := l.Attach(busy); err != nil && !pc.IsCut() {
 		r.fatalf("Attach: %v", err)
 	}
-	if !pc.isCut() {
+	if !pc.IsCut() {
 		r.append(l, m, pc)
 	}
-	r.fsys = pc.cutNow()
+	r.fsys = pc.CutNow()
 	_ = l.Close() // fails once the power is off
 	r.answered = int(max(pc.answered, base) - base)
 	if r.answered > len(r.recs) {
@@ -304,7 +247,7 @@ func (r *cutRun) runCycle() {
 // group, so that the tail holds many groups, not one that took everything;
 // in mode always it often waits for its last record to be durable, as a
 // client waits for its reply; now and then it compacts.
-func (r *cutRun) append(l *Log, m *model, pc *powerCut) {
+func (r *cutRun) append(l *Log, m *model, pc *walCut) {
 	n := r.notifier
 	for range powerCutSteps {
 		burst, big := 1+r.rng.IntN(8), 0
@@ -320,7 +263,7 @@ func (r *cutRun) append(l *Log, m *model, pc *powerCut) {
 		for range burst {
 			lsn, ok, err := r.appendOne(l, m, r.rng, big)
 			if err != nil {
-				if !pc.isCut() {
+				if !pc.IsCut() {
 					r.fatalf("Append: %v", err)
 				}
 				return
@@ -334,7 +277,7 @@ func (r *cutRun) append(l *Log, m *model, pc *powerCut) {
 			// kicked it): a write follows.
 			select {
 			case <-pc.writes:
-			case <-pc.off:
+			case <-pc.Off():
 				return
 			}
 		}
@@ -343,16 +286,16 @@ func (r *cutRun) append(l *Log, m *model, pc *powerCut) {
 			for l.Durable() < last {
 				select {
 				case <-n.c:
-				case <-pc.off:
+				case <-pc.Off():
 					return
 				}
 			}
 		case r.rng.IntN(40) == 0:
-			if err := l.Compact(); err != nil && !pc.isCut() {
+			if err := l.Compact(); err != nil && !pc.IsCut() {
 				r.fatalf("Compact: %v", err)
 			}
 		}
-		if pc.isCut() {
+		if pc.IsCut() {
 			return
 		}
 	}

@@ -7,16 +7,15 @@ package wal_test
 import (
 	"bytes"
 	"fmt"
-	"sort"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/smprelay/smprelay/codec"
 	"github.com/smprelay/smprelay/engine"
+	"github.com/smprelay/smprelay/internal/enginetest"
 	"github.com/smprelay/smprelay/internal/sessiontest"
 	"github.com/smprelay/smprelay/internal/smptest"
-	"github.com/smprelay/smprelay/store"
 	"github.com/smprelay/smprelay/wal"
 )
 
@@ -54,38 +53,6 @@ func start(t *testing.T, dir string, mode wal.SyncMode, clk *sessiontest.Clock) 
 		t.Fatal(err)
 	}
 	return e, l
-}
-
-// state renders the engine's state canonically, from its own Snapshot.
-func state(t *testing.T, e *engine.Engine) string {
-	t.Helper()
-	per := map[[16]byte][]string{}
-	err := e.Snapshot(func(r *store.Record) error {
-		var s string
-		switch r.Kind {
-		case store.QueueCreated:
-			s = fmt.Sprintf("created sid=%x rk=%x", r.SID, r.RecipientKey.SPKI())
-		case store.QueueSecured:
-			s = fmt.Sprintf("secured sk=%x", r.SenderKey.SPKI())
-		case store.QueueSuspended:
-			s = fmt.Sprintf("suspended at=%d", r.Time)
-		case store.MessageStored:
-			s = fmt.Sprintf("msg id=%x ts=%d body=%q", r.MsgID, r.Time, r.Body)
-		default:
-			t.Fatalf("snapshot emitted kind %d", r.Kind)
-		}
-		per[r.RID] = append(per[r.RID], s)
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var qs []string
-	for rid, lines := range per {
-		qs = append(qs, fmt.Sprintf("queue %x\n  %s", rid, strings.Join(lines, "\n  ")))
-	}
-	sort.Strings(qs)
-	return strings.Join(qs, "\n")
 }
 
 func TestEngineRestartRebuildsState(t *testing.T) {
@@ -141,7 +108,7 @@ func TestEngineRestartRebuildsState(t *testing.T) {
 			want(s.Call("c0", smptest.Cmd(nil, "c0", c.sid, codec.CmdSEND, nil, []byte("c-message"))), codec.CmdOK)
 			want(r.Call("del", smptest.Cmd(c.rk, "del", c.rid, codec.CmdDEL, nil, nil)), codec.CmdOK)
 
-			before, stats := state(t, e), e.Stats()
+			before, stats := enginetest.State(t, e, enginetest.InlineBody), e.Stats()
 			if !strings.Contains(before, "a-message-5") || strings.Contains(before, "a-message-1") || strings.Contains(before, "c-message") {
 				t.Fatalf("unexpected state before the restart:\n%s", before)
 			}
@@ -153,7 +120,7 @@ func TestEngineRestartRebuildsState(t *testing.T) {
 
 			for round := range 2 { // the second restart replays the start-up snapshot of the first
 				e, l = start(t, dir, mode, clk)
-				if got := state(t, e); got != before {
+				if got := enginetest.State(t, e, enginetest.InlineBody); got != before {
 					t.Fatalf("restart %d: state differs\n got %s\nwant %s", round, got, before)
 				}
 				if e.Stats() != stats {
