@@ -3,7 +3,6 @@ package bodylog
 import (
 	"cmp"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -75,7 +74,7 @@ func listDir(fsys vfs.FS, dir string) (dirListing, error) {
 // parse is logged and ignored; Retain then reads every live record's header.
 func (l *Log) readSummary() error {
 	path := joinPath(l.dir, summaryName)
-	b, err := readFile(l.fs, path)
+	b, err := vfs.ReadFile(l.fs, path, 1<<30)
 	if err == nil {
 		var counts []segmentCount
 		if counts, err = decodeSummary(b); err == nil {
@@ -136,23 +135,3 @@ func (l *Log) writeSummary() error {
 	return nil
 }
 
-// readFile reads a whole (small) file through fsys.
-func readFile(fsys vfs.FS, path string) ([]byte, error) {
-	f, err := fsys.OpenFile(path, os.O_RDONLY, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if fi.Size() > 1<<30 {
-		return nil, fmt.Errorf("%s: %d bytes", path, fi.Size())
-	}
-	b := make([]byte, fi.Size())
-	if _, err := f.ReadAt(b, 0); err != nil && err != io.EOF {
-		return nil, err
-	}
-	return b, nil
-}

@@ -15,8 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"io"
-	"os"
 	"path/filepath"
 
 	"github.com/klauspost/compress/s2"
@@ -67,7 +65,7 @@ func walk(fsys vfs.FS, dir string, out map[string][]byte) error {
 			}
 			continue
 		}
-		b, err := readFile(fsys, path)
+		b, err := vfs.ReadFile(fsys, path, 1<<40)
 		if err != nil {
 			return err
 		}
@@ -147,20 +145,3 @@ func decompress(zdec *zstd.Decoder, comp byte, p []byte) ([]byte, error) {
 	return nil, fmt.Errorf("unknown compression %d", comp)
 }
 
-// readFile reads a whole file through fsys.
-func readFile(fsys vfs.FS, path string) ([]byte, error) {
-	f, err := fsys.OpenFile(path, os.O_RDONLY, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	b := make([]byte, fi.Size())
-	if _, err := f.ReadAt(b, 0); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("reading %s: %w", path, err)
-	}
-	return b, nil
-}
