@@ -820,19 +820,7 @@ func TestPowerCutBeforeABodySegmentIsDurable(t *testing.T) {
 	opts := diskstore.Options{Log: wal.Options{Sync: wal.SyncAlways}, BodySegmentBytes: 4096, Logger: logs.logger()}
 	start := func(fsys *crashfs.FS, pc *crashfs.PowerCut) (*engine.Engine, *diskstore.Store) {
 		t.Helper()
-		o := opts
-		o.FS = crashfs.WithHook(fsys, pc.Hook)
-		s, err := diskstore.Open(cutData, o)
-		if err != nil {
-			logs.dump(t)
-			t.Fatal(err)
-		}
-		e, err := engine.New(engine.Options{BlockSize: cutBlock, Now: clk.Now, Store: s, Logger: logs.logger()})
-		if err != nil {
-			logs.dump(t)
-			t.Fatal(err)
-		}
-		return e, s
+		return startOnCut(t, fsys, pc, opts, clk, logs)
 	}
 	pc := crashfs.NewPowerCut(fsys, 0)
 	pc.SetOutcome(loseDir{"/data/bodies"})
@@ -922,19 +910,7 @@ func TestLostBodiesAreDropped(t *testing.T) {
 			opts := diskstore.Options{Log: wal.Options{Sync: tc.mode, SyncInterval: time.Hour}, Logger: logs.logger()}
 			start := func(fsys *crashfs.FS, pc *crashfs.PowerCut) (*engine.Engine, *diskstore.Store) {
 				t.Helper()
-				o := opts
-				o.FS = crashfs.WithHook(fsys, pc.Hook)
-				s, err := diskstore.Open(cutData, o)
-				if err != nil {
-					logs.dump(t)
-					t.Fatal(err)
-				}
-				e, err := engine.New(engine.Options{BlockSize: cutBlock, Now: clk.Now, Store: s, Logger: logs.logger()})
-				if err != nil {
-					logs.dump(t)
-					t.Fatalf("the relay does not start after the cut: %v", err)
-				}
-				return e, s
+				return startOnCut(t, fsys, pc, opts, clk, logs)
 			}
 			fsys := crashfs.New()
 			pc := crashfs.NewPowerCut(fsys, 0)
@@ -996,4 +972,24 @@ func TestLostBodiesAreDropped(t *testing.T) {
 			assertPresent(t, d, map[string][]byte{"the next body": next})
 		})
 	}
+}
+
+// startOnCut opens the disk store on fsys (what a cut left, or the running
+// filesystem) with pc's hook, and an engine on it, as a restart of the
+// relay would; it fails the test, with the stores' log lines, when the relay
+// would not start.
+func startOnCut(t *testing.T, fsys *crashfs.FS, pc *crashfs.PowerCut, opts diskstore.Options, clk *sessiontest.Clock, logs *ringLog) (*engine.Engine, *diskstore.Store) {
+	t.Helper()
+	opts.FS = crashfs.WithHook(fsys, pc.Hook)
+	s, err := diskstore.Open(cutData, opts)
+	if err != nil {
+		logs.dump(t)
+		t.Fatalf("the store does not open: %v", err)
+	}
+	e, err := engine.New(engine.Options{BlockSize: cutBlock, Now: clk.Now, Store: s, Logger: logs.logger()})
+	if err != nil {
+		logs.dump(t)
+		t.Fatalf("the relay does not start: %v", err)
+	}
+	return e, s
 }
