@@ -55,6 +55,8 @@
 // per transmission except the copy of a stored message body (and, off the hot
 // path, a DEL's list of the refs it frees when the store keeps bodies),
 // signature keys parsed once at NEW or KEY, and every ERR AUTH costs one
-// signature check. The relay-wide caps cost an atomic load and add on the
-// counters SEND and NEW update anyway.
+// signature check, except NEW on a relay with creator keys (SPEC §5), which
+// costs one per key whatever it says (creatorAuth). The relay-wide caps cost
+// an atomic load and add on the counters SEND and NEW update anyway; who may
+// create (Limits.NewQueuesClosed, CreatorKeys) costs NEW one atomic load.
 package engine

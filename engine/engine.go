@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -31,6 +32,16 @@ type Limits struct {
 	// UnsecuredTTL: a queue that KEY never secured is deleted this long after
 	// its NEW, with its messages (default 21 days).
 	UnsecuredTTL time.Duration
+	// NewQueuesClosed closes queue creation: every NEW gets ERR AUTH (SPEC
+	// §11, --new-queues off), at the cost of a failed NEW (§7). Set by
+	// smp-server from its options; false (the zero value) is open.
+	NewQueuesClosed bool
+	// CreatorKeys, when not nil, are the creator keys of SPEC §5: a NEW must
+	// be signed by one of them, not by its own recipient key. nil: anyone
+	// may create; empty but not nil: no key admits a NEW. Parsed by
+	// smp-server from --creator-keys (the engine reads no file); SetLimits
+	// keeps its own copy of the slice, and the keys are immutable.
+	CreatorKeys []*codec.VerifyKey
 }
 
 // DefaultLimits are SPEC §5 and §11's defaults, and issue 14's caps, sized
@@ -153,6 +164,10 @@ func (l Limits) withDefaults() (Limits, error) {
 	}
 	if l.UnsecuredTTL == 0 {
 		l.UnsecuredTTL = DefaultLimits.UnsecuredTTL
+	}
+	l.CreatorKeys = slices.Clone(l.CreatorKeys) // nil stays nil, empty stays empty
+	if slices.Contains(l.CreatorKeys, nil) {
+		return l, errors.New("engine: a creator key is nil")
 	}
 	if l.Quota < 0 || l.MessageTTL < 0 || l.SuspendedTTL < 0 || l.NewQueuesPerMinute < 0 || l.UnsecuredTTL < 0 {
 		return l, errors.New("engine: quota and TTLs must be positive")

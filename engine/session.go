@@ -163,7 +163,7 @@ func (s *Session) ProcessSome(plain []byte, p *codec.Parser, t *codec.Transmissi
 		s.resolve(t, &a)
 		a.ok = !a.verify || codec.VerifyTimingSafe(a.key, t.Signed, t.Signature)
 		s.run(t, &a, w)
-		chargeFailure(&a, budget)
+		charge(&a, budget)
 	}
 	return total
 }
@@ -176,10 +176,12 @@ func (s *Session) ProcessSome(plain []byte, p *codec.Parser, t *codec.Transmissi
 // nothing its ERR AUTH did not.
 const authPenalty = 15
 
-// chargeFailure charges authPenalty for a transmission that paid a
-// verification and was refused.
-func chargeFailure(a *auth, budget *int) {
-	if a.verify && !a.granted() {
+// charge charges what a transmission cost beyond the unit it was charged
+// when parsed: the verifications against creator keys past the first, and
+// authPenalty when it paid a verification and was refused.
+func charge(a *auth, budget *int) {
+	*budget -= a.extra
+	if (a.verify || a.creator) && !a.granted() {
 		*budget -= authPenalty
 	}
 }
@@ -290,7 +292,7 @@ func (s *Session) ProcessBatched(plain []byte, p *codec.Parser, b *Batch, w *Wri
 			it := &b.items[i]
 			it.a.ok = it.i < 0 || res[it.i]
 			s.run(&it.t, &it.a, w)
-			chargeFailure(&it.a, budget)
+			charge(&it.a, budget)
 		}
 	}
 	b.reset()
@@ -309,6 +311,10 @@ type auth struct {
 	verify bool             // it costs one verification (real or dummy)
 	deny   bool             // ERR AUTH whatever the verification says
 	ok     bool             // set after verification: it verified, or needed none
+	// creator: NEW on a relay with creator keys, which resolve verified
+	// itself (creatorAuth); the result is in deny, and verify is false.
+	creator bool
+	extra   int // verifications it cost beyond one (creator keys), charged to the budget
 }
 
 // granted reports whether the transmission authenticated.
@@ -325,6 +331,10 @@ func (s *Session) resolve(t *codec.Transmission, a *auth) {
 	}
 	switch t.Cmd {
 	case codec.CmdNEW:
+		if lim := s.e.limits.Load(); lim.NewQueuesClosed || lim.CreatorKeys != nil {
+			creatorAuth(t, a, lim)
+			return
+		}
 		a.key, a.verify = t.Key, len(t.Signature) > 0
 	case codec.CmdSEND:
 		a.verify = true
@@ -353,6 +363,39 @@ func (s *Session) resolve(t *codec.Transmission, a *auth) {
 		}
 		a.q, a.key = q, q.rk
 	}
+}
+
+// creatorAuth settles a NEW on a relay that restricts creation: closed
+// (SPEC §11, --new-queues off) or with creator keys (§5).
+//
+// Closed without creator keys, the NEW costs what a failed NEW costs where
+// anyone may create: one verification, against its recipient key (a dummy
+// key when unsigned, SPEC §7), and is refused whatever it says.
+//
+// With creator keys, nothing in the transmission names the key that signed
+// it (§4, §5), so the signature is verified against every key, all of them
+// whichever matched and whether creation is closed or not: the cost depends
+// on the number of keys and the signature's length only (each mismatched
+// length costs the dummy verification of §7), never on which key signed or
+// whether one did. An empty set costs one dummy verification. These
+// verifications are not batched: all but one fail, which would make every
+// batch fall back to single verification.
+func creatorAuth(t *codec.Transmission, a *auth, lim *Limits) {
+	if lim.CreatorKeys == nil {
+		a.key, a.verify, a.deny = t.Key, true, true
+		return
+	}
+	ok := false
+	for _, k := range lim.CreatorKeys {
+		if codec.VerifyTimingSafe(k, t.Signed, t.Signature) {
+			ok = true // no early exit: every key costs its verification
+		}
+	}
+	if len(lim.CreatorKeys) == 0 {
+		codec.VerifyTimingSafe(nil, t.Signed, t.Signature)
+	}
+	a.creator, a.deny = true, !ok || lim.NewQueuesClosed
+	a.extra = max(len(lim.CreatorKeys), 1) - 1
 }
 
 // run carries out one transmission whose authentication is settled and

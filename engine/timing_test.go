@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"crypto/rand"
 	"fmt"
 	"slices"
@@ -40,6 +41,7 @@ func TestAuthTiming(t *testing.T) {
 		type pair struct {
 			name         string
 			real, absent []byte
+			e            *Engine // nil: e
 		}
 		var cases []pair
 		for _, c := range []struct {
@@ -51,17 +53,30 @@ func TestAuthTiming(t *testing.T) {
 			{codec.CmdOFF, nil, nil}, {codec.CmdDEL, nil, nil},
 		} {
 			cases = append(cases, pair{c.cmd.String(),
-				tx(t, wrong, "a", q.rid, c.cmd, c.key, c.body), tx(t, wrong, "a", missing, c.cmd, c.key, c.body)})
+				tx(t, wrong, "a", q.rid, c.cmd, c.key, c.body), tx(t, wrong, "a", missing, c.cmd, c.key, c.body), nil})
 		}
 		cases = append(cases,
-			pair{"SEND", tx(t, wrong, "a", q.sid, codec.CmdSEND, nil, []byte("x")), tx(t, wrong, "a", missing, codec.CmdSEND, nil, []byte("x"))},
-			pair{"SEND-unsigned", tx(t, nil, "a", q.sid, codec.CmdSEND, nil, []byte("x")), tx(t, nil, "a", missing, codec.CmdSEND, nil, []byte("x"))},
-			pair{"SEND-wrong-kind", tx(t, wrong, "a", q.sid, codec.CmdSEND, nil, []byte("x")), tx(t, wrong, "a", q.rid, codec.CmdSEND, nil, []byte("x"))},
-			pair{"SUB-wrong-kind", tx(t, wrong, "a", q.rid, codec.CmdSUB, nil, nil), tx(t, wrong, "a", q.sid, codec.CmdSUB, nil, nil)},
+			pair{"SEND", tx(t, wrong, "a", q.sid, codec.CmdSEND, nil, []byte("x")), tx(t, wrong, "a", missing, codec.CmdSEND, nil, []byte("x")), nil},
+			pair{"SEND-unsigned", tx(t, nil, "a", q.sid, codec.CmdSEND, nil, []byte("x")), tx(t, nil, "a", missing, codec.CmdSEND, nil, []byte("x")), nil},
+			pair{"SEND-wrong-kind", tx(t, wrong, "a", q.sid, codec.CmdSEND, nil, []byte("x")), tx(t, wrong, "a", q.rid, codec.CmdSEND, nil, []byte("x")), nil},
+			pair{"SUB-wrong-kind", tx(t, wrong, "a", q.rid, codec.CmdSUB, nil, nil), tx(t, wrong, "a", q.sid, codec.CmdSUB, nil, nil), nil},
+		)
+		// NEW where creation is restricted (SPEC §5, §11): here "real" is a
+		// NEW whose signature verifies with some key, "absent" one signed by
+		// a key the relay does not know.
+		creator, rk := signer(t, alg), signer(t, alg)
+		newBy := func(s *codec.Signer) []byte { return tx(t, s, "a", nil, codec.CmdNEW, rk.PublicSPKI(), nil) }
+		closed, _ := newTestEngine(t, Limits{NewQueuesClosed: true})
+		keyed, _ := newTestEngine(t, Limits{CreatorKeys: []*codec.VerifyKey{creator.VerifyKey()}})
+		both, _ := newTestEngine(t, Limits{NewQueuesClosed: true, CreatorKeys: []*codec.VerifyKey{creator.VerifyKey()}})
+		cases = append(cases,
+			pair{"NEW-closed", newBy(rk), newBy(wrong), closed},
+			pair{"NEW-creator-keys", newBy(rk), newBy(wrong), keyed},
+			pair{"NEW-closed-creator-keys", newBy(creator), newBy(wrong), both},
 		)
 		for _, tc := range cases {
 			t.Run(fmt.Sprintf("%v/%s", alg, tc.name), func(t *testing.T) {
-				c := newConn(t, e)
+				c := newConn(t, cmp.Or(tc.e, e))
 				real, absent := block(tc.real), block(tc.absent)
 				vr := verificationsOf(t, c, real)
 				va := verificationsOf(t, c, absent)

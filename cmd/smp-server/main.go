@@ -214,6 +214,23 @@ func (d *daemon) warnAtStart(r *resolved) {
 			"when descriptors run out (raise LimitNOFILE / ulimit -n, or lower max-conns)",
 			"max-conns", c.limits.MaxConns, "open-file-limit", lim, "usable", n)
 	}
+	logCreation(c, log)
+}
+
+// logCreation says who may create queues, when not everyone may: at start
+// and on every reload. It gives the number of creator keys, not the keys.
+func logCreation(c *config, log *slog.Logger) {
+	if c.newQueues == "off" {
+		log.Info("new-queues off: every NEW gets ERR AUTH")
+	}
+	if c.creatorKeySet == nil {
+		return
+	}
+	if len(c.creatorKeySet) == 0 {
+		log.Warn("creator-keys holds no key: every NEW gets ERR AUTH", "creator-keys", c.creatorKeys)
+		return
+	}
+	log.Info("creator keys in force: NEW must be signed by one of them", "creator-keys", c.creatorKeys, "keys", len(c.creatorKeySet))
 }
 
 // bind binds the relay's address (--listen). It logs why it failed when it
@@ -454,6 +471,7 @@ func reload(cur *resolved, sf startFlags, e *engine.Engine, srv *transport.Serve
 		}
 		options[i].set(&m.cfg, m.settings[i].raw) // each value passed its own resolution
 	}
+	m.cfg.creatorKeySet = next.cfg.creatorKeySet // creator-keys is live: its file as read just now
 	if m.cfg.limits.MaxOutbound < m.cfg.blockSize {
 		log.Error("reload: configuration rejected; the relay keeps its current one",
 			"err", fmt.Sprintf("max-outbound %d is less than the running block-size %d", m.cfg.limits.MaxOutbound, m.cfg.blockSize))
@@ -474,6 +492,7 @@ func reload(cur *resolved, sf startFlags, e *engine.Engine, srv *transport.Serve
 		changed = strings.Join(live, ", ")
 	}
 	log.Info("reloaded configuration", "changed", changed)
+	logCreation(&m.cfg, log)
 	if m.cfg.logLevel == "debug" && !startedDebug {
 		log.Info("log-level debug: client data is logged only by a relay started at debug")
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -51,6 +52,12 @@ type config struct {
 	metricsListen       string // normalised: "" (off) or HOST:PORT
 	profile             string // cpu, mem, block, mutex or empty
 	profileDir          string
+	newQueues           string // on or off (SPEC §11)
+	creatorKeys         string // the creator-keys file; "": anyone may create
+	// creatorKeySet is the keys creatorKeys holds, read by resolve (SPEC §5
+	// creator keys); nil when creatorKeys is "", empty when the file holds
+	// none. Owned by resolve, then read only.
+	creatorKeySet []*codec.VerifyKey
 }
 
 // kind is how an option's value is written in the config file.
@@ -222,6 +229,14 @@ var options = []option{
 	durOpt("unsecured-ttl", engine.DefaultLimits.UnsecuredTTL,
 		"delete queues never secured (KEY) this long after NEW, with their messages", true,
 		func(c *config) *time.Duration { return &c.unsecuredTTL }),
+	enumOpt("new-queues", "on", []string{"on", "off"},
+		"on: NEW creates queues (with creator-keys, only NEW signed by one of them);\n"+
+			"off: every NEW gets ERR AUTH while every other command works, to close a\n"+
+			"relay to new queues before it is decommissioned", true, func(c *config) *string { return &c.newQueues }),
+	strOpt("creator-keys", "", "file of the public keys that may create queues, one a line (base64 of\n"+
+		"SubjectPublicKeyInfo DER, Ed25519 or RSA; blank lines and # comments allowed):\n"+
+		"NEW must be signed by one of them. Re-read on SIGHUP; empty: anyone may create",
+		"empty (anyone may create) or a file path", true, anyPath, func(c *config) *string { return &c.creatorKeys }),
 	durOpt("handshake-timeout", 10*time.Second, "close connections whose client hello is not complete by then", false,
 		func(c *config) *time.Duration { return &c.handshakeTimeout }),
 	intOpt("max-conns", 0, 0, "open connections at most; 0 means the open-file limit less 64",
@@ -270,6 +285,8 @@ var options = []option{
 }
 
 func nonEmpty(s string) (string, bool) { return s, s != "" }
+
+func anyPath(s string) (string, bool) { return s, true }
 
 func profileKind(s string) (string, bool) {
 	switch s {
@@ -515,6 +532,14 @@ func resolve(sf startFlags, getenv func(string) string, readFile func(string) ([
 		s := &r.settings[optionIndex("source-prefix-v6")]
 		errs = append(errs, fmt.Errorf("source-prefix-v6 = %q (%s): must be an integer from 1 to 128", s.raw, s.where))
 	}
+	if len(errs) == 0 && r.cfg.creatorKeys != "" && readFile != nil {
+		keys, err := readCreatorKeys(r.cfg.creatorKeys, readFile)
+		if err != nil {
+			s := &r.settings[optionIndex("creator-keys")]
+			errs = append(errs, fmt.Errorf("creator-keys = %q (%s): %w", s.raw, s.where, err))
+		}
+		r.cfg.creatorKeySet = keys
+	}
 	if len(errs) == 0 && r.cfg.limits.MaxOutbound < r.cfg.blockSize {
 		s := &r.settings[optionIndex("max-outbound")]
 		errs = append(errs, fmt.Errorf("max-outbound = %q (%s): must be an integer of at least block-size (%d)",
@@ -659,7 +684,43 @@ func parseLevel(s string) slog.Level {
 func (c *config) engineLimits() engine.Limits {
 	return engine.Limits{Quota: c.quota, MessageTTL: c.messageTTL, SuspendedTTL: c.suspendedTTL,
 		NewQueuesPerMinute: c.newPerMinute, MaxStoredBytes: noLimit64(c.maxStoredBytes),
-		MaxQueues: noLimit64(c.maxQueues), UnsecuredTTL: c.unsecuredTTL}
+		MaxQueues: noLimit64(c.maxQueues), UnsecuredTTL: c.unsecuredTTL,
+		NewQueuesClosed: c.newQueues == "off", CreatorKeys: c.creatorKeySet}
+}
+
+// readCreatorKeys reads a creator-keys file (SPEC §5): one key a line in
+// the §2 signature-key encoding, base64 (standard, padded) of X.509
+// SubjectPublicKeyInfo DER, Ed25519 or RSA 2048–4096 bits with e = 65537;
+// surrounding blanks, blank lines and lines starting with # are skipped. A
+// bad line or a key given twice is an error naming PATH:LINE. A file
+// holding no key gives an empty, not nil, set: no NEW is admitted.
+func readCreatorKeys(path string, readFile func(string) ([]byte, error)) ([]*codec.VerifyKey, error) {
+	text, err := readFile(path)
+	if err != nil {
+		return nil, err
+	}
+	keys := []*codec.VerifyKey{}
+	seen := make(map[string]int) // SPKI DER -> line
+	for i, line := range strings.Split(string(text), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		der, err := base64.StdEncoding.Strict().DecodeString(line)
+		if err != nil {
+			return nil, fmt.Errorf("%s:%d: not base64 (one key a line, base64 of SubjectPublicKeyInfo DER): %v", path, i+1, err)
+		}
+		k, err := codec.ParseVerifyKey(der)
+		if err != nil {
+			return nil, fmt.Errorf("%s:%d: not an Ed25519 or RSA (2048-4096 bits, e = 65537) public key: %v", path, i+1, err)
+		}
+		if at, ok := seen[string(der)]; ok {
+			return nil, fmt.Errorf("%s:%d: the same key as line %d", path, i+1, at)
+		}
+		seen[string(der)] = i + 1
+		keys = append(keys, k)
+	}
+	return keys, nil
 }
 
 func (c *config) connLimits() transport.ConnLimits {

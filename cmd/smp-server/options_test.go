@@ -6,6 +6,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smprelay/smprelay/codec"
 	"github.com/smprelay/smprelay/engine"
 	"github.com/smprelay/smprelay/transport"
 )
@@ -593,5 +595,47 @@ func TestCapOptions(t *testing.T) {
 	}
 	if l := r.cfg.engineLimits(); l.MaxStoredBytes != 16<<30 || l.MaxQueues != -1 || l.UnsecuredTTL != 36*time.Hour {
 		t.Fatalf("limits %+v: want 16 GiB, no queue cap and 36h", l)
+	}
+}
+
+// TestReadCreatorKeys: the creator-keys file format (SPEC §5, §2 signature
+// keys): blanks and # comments skipped, CRLF allowed, each bad line an error
+// naming the file and line, a file with no key an empty (not nil) set, and
+// through resolve an error that names the option.
+func TestReadCreatorKeys(t *testing.T) {
+	ed, err := codec.GenerateSigner(codec.SigEd25519, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := base64.StdEncoding.EncodeToString(ed.PublicSPKI())
+	for _, tc := range []struct {
+		name, text string
+		n          int
+		err        string
+	}{
+		{"one key", "# ops team\n\n  " + k + "\t\r\n", 1, ""},
+		{"no key", "# nobody yet\n", 0, ""},
+		{"empty", "", 0, ""},
+		{"not base64", "# x\n" + k + "!\n", 0, "F:2: not base64"},
+		{"unpadded", strings.TrimRight(k, "="), 0, "F:1: not base64"},
+		{"not a key", "aGVsbG8=\n", 0, "F:1: not an Ed25519 or RSA"},
+		{"twice", k + "\n#\n" + k + "\n", 0, "F:3: the same key as line 1"},
+	} {
+		keys, err := readCreatorKeys("F", func(string) ([]byte, error) { return []byte(tc.text), nil })
+		switch {
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("%s: err %v, want %q", tc.name, err, tc.err)
+		case tc.err == "" && (err != nil || keys == nil || len(keys) != tc.n):
+			t.Errorf("%s: %d keys (nil %v), err %v; want %d keys", tc.name, len(keys), keys == nil, err, tc.n)
+		}
+	}
+	sf := startFlags{set: map[string]string{"creator-keys": "/nonexistent/keys"}}
+	_, err = resolve(sf, func(string) string { return "" }, func(string) ([]byte, error) { return nil, fs.ErrNotExist })
+	if err == nil || !strings.Contains(err.Error(), `creator-keys = "/nonexistent/keys" (flag --creator-keys)`) {
+		t.Fatalf("a missing creator-keys file: %v", err)
+	}
+	r, err := resolve(startFlags{set: map[string]string{"new-queues": "off"}}, func(string) string { return "" }, nil)
+	if err != nil || !r.cfg.engineLimits().NewQueuesClosed || r.cfg.engineLimits().CreatorKeys != nil {
+		t.Fatalf("new-queues off, no creator-keys: %+v, %v", r.cfg.engineLimits(), err)
 	}
 }
