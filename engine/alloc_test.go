@@ -7,6 +7,40 @@ import (
 	"github.com/smprelay/smprelay/internal/race"
 )
 
+// signedCycle is one secured SEND → pushed MSG → ACK on e, its Writers
+// discarding what they write: what the allocation tests and
+// BenchmarkSignedCycle run. warm is the cycle with a drain that needs no
+// Finish of its own.
+type signedCycle struct {
+	sender *tconn
+	q      queueFixture
+	sk     *codec.Signer // the queue's sender key
+	send   []byte // the SEND block, signed by the sender key
+	ack    []byte // the ACK block, signed by the recipient key
+}
+
+func newSignedCycle(tb testing.TB, e *Engine) *signedCycle {
+	q := newQueue(tb, e, codec.SigEd25519)
+	sk := q.secure(tb, codec.SigEd25519)
+	c := &signedCycle{sender: newConn(tb, e), q: q, sk: sk,
+		send: block(tx(tb, sk, "s", q.sid, codec.CmdSEND, nil, make([]byte, 1000))),
+		ack:  block(tx(tb, q.rk, "a", q.rid, codec.CmdACK, nil, nil))}
+	c.sender.W.Send = func([]byte) error { return nil }
+	q.rc.W.Send = func([]byte) error { return nil }
+	return c
+}
+
+// run is one cycle.
+func (c *signedCycle) run() {
+	s, r := c.sender, c.q.rc
+	s.S.Process(c.send, s.P, &s.Tr, s.W)
+	s.W.Finish()
+	r.S.Drain(r.W)
+	r.W.Finish()
+	r.S.Process(c.ack, r.P, &r.Tr, r.W)
+	r.W.Finish()
+}
+
 // TestHotPathAllocations pins the allocation budget of the hot path: none per
 // block or transmission, except the stored copy of a SEND body.
 func TestHotPathAllocations(t *testing.T) {
@@ -14,25 +48,13 @@ func TestHotPathAllocations(t *testing.T) {
 		t.Skip("-race changes allocation counts")
 	}
 	e, _ := newTestEngine(t, Limits{})
-	q := newQueue(t, e, codec.SigEd25519)
-	sk := q.secure(t, codec.SigEd25519)
-	sender := newConn(t, e)
-	sender.W.Send = func([]byte) error { return nil }
-	q.rc.W.Send = func([]byte) error { return nil }
-
+	c := newSignedCycle(t, e)
+	sender, q := c.sender, c.q
 	ping := block([]byte("\r\np\r\n\r\nPING\r\n"))
-	send := block(tx(t, sk, "s", q.sid, codec.CmdSEND, nil, make([]byte, 1000)))
-	ack := block(tx(t, q.rk, "a", q.rid, codec.CmdACK, nil, nil))
 	bad := block([]byte("\r\nc\r\n\r\nHELLO\r\n"), []byte("\r\nc\r\n\r\nSEND 5\r\nab\r\n\r\n"))
-	auth := block(tx(t, sk, "s", q.rid, codec.CmdSUB, nil, nil))
-
-	// Warm the Writer's buffers, the outbox and the fifo.
-	for range 3 {
-		sender.S.Process(send, sender.P, &sender.Tr, sender.W)
-		sender.W.Finish()
-		q.rc.S.Drain(q.rc.W)
-		q.rc.S.Process(ack, q.rc.P, &q.rc.Tr, q.rc.W)
-		q.rc.W.Finish()
+	auth := block(tx(t, c.sk, "s", q.rid, codec.CmdSUB, nil, nil))
+	for range 3 {                                                   // warm the Writers' buffers, the outbox and the fifo
+		c.run()
 	}
 
 	for _, tc := range []struct {
@@ -54,14 +76,7 @@ func TestHotPathAllocations(t *testing.T) {
 			sender.S.Process(auth, sender.P, &sender.Tr, sender.W)
 			sender.W.Finish()
 		}},
-		{"SEND-push-ACK", 1, func() {
-			sender.S.Process(send, sender.P, &sender.Tr, sender.W)
-			sender.W.Finish()
-			q.rc.S.Drain(q.rc.W)
-			q.rc.W.Finish()
-			q.rc.S.Process(ack, q.rc.P, &q.rc.Tr, q.rc.W)
-			q.rc.W.Finish()
-		}},
+		{"SEND-push-ACK", 1, c.run},
 	} {
 		if got := testing.AllocsPerRun(200, tc.run); got > tc.max {
 			t.Errorf("%s: %.1f allocations per run, want at most %.0f", tc.name, got, tc.max)
@@ -83,21 +98,8 @@ func TestBodyStoreAllocations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	q := newQueue(t, e, codec.SigEd25519)
-	sk := q.secure(t, codec.SigEd25519)
-	sender := newConn(t, e)
-	sender.W.Send = func([]byte) error { return nil }
-	q.rc.W.Send = func([]byte) error { return nil }
-	send := block(tx(t, sk, "s", q.sid, codec.CmdSEND, nil, make([]byte, 1000)))
-	ack := block(tx(t, q.rk, "a", q.rid, codec.CmdACK, nil, nil))
-	cycle := func() {
-		sender.S.Process(send, sender.P, &sender.Tr, sender.W)
-		sender.W.Finish()
-		q.rc.S.Drain(q.rc.W)
-		q.rc.W.Finish()
-		q.rc.S.Process(ack, q.rc.P, &q.rc.Tr, q.rc.W)
-		q.rc.W.Finish()
-	}
+	c := newSignedCycle(t, e)
+	cycle := c.run
 	for range 3 {
 		cycle()
 	}
@@ -114,20 +116,9 @@ func TestBodyStoreAllocations(t *testing.T) {
 // the engine level (two Ed25519 verifications), without sockets or ciphers.
 func BenchmarkSignedCycle(b *testing.B) {
 	e, _ := newTestEngine(b, Limits{})
-	q := newQueue(b, e, codec.SigEd25519)
-	sk := q.secure(b, codec.SigEd25519)
-	sender := newConn(b, e)
-	sender.W.Send = func([]byte) error { return nil }
-	q.rc.W.Send = func([]byte) error { return nil }
-	send := block(tx(b, sk, "s", q.sid, codec.CmdSEND, nil, make([]byte, 1000)))
-	ack := block(tx(b, q.rk, "a", q.rid, codec.CmdACK, nil, nil))
+	c := newSignedCycle(b, e)
 	b.ReportAllocs()
 	for b.Loop() {
-		sender.S.Process(send, sender.P, &sender.Tr, sender.W)
-		sender.W.Finish()
-		q.rc.S.Drain(q.rc.W)
-		q.rc.W.Finish()
-		q.rc.S.Process(ack, q.rc.P, &q.rc.Tr, q.rc.W)
-		q.rc.W.Finish()
+		c.run()
 	}
 }
