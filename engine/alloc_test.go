@@ -15,8 +15,8 @@ type signedCycle struct {
 	sender *tconn
 	q      queueFixture
 	sk     *codec.Signer // the queue's sender key
-	send   []byte // the SEND block, signed by the sender key
-	ack    []byte // the ACK block, signed by the recipient key
+	send   []byte        // the SEND block, signed by the sender key
+	ack    []byte        // the ACK block, signed by the recipient key
 }
 
 func newSignedCycle(tb testing.TB, e *Engine) *signedCycle {
@@ -53,7 +53,7 @@ func TestHotPathAllocations(t *testing.T) {
 	ping := block([]byte("\r\np\r\n\r\nPING\r\n"))
 	bad := block([]byte("\r\nc\r\n\r\nHELLO\r\n"), []byte("\r\nc\r\n\r\nSEND 5\r\nab\r\n\r\n"))
 	auth := block(tx(t, c.sk, "s", q.rid, codec.CmdSUB, nil, nil))
-	for range 3 {                                                   // warm the Writers' buffers, the outbox and the fifo
+	for range 3 { // warm the Writers' buffers, the outbox and the fifo
 		c.run()
 	}
 
