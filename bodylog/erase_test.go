@@ -365,12 +365,7 @@ func TestEraseTornRecord(t *testing.T) {
 		r := rand.New(rand.NewPCG(16, 16))
 		l := openT(t, dir, o)
 		a, torn, b := newMsg(r, 1000), newMsg(r, 9000), newMsg(r, 700)
-		for _, m := range []*msg{a, torn, b} {
-			appendT(t, l, m)
-		}
-		if err := l.Sync(); err != nil {
-			t.Fatal(err)
-		}
+		appendSynced(t, l, a, torn, b)
 		l.abandon() // no summary: Retain sweeps
 		seg, off := SplitRef(torn.ref)
 		path := filepath.Join(dir, segmentName(seg))
@@ -424,12 +419,7 @@ func TestRetainErasesUnreadableLiveRef(t *testing.T) {
 		r := rand.New(rand.NewPCG(18, 18))
 		l := openT(t, dir, o)
 		a, x, b := newMsg(r, 1000), newMsg(r, 12000), newMsg(r, 700)
-		for _, m := range []*msg{a, x, b} {
-			appendT(t, l, m)
-		}
-		if err := l.Sync(); err != nil {
-			t.Fatal(err)
-		}
+		appendSynced(t, l, a, x, b)
 		l.abandon()
 		seg, off := SplitRef(x.ref)
 		page := (off + 4096) &^ 4095

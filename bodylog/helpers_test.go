@@ -59,6 +59,17 @@ func fill(r *rand.Rand, b []byte) {
 	}
 }
 
+// appendSynced appends ms in order, then Syncs: their records are durable.
+func appendSynced(t testing.TB, l *Log, ms ...*msg) {
+	t.Helper()
+	for _, m := range ms {
+		appendT(t, l, m)
+	}
+	if err := l.Sync(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // appendT appends m and records its ref.
 func appendT(t testing.TB, l *Log, m *msg) {
 	t.Helper()
