@@ -134,4 +134,3 @@ func (l *Log) writeSummary() error {
 	}
 	return nil
 }
-
