@@ -144,4 +144,3 @@ func decompress(zdec *zstd.Decoder, comp byte, p []byte) ([]byte, error) {
 	}
 	return nil, fmt.Errorf("unknown compression %d", comp)
 }
-
