@@ -222,7 +222,7 @@ func (c *Conn) connect(ctx context.Context) (*link, error) {
 	defer cancel()
 	nc, err := c.opts.DialContext(ctx, "tcp", c.addr)
 	if err != nil {
-		return nil, fmt.Errorf("client: dialing %s: %w", c.addr, err)
+		return nil, errwrap.Wrap(fmt.Errorf("client: dialing %s", c.addr), err)
 	}
 	l, err := handshake(ctx, c, nc, c.opts.Fingerprint)
 	if err != nil {

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"golang.org/x/net/proxy"
+
+	"github.com/smprelay/smprelay/internal/errwrap"
 )
 
 // ErrOnionNeedsProxy reports a relay whose host is an onion service (a name
@@ -17,6 +19,10 @@ import (
 // would tell the resolver, and anyone watching it, which service the user
 // wants; Dial refuses before any lookup.
 var ErrOnionNeedsProxy = errors.New("client: a .onion relay is reachable only through Tor: set a SOCKS5 proxy (Options.Proxy)")
+
+// ErrProxyUnreachable reports a SOCKS5 proxy (Options.Proxy) that could not
+// be connected to, as opposed to a proxy that could not reach the relay.
+var ErrProxyUnreachable = errors.New("client: cannot reach the SOCKS5 proxy")
 
 // ParseProxy parses a proxy URL for Options.Proxy:
 // socks5://[USER[:PASSWORD]@]HOST:PORT, such as socks5://127.0.0.1:9050 for
@@ -99,7 +105,17 @@ func dialer(proxyURL *url.URL, base dialFunc) (dialFunc, error) {
 		pw, _ := proxyURL.User.Password()
 		auth = &proxy.Auth{User: proxyURL.User.Username(), Password: pw}
 	}
-	d, err := proxy.SOCKS5("tcp", proxyURL.Host, auth, base)
+	where := proxyURL.Host
+	// Failures to reach the proxy are marked, to tell them from the
+	// proxy's own answers.
+	forward := dialFunc(func(ctx context.Context, network, addr string) (net.Conn, error) {
+		nc, err := base(ctx, network, addr)
+		if err != nil {
+			return nil, errwrap.Wrap(fmt.Errorf("%w %s", ErrProxyUnreachable, where), err)
+		}
+		return nc, nil
+	})
+	d, err := proxy.SOCKS5("tcp", proxyURL.Host, auth, forward)
 	if err != nil {
 		return nil, fmt.Errorf("client: proxy %s: %w", proxyURL.Redacted(), err)
 	}
@@ -107,12 +123,20 @@ func dialer(proxyURL *url.URL, base dialFunc) (dialFunc, error) {
 	if !ok {
 		return nil, fmt.Errorf("client: proxy %s: the SOCKS5 dialer takes no context", proxyURL.Redacted())
 	}
-	where := proxyURL.Host
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		nc, err := cd.DialContext(ctx, network, addr)
-		if err != nil {
-			return nil, fmt.Errorf("through the SOCKS5 proxy %s: %w", where, err)
+		if err == nil {
+			return nc, nil
 		}
-		return nc, nil
+		// The SOCKS dialer wraps everything in a net.OpError whose text
+		// repeats both addresses: keep what went wrong.
+		var oe *net.OpError
+		if errors.As(err, &oe) && oe.Err != nil {
+			err = oe.Err
+		}
+		if errors.Is(err, ErrProxyUnreachable) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("the SOCKS5 proxy %s did not connect it: %w", where, err)
 	}, nil
 }

@@ -149,21 +149,39 @@ func TestOnionNeedsProxy(t *testing.T) {
 	}
 }
 
-// TestProxyRefused: a proxy that cannot reach the relay fails Dial with an
-// error that names the proxy.
+// TestProxyRefused: a proxy that cannot reach the relay, and a proxy that
+// cannot be reached, fail Dial with errors that say which.
 func TestProxyRefused(t *testing.T) {
+	ctx := guard(t)
 	p := socks5test.Start(t, nil)
 	u, err := ParseProxy("socks5://" + p.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = Dial(guard(t), onionHost+":5223", Options{Fingerprint: "x", Proxy: u})
-	if err == nil || !strings.Contains(err.Error(), "SOCKS5 proxy "+p.Addr) {
+	_, err = Dial(ctx, onionHost+":5223", Options{Fingerprint: "x", Proxy: u})
+	if err == nil || errors.Is(err, ErrProxyUnreachable) || !strings.Contains(err.Error(), "SOCKS5 proxy "+p.Addr+" did not connect it") ||
+		!strings.Contains(err.Error(), "host unreachable") {
 		t.Fatalf("Dial through a proxy that refuses: %v", err)
 	}
 	if reqs := p.Requests(); len(reqs) != 1 || reqs[0].Mapped || reqs[0].Host != onionHost {
 		t.Fatalf("proxy requests %+v", reqs)
 	}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	u, err = ParseProxy("socks5://" + closed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Dial(ctx, onionHost+":5223", Options{Fingerprint: "x", Proxy: u})
+	if !errors.Is(err, ErrProxyUnreachable) || !strings.Contains(err.Error(), closed) {
+		t.Fatalf("Dial through a proxy that is down: %v", err)
+	}
+	t.Logf("%v", err)
 }
 
 func TestParseProxy(t *testing.T) {
