@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/url"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -92,8 +93,20 @@ type Options struct {
 	// queue fails the link.
 	MaxEvents int
 
-	// DialContext opens the TCP connection; nil means a net.Dialer.
+	// DialContext opens the TCP connection; nil means a net.Dialer. With a
+	// Proxy, it is given the proxy's address alone.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	// Proxy, when set, is a SOCKS5 proxy (RFC 1928) that every connection,
+	// reconnections included, goes through: Tor's is socks5://127.0.0.1:9050
+	// (see ParseProxy). The relay's address is handed to the proxy as given,
+	// a host name unresolved, so this process looks up no relay name at
+	// all: the only address it dials is the proxy's (a name there, such as
+	// localhost, is looked up locally). A user name and password in the URL
+	// are sent to the proxy (RFC 1929); Tor puts streams with different
+	// credentials on different circuits. Without a Proxy, a relay whose host
+	// ends in .onion fails with ErrOnionNeedsProxy before any lookup.
+	Proxy *url.URL
 
 	// testPending, when set, is called with the number of commands in flight
 	// each time one is sent; for tests.
@@ -161,6 +174,14 @@ func Dial(ctx context.Context, addr string, opts Options) (*Conn, error) {
 		var d net.Dialer
 		opts.DialContext = d.DialContext
 	}
+	if host, _, err := net.SplitHostPort(addr); err == nil && opts.Proxy == nil && IsOnion(host) {
+		return nil, fmt.Errorf("%w (relay %s)", ErrOnionNeedsProxy, addr)
+	}
+	dial, err := dialer(opts.Proxy, opts.DialContext)
+	if err != nil {
+		return nil, err
+	}
+	opts.DialContext = dial
 	c := &Conn{
 		addr: addr, opts: opts, ready: make(chan struct{}),
 		subs: make(map[string]*codec.Signer), lastMsg: make(map[string]string), held: make(map[string]bool),
@@ -201,7 +222,7 @@ func (c *Conn) connect(ctx context.Context) (*link, error) {
 	defer cancel()
 	nc, err := c.opts.DialContext(ctx, "tcp", c.addr)
 	if err != nil {
-		return nil, fmt.Errorf("client: dialing %s: %w", c.addr, err)
+		return nil, errwrap.Wrap(fmt.Errorf("client: dialing %s", c.addr), err)
 	}
 	l, err := handshake(ctx, c, nc, c.opts.Fingerprint)
 	if err != nil {

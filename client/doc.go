@@ -67,6 +67,14 @@
 // message again (Message.Redelivered marks the same message ID delivered
 // again) — is for the end-to-end layer (SPEC §10) and the application.
 //
+// # Tor
+//
+// Options.Proxy sends every connection, reconnections included, through a
+// SOCKS5 proxy such as Tor's, with the relay's host name handed to the proxy
+// unresolved, so the process looks up no relay name. Without a proxy, a
+// relay whose host ends in .onion is refused with ErrOnionNeedsProxy before
+// anything is dialed or looked up.
+//
 // RecipientQueue and SenderQueue values are not safe for concurrent mutation;
 // their methods that only read them may run concurrently.
 package client

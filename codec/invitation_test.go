@@ -79,6 +79,11 @@ func TestInvitationServerForms(t *testing.T) {
 		{"[::1]:5224", "::1", 5224, "[::1]:5224"},
 		{"[2001:db8::2]", "2001:db8::2", 0, "[2001:db8::2]:5223"},
 		{"a-b.c1", "a-b.c1", 0, "a-b.c1:5223"},
+		// An onion service (v3: 56 base32 characters), as a relay run
+		// behind Tor is named.
+		{"abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz234567.onion:5223",
+			"abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz234567.onion", 5223,
+			"abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz234567.onion:5223"},
 	}
 	for _, c := range cases {
 		text := vecTypedKeyB64 + "\r\n" + vecSID + "\r\n" + c.server + "\r\n" + vecFingerprint

@@ -155,9 +155,9 @@ func (e *env) dialWith(srv client.Server, follow bool) (*client.Conn, error) {
 	ctx, cancel := e.step()
 	defer cancel()
 	c, err := client.DialServer(ctx, srv, client.Options{Timeout: e.timeout, MinBackoff: minBackoff, MaxBackoff: maxBackoff,
-		NoReconnect: !follow})
+		NoReconnect: !follow, Proxy: e.proxy})
 	if err != nil && e.ctx.Err() == nil {
-		return nil, &relayError{addr: srv.Addr, timeout: e.timeout, err: err}
+		return nil, e.relayError(srv.Addr, err)
 	}
 	return c, err
 }
@@ -844,7 +844,7 @@ func (e *env) linkNotice(addr string) func(client.Event) error {
 		case client.EventDisconnected:
 			e.notef("connection lost; reconnecting…")
 		case client.EventReconnectFailed:
-			err := &relayError{addr: addr, timeout: e.timeout, err: ev.Err}
+			err := e.relayError(addr, ev.Err)
 			e.notef("%v; retrying in %v", err, ev.Retry.Round(100*time.Millisecond))
 		case client.EventReconnected:
 			e.notef("reconnected")

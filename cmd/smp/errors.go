@@ -28,8 +28,18 @@ func clean(msg string) string { return pkgPrefix.ReplaceAllString(msg, "$1") }
 // relayError is a failure to reach or talk to a relay, said in its terms.
 type relayError struct {
 	addr    string
+	proxy   string // the SOCKS5 proxy's HOST:PORT, if any
 	timeout time.Duration
 	err     error
+}
+
+// relayError is err, met connecting to the relay at addr, in the relay's terms.
+func (e *env) relayError(addr string, err error) *relayError {
+	re := &relayError{addr: addr, timeout: e.timeout, err: err}
+	if e.proxy != nil {
+		re.proxy = e.proxy.Host
+	}
+	return re
 }
 
 func (e *relayError) Unwrap() error { return e.err }
@@ -42,6 +52,16 @@ func (e *relayError) Error() string {
 		}
 		return fmt.Sprintf("relay %s has another key than its fingerprint says (%s): compare --fingerprint or SMP_FINGERPRINT "+
 			"with what 'smp-server fingerprint' prints on the relay; for an invitation's relay, ask for a new invitation", e.addr, msg)
+	}
+	switch {
+	case errors.Is(e.err, client.ErrOnionNeedsProxy):
+		return fmt.Sprintf("relay %s is an onion service, reachable only through Tor: give --proxy socks5://127.0.0.1:9050 "+
+			"(Tor's SOCKS port) or set SMP_PROXY; smp does not look onion names up itself", e.addr)
+	case errors.Is(e.err, client.ErrProxyUnreachable):
+		return fmt.Sprintf("relay %s unreachable: cannot reach the SOCKS5 proxy %s (%s); is Tor, or the proxy, running?",
+			e.addr, e.proxy, reason(e.err, e.timeout))
+	case e.proxy != "":
+		return fmt.Sprintf("relay %s unreachable through the SOCKS5 proxy %s (%s)", e.addr, e.proxy, reason(e.err, e.timeout))
 	}
 	return fmt.Sprintf("relay %s unreachable (%s)", e.addr, reason(e.err, e.timeout))
 }

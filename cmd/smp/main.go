@@ -2,7 +2,7 @@
 // connects to invitations, and sends and receives end-to-end encrypted
 // messages, following the seed's procedure (SPEC.md §9, §10).
 //
-//	smp [--state FILE] [--timeout DURATION] <command> [arguments]
+//	smp [--state FILE] [--timeout DURATION] [--proxy URL] <command> [arguments]
 //
 // Run "smp help" for the commands. Keys, queue IDs, servers and
 // fingerprints live in a local state file (mode 0600, written atomically),
@@ -16,11 +16,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/smprelay/smprelay/client"
 )
 
 const usage = `smp talks through Simplex Messaging Protocol relays: it creates queues,
@@ -28,7 +31,7 @@ connects to invitations, and sends and receives end-to-end encrypted messages.
 
 Usage:
 
-	smp [--state FILE] [--timeout DURATION] <command> [arguments]
+	smp [--state FILE] [--timeout DURATION] [--proxy URL] <command> [arguments]
 
 The commands are:
 
@@ -49,6 +52,10 @@ Global flags:
 	--state FILE         state file (default $SMP_STATE, else smp/state.json
 	                     in the user's configuration directory)
 	--timeout DURATION   limit for each network step (default 30s)
+	--proxy URL          reach every relay through this SOCKS5 proxy, such as
+	                     Tor's: socks5://127.0.0.1:9050 (default $SMP_PROXY);
+	                     relay names are left to the proxy, never looked up
+	                     here. A .onion relay needs it.
 
 Environment:
 
@@ -57,6 +64,7 @@ Environment:
 	SMP_FINGERPRINT  fingerprint of that server's transport key, as
 	                 'smp-server fingerprint' prints it (also in the server's
 	                 DATA/fingerprint file)
+	SMP_PROXY        the SOCKS5 proxy, as --proxy
 `
 
 func main() {
@@ -71,6 +79,7 @@ type env struct {
 	ctx     context.Context
 	st      store
 	timeout time.Duration
+	proxy   *url.URL // nil: relays are dialed directly
 	stdin   io.Reader
 	stdout  io.Writer
 	stderr  io.Writer
@@ -110,6 +119,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.SetOutput(io.Discard)
 	statePath := fs.String("state", "", "")
 	timeout := fs.Duration("timeout", 30*time.Second, "")
+	proxyFlag := fs.String("proxy", "", "")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stdout, usage)
@@ -147,7 +157,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fmt.Fprintf(stderr, "smp: --timeout %v: must be positive\n", *timeout)
 		return 2
 	}
-	e := &env{ctx: ctx, timeout: *timeout, stdin: stdin, stdout: stdout, stderr: stderr}
+	proxyURL, err := parseProxy(*proxyFlag)
+	if err != nil {
+		fmt.Fprintf(stderr, "smp: %s\n", clean(err.Error()))
+		return 2
+	}
+	e := &env{ctx: ctx, timeout: *timeout, proxy: proxyURL, stdin: stdin, stdout: stdout, stderr: stderr}
 	cfs := flag.NewFlagSet("smp "+c.name, flag.ContinueOnError)
 	cfs.SetOutput(io.Discard)
 	runFn := c.flags(cfs)
@@ -179,6 +194,23 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return 1
 	}
 	return 0
+}
+
+// parseProxy returns the proxy of --proxy, else of SMP_PROXY; nil when
+// neither is set.
+func parseProxy(flagValue string) (*url.URL, error) {
+	from, s := "--proxy", flagValue
+	if s == "" {
+		from, s = "SMP_PROXY", os.Getenv("SMP_PROXY")
+	}
+	if s == "" {
+		return nil, nil
+	}
+	u, err := client.ParseProxy(s)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", from, err)
+	}
+	return u, nil
 }
 
 // parseInterspersed parses flags wherever they appear among the positional
