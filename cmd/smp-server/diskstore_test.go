@@ -35,7 +35,7 @@ func TestDiskStoreBeyondRAM(t *testing.T) {
 	peak := map[string]int{}
 	for _, st := range []string{"disk", "wal"} {
 		t.Run(st, func(t *testing.T) {
-			ctx := testCtx(t)
+			ctx := smptest.Guard(t) // thousands of round trips: under -race and load they outlast hangGuard; the test deadline bounds a hang
 			dir := t.TempDir()
 			args := []string{"--key-type", "x25519", "--store", st, "--fsync", "never", "--quota", strconv.Itoa(count + 1),
 				"--max-stored-bytes", strconv.Itoa(capBytes), "--cache-size", "1048576"}
