@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/smprelay/smprelay/codec"
@@ -27,12 +28,26 @@ func answer(cmd codec.Cmd, r reply, allowed ...codec.Cmd) error {
 	return fmt.Errorf("%w: %v answered with %v", ErrProtocol, cmd, r.cmd)
 }
 
-// NewQueue creates a queue whose recipient key is rk (NEW, signed by rk).
-// The Conn is then subscribed to it. Safe for concurrent use.
+// NewQueue creates a queue whose recipient key is rk (NEW, signed by rk, or
+// by Options.CreatorKey when set). The Conn is then subscribed to it. ERR
+// AUTH comes back as an error wrapping ErrCreateRefused and codec.ErrAuth.
+// Safe for concurrent use.
 func (c *Conn) NewQueue(ctx context.Context, rk *codec.Signer) (QueueIDs, error) {
-	r, err := c.do(ctx, request{cmd: codec.CmdNEW, signer: rk, key: rk.PublicSPKI()})
+	signer := rk
+	if c.opts.CreatorKey != nil {
+		signer = c.opts.CreatorKey
+	}
+	r, err := c.do(ctx, request{cmd: codec.CmdNEW, signer: signer, key: rk.PublicSPKI()})
 	if err != nil {
 		return QueueIDs{}, err
+	}
+	if r.cmd == codec.CmdERR && errors.Is(r.errType, codec.ErrAuth) {
+		why := "it takes new queues only signed by one of its creator keys (set Options.CreatorKey), or creation is closed"
+		if c.opts.CreatorKey != nil {
+			why = "Options.CreatorKey is not one of its creator keys, or it has none (then leave Options.CreatorKey unset), " +
+				"or creation is closed"
+		}
+		return QueueIDs{}, fmt.Errorf("%w: %v: %w: %s", ErrCreateRefused, codec.CmdNEW, r.errType, why)
 	}
 	if err := answer(codec.CmdNEW, r, codec.CmdIDS); err != nil {
 		return QueueIDs{}, err

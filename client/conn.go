@@ -35,6 +35,13 @@ var (
 	ErrProtocol = errors.New("client: protocol violation")
 	// ErrTooLarge reports a command that does not fit in one block.
 	ErrTooLarge = errors.New("client: command too large")
+	// ErrCreateRefused reports a NEW the relay answered with ERR AUTH (the
+	// error wraps codec.ErrAuth too): the relay takes new queues only
+	// signed by one of its creator keys and Options.CreatorKey is unset or
+	// not one of them, or it has closed queue creation, or
+	// Options.CreatorKey is set for a relay that has no creator keys (SPEC
+	// §5). The error's text says which of these fit.
+	ErrCreateRefused = errors.New("client: the relay refused to create the queue")
 	// ErrEventOverflow reports a Conn closed because a message, END or lost
 	// subscription found the event queue full (see Options.MaxEvents).
 	ErrEventOverflow = errors.New("client: event queue full: events are not read as fast as they arrive")
@@ -107,6 +114,17 @@ type Options struct {
 	// credentials on different circuits. Without a Proxy, a relay whose host
 	// ends in .onion fails with ErrOnionNeedsProxy before any lookup.
 	Proxy *url.URL
+
+	// CreatorKey, when set, signs every NEW on this Conn instead of the
+	// recipient key, for a relay that takes new queues only from holders of
+	// one of its creator keys (SPEC §5, smp-server --creator-keys); the
+	// recipient key still goes in NEW's key field. Leave it nil for a relay
+	// without creator keys: such a relay refuses a NEW signed by anything
+	// but its recipient key. A creator key belongs to one relay's operator,
+	// so it is set per Conn, that is per relay. A refused NEW fails with an
+	// error wrapping ErrCreateRefused and codec.ErrAuth. The Signer is
+	// immutable, so one may be shared by Conns used from any goroutines.
+	CreatorKey *codec.Signer
 
 	// testPending, when set, is called with the number of commands in flight
 	// each time one is sent; for tests.

@@ -75,6 +75,15 @@
 // relay whose host ends in .onion is refused with ErrOnionNeedsProxy before
 // anything is dialed or looked up.
 //
+// # Creator keys
+//
+// A relay may take new queues only from holders of one of its creator keys
+// (SPEC §5, smp-server --creator-keys). Options.CreatorKey then signs every
+// NEW of the Conn in place of the recipient key; ParseSigningKeyPEM reads
+// the PKCS#8 PEM file the relay's operator hands out. Only NEW needs it: a
+// sender, and every other command, is unaffected. A refused NEW fails with
+// ErrCreateRefused.
+//
 // RecipientQueue and SenderQueue values are not safe for concurrent mutation;
 // their methods that only read them may run concurrently.
 package client

@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
@@ -63,6 +64,33 @@ func ParseSigningKey(der []byte) (*SigningKey, error) {
 		return nil, fmt.Errorf("client: signature key: PKCS#8 holds %T", k)
 	}
 	return newSigningKey(priv)
+}
+
+// ParseSigningKeyPEM parses a private key in a PEM "PRIVATE KEY" block
+// (PKCS#8), as 'openssl genpkey -algorithm ed25519' writes it: how a creator
+// key (Options.CreatorKey) is stored. Text around the block is ignored; an
+// encrypted key or a block of another type is an error that says so.
+func ParseSigningKeyPEM(data []byte) (*SigningKey, error) {
+	b, _ := pem.Decode(data)
+	switch {
+	case b == nil:
+		return nil, errors.New(`client: signature key: no PEM block: want "-----BEGIN PRIVATE KEY-----" (PKCS#8)`)
+	case b.Type == "ENCRYPTED PRIVATE KEY":
+		return nil, errors.New("client: signature key: the PEM key is encrypted: decrypt it first (openssl pkey -in KEY -out PLAIN)")
+	case b.Type != "PRIVATE KEY":
+		return nil, fmt.Errorf(`client: signature key: PEM block %q: want "PRIVATE KEY" (PKCS#8; openssl pkey converts)`, b.Type)
+	}
+	return ParseSigningKey(b.Bytes)
+}
+
+// MarshalPEM returns the private key as a PEM "PRIVATE KEY" block (PKCS#8),
+// which ParseSigningKeyPEM and openssl read.
+func (k *SigningKey) MarshalPEM() ([]byte, error) {
+	der, err := k.MarshalBinary()
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
 }
 
 // MarshalBinary returns the private key as PKCS#8 DER.

@@ -23,7 +23,7 @@ import (
 // accepted.
 
 func chatFlags(fs *flag.FlagSet) func(*env, []string) error {
-	co := &createOpts{server: serverFlags(fs), kem: kemFlag(fs), quietNotice: true}
+	co := &createOpts{server: serverFlags(fs), creatorKey: creatorKeyFlag(fs), kem: kemFlag(fs), quietNotice: true}
 	co.qr = fs.Bool("qr", false, "show the invitation as a QR code (default: when standard output is a terminal)")
 	co.qrSet = func() bool {
 		set := false

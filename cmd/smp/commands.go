@@ -32,7 +32,14 @@ error says so: use --png FILE. Hand the invitation over by a channel you
 trust, then run 'smp accept NAME' once they have connected.
 
 The server is --server and --fingerprint, or SMP_SERVER and SMP_FINGERPRINT;
-'smp-server fingerprint' on the relay prints both.`},
+'smp-server fingerprint' on the relay prints both.
+
+A relay that takes new queues only from holders of its creator keys refuses
+the queue unless --creator-key FILE (or SMP_CREATOR_KEY) names the private
+key its operator gave you: PEM, PKCS#8 ("BEGIN PRIVATE KEY"), as 'openssl
+genpkey -algorithm ed25519' writes it. It signs only the NEW sent to the
+relay of --server; other relays never see it. Leave it unset for other
+relays: they refuse a NEW signed by it.`},
 		{name: "connect", args: "[flags] NAME INVITATION", minArgs: 2, maxArgs: 2, argsNames: "a contact name and an invitation",
 			short: "connect to an invitation and send the confirmation", flags: connectFlags, long: `
 Connect connects to the queue an invitation names (seed step 3): a new sender
@@ -45,7 +52,9 @@ With --reply, connect also creates a queue for NAME to answer you on, and puts
 its invitation in the confirmation: 'smp chat NAME' on the other side connects
 to it ('smp accept' only shows it), and 'smp accept NAME' here then secures it
 (what 'smp chat --join' does). Everything is checked before the reply queue is
-created, and it is deleted again if the confirmation cannot be sent.`},
+created, and it is deleted again if the confirmation cannot be sent. The
+reply queue is on the invitation's relay and signed with no creator key, so a
+relay that takes queues only from holders of its creator keys refuses it.`},
 		{name: "accept", args: "[flags] NAME", minArgs: 1, maxArgs: 1, argsNames: "one contact name",
 			short: "accept a waiting confirmation and secure the queue", flags: acceptFlags, long: `
 Accept takes the confirmation NAME sent to the queue you created for them
@@ -145,17 +154,26 @@ const (
 // dial connects to srv for one step: a broken connection ends the Conn, so
 // that the command fails at once with the reason (a relay that broke the
 // protocol is named) instead of waiting for a reconnection.
-func (e *env) dial(srv client.Server) (*client.Conn, error) { return e.dialWith(srv, false) }
+func (e *env) dial(srv client.Server) (*client.Conn, error) { return e.dialWith(srv, false, nil) }
+
+// dialCreator is dial for a command that creates a queue on srv: creator,
+// when set, signs its NEW (--creator-key).
+func (e *env) dialCreator(srv client.Server, creator *client.SigningKey) (*client.Conn, error) {
+	return e.dialWith(srv, false, creator)
+}
 
 // dialFollow connects to srv for a command that keeps listening (receive
 // --follow, accept --wait, chat): the Conn reconnects on its own.
-func (e *env) dialFollow(srv client.Server) (*client.Conn, error) { return e.dialWith(srv, true) }
+func (e *env) dialFollow(srv client.Server) (*client.Conn, error) { return e.dialWith(srv, true, nil) }
 
-func (e *env) dialWith(srv client.Server, follow bool) (*client.Conn, error) {
+func (e *env) dialWith(srv client.Server, follow bool, creator *client.SigningKey) (*client.Conn, error) {
 	ctx, cancel := e.step()
 	defer cancel()
-	c, err := client.DialServer(ctx, srv, client.Options{Timeout: e.timeout, MinBackoff: minBackoff, MaxBackoff: maxBackoff,
-		NoReconnect: !follow, Proxy: e.proxy})
+	opts := client.Options{Timeout: e.timeout, MinBackoff: minBackoff, MaxBackoff: maxBackoff, NoReconnect: !follow, Proxy: e.proxy}
+	if creator != nil {
+		opts.CreatorKey = creator.Signer()
+	}
+	c, err := client.DialServer(ctx, srv, opts)
 	if err != nil && e.ctx.Err() == nil {
 		return nil, e.relayError(srv.Addr, err)
 	}
@@ -215,6 +233,49 @@ func serverFlags(fs *flag.FlagSet) func() (client.Server, error) {
 	}
 }
 
+// creatorKeyFlag defines --creator-key; the returned function loads the
+// key it names, or SMP_CREATOR_KEY's, and says where it came from (nil, ""
+// when neither is set).
+func creatorKeyFlag(fs *flag.FlagSet) func() (*client.SigningKey, string, error) {
+	path := fs.String("creator-key", "", "private key `file` (PEM, PKCS#8) that signs the new queue, for a relay that takes\n"+
+		"queues only from holders of its creator keys (default $SMP_CREATOR_KEY)")
+	return func() (*client.SigningKey, string, error) {
+		from, p := "--creator-key", *path
+		if p == "" {
+			from, p = "SMP_CREATOR_KEY", os.Getenv("SMP_CREATOR_KEY")
+		}
+		if p == "" {
+			return nil, "", nil
+		}
+		from += " " + p
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, "", fmt.Errorf("%s: %w", from, err)
+		}
+		k, err := client.ParseSigningKeyPEM(b)
+		if err != nil {
+			return nil, "", fmt.Errorf("%s: %w", from, err)
+		}
+		return k, from, nil
+	}
+}
+
+// createRefused explains a NEW that srv refused (ERR AUTH): from names the
+// creator key that signed it, "" when none did.
+func createRefused(err error, addr, from string) error {
+	if !errors.Is(err, client.ErrCreateRefused) {
+		return err
+	}
+	if from == "" {
+		return &explained{err, fmt.Sprintf("relay %s refused to create the queue (ERR AUTH): it takes new queues only from "+
+			"holders of one of its creator keys; give --creator-key FILE (or set SMP_CREATOR_KEY) with the private key "+
+			"its operator gave you", addr)}
+	}
+	return &explained{err, fmt.Sprintf("relay %s refused to create the queue signed by the creator key in %s (ERR AUTH): "+
+		"the key is not one of the relay's creator keys, or the relay takes none (then give no --creator-key and unset "+
+		"SMP_CREATOR_KEY), or its operator has closed queue creation", addr, from)}
+}
+
 func kemFlag(fs *flag.FlagSet) *string {
 	return fs.String("kem", codec.KEMMLKEM768X25519.String(), "kind of the queue's encryption key: mlkem768x25519, x25519 or rsa")
 }
@@ -265,6 +326,7 @@ func (e *env) setContact(name string, recv *client.RecipientQueue, send *client.
 
 type createOpts struct {
 	server      func() (client.Server, error)
+	creatorKey  func() (*client.SigningKey, string, error)
 	kem         *string
 	qr          *bool
 	qrSet       func() bool
@@ -274,7 +336,7 @@ type createOpts struct {
 }
 
 func createFlags(fs *flag.FlagSet) func(*env, []string) error {
-	o := &createOpts{server: serverFlags(fs), kem: kemFlag(fs)}
+	o := &createOpts{server: serverFlags(fs), creatorKey: creatorKeyFlag(fs), kem: kemFlag(fs)}
 	o.qr = fs.Bool("qr", false, "show the invitation as a QR code (default: when standard output is a terminal)")
 	o.qrSet = func() bool {
 		set := false
@@ -302,6 +364,10 @@ func create(e *env, name string, o *createOpts) (*client.RecipientQueue, error) 
 	if err != nil {
 		return nil, fmt.Errorf("--kem: %w", err)
 	}
+	creator, from, err := o.creatorKey()
+	if err != nil {
+		return nil, err
+	}
 	s, err := e.st.load()
 	if err != nil {
 		return nil, err
@@ -309,7 +375,7 @@ func create(e *env, name string, o *createOpts) (*client.RecipientQueue, error) 
 	if s.Contacts[name] != nil {
 		return nil, fmt.Errorf("contact %q already exists", name)
 	}
-	c, err := e.dial(srv)
+	c, err := e.dialCreator(srv, creator)
 	if err != nil {
 		return nil, err
 	}
@@ -318,7 +384,7 @@ func create(e *env, name string, o *createOpts) (*client.RecipientQueue, error) 
 	defer cancel()
 	q, err := client.CreateQueue(ctx, c, kem)
 	if err != nil {
-		return nil, err
+		return nil, createRefused(err, srv.Addr, from)
 	}
 	inv, err := q.Invitation()
 	if err == nil {
@@ -452,6 +518,11 @@ func connect(e *env, name string, inv *codec.Invitation, o *connectOpts) error {
 	var rq *client.RecipientQueue
 	if *o.reply {
 		if rq, err = client.CreateQueue(ctx, c, kem); err != nil {
+			if errors.Is(err, client.ErrCreateRefused) {
+				return &explained{err, fmt.Sprintf("relay %s, the invitation's, refused to create the reply queue (ERR AUTH): "+
+					"it takes new queues only from holders of its creator keys, and smp signs a reply queue with none; "+
+					"connect without --reply (smp chat --join needs a reply queue, so it cannot join through this relay)", sq.Server.Addr)}
+			}
 			return err
 		}
 		rinv, err := rq.Invitation()
@@ -621,7 +692,7 @@ func acceptInfo(e *env, name string, info []byte, wantReply, chat bool) error {
 // and subscribes to q; got reports that a message arrived with the answer.
 // The caller closes c.
 func (e *env) subscribe(q *client.RecipientQueue, follow bool) (c *client.Conn, got bool, err error) {
-	if c, err = e.dialWith(q.Server, follow); err != nil {
+	if c, err = e.dialWith(q.Server, follow, nil); err != nil {
 		return nil, false, err
 	}
 	ctx, cancel := e.step()

@@ -65,6 +65,8 @@ Environment:
 	                 'smp-server fingerprint' prints it (also in the server's
 	                 DATA/fingerprint file)
 	SMP_PROXY        the SOCKS5 proxy, as --proxy
+	SMP_CREATOR_KEY  private key file that signs the queues create and chat
+	                 make on that server, as their --creator-key
 `
 
 func main() {
