@@ -297,4 +297,3 @@ func loadSigner(t *testing.T, path string) *codec.Signer {
 	}
 	return s
 }
-
