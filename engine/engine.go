@@ -250,6 +250,10 @@ func (e *Engine) replay(r *store.Record) error {
 		q.sk = r.SenderKey
 	case store.QueueSuspended:
 		q.suspended, q.suspendedAt = true, r.Time
+	case store.QueueBlocked:
+		q.blocked = true
+	case store.QueueUnblocked:
+		q.blocked = false
 	case store.QueueDeleted:
 		e.dropMessages(q)
 		e.deleteLocked(q)
@@ -493,6 +497,9 @@ func (e *Engine) Snapshot(emit func(r *store.Record) error) error {
 			}
 			if q.suspended {
 				recs = append(recs, store.Record{Kind: store.QueueSuspended, RID: q.rid, Time: q.suspendedAt})
+			}
+			if q.blocked {
+				recs = append(recs, store.Record{Kind: store.QueueBlocked, RID: q.rid})
 			}
 			for i := q.msgs.head; i < len(q.msgs.buf); i++ {
 				m := &q.msgs.buf[i]

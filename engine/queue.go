@@ -57,7 +57,7 @@ func (m *message) bodyBytes() []byte {
 // only for short, non-blocking sections: signatures are verified outside it.
 //
 // Memory per queue matters (issue 14 counts it for an empty queue): the
-// fields are ordered so that the three bools share one word, which brings
+// fields are ordered so that the four bools share one word, which brings
 // the struct from 136 bytes (a 144-byte malloc slot) to 128 with createdAt
 // (TestQueueSize). Reusing suspendedAt as the creation time instead would
 // save 8 bytes of struct and no memory (120 bytes still take a 128-byte
@@ -79,6 +79,10 @@ type queue struct {
 	suspended bool // OFF was applied
 	deleted   bool // DEL or expiry removed it; every later command is AUTH
 	delivered bool // the oldest message was sent to sub and awaits ACK
+	// blocked: the operator blocked the queue (Engine.Block, issue 16);
+	// every command of both sides is AUTH until Unblock. Guarded by mu;
+	// packed with the bools above, so the struct keeps its 128 bytes.
+	blocked bool
 }
 
 // fifo is a queue of messages: append at the tail, pop at the head.

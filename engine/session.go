@@ -344,7 +344,7 @@ func (s *Session) resolve(t *codec.Transmission, a *auth) {
 			return
 		}
 		q.mu.Lock()
-		sk, closed := q.sk, q.deleted || q.suspended
+		sk, closed := q.sk, q.deleted || q.suspended || q.blocked
 		q.mu.Unlock()
 		a.q, a.sk, a.key = q, sk, sk
 		switch {
@@ -693,10 +693,13 @@ func (s *Session) cmdNew(t *codec.Transmission, a *auth, w *Writer) {
 }
 
 // lockLive locks q and reports whether it is still live; a queue deleted
-// since it was looked up answers ERR AUTH and is left unlocked.
+// since it was looked up, or blocked by the operator (Engine.Block), answers
+// ERR AUTH and is left unlocked. The check comes after the command's one
+// signature verification, so a blocked queue costs what any AUTH failure
+// costs (SPEC §7).
 func (s *Session) lockLive(t *codec.Transmission, q *queue, w *Writer) bool {
 	q.mu.Lock()
-	if q.deleted {
+	if q.deleted || q.blocked {
 		q.mu.Unlock()
 		s.fail(t, codec.ErrAuth, w)
 		return false
@@ -748,7 +751,7 @@ func (s *Session) answerWith(t *codec.Transmission, q *queue, m *message, body [
 // cmdKey secures the queue with the sender's key, once.
 func (s *Session) cmdKey(t *codec.Transmission, q *queue, w *Writer) {
 	q.mu.Lock()
-	if q.deleted || q.suspended || q.sk != nil {
+	if q.deleted || q.suspended || q.blocked || q.sk != nil {
 		q.mu.Unlock()
 		s.fail(t, codec.ErrAuth, w)
 		return
@@ -862,7 +865,7 @@ func (s *Session) cmdSend(t *codec.Transmission, a *auth, w *Writer) {
 	m.stored = s.e.mx.mono()
 
 	q.mu.Lock()
-	if q.deleted || q.suspended || q.sk != sk {
+	if q.deleted || q.suspended || q.blocked || q.sk != sk {
 		q.mu.Unlock()
 		s.fail(t, codec.ErrAuth, w)
 		return

@@ -50,6 +50,9 @@ const (
 	QueueDeleted                   // RID, Refs (DEL, or expired)
 	MessageStored                  // RID, MsgID, Time, Size, and Body or Ref
 	MessageDeleted                 // RID, MsgID, Ref (acknowledged, expired or lost)
+	// Appended after the kinds above, which keep their values.
+	QueueBlocked   // RID: the operator blocked the queue (smp-server admin block)
+	QueueUnblocked // RID: the operator lifted the block
 )
 
 // String names the kind for logs and errors.
@@ -67,6 +70,10 @@ func (k Kind) String() string {
 		return "message stored"
 	case MessageDeleted:
 		return "message deleted"
+	case QueueBlocked:
+		return "queue blocked"
+	case QueueUnblocked:
+		return "queue unblocked"
 	}
 	return "unknown kind"
 }
@@ -157,7 +164,8 @@ type Notifier interface{ NotifyDurable() }
 // with commands.
 type Snapshotter interface {
 	// Snapshot emits records that recreate the live state: per queue a
-	// QueueCreated (with its creation Time), then QueueSecured and QueueSuspended when they apply, then
+	// QueueCreated (with its creation Time), then QueueSecured, QueueSuspended
+	// and QueueBlocked when they apply, then
 	// a MessageStored per stored message, oldest first, with Body or Ref as
 	// the engine holds it. It copies each queue's state under that queue's
 	// lock and calls emit outside it. Changes made while it runs may or may

@@ -90,6 +90,8 @@
 //	6 recMessageDeleted  RID[16] msgID[8]
 //	7 recMessageRef      RID[16] msgID[8] time (i64, Unix seconds) size (u32) ref (u64, not 0)
 //	8 recQueueCreatedAt  RID[16] SID[16] time (i64, Unix seconds, not 0) recipientKey (rest: SPKI DER)
+//	9 recQueueBlocked    RID[16]
+//	10 recQueueUnblocked RID[16]
 //
 // In kind 5 a message's size is its body's length; Append refuses a
 // MessageStored record whose Size disagrees, or that has a Ref, unless
@@ -97,7 +99,12 @@
 // is kind 7, with the size and the ref it returned. A log with kind 7 records
 // does not load without a Bodies (ErrBodiesElsewhere); replay with one moves
 // the body of each kind 5 record to it, and the start-up compaction rewrites
-// them as kind 7. A queue created with a time (the engine's snapshot gives
+// them as kind 7. Kinds 9 and 10 are the operator's block and unblock
+// (smp-server admin, issue 16); a compaction's snapshot writes kind 9 after
+// the queue's other state for a queue that is blocked, and never kind 10. A
+// log holding them does not load in a relay built before they existed
+// (unknown record kind): downgrading needs the blocks lifted and a compaction
+// first. A queue created with a time (the engine's snapshot gives
 // one) is kind 8, without one kind 1. Each record has one encoding: kind 7
 // with ref 0 and kind 8 with time 0 do not decode.
 //

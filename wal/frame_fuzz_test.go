@@ -37,6 +37,8 @@ func FuzzReadFrames(f *testing.F) {
 		{Kind: store.MessageStored, RID: [16]byte{1}, MsgID: [8]byte{3}, Time: 1764097639, Size: 32, Body: bytes.Repeat([]byte("body"), 8)},
 		{Kind: store.MessageStored, RID: [16]byte{1}, MsgID: [8]byte{4}, Time: 1764097640, Size: 64512, Ref: 1<<32 | 32},
 		{Kind: store.MessageDeleted, RID: [16]byte{1}, MsgID: [8]byte{3}},
+		{Kind: store.QueueBlocked, RID: [16]byte{1}},
+		{Kind: store.QueueUnblocked, RID: [16]byte{1}},
 		{Kind: store.QueueDeleted, RID: [16]byte{3}},
 	}
 	for _, c := range []comp{compNone, compS2, compZstd} {

@@ -81,6 +81,7 @@ type mqueue struct {
 	rk, sk    *codec.VerifyKey
 	suspended bool
 	susAt     int64
+	blocked   bool
 	msgs      []mmsg
 }
 
@@ -109,6 +110,10 @@ func (m *model) apply(r *store.Record) error {
 		q.sk = r.SenderKey
 	case store.QueueSuspended:
 		q.suspended, q.susAt = true, r.Time
+	case store.QueueBlocked:
+		q.blocked = true
+	case store.QueueUnblocked:
+		q.blocked = false
 	case store.QueueDeleted:
 		delete(m.queues, r.RID)
 	case store.MessageStored:
@@ -144,6 +149,9 @@ func (m *model) Snapshot(emit func(*store.Record) error) error {
 			}
 			if q.suspended {
 				recs = append(recs, store.Record{Kind: store.QueueSuspended, RID: q.rid, Time: q.susAt})
+			}
+			if q.blocked {
+				recs = append(recs, store.Record{Kind: store.QueueBlocked, RID: q.rid})
 			}
 			for _, msg := range q.msgs {
 				recs = append(recs, store.Record{Kind: store.MessageStored, RID: q.rid, MsgID: msg.id, Time: msg.ts, Size: len(msg.body), Body: msg.body})
@@ -185,6 +193,9 @@ func (m *model) dump() string {
 		}
 		if q.suspended {
 			fmt.Fprintf(&b, " suspended@%d", q.susAt)
+		}
+		if q.blocked {
+			b.WriteString(" blocked")
 		}
 		for _, msg := range q.msgs {
 			fmt.Fprintf(&b, "\n  msg %x @%d %q", msg.id, msg.ts, msg.body)

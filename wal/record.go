@@ -29,8 +29,10 @@ const (
 	recQueueDeleted   byte = 4
 	recMessageStored  byte = 5
 	recMessageDeleted byte = 6
-	recMessageRef     byte = 7 // a message whose body a Bodies keeps: size and ref instead of the body
-	recQueueCreatedAt byte = 8 // queue created, with its creation time
+	recMessageRef     byte = 7  // a message whose body a Bodies keeps: size and ref instead of the body
+	recQueueCreatedAt byte = 8  // queue created, with its creation time
+	recQueueBlocked   byte = 9  // the operator blocked the queue (smp-server admin block)
+	recQueueUnblocked byte = 10 // the operator lifted the block
 )
 
 // fileKind returns the kind byte of k's first form, and false for a kind the
@@ -49,6 +51,10 @@ func fileKind(k store.Kind) (byte, bool) {
 		return recMessageStored, true
 	case store.MessageDeleted:
 		return recMessageDeleted, true
+	case store.QueueBlocked:
+		return recQueueBlocked, true
+	case store.QueueUnblocked:
+		return recQueueUnblocked, true
 	}
 	return 0, false
 }
@@ -71,6 +77,10 @@ func storeKind(b byte) (store.Kind, bool) {
 		return store.MessageDeleted, true
 	case recQueueCreatedAt:
 		return store.QueueCreated, true
+	case recQueueBlocked:
+		return store.QueueBlocked, true
+	case recQueueUnblocked:
+		return store.QueueUnblocked, true
 	}
 	return 0, false
 }
@@ -121,7 +131,7 @@ func checkRecord(r *store.Record, refs bool) error {
 		if r.Size != len(r.Body) {
 			return fmt.Errorf("%w: message stored with size %d and a body of %d bytes", ErrRecord, r.Size, len(r.Body))
 		}
-	case store.QueueSuspended, store.QueueDeleted, store.MessageDeleted:
+	case store.QueueSuspended, store.QueueDeleted, store.MessageDeleted, store.QueueBlocked, store.QueueUnblocked:
 	default:
 		return fmt.Errorf("%w: unknown kind %d", ErrRecord, r.Kind)
 	}
@@ -253,7 +263,7 @@ func decodeRecord(b []byte, v *recordView) (int, error) {
 			return 0, err
 		}
 		v.time = int64(binary.LittleEndian.Uint64(f))
-	case recQueueDeleted:
+	case recQueueDeleted, recQueueBlocked, recQueueUnblocked:
 		if err := exact(0); err != nil {
 			return 0, err
 		}

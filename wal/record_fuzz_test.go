@@ -11,7 +11,7 @@ import (
 // FuzzDecodeRecord feeds arbitrary bytes to the log's record decoder: it never
 // panics or reads past its input, and a record it accepts re-encodes to the
 // bytes it used, so encoding and decoding agree on every field and each
-// record has one encoding. Seeds cover every kind, 7 and 8 included;
+// record has one encoding. Seeds cover every kind, 7 to 10 included;
 // testdata/fuzz/FuzzDecodeRecord holds inputs it once failed on.
 func FuzzDecodeRecord(f *testing.F) {
 	s, err := codec.GenerateSigner(codec.SigEd25519, 0)
@@ -32,6 +32,9 @@ func FuzzDecodeRecord(f *testing.F) {
 		{Kind: store.QueueCreated, RID: [16]byte{1}, SID: [16]byte{2}, Time: -1, RecipientKey: s.VerifyKey()},
 		{Kind: store.MessageStored, RID: [16]byte{1}, MsgID: [8]byte{3}, Time: 1764097639, Size: 64512, Ref: 1<<32 | 32},
 		{Kind: store.MessageStored, RID: [16]byte{1}, MsgID: [8]byte{3}, Time: 0, Size: 0, Ref: ^store.BodyRef(0)},
+		// The operator's block and unblock (issue 16): 9 and 10.
+		{Kind: store.QueueBlocked, RID: [16]byte{1}},
+		{Kind: store.QueueUnblocked, RID: [16]byte{1}},
 	} {
 		f.Add(appendRecord(nil, &r))
 	}

@@ -40,6 +40,8 @@ func TestRecordRoundTrip(t *testing.T) {
 		{"queue created with time", store.Record{Kind: store.QueueCreated, RID: randID(), SID: randID(), Time: 1764097641, RecipientKey: edKey(t, 0)}},
 		{"message stored by ref", store.Record{Kind: store.MessageStored, RID: randID(), MsgID: randMsgID(), Time: 3, Size: 7168, Ref: 1<<32 | 40}},
 		{"message stored by ref empty", store.Record{Kind: store.MessageStored, RID: randID(), MsgID: randMsgID(), Time: 3, Ref: ^store.BodyRef(0)}},
+		{"queue blocked", store.Record{Kind: store.QueueBlocked, RID: randID()}},
+		{"queue unblocked", store.Record{Kind: store.QueueUnblocked, RID: randID()}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -116,6 +118,7 @@ func TestKindBytes(t *testing.T) {
 	want := map[store.Kind]byte{
 		store.QueueCreated: 1, store.QueueSecured: 2, store.QueueSuspended: 3,
 		store.QueueDeleted: 4, store.MessageStored: 5, store.MessageDeleted: 6,
+		store.QueueBlocked: 9, store.QueueUnblocked: 10,
 	}
 	for k, b := range want {
 		if got, ok := fileKind(k); !ok || got != b {
@@ -130,7 +133,7 @@ func TestKindBytes(t *testing.T) {
 			t.Errorf("storeKind(%d) = %v, %v; want %v", b, got, ok, k)
 		}
 	}
-	for _, b := range []byte{0, 9, 255} {
+	for _, b := range []byte{0, 11, 255} {
 		if _, ok := storeKind(b); ok {
 			t.Errorf("storeKind(%d) accepted a byte no kind has", b)
 		}
@@ -143,7 +146,7 @@ func TestKindBytes(t *testing.T) {
 func TestCheckRecordRejects(t *testing.T) {
 	for _, r := range []store.Record{
 		{Kind: 0},
-		{Kind: 7},
+		{Kind: store.QueueUnblocked + 1}, // the first store kind no store knows
 		{Kind: store.QueueCreated},
 		{Kind: store.QueueSecured},
 		{Kind: store.MessageStored, Size: 5, Body: []byte("four")},
@@ -271,6 +274,38 @@ func TestReplayRestoresState(t *testing.T) {
 				t.Fatalf("after compaction and more changes, replayed state differs")
 			}
 		})
+	}
+}
+
+// TestBlockReplay: the operator's block (kinds 9 and 10) survives a replay
+// and the start-up compaction, which writes a blocked queue's block into the
+// snapshot (and an unblocked queue's nothing).
+func TestBlockReplay(t *testing.T) {
+	dir := fastDir(t)
+	l, m := openLog(t, dir, Options{Sync: SyncAlways}, true)
+	blocked, unblocked, plain := randID(), randID(), randID()
+	for i, rid := range [][16]byte{blocked, unblocked, plain} {
+		m.record(t, l, store.Record{Kind: store.QueueCreated, RID: rid, SID: randID(), RecipientKey: edKey(t, i)}, nil)
+		m.record(t, l, store.Record{Kind: store.MessageStored, RID: rid, MsgID: randMsgID(), Time: 5, Size: 2, Body: []byte("hi")}, nil)
+	}
+	m.record(t, l, store.Record{Kind: store.QueueBlocked, RID: blocked}, nil)
+	m.record(t, l, store.Record{Kind: store.QueueBlocked, RID: unblocked}, nil)
+	m.record(t, l, store.Record{Kind: store.QueueUnblocked, RID: unblocked}, nil)
+	want := m.dump()
+	if strings.Count(want, " blocked") != 1 {
+		t.Fatalf("the model holds %d blocked queues, want 1:\n%s", strings.Count(want, " blocked"), want)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, when := range []string{"replay", "after the start-up compaction"} {
+		l, m = openLog(t, dir, Options{Sync: SyncAlways}, true) // compacts at Attach
+		if got := m.dump(); got != want {
+			t.Fatalf("%s: state differs:\n got %s\nwant %s", when, got, want)
+		}
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 

@@ -3,6 +3,8 @@
 //	smp-server init        [--data DIR] [--config FILE] [option flags]
 //	smp-server start       [--data DIR] [--listen HOST:PORT] [--config FILE] [option flags] [--print-config]
 //	smp-server fingerprint [--data DIR] [--host NAME[:PORT]]
+//	smp-server admin       [--data DIR] COMMAND [ARGS]
+//	smp-server creator-key new [--type ed25519|rsa] --out FILE
 //	smp-server version
 //
 // start creates DIR and a server transport key when they are absent, writes
@@ -33,6 +35,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -54,6 +57,11 @@ Usage:
   smp-server start [flags]         start the relay (creates the data directory and key if
                                    absent; --print-config shows the configuration and exits)
   smp-server fingerprint [flags]   print the key's fingerprint and the server line of an invitation
+  smp-server admin [flags] CMD     send a command to the running relay (stats, status, block,
+                                   unblock, delete, new-queues, compact); 'smp-server admin -h'
+  smp-server creator-key new --out FILE [--type ed25519|rsa]
+                                   make a creator key pair: the private key to FILE, the
+                                   creator-keys line on stdout
   smp-server version               print the version, the Go version and the protocol version
   smp-server help                  show this help
 
@@ -76,6 +84,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return initCmd(args[1:], stdout, stderr)
 	case "fingerprint":
 		return fingerprintCmd(args[1:], stdout, stderr)
+	case "admin":
+		return adminCmd(args[1:], stdout, stderr)
+	case "creator-key":
+		return creatorKeyCmd(args[1:], stdout, stderr)
 	case "version":
 		return versionCmd(stdout)
 	case "help", "-h", "-help", "--help":
@@ -178,6 +190,14 @@ type daemon struct {
 	// Set by ready on gnet's boot goroutine; read after Serve returned.
 	stopMetrics func(context.Context) error
 	metricsErr  error
+
+	// limitsMu is held by whoever replaces the engine's limits: the signal
+	// goroutine (reload) and the admin socket (new-queues), so that neither
+	// writes back a stale copy over the other's change.
+	limitsMu sync.Mutex
+	// newQueuesOverride is what "admin new-queues" set ("on" or "off"),
+	// until a reload clears it (""). Guarded by limitsMu.
+	newQueuesOverride string
 }
 
 // startProfile starts the --profile profiler and says that it slows the
@@ -342,7 +362,17 @@ func (d *daemon) serveUntilDrained(ln net.Listener, r *resolved, sigs <-chan os.
 		defer close(sweepDone)
 		d.e.RunExpiry(expireEvery, served)
 	}()
-	err := d.srv.ServeListener(ln, func(addr net.Addr) { d.ready(addr, stdout) })
+	// The admin socket is a convenience, not the relay's service: a data
+	// directory where it cannot be made (a path too long for a socket, a
+	// file system without sockets) runs without it.
+	admin, err := startAdmin(d)
+	if err != nil {
+		d.log.Warn("admin socket not available: smp-server admin cannot reach this relay", "err", err)
+	}
+	err = d.srv.ServeListener(ln, func(addr net.Addr) { d.ready(addr, stdout) })
+	if admin != nil {
+		admin.close()
+	}
 	close(served)
 	<-sigDone
 	<-sweepDone
@@ -363,7 +393,12 @@ func (d *daemon) handleSignals(sigs <-chan os.Signal, served <-chan struct{}, cu
 			return
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
+				d.limitsMu.Lock()
+				// A reload sets new-queues from the configuration again,
+				// ending an admin new-queues override.
+				d.newQueuesOverride = ""
 				cur = reload(cur, d.sf, d.e, d.srv, d.store, &d.level, d.debugLog, d.log)
+				d.limitsMu.Unlock()
 				continue
 			}
 			drain(d.srv, sig, cur.cfg.drainTimeout, sigs, d.log)

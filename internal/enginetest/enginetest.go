@@ -62,6 +62,8 @@ func State(t testing.TB, e *engine.Engine, body Body) string {
 			line = fmt.Sprintf("secured sk=%x", r.SenderKey.SPKI())
 		case store.QueueSuspended:
 			line = fmt.Sprintf("suspended at=%d", r.Time)
+		case store.QueueBlocked:
+			line = "blocked"
 		case store.MessageStored:
 			b, err := body(r)
 			if err != nil {
