@@ -45,6 +45,7 @@ import (
 
 	"github.com/smprelay/smprelay/codec"
 	"github.com/smprelay/smprelay/engine"
+	"github.com/smprelay/smprelay/internal/atomicfile"
 	"github.com/smprelay/smprelay/store"
 	"github.com/smprelay/smprelay/transport"
 )
@@ -79,7 +80,10 @@ type adminServer struct {
 	// override is what "new-queues on|off" set since the last reload or
 	// start ("" when nothing): shown by status. Guarded by limitsMu.
 	override *string
-	wg       sync.WaitGroup // the accept loop and the connections it serves
+	// creatorKeys is the creator-keys file in force ("" when none), which
+	// "creator-keys add|remove" edit. Guarded by limitsMu.
+	creatorKeys *string
+	wg          sync.WaitGroup // the accept loop and the connections it serves
 }
 
 // startAdmin creates DATA/admin.sock (0600), replacing a stale one (the
@@ -102,7 +106,8 @@ func startAdmin(d *daemon) (*adminServer, error) {
 	}
 	ln.SetUnlinkOnClose(true)
 	a := &adminServer{ln: ln, path: path, e: d.e, srv: d.srv, st: d.store, storeKnd: d.cfg.store,
-		fsync: fsyncLabel(d.cfg), log: d.log, debug: d.debugLog, limitsMu: &d.limitsMu, override: &d.newQueuesOverride}
+		fsync: fsyncLabel(d.cfg), log: d.log, debug: d.debugLog, limitsMu: &d.limitsMu, override: &d.newQueuesOverride,
+		creatorKeys: &d.creatorKeysPath}
 	a.wg.Add(1)
 	go a.accept()
 	return a, nil
@@ -155,7 +160,7 @@ func (a *adminServer) serve(c net.Conn) {
 // but at debug).
 func (a *adminServer) do(args []string) (string, error) {
 	if len(args) == 0 {
-		return "", errors.New("no command (stats, status, block, unblock, delete, new-queues, compact)")
+		return "", errors.New("no command (stats, status, block, unblock, delete, new-queues, compact, creator-keys)")
 	}
 	action := args[0]
 	out, detail, err := a.run(args)
@@ -273,8 +278,84 @@ func (a *adminServer) run(args []string) (out string, detail []any, err error) {
 		}
 		took := time.Since(start).Round(time.Millisecond)
 		return fmt.Sprintf("compacted in %s\n", took), []any{"took", took.String()}, nil
+	case "creator-keys":
+		if err := need(2, 2, "creator-keys add|remove KEY"); err != nil {
+			return "", nil, err
+		}
+		if rest[0] != "add" && rest[0] != "remove" {
+			return "", nil, errors.New("usage: creator-keys add|remove KEY")
+		}
+		n, changed, err := a.editCreatorKeys(rest[0] == "add", rest[1])
+		if err != nil {
+			return "", nil, err
+		}
+		verb := map[bool]string{true: "added", false: "removed"}[rest[0] == "add"]
+		if !changed {
+			verb = map[bool]string{true: "already listed", false: "not listed"}[rest[0] == "add"]
+		}
+		return fmt.Sprintf("%s; %d creator keys in force\n", verb, n), []any{"changed", changed, "keys", n}, nil
 	}
-	return "", nil, fmt.Errorf("unknown command %q (stats, status, block, unblock, delete, new-queues, compact)", cmd)
+	return "", nil, fmt.Errorf("unknown command %q (stats, status, block, unblock, delete, new-queues, compact, creator-keys)", cmd)
+}
+
+// editCreatorKeys adds the public key line key (base64 of SPKI DER, as the
+// file holds it and "creator-key new" prints it) to the creator-keys file in
+// force, or removes every line holding that key, writing the file
+// atomically (internal/atomicfile), and puts the file's keys in force at
+// once, as a reload would. It returns the number of keys in force and
+// whether the file changed. The relay only edits a file the configuration
+// names: it does not choose where creator keys live.
+func (a *adminServer) editCreatorKeys(add bool, key string) (int, bool, error) {
+	der, err := base64.StdEncoding.Strict().DecodeString(strings.TrimSpace(key))
+	if err != nil {
+		return 0, false, errors.New("a creator key is base64 of SubjectPublicKeyInfo DER, as creator-key new prints it")
+	}
+	if _, err := codec.ParseVerifyKey(der); err != nil {
+		return 0, false, fmt.Errorf("not an Ed25519 or RSA public key: %w", err)
+	}
+	a.limitsMu.Lock()
+	defer a.limitsMu.Unlock()
+	path := *a.creatorKeys
+	if path == "" {
+		return 0, false, errors.New("no creator-keys file is configured: set creator-keys in the config file, then reload")
+	}
+	text, err := os.ReadFile(path)
+	if err != nil && !(add && errors.Is(err, fs.ErrNotExist)) {
+		return 0, false, err
+	}
+	var out []string
+	found := false
+	for _, line := range strings.Split(strings.TrimRight(string(text), "\n"), "\n") {
+		t := strings.TrimSpace(line)
+		if b, derr := base64.StdEncoding.Strict().DecodeString(t); derr == nil && t != "" && string(b) == string(der) {
+			found = true
+			if !add {
+				continue
+			}
+		}
+		if line != "" || len(out) > 0 {
+			out = append(out, line)
+		}
+	}
+	changed := add != found
+	if add && !found {
+		out = append(out, base64.StdEncoding.EncodeToString(der))
+	}
+	if changed {
+		if err := atomicfile.Write(path, []byte(strings.Join(out, "\n")+"\n"), 0o600); err != nil {
+			return 0, false, fmt.Errorf("writing %s: %w", path, err)
+		}
+	}
+	keys, err := readCreatorKeys(path, os.ReadFile)
+	if err != nil {
+		return 0, changed, err
+	}
+	l := a.e.Limits()
+	l.CreatorKeys = keys
+	if err := a.e.SetLimits(l); err != nil {
+		return 0, changed, err
+	}
+	return len(keys), changed, nil
 }
 
 // parseQueueID decodes a RID or SID as clients print it: base64, standard
@@ -391,6 +472,9 @@ Commands:
   delete ID           delete a queue and its messages
   new-queues on|off   open or close queue creation until the next reload (SIGHUP) or restart
   compact             compact the store's log now (store wal or disk)
+  creator-keys add|remove KEY
+                      add a public key line (as creator-key new prints it) to the
+                      creator-keys file in force, or remove it; in force at once
 
 Exit status: 0 the relay did it; 1 the relay refused or failed, or is not
 reachable; 2 the command line is wrong.

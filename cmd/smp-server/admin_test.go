@@ -271,6 +271,34 @@ func TestCreatorKeyNew(t *testing.T) {
 	}
 	send(t, c, smptest.Cmd(nil, "unsigned", nil, codec.CmdNEW, rk.PublicSPKI(), nil))
 	expect(t, ctx, c, errResp("unsigned", nil, codec.ErrAuth))
+
+	// admin creator-keys: removing the Ed25519 key refuses its next NEW at
+	// once and leaves the file without it; adding it back admits it again.
+	newBy := func(corr string, by *codec.Signer) smptest.Response {
+		t.Helper()
+		send(t, c, smptest.Cmd(by, corr, nil, codec.CmdNEW, rk.PublicSPKI(), nil))
+		return next(t, ctx, c)
+	}
+	data := filepath.Join(dir, "data")
+	if out := admin(t, data, 0, "creator-keys", "remove", lines[0]); !strings.Contains(out, "removed; 1 creator keys in force") {
+		t.Fatalf("creator-keys remove: %q", out)
+	}
+	if r := newBy("after-remove", signers[0]); r.Cmd != codec.CmdERR || r.Err != codec.ErrAuth {
+		t.Fatalf("NEW by a removed creator key: %v, want ERR AUTH", r)
+	}
+	if b, _ := os.ReadFile(keys); strings.Contains(string(b), lines[0]) || !strings.Contains(string(b), lines[1]) {
+		t.Fatalf("the keys file after remove:\n%s", b)
+	}
+	if out := admin(t, data, 0, "creator-keys", "remove", lines[0]); !strings.Contains(out, "not listed") {
+		t.Fatalf("creator-keys remove again: %q", out)
+	}
+	if out := admin(t, data, 0, "creator-keys", "add", lines[0]); !strings.Contains(out, "added; 2 creator keys in force") {
+		t.Fatalf("creator-keys add: %q", out)
+	}
+	if r := newBy("after-add", signers[0]); r.Cmd != codec.CmdIDS {
+		t.Fatalf("NEW by a creator key added back: %v, want IDS", r)
+	}
+	admin(t, data, 1, "creator-keys", "add", "not-base64")
 }
 
 // loadSigner reads a PKCS #8 PEM private key as creator-key new writes it.

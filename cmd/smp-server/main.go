@@ -144,7 +144,7 @@ func serve(sf startFlags, r *resolved, stdout, stderr io.Writer) int {
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 
-	d := &daemon{cfg: c, sf: sf, debugLog: c.logLevel == "debug"}
+	d := &daemon{cfg: c, sf: sf, debugLog: c.logLevel == "debug", creatorKeysPath: c.creatorKeys}
 	d.level.Set(parseLevel(c.logLevel))
 	d.log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: &d.level}))
 	if c.profile != "" {
@@ -198,6 +198,10 @@ type daemon struct {
 	// newQueuesOverride is what "admin new-queues" set ("on" or "off"),
 	// until a reload clears it (""). Guarded by limitsMu.
 	newQueuesOverride string
+	// creatorKeysPath is the creator-keys file in force ("" for none), which
+	// "admin creator-keys" edits: set at start and by each reload. Guarded by
+	// limitsMu.
+	creatorKeysPath string
 }
 
 // startProfile starts the --profile profiler and says that it slows the
@@ -398,6 +402,7 @@ func (d *daemon) handleSignals(sigs <-chan os.Signal, served <-chan struct{}, cu
 				// ending an admin new-queues override.
 				d.newQueuesOverride = ""
 				cur = reload(cur, d.sf, d.e, d.srv, d.store, &d.level, d.debugLog, d.log)
+				d.creatorKeysPath = cur.cfg.creatorKeys
 				d.limitsMu.Unlock()
 				continue
 			}
