@@ -153,8 +153,10 @@
 // # Space reclamation
 //
 // Delete(ref) drops the body from the cache at once and queues the ref. The
-// eraser goroutine wakes every EraseInterval (default 1 s) and erases the
-// queued refs that were already queued at its previous wake-up, or after
+// eraser goroutine wakes every EraseInterval (default 100 ms: small
+// batches, and it yields its processor every few records, so that erasing
+// never holds a one-core relay's only processor long) and erases the queued
+// refs that were already queued at its previous wake-up, or after
 // which at least three Syncs have started. The second rule is the one that
 // normally applies: the owner appends its deletion record, then calls Delete;
 // its writer, which calls Sync before each fsync of a group, has fsynced that

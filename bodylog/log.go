@@ -30,8 +30,11 @@ type Options struct {
 	// ristretto's own per-entry cost); 0 means no cache. SetCacheBytes
 	// changes it while the log runs.
 	CacheBytes int64
-	// EraseInterval is how often the eraser runs; default 1s. A deleted body
-	// leaves the disk within two intervals (see the package documentation).
+	// EraseInterval is how often the eraser runs; default 100ms. A deleted
+	// body leaves the disk within two intervals (see the package
+	// documentation). Short, so that each run is small: erasing a second's
+	// acknowledged bodies at once (3,000 at half of peak) took the relay's
+	// p99 SEND→MSG from under 2 ms to 10 ms on one core.
 	EraseInterval time.Duration
 	// Logger receives the log's rare events (rotation failures, erasure
 	// problems, what Retain did); nil discards. It never sees queue or
@@ -43,7 +46,7 @@ type Options struct {
 const (
 	DefaultSegmentBytes  = 64 << 20
 	MaxSegmentBytes      = 1 << 31 // offsets must fit the 32 low bits of a ref
-	DefaultEraseInterval = time.Second
+	DefaultEraseInterval = 100 * time.Millisecond
 )
 
 // writeBufferSize is the append buffer: records are written when it is full,
