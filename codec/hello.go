@@ -209,7 +209,7 @@ func DeriveKeys(secret, dh, random *[32]byte, ch []byte, sh ...[]byte) (SessionK
 // x25519 computes the shared secret of priv and the peer's share. An
 // all-zero result (a low-order share) is an error (SPEC §3.2); crypto/ecdh
 // reports it, and the check here does not rely on that.
-func x25519(priv *ecdh.PrivateKey, peer []byte) ([32]byte, error) {
+func x25519(priv ecdh.KeyExchanger, peer []byte) ([32]byte, error) {
 	var out [32]byte
 	pub, err := ecdh.X25519().NewPublicKey(peer)
 	if err != nil {
@@ -243,10 +243,11 @@ func ClientHandshake(sh []byte, h *ServerHello, server *KEMPublicKey) (ch []byte
 	if h.BlockSize > MaxBlockSize || !ValidBlockSize(int(h.BlockSize)) {
 		return nil, keys, fmt.Errorf("%w: block size %d", ErrHello, h.BlockSize)
 	}
-	priv, err := ecdh.X25519().GenerateKey(rand.Reader)
+	priv, err := GenerateX25519Key()
 	if err != nil {
 		return nil, keys, fmt.Errorf("codec: client share: %w", err)
 	}
+	defer priv.Erase()
 	dh, err := x25519(priv, h.Share[:])
 	if err != nil {
 		return nil, keys, err
@@ -292,7 +293,7 @@ func ClientHelloLen(k *KEMPublicKey) int {
 // connection's serverRandom and sh the server hello as sent, in parts. Every
 // failure is ErrHello or ErrKEMOpen, with no detail a
 // peer could use: the caller closes the connection the same way for all.
-func ServerHandshake(priv *KEMPrivateKey, share *ecdh.PrivateKey, blockSize uint32, random *[32]byte, ch []byte, sh ...[]byte) (SessionKeys, error) {
+func ServerHandshake(priv *KEMPrivateKey, share ecdh.KeyExchanger, blockSize uint32, random *[32]byte, ch []byte, sh ...[]byte) (SessionKeys, error) {
 	if priv == nil || share == nil || random == nil {
 		return SessionKeys{}, fmt.Errorf("%w: nil key, share or random", ErrHello)
 	}

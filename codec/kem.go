@@ -1,11 +1,14 @@
 package codec
 
 import (
+	"bytes"
 	"crypto/ecdh"
 	"crypto/hpke"
+	"crypto/mlkem"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
+	"crypto/sha3"
 	"crypto/x509"
 	"encoding/base64"
 	"errors"
@@ -269,7 +272,8 @@ func (k *KEMPublicKey) Seal(info, plaintext []byte) ([]byte, error) {
 type KEMPrivateKey struct {
 	pub  *KEMPublicKey
 	rsa  *rsa.PrivateKey // set for KEMRSA
-	hpke hpke.PrivateKey // set for the HPKE kinds
+	hpke hpke.PrivateKey // set for the HPKE kinds: serialised by MarshalBinary
+	open hpke.PrivateKey // the same key with its X25519 half an X25519Key: what Open uses
 }
 
 // GenerateKEMKey generates a key of type t; RSA keys have 2048 bits.
@@ -306,7 +310,66 @@ func newRSAKEMKey(rk *rsa.PrivateKey) (*KEMPrivateKey, error) {
 func newHPKEKEMKey(t KEMType, hk hpke.PrivateKey) (*KEMPrivateKey, error) {
 	hp := hk.PublicKey()
 	pub := &KEMPublicKey{typed: append([]byte{byte(t)}, hp.Bytes()...), hpke: hp}
-	return &KEMPrivateKey{pub: pub, hpke: hk}, nil
+	open, err := fastX25519Half(t, hk)
+	if err != nil {
+		return nil, err
+	}
+	return &KEMPrivateKey{pub: pub, hpke: hk, open: open}, nil
+}
+
+// fastX25519Half rebuilds hk with its X25519 part an X25519Key, the faster
+// multiplication (see there), for opening; crypto/hpke keeps the rest. The
+// rebuilt key must have hk's public key, or hk is used as it is.
+func fastX25519Half(t KEMType, hk hpke.PrivateKey) (hpke.PrivateKey, error) {
+	b, err := hk.Bytes()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v: %v", ErrKEMKey, t, err)
+	}
+	seed := bytes.Clone(b) // the hybrid key returns its own seed, not a copy
+	defer clear(seed)
+	var fast hpke.PrivateKey
+	switch t {
+	case KEMX25519:
+		// RFC 9180 SerializePrivateKey of DHKEM(X25519) is the scalar.
+		xk, err := NewX25519Key(seed)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrKEMKey, err)
+		}
+		fast, err = hpke.NewDHKEMPrivateKey(xk)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrKEMKey, err)
+		}
+	case KEMMLKEM768X25519:
+		// crypto/hpke's MLKEM768X25519 NewPrivateKey (draft-ietf-hpke-pq,
+		// X-Wing's expansion): SHAKE256(seed) gives the 64-byte ML-KEM seed,
+		// then the X25519 scalar (any 32 bytes are one).
+		x := sha3.NewSHAKE256()
+		_, _ = x.Write(seed)
+		var pqSeed [mlkem.SeedSize]byte
+		var scalar [32]byte
+		defer clear(pqSeed[:])
+		defer clear(scalar[:])
+		_, _ = x.Read(pqSeed[:])
+		_, _ = x.Read(scalar[:])
+		dk, err := mlkem.NewDecapsulationKey768(pqSeed[:])
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrKEMKey, err)
+		}
+		xk, err := NewX25519Key(scalar[:])
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrKEMKey, err)
+		}
+		fast, err = hpke.NewHybridPrivateKey(dk, xk)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrKEMKey, err)
+		}
+	default:
+		return hk, nil
+	}
+	if !bytes.Equal(fast.PublicKey().Bytes(), hk.PublicKey().Bytes()) {
+		return hk, nil
+	}
+	return fast, nil
 }
 
 // Public returns the public half.
@@ -325,7 +388,7 @@ func (k *KEMPrivateKey) Open(info, sealed []byte) ([]byte, error) {
 	if k.rsa != nil {
 		out, err = rsa.DecryptOAEP(sha256.New(), nil, k.rsa, sealed, info)
 	} else {
-		out, err = hpke.Open(k.hpke, hpkeKDF(), hpkeAEAD(), info, sealed)
+		out, err = hpke.Open(k.open, hpkeKDF(), hpkeAEAD(), info, sealed)
 	}
 	if err != nil {
 		// The cause is not shown: OAEP failure detail must not reach a peer.

@@ -1,13 +1,14 @@
 package transport
 
 import (
-	"crypto/ecdh"
 	"crypto/rand"
 	"fmt"
 	"math"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/smprelay/smprelay/codec"
 )
 
 // shareLifetime is how long one X25519 share goes into the hellos of new
@@ -23,10 +24,9 @@ const shareDead = math.MinInt64 / 2
 // handshake finishes, fails or times out; once the share is retired (a newer
 // one serves new connections) and the last reference is back, the private
 // key is dropped (SPEC §3.1: erased once every handshake it was sent in has
-// finished). Go cannot zero crypto/ecdh's internal copy of the scalar: the
-// relay clears its own copy at once and drops the last reference to the key.
+// finished): the scalar is zeroed then (codec.X25519Key.Erase).
 type serverShare struct {
-	priv    *ecdh.PrivateKey // nil once dropped; read only by holders of a reference
+	priv    *codec.X25519Key // nil once dropped; read only by holders of a reference
 	pub     [32]byte
 	born    time.Time
 	users   atomic.Int64 // references held; shareDead once dropped
@@ -39,7 +39,7 @@ func newServerShare(now time.Time) (*serverShare, error) {
 	if _, err := rand.Read(scalar[:]); err != nil {
 		return nil, fmt.Errorf("transport: server share: %w", err)
 	}
-	priv, err := ecdh.X25519().NewPrivateKey(scalar[:])
+	priv, err := codec.NewX25519Key(scalar[:])
 	if err != nil {
 		return nil, fmt.Errorf("transport: server share: %w", err)
 	}
@@ -80,6 +80,7 @@ func (sh *serverShare) retire() {
 // shareDead does it, so it runs once.
 func (sh *serverShare) drop() {
 	if sh.users.CompareAndSwap(0, shareDead) {
+		sh.priv.Erase()
 		sh.priv = nil
 	}
 }
