@@ -213,8 +213,9 @@ func measureCrypto(cfg *config, d time.Duration, p *progress) (*CryptoCosts, err
 		}
 		// The server's side of a v2 handshake (SPEC §3.2): the KEM open, the
 		// X25519 with the client's share and the key schedule. The server's
-		// own share is reused across handshakes, as the relay does.
-		shPriv, err := ecdh.X25519().GenerateKey(rand.Reader)
+		// own share is reused across handshakes, as the relay does, and is
+		// the relay's kind of key (codec.X25519Key).
+		shPriv, err := codec.GenerateX25519Key()
 		if err != nil {
 			return nil, err
 		}
