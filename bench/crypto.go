@@ -1,7 +1,6 @@
 package main
 
 import (
-	"crypto/ecdh"
 	"crypto/rand"
 	"errors"
 	"fmt"
