@@ -884,7 +884,13 @@ func (s *Session) cmdSend(t *codec.Transmission, a *auth, w *Writer) {
 		s.refuse(t, quotaMaxStoredBytes, w)
 		return
 	}
-	body := append(make([]byte, 0, len(t.Body)), t.Body...) // the one allocation a SEND must make
+	// The stored copy of the body: the one allocation a SEND makes, unless
+	// the store copies it itself (store.BodyCopier), which t.Body, valid
+	// until the block is done, is lent to.
+	body := t.Body
+	if !s.e.lendBodies {
+		body = append(make([]byte, 0, len(t.Body)), t.Body...)
+	}
 	m.setBody(body)
 	ref, err := s.logged(store.Record{Kind: store.MessageStored, RID: q.rid, MsgID: m.id, Time: m.ts, Size: len(body), Body: body})
 	if err != nil {
@@ -893,10 +899,15 @@ func (s *Session) cmdSend(t *codec.Transmission, a *auth, w *Writer) {
 		s.internal(t, err, w)
 		return
 	}
-	if ref != 0 {
+	switch {
+	case ref != 0:
 		// The store keeps the body (it may keep this very copy, which the
 		// record lent it, so no second one is made); the message keeps the ref.
 		m.body, m.ref = nil, ref
+	case s.e.lendBodies:
+		// A copying store left the body to the engine after all: t.Body is
+		// only lent, so keep a copy.
+		m.setBody(append(make([]byte, 0, len(t.Body)), t.Body...))
 	}
 	q.msgs.push(m)
 	s.e.stats.messages.Add(1) // its bytes were reserved above
