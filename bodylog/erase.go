@@ -49,11 +49,6 @@ func (l *Log) deleteRef(p pendingDelete) {
 	if _, _, ok := checkRef(p.ref); !ok {
 		return
 	}
-	l.cacheMu.RLock()
-	if l.cache != nil {
-		l.cache.Del(uint64(p.ref))
-	}
-	l.cacheMu.RUnlock()
 	l.mu.Lock()
 	if !l.closed {
 		p.gen = l.syncGen
@@ -61,6 +56,17 @@ func (l *Log) deleteRef(p pendingDelete) {
 		l.pending = append(l.pending, p)
 	}
 	l.mu.Unlock()
+	if p.extent > 0 {
+		// Found in the tail, so never read from the file since the cache
+		// was made (the tail answers every read of it), so not in the
+		// cache: spare ristretto's Del (an allocation and a channel send).
+		return
+	}
+	l.cacheMu.RLock()
+	if l.cache != nil {
+		l.cache.Del(uint64(p.ref))
+	}
+	l.cacheMu.RUnlock()
 }
 
 // forgetLocked zeroes the copy in memory (append buffer or tail) of the
