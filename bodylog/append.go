@@ -43,7 +43,7 @@ func (l *Log) Append(rid store.QueueID, id store.MsgID, body []byte) (store.Body
 	off := s.size.Load()
 	l.buf = append(l.buf, h[:]...)
 	l.buf = append(l.buf, body...)
-	l.buf = l.buf[:len(l.buf)+int(ext)-recordHeaderSize-len(body)] // padding: buf is zero past len (nextBufferLocked clears it)
+	l.buf = append(l.buf, zeroPad[:int(ext)-recordHeaderSize-len(body)]...)
 	s.size.Store(off + ext)
 	s.liveRecs.Add(1)
 	s.liveBytes.Add(ext)
@@ -55,6 +55,9 @@ func (l *Log) Append(rid store.QueueID, id store.MsgID, body []byte) (store.Body
 	// tail (tailChunks) for as long as a prompt delivery needs.
 	return makeRef(s.num, off), nil
 }
+
+// zeroPad is the padding Append writes after a body (less than recordAlign).
+var zeroPad [recordAlign]byte
 
 // usableLocked returns why the log takes no more bodies, or nil.
 func (l *Log) usableLocked() error {
@@ -183,11 +186,10 @@ func (l *Log) flushLocked() error {
 	return nil
 }
 
-// nextBufferLocked starts an empty append buffer at offset off of s, once
-// the current one is written (flushLocked): the current one joins the tail
-// when the log has a cache, and the oldest chunk of a full tail, or the
-// current buffer itself, is cleared and reused, so that the log allocates
-// its chunks once.
+// nextBufferLocked starts an empty append buffer at offset off, once the
+// current one is written (flushLocked): the current one joins the tail when
+// the log has a cache, and the oldest chunk of a full tail, or the current
+// buffer itself, is reused, so that the log allocates its chunks once.
 func (l *Log) nextBufferLocked(off int64) {
 	next := l.buf
 	if l.keepTail && len(l.buf) > 0 {
@@ -199,7 +201,9 @@ func (l *Log) nextBufferLocked(off int64) {
 		}
 		l.tail = append(l.tail, tailChunk{seg: l.cur, off: l.bufOff, b: l.buf})
 	}
-	clear(next[:cap(next)]) // Append's padding relies on zeros past len
+	// Not cleared: Append writes its padding, and nothing reads past len
+	// (the bodies a reused chunk still holds are live ones: a deleted one
+	// was zeroed by Delete or the eraser).
 	l.buf, l.bufOff, l.bufDone = next[:0], off, 0
 }
 
