@@ -210,11 +210,12 @@
 // a second of appends at full load) after writing them, as they were
 // written, and Read copies a record from there, checking its size word and
 // IDs. Delete zeroes a written record's copy there at once (an unwritten
-// one stays for the eraser, which zeroes it in the buffer). This tail
-// replaced offering every appended body to the cache: ristretto applies Sets
-// asynchronously, so on a relay pinned to one core the delivery that
-// follows a SEND often missed and read the file (41% of deliveries in issue
-// 15's profile), and each Set allocated.
+// one stays for the eraser, which zeroes it in the buffer) and hands the
+// eraser the extent it checked there, so that the eraser need not read the
+// record's header back from the file (a pread(2) per acknowledged message
+// before). This tail replaced offering every appended body to the cache: a
+// Set per SEND (an allocation, and a hand-off to ristretto's goroutine), a
+// Get per delivery and a Del per ACK.
 //
 // A ristretto cache keyed by ref holds recently read bodies (a private
 // copy) that were no longer in the tail, with their queue and message IDs so

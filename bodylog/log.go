@@ -58,10 +58,11 @@ const writeBufferSize = maxRecordSize
 // rather than cleared, so that the bodies appended last (4 MiB of them:
 // everything a relay under full load delivers within about half a second)
 // are read from memory without the cache. Delivery right after SEND is the
-// common case, and the ristretto cache applies its Sets asynchronously (on
-// a relay pinned to one core, often after the read: 41% of deliveries went
-// to the file in issue 15's profile) and allocates per Set; the tail costs
-// a lock and a copy. A log without a cache keeps the current buffer only.
+// common case, for which offering every body to ristretto cost a Set per
+// SEND (an allocation and a hand-off to its goroutine), a Get per delivery
+// and a Del per ACK; the tail costs a lock and a copy, and lets Delete check
+// a record in memory instead of the eraser reading it back from the file. A
+// log without a cache keeps the current buffer only.
 const tailChunks = 4
 
 // tailChunk is an append buffer that filled up, written to its segment's
