@@ -10,9 +10,9 @@ import (
 // Append adds the body of message id of queue rid to the log and returns its
 // ref. It writes to the append buffer, and to the file when the buffer is
 // full, but never fsyncs: the body is durable once a Sync that began after
-// Append returned has returned nil. body must not be modified afterwards
-// (store.Record's rule): the cache may keep it. Safe for concurrent use; it
-// holds the append lock for a copy, and for a write(2) when the buffer fills.
+// Append returned has returned nil. It copies body and keeps no reference to
+// it. Safe for concurrent use; it holds the append lock for a copy, and for a
+// write(2) when the buffer fills.
 func (l *Log) Append(rid store.QueueID, id store.MsgID, body []byte) (store.BodyRef, error) {
 	if len(body) > MaxBodyBytes {
 		return 0, fmt.Errorf("%w: %d bytes, at most %d", ErrTooLarge, len(body), MaxBodyBytes)
@@ -37,12 +37,13 @@ func (l *Log) Append(rid store.QueueID, id store.MsgID, body []byte) (store.Body
 			l.mu.Unlock()
 			return 0, err
 		}
+		l.nextBufferLocked(l.bufOff + int64(len(l.buf)))
 	}
 	s := l.cur
 	off := s.size.Load()
 	l.buf = append(l.buf, h[:]...)
 	l.buf = append(l.buf, body...)
-	l.buf = l.buf[:len(l.buf)+int(ext)-recordHeaderSize-len(body)] // padding: buf is zero past len (flushLocked clears it)
+	l.buf = append(l.buf, zeroPad[:int(ext)-recordHeaderSize-len(body)]...)
 	s.size.Store(off + ext)
 	s.liveRecs.Add(1)
 	s.liveBytes.Add(ext)
@@ -50,10 +51,13 @@ func (l *Log) Append(rid store.QueueID, id store.MsgID, body []byte) (store.Body
 
 	l.stats.appended.Add(1)
 	l.stats.appendedBytes.Add(uint64(ext))
-	ref := makeRef(s.num, off)
-	l.cacheSet(ref, rid, id, body)
-	return ref, nil
+	// Not offered to the cache: Read finds it in the append buffer or the
+	// tail (tailChunks) for as long as a prompt delivery needs.
+	return makeRef(s.num, off), nil
 }
+
+// zeroPad is the padding Append writes after a body (less than recordAlign).
+var zeroPad [recordAlign]byte
 
 // usableLocked returns why the log takes no more bodies, or nil.
 func (l *Log) usableLocked() error {
@@ -169,18 +173,38 @@ func (l *Log) sync() error {
 }
 
 // flushLocked writes the append buffer to the current segment.
+// The written records stay in the buffer, for Read, until nextBufferLocked.
 func (l *Log) flushLocked() error {
-	if len(l.buf) == 0 {
+	if len(l.buf) == l.bufDone {
 		return nil
 	}
-	if _, err := l.cur.f.Write(l.buf); err != nil {
-		return l.failLocked(failAt(l.cur.path, l.bufOff, "write", err))
+	if _, err := l.cur.f.Write(l.buf[l.bufDone:]); err != nil {
+		return l.failLocked(failAt(l.cur.path, l.bufOff+int64(l.bufDone), "write", err))
 	}
-	l.bufOff += int64(len(l.buf))
-	l.cur.flushed.Store(l.bufOff)
-	clear(l.buf) // Append's padding relies on zeros past len
-	l.buf = l.buf[:0]
+	l.bufDone = len(l.buf)
+	l.cur.flushed.Store(l.bufOff + int64(l.bufDone))
 	return nil
+}
+
+// nextBufferLocked starts an empty append buffer at offset off, once the
+// current one is written (flushLocked): the current one joins the tail when
+// the log has a cache, and the oldest chunk of a full tail, or the current
+// buffer itself, is reused, so that the log allocates its chunks once.
+func (l *Log) nextBufferLocked(off int64) {
+	next := l.buf
+	if l.keepTail && len(l.buf) > 0 {
+		if len(l.tail) < tailChunks-1 {
+			next = make([]byte, 0, writeBufferSize)
+		} else {
+			next = l.tail[0].b
+			l.tail = append(l.tail[:0], l.tail[1:]...)
+		}
+		l.tail = append(l.tail, tailChunk{seg: l.cur, off: l.bufOff, b: l.buf})
+	}
+	// Not cleared: Append writes its padding, and nothing reads past len
+	// (the bodies a reused chunk still holds are live ones: a deleted one
+	// was zeroed by Delete or the eraser).
+	l.buf, l.bufOff, l.bufDone = next[:0], off, 0
 }
 
 // rotateLocked seals the current segment and starts the next one. The
@@ -211,8 +235,8 @@ func (l *Log) newSegmentLocked() error {
 	s.counted.Store(true)
 	s.size.Store(segmentHeaderSize)
 	h := segmentHeader(n)
+	l.nextBufferLocked(0) // the old segment's buffer, written by rotateLocked, joins the tail
 	l.buf = append(l.buf, h[:]...)
-	l.bufOff = 0
 	l.nextNum++
 	l.dirDirty = true
 	l.segMu.Lock()

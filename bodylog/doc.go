@@ -1,7 +1,8 @@
 // Package bodylog keeps message bodies on disk for the relay (issue 14): an
 // append-only log of body records in segment files, read back by ref when a
-// message is delivered, behind a ristretto cache bounded in bytes. The owner
-// (the disk store: the wal for metadata plus this log) keeps per message only
+// message is delivered, behind the last append buffers and a ristretto cache
+// bounded in bytes. The owner (the disk store: the wal for metadata plus this
+// log) keeps per message only
 // its id, time, size and the 8-byte store.BodyRef that Append returns, so the
 // relay's memory is bounded by its configuration, not by what is stored.
 //
@@ -152,7 +153,8 @@
 //
 // # Space reclamation
 //
-// Delete(ref) drops the body from the cache at once and queues the ref. The
+// Delete(ref) drops the body from the cache and the tail (below) at once
+// and queues the ref. The
 // eraser goroutine wakes every EraseInterval (default 100 ms: small
 // batches, and it yields its processor every few records, so that erasing
 // never holds a one-core relay's only processor long) and erases the queued
@@ -203,12 +205,24 @@
 //
 // # Cache
 //
-// A ristretto cache keyed by ref holds recently appended bodies (Append keeps
-// a reference to the caller's slice, which store.Record already declares
-// immutable) and recently read ones (a private copy), with their queue and
-// message IDs so that a hit is checked as a disk read is. An entry costs its
-// body's length plus ristretto's per-entry bookkeeping, so empty bodies are
-// bounded too. SetCacheBytes changes the bound while the relay runs.
+// Recently appended bodies are read from memory without a cache lookup: the
+// log keeps its last tailChunks append buffers (1 MiB each, 4 MiB: about half
+// a second of appends at full load) after writing them, as they were
+// written, and Read copies a record from there, checking its size word and
+// IDs. Delete zeroes a written record's copy there at once (an unwritten
+// one stays for the eraser, which zeroes it in the buffer) and hands the
+// eraser the extent it checked there, so that the eraser need not read the
+// record's header back from the file (a pread(2) per acknowledged message
+// before). This tail replaced offering every appended body to the cache: a
+// Set per SEND (an allocation, and a hand-off to ristretto's goroutine), a
+// Get per delivery and a Del per ACK.
+//
+// A ristretto cache keyed by ref holds recently read bodies (a private
+// copy) that were no longer in the tail, with their queue and message IDs so
+// that a hit is checked as a disk read is. An entry costs its body's length
+// plus ristretto's per-entry bookkeeping, so empty bodies are bounded too.
+// SetCacheBytes changes the bound while the relay runs; 0 drops the cache
+// and the tail.
 //
 // # Concurrency
 //
@@ -219,8 +233,9 @@
 // cache holds cacheMu for reading (ristretto's own Get and Set are lock-free
 // enough); SetCacheBytes and Close hold it for writing only to swap the cache
 // out, because ristretto's Close must not run during a Get or Set. Read takes
-// cacheMu, the segment list's read lock to find a file, and mu only for a
-// body still in the append buffer; file reads are pread(2)s. Sync takes
+// the segment list's read lock to find the segment, mu to look in the append
+// buffer and the tail (and copy the body from there), and cacheMu when they
+// do not hold it; file reads are pread(2)s. Sync takes
 // syncMu (one Sync at a time), mu to write the buffer, and fsyncs holding
 // neither mu nor any lock an appender needs. The eraser goroutine, Erase,
 // Retain and Close take eraseMu for a whole batch; erasure writes with

@@ -29,7 +29,9 @@ var zeroChunk [64 << 10]byte
 
 // Delete tells the log that the body at ref is dead: acknowledged, expired,
 // or its queue deleted. The owner has already appended its own record of the
-// deletion. The body leaves the cache at once and the disk within two
+// deletion. The body leaves the cache and the tail of append buffers at
+// once (one not yet written stays in the append buffer, which the eraser
+// zeroes before it reaches the file) and the disk within two
 // EraseIntervals (sooner when Syncs come often); Erase applies it now. A ref
 // that is not the log's, or whose record is already erased, is ignored.
 // Safe for concurrent use; it takes the append lock for a slice append.
@@ -47,17 +49,59 @@ func (l *Log) deleteRef(p pendingDelete) {
 	if _, _, ok := checkRef(p.ref); !ok {
 		return
 	}
+	l.mu.Lock()
+	if !l.closed {
+		p.gen = l.syncGen
+		p.extent = l.forgetLocked(p)
+		l.pending = append(l.pending, p)
+	}
+	l.mu.Unlock()
+	if p.extent > 0 {
+		// Found in the tail, so never read from the file since the cache
+		// was made (the tail answers every read of it), so not in the
+		// cache: spare ristretto's Del (an allocation and a channel send).
+		return
+	}
 	l.cacheMu.RLock()
 	if l.cache != nil {
 		l.cache.Del(uint64(p.ref))
 	}
 	l.cacheMu.RUnlock()
-	l.mu.Lock()
-	if !l.closed {
-		p.gen = l.syncGen
-		l.pending = append(l.pending, p)
+}
+
+// forgetLocked zeroes the copy in memory (append buffer or tail) of the
+// written record p deletes, so that the body leaves memory at once (SPEC
+// §8); the eraser erases the file's copy. A record not yet written stays for
+// the eraser, which zeroes it in the buffer so that it never reaches the
+// file. It returns the record's extent when it found and checked it (0
+// otherwise), which spares the eraser reading the file's copy to check it.
+// Called with mu.
+func (l *Log) forgetLocked(p pendingDelete) int64 {
+	n, off := SplitRef(p.ref)
+	s := l.segment(n)
+	if s == nil {
+		return 0
 	}
-	l.mu.Unlock()
+	b, ok := l.memLocked(s, off)
+	if !ok || len(b) == 0 || (s == l.cur && off >= l.bufOff+int64(l.bufDone)) {
+		return 0
+	}
+	var err error
+	if p.known {
+		_, err = memRecord(b, &p.rid, &p.id)
+	} else {
+		_, _, err = decodeRecord(b) // a bare ref: the whole record must check
+	}
+	if err != nil {
+		return 0
+	}
+	size, _ := recordSize(b) // checked above
+	ext := align(int64(size))
+	if ext > int64(len(b)) || off+ext > s.size.Load() {
+		return 0
+	}
+	clear(b[:ext])
+	return ext
 }
 
 // Erase applies every pending Delete now, whatever its age, fsyncs what it
@@ -221,9 +265,13 @@ func (l *Log) eraseInSegment(s *segment, refs []pendingDelete) (recs, bytes int6
 		}
 		var n int64
 		var err error
-		if p.known {
+		switch {
+		case p.extent > 0: // Delete checked its copy in memory: the same bytes
+			n = p.extent
+			l.stats.erased.Add(1)
+		case p.known:
 			n, err = l.checkHeaderAt(s, off, &p.rid, &p.id)
-		} else {
+		default:
 			n, err = l.checkRecordAt(s, off)
 		}
 		if (errors.Is(err, errCRC) || errors.Is(err, errPad)) && s.swept.Load() {
@@ -278,8 +326,8 @@ func (l *Log) tornExtent(s *segment, off int64, cause error) (int64, error) {
 func (l *Log) eraseBuffered(s *segment, off int64) (n int64, done bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if s != l.cur || off < l.bufOff {
-		return 0, false
+	if s != l.cur || off < l.bufOff+int64(l.bufDone) {
+		return 0, false // written: erased in the file (its copy in memory went at Delete)
 	}
 	if off >= l.bufOff+int64(len(l.buf)) {
 		return 0, true

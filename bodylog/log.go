@@ -53,6 +53,26 @@ const (
 // at Sync and at rotation. Any record fits in an empty buffer.
 const writeBufferSize = maxRecordSize
 
+// tailChunks is how many append buffers the log keeps, the current one
+// included, when it has a cache: a full buffer that was written is kept
+// rather than cleared, so that the bodies appended last (4 MiB of them:
+// everything a relay under full load delivers within about half a second)
+// are read from memory without the cache. Delivery right after SEND is the
+// common case, for which offering every body to ristretto cost a Set per
+// SEND (an allocation and a hand-off to its goroutine), a Get per delivery
+// and a Del per ACK; the tail costs a lock and a copy, and lets Delete check
+// a record in memory instead of the eraser reading it back from the file. A
+// log without a cache keeps the current buffer only.
+const tailChunks = 4
+
+// tailChunk is an append buffer that filled up, written to its segment's
+// file and kept for reads.
+type tailChunk struct {
+	seg *segment
+	off int64  // offset in seg of b[0]
+	b   []byte // the records, as written
+}
+
 // Stats are the log's figures. "now" marks a current value; the others count
 // since Open.
 type Stats struct {
@@ -122,8 +142,12 @@ type pendingDelete struct {
 	ref   store.BodyRef // what to erase
 	gen   uint64        // Log.syncGen when Delete was called
 	known bool          // DeleteMessage named the record's IDs: its header alone proves the ref right
-	rid   store.QueueID // with known: the queue the record must hold
-	id    store.MsgID   // with known: the message the record must hold
+	// extent is the record's extent when Delete checked it in memory (the
+	// tail holds what was written at that offset), so the eraser need not
+	// read the file to check it; 0 when it did not.
+	extent int64
+	rid    store.QueueID // with known: the queue the record must hold
+	id     store.MsgID   // with known: the message the record must hold
 }
 
 // Log is a body log in one directory. Every exported method is safe for
@@ -139,8 +163,11 @@ type Log struct {
 	// Close; guarded by mu. mu is never held across an fsync.
 	mu       sync.Mutex
 	cur      *segment        // the segment Append writes to
-	buf      []byte          // records of cur not yet written to its file; capacity writeBufferSize
-	bufOff   int64           // offset in cur of buf[0] (== cur.flushed)
+	buf      []byte          // the newest records of cur, capacity writeBufferSize; buf[:bufDone] are in the file too
+	bufOff   int64           // offset in cur of buf[0]
+	bufDone  int             // bytes of buf written to the file: cur.flushed == bufOff + bufDone
+	tail     []tailChunk     // earlier append buffers, kept for Read (oldest first); at most tailChunks-1
+	keepTail bool            // the log has a cache: keep the tail, and serve written records of buf
 	nextNum  uint64          // number the next segment gets
 	rotated  []*segment      // segments sealed since the last Sync, not yet fsynced by it
 	dirDirty bool            // a segment was created since the last Sync's SyncDir
@@ -223,9 +250,12 @@ func Open(dir string, o Options) (*Log, error) {
 		log:  lg,
 		lock: lock,
 		buf:  make([]byte, 0, writeBufferSize),
-		segs: make(map[uint64]*segment),
-		stop: make(chan struct{}),
-		done: make(chan struct{}),
+		// The tail is the cache of what was just appended, so it is kept
+		// when there is a cache (SetCacheBytes turns it on and off).
+		keepTail: o.CacheBytes > 0,
+		segs:     make(map[uint64]*segment),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
 	}
 	if err := l.open(); err != nil {
 		l.closeFiles()

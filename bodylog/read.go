@@ -14,15 +14,18 @@ import (
 )
 
 // Read appends to dst the body of message id of queue rid, which Append
-// stored at ref, and returns the extended slice. It looks in the cache, then
-// in the append buffer or the file (two pread(2)s: header, then body), and
-// checks the record: its checksum, and that it is the body of rid and id.
+// stored at ref, and returns the extended slice. It looks in the append
+// buffer and the tail of buffers kept after them (tailChunks: the bodies
+// appended last), then in the cache, then in the file (two pread(2)s:
+// header, then body), and checks the record: that it is the body of rid and
+// id, and its checksum when it comes from the file.
 // Errors wrap ErrMissing (zeros or end of file at ref: erased, or lost in a
 // power cut before it was synced), ErrCorrupt (any other mismatch, with the
 // file and offset) — both wrap store.ErrBodyLost: that body is gone for
 // good — ErrRef or ErrClosed, or are I/O errors naming the file.
-// Safe for concurrent use; it takes the cache's read lock, the segment list's
-// read lock, and the append lock only for a body still in the append buffer.
+// Safe for concurrent use; it takes the segment list's read lock, the append
+// lock (for the tail), and the cache's read lock when the tail does not hold
+// the body.
 // Never call it for a ref after Delete.
 func (l *Log) Read(rid store.QueueID, id store.MsgID, ref store.BodyRef, dst []byte) ([]byte, error) {
 	n, off, ok := checkRef(ref)
@@ -32,11 +35,6 @@ func (l *Log) Read(rid store.QueueID, id store.MsgID, ref store.BodyRef, dst []b
 	if l.isClosed.Load() {
 		return dst, ErrClosed
 	}
-	if out, ok := l.cacheGet(ref, rid, id, dst); ok {
-		l.stats.hits.Add(1)
-		return out, nil
-	}
-	l.stats.misses.Add(1)
 	s := l.segment(n)
 	if s == nil {
 		return dst, posErr(ErrCorrupt, joinPath(l.dir, segmentName(n)), off, "no such segment")
@@ -44,11 +42,17 @@ func (l *Log) Read(rid store.QueueID, id store.MsgID, ref store.BodyRef, dst []b
 	if s.bad != nil {
 		return dst, s.bad
 	}
-	if off >= s.flushed.Load() {
-		if out, done, err := l.readBuffered(s, off, rid, id, dst); done {
-			return out, err
+	if out, done, err := l.readBuffered(s, off, rid, id, dst); done {
+		if err == nil {
+			l.stats.hits.Add(1)
 		}
+		return out, err
 	}
+	if out, ok := l.cacheGet(ref, rid, id, dst); ok {
+		l.stats.hits.Add(1)
+		return out, nil
+	}
+	l.stats.misses.Add(1)
 	// The header is read into dst's spare room, not into h directly: a slice
 	// handed to an interface method escapes, and h would be allocated.
 	out := slices.Grow(dst, recordHeaderSize)
@@ -85,25 +89,62 @@ func (l *Log) Read(rid store.QueueID, id store.MsgID, ref store.BodyRef, dst []b
 	return out[:len(dst)+bn], nil
 }
 
-// readBuffered reads a record from the append buffer; done is false when the
-// record was written to the file meanwhile (read it there).
+// readBuffered reads a record from the append buffer or the tail; done is
+// false when neither holds offset off of s (read the file). A record found
+// there is checked by its size word and IDs, not its checksum: memory is not
+// where corruption comes from, and a wrong ref names other IDs.
 func (l *Log) readBuffered(s *segment, off int64, rid store.QueueID, id store.MsgID, dst []byte) (out []byte, done bool, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if s != l.cur || off < l.bufOff {
+	b, ok := l.memLocked(s, off)
+	if !ok {
 		return dst, false, nil
 	}
-	if off >= l.bufOff+int64(len(l.buf)) {
+	if len(b) == 0 {
 		return dst, true, posErr(ErrMissing, s.path, off, "past the end of the segment (%d bytes)", s.size.Load())
 	}
-	r, _, err := decodeRecord(l.buf[off-l.bufOff:])
-	if err == nil && (r.rid != rid || r.id != id) {
-		err = errOther
-	}
+	body, err := memRecord(b, &rid, &id)
 	if err != nil {
 		return dst, true, recordErr(s.path, off, err)
 	}
-	return append(dst, r.body...), true, nil
+	return append(dst, body...), true, nil
+}
+
+// memLocked returns the bytes from offset off of s to the end of the append
+// buffer or tail chunk that holds off, and whether one does; an offset at or
+// past the end of what was appended gives an empty slice. Called with mu.
+func (l *Log) memLocked(s *segment, off int64) ([]byte, bool) {
+	if s == l.cur && off >= l.bufOff && (l.keepTail || off >= l.bufOff+int64(l.bufDone)) {
+		if off >= l.bufOff+int64(len(l.buf)) {
+			return nil, true
+		}
+		return l.buf[off-l.bufOff:], true
+	}
+	for i := len(l.tail) - 1; i >= 0; i-- {
+		if c := &l.tail[i]; c.seg == s && off >= c.off && off < c.off+int64(len(c.b)) {
+			return c.b[off-c.off:], true
+		}
+	}
+	return nil, false
+}
+
+// memRecord returns the body of the record at the start of b, checking its
+// size word and that it is message id of queue rid.
+func memRecord(b []byte, rid *store.QueueID, id *store.MsgID) ([]byte, error) {
+	if len(b) < recordHeaderSize {
+		return nil, errShort
+	}
+	size, err := recordSize(b)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) < size {
+		return nil, errShort
+	}
+	if err := checkIDs((*[recordHeaderSize]byte)(b), rid, id); err != nil {
+		return nil, err
+	}
+	return b[recordHeaderSize:size], nil
 }
 
 // errOther: the record at a ref is another message's.
@@ -138,6 +179,7 @@ func (l *Log) SetCacheBytes(n int64) error {
 	if closed {
 		return ErrClosed
 	}
+	l.setKeepTail(n > 0)
 	if n <= 0 {
 		l.setCache(nil)
 		return nil
@@ -157,6 +199,17 @@ func (l *Log) SetCacheBytes(n int64) error {
 	}
 	l.setCache(c)
 	return nil
+}
+
+// setKeepTail turns the tail of append buffers on or off; off drops it.
+func (l *Log) setKeepTail(on bool) {
+	l.mu.Lock()
+	l.keepTail = on
+	if !on {
+		clear(l.tail)
+		l.tail = nil
+	}
+	l.mu.Unlock()
 }
 
 // setCache replaces the cache with c (nil: none) and closes the old one once

@@ -25,8 +25,9 @@
 // encoding of R or a small-order component in R or A, and making one takes
 // the key's private half. One rule set on both paths is what lets a batch
 // (which needs the cofactored equation to be sound) accept exactly the
-// signatures single verification accepts. See ed25519.go for the details and
-// batch.go for the batch's timing.
+// signatures single verification accepts. See ed25519.go for the details
+// (and the library that does the arithmetic) and batch.go for the batch's
+// timing.
 //
 // # Decoded-key cache
 //

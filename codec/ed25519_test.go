@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"filippo.io/edwards25519"
+	"github.com/oasisprotocol/curve25519-voi/curve"
+	"github.com/oasisprotocol/curve25519-voi/curve/scalar"
 )
 
 // edTestKey is an Ed25519 key with its secret scalar, so tests can make
@@ -60,7 +62,7 @@ func (k *edTestKey) signWith(pub []byte, msg []byte, tR *edwards25519.Point, rEn
 		rEnc = R.Bytes()
 	}
 	var kk, s edwards25519.Scalar
-	edChallenge(&kk, rEnc, pub, msg)
+	edChallengeRef(&kk, rEnc, pub, msg)
 	s.MultiplyAdd(&kk, &k.a, &r)
 	return append(bytes.Clone(rEnc), s.Bytes()...)
 }
@@ -127,7 +129,11 @@ func smallOrderEncodings(t testing.TB) [][]byte {
 
 // ruleDifference names the ZIP-215 rule under which the relay accepts a
 // signature crypto/ed25519 rejects, or returns "" if none applies: then the
-// two must agree.
+// two must agree. It is the reference the differential tests hold the relay's
+// verifier (curve25519-voi) to, written on another library
+// (filippo.io/edwards25519): a rule applies only if the cofactored equation
+// [8]([S]B − [k]A − R) = 0 holds with A and R decoded permissively and S
+// canonical.
 func ruleDifference(pub, msg, sig []byte) string {
 	if len(pub) != 32 || len(sig) != 64 {
 		return ""
@@ -143,18 +149,31 @@ func ruleDifference(pub, msg, sig []byte) string {
 	if _, err := S.SetCanonicalBytes(sig[32:]); err != nil {
 		return ""
 	}
-	if !bytes.Equal(R.Bytes(), sig[:32]) {
-		return "non-canonical R"
-	}
-	edChallenge(&k, sig[:32], pub, msg)
-	var negA, res edwards25519.Point
+	edChallengeRef(&k, sig[:32], pub, msg)
+	var negA, res, res8 edwards25519.Point
 	negA.Negate(&A)
 	res.VarTimeDoubleScalarBaseMult(&k, &negA, &S)
 	res.Subtract(&res, &R)
+	if res8.MultByCofactor(&res).Equal(edwards25519.NewIdentityPoint()) == 0 {
+		return "" // the cofactored equation fails: nothing may accept it
+	}
+	if !bytes.Equal(R.Bytes(), sig[:32]) {
+		return "non-canonical R"
+	}
 	if res.Equal(edwards25519.NewIdentityPoint()) == 0 {
 		return "small-order component (cofactored equation)"
 	}
 	return ""
+}
+
+// edChallengeRef is edChallenge on filippo.io/edwards25519's scalars, for
+// the reference checks: k = SHA-512(R ‖ A ‖ M) mod ℓ.
+func edChallengeRef(k *edwards25519.Scalar, r, a, msg []byte) {
+	h := sha512.New()
+	h.Write(r)
+	h.Write(a)
+	h.Write(msg)
+	k.SetUniformBytes(h.Sum(nil)) // 64 bytes: cannot fail
 }
 
 // zip215Only reports whether got (the relay) and want (crypto/ed25519)
@@ -362,7 +381,7 @@ func TestVerifyRuleDifferences(t *testing.T) {
 			continue // canonical
 		}
 		var kk, s edwards25519.Scalar
-		edChallenge(&kk, r, key.pub, msg)
+		edChallengeRef(&kk, r, key.pub, msg)
 		s.MultiplyAdd(&kk, &key.a, &zero)
 		cases = append(cases, diff{"R of small order encoded " + hex.EncodeToString(r), "non-canonical R", k, key.pub, append(r, s.Bytes()...)})
 	}
@@ -385,7 +404,7 @@ func TestVerifyRuleDifferences(t *testing.T) {
 	// The canonical encoding of the identity as R is a signature under both.
 	var kk, s edwards25519.Scalar
 	r := edwards25519.NewIdentityPoint().Bytes()
-	edChallenge(&kk, r, key.pub, msg)
+	edChallengeRef(&kk, r, key.pub, msg)
 	s.MultiplyAdd(&kk, &key.a, &zero)
 	sig := append(r, s.Bytes()...)
 	if !ed25519.Verify(key.pub, msg, sig) || !k.Verify(msg, sig) {
@@ -420,8 +439,10 @@ func TestVerifyWeakKeys(t *testing.T) {
 	}
 }
 
-// TestEdDecodePoint checks the non-allocating decoder against
-// Point.SetBytes on every small-order encoding and on random bytes.
+// TestEdDecodePoint checks the decoder (curve25519-voi's) against
+// filippo.io/edwards25519's Point.SetBytes, which decodes as ZIP-215 says, on
+// every small-order encoding (in every non-canonical form) and on random
+// bytes: the same encodings decode, to the same point.
 func TestEdDecodePoint(t *testing.T) {
 	encs := smallOrderEncodings(t)
 	for range 2000 {
@@ -432,10 +453,13 @@ func TestEdDecodePoint(t *testing.T) {
 	encs = append(encs, bytes.Repeat([]byte{0xff}, 32), make([]byte, 32), mustHex(ed25519BasepointHex))
 	decoded := 0
 	for _, enc := range encs {
-		var want, got edwards25519.Point
+		var want edwards25519.Point
+		var got curve.EdwardsPoint
 		_, err := want.SetBytes(enc)
 		ok := edDecodePoint(&got, enc)
-		if ok != (err == nil) || ok && got.Equal(&want) != 1 {
+		var gotEnc curve.CompressedEdwardsY
+		gotEnc.SetEdwardsPoint(&got)
+		if ok != (err == nil) || ok && !bytes.Equal(gotEnc[:], want.Bytes()) {
 			t.Fatalf("%x: edDecodePoint %v, SetBytes %v", enc, ok, err)
 		}
 		if ok {
@@ -452,8 +476,8 @@ const ed25519BasepointHex = "586666666666666666666666666666666666666666666666666
 // TestDummyEdSigDecodes keeps the odd-length dummy path a full verification:
 // its R must decode and its S be canonical, or it would fail early.
 func TestDummyEdSigDecodes(t *testing.T) {
-	var r edwards25519.Point
-	var s edwards25519.Scalar
+	var r curve.EdwardsPoint
+	var s scalar.Scalar
 	if !edParseSig(&r, &s, dummyEdSig[:]) {
 		t.Fatal("dummyEdSig does not decode")
 	}

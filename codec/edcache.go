@@ -6,7 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"filippo.io/edwards25519"
+	"github.com/oasisprotocol/curve25519-voi/curve"
 )
 
 // The decoded-key cache.
@@ -67,7 +67,7 @@ type edCacheSet struct {
 	// hits and misses count lookups of queue keys (not of dummies).
 	hits, misses uint64
 	keys         [edCacheWays][32]byte
-	negA         [edCacheWays]edwards25519.Point
+	negA         [edCacheWays]curve.EdwardsPoint
 }
 
 // edCache is one cache; SetKeyCacheSize replaces it whole.
@@ -136,7 +136,7 @@ func (c *edCache) set(key *[32]byte) *edCacheSet {
 
 // get copies the point of key into negA and reports whether the cache held
 // it; count says whether the lookup goes into the statistics.
-func (c *edCache) get(key *[32]byte, negA *edwards25519.Point, count bool) bool {
+func (c *edCache) get(key *[32]byte, negA *curve.EdwardsPoint, count bool) bool {
 	if len(c.sets) == 0 {
 		return false
 	}
@@ -163,7 +163,7 @@ func (c *edCache) get(key *[32]byte, negA *edwards25519.Point, count bool) bool 
 // put adds key with its point, unless another goroutine did first. A new
 // entry starts with its reference bit clear, so a key verified once goes
 // before the keys verified again since the hand last passed them.
-func (c *edCache) put(key *[32]byte, negA *edwards25519.Point) {
+func (c *edCache) put(key *[32]byte, negA *curve.EdwardsPoint) {
 	if len(c.sets) == 0 {
 		return
 	}

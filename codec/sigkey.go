@@ -13,7 +13,7 @@ import (
 	"math/big"
 	"sync"
 
-	"filippo.io/edwards25519"
+	"github.com/oasisprotocol/curve25519-voi/curve"
 
 	"github.com/smprelay/smprelay/internal/verifyprobe"
 )
@@ -252,11 +252,11 @@ func dummyEd25519() *VerifyKey {
 			// point that decodes still yields the same verification work.
 			pub = append(ed25519.PublicKey(nil), ed25519Basepoint...)
 		}
-		var a edwards25519.Point
-		if _, err := a.SetBytes(pub); err != nil {
+		var a curve.EdwardsPoint
+		if !edDecodePoint(&a, pub) {
 			panic("codec: dummy Ed25519 key does not decode") // a generated key always does
 		}
-		dummyEdPt.negA.Negate(&a)
+		dummyEdPt.negA.Neg(&a)
 		dummyEdKey = &VerifyKey{alg: SigEd25519, ed: [32]byte(pub), dummy: true}
 	})
 	return dummyEdKey

@@ -76,6 +76,7 @@ type Store struct {
 
 var (
 	_ store.Store         = (*Store)(nil)
+	_ store.BodyCopier    = (*Store)(nil)
 	_ store.Compactor     = (*Store)(nil)
 	_ store.StatsReporter = (*Store)(nil)
 )
@@ -119,6 +120,11 @@ func (s *Store) Close() error {
 // SetCacheBytes changes the body cache's bound (smp-server's --cache-size,
 // on SIGHUP). Safe from any goroutine.
 func (s *Store) SetCacheBytes(n int64) error { return s.bodies.SetCacheBytes(n) }
+
+// CopiesBodies implements store.BodyCopier: the log hands every message body
+// to the body log, whose Append copies it and keeps no reference
+// (wal.Log.bodyRecord), so the engine need not make a copy per SEND.
+func (s *Store) CopiesBodies() bool { return true }
 
 // StoreStats implements store.StatsReporter: the log's counters with the
 // body log's figures.

@@ -40,6 +40,24 @@ type bodyStore struct {
 	lost      func(body []byte) bool
 	failReads atomic.Bool  // ReadBody returns errRead
 	reads     atomic.Int64 // ReadBody calls
+	// copies, set before the engine starts, makes the store a
+	// store.BodyCopier: Append copies each body into arena (reused round
+	// and round, as a log's buffer is) instead of keeping the record's.
+	copies bool
+	arena  []byte
+}
+
+// CopiesBodies implements store.BodyCopier.
+func (s *bodyStore) CopiesBodies() bool { return s.copies }
+
+// copyBody copies b into the arena, from its start when b does not fit in
+// what is left.
+func (s *bodyStore) copyBody(b []byte) []byte {
+	if len(s.arena)+len(b) > cap(s.arena) {
+		s.arena = s.arena[:0]
+	}
+	s.arena = append(s.arena, b...)
+	return s.arena[len(s.arena)-len(b) : len(s.arena) : len(s.arena)]
 }
 
 // bodyKey names a message across queues.
@@ -90,7 +108,11 @@ func (s *bodyStore) Append(r store.Record, _ store.Notifier) (uint64, store.Body
 		}
 		s.next++
 		ref = s.next
-		s.bodies[bodyKey{r.RID, r.MsgID}] = keptBody{ref: ref, body: r.Body}
+		body := r.Body
+		if s.copies {
+			body = s.copyBody(body)
+		}
+		s.bodies[bodyKey{r.RID, r.MsgID}] = keptBody{ref: ref, body: body}
 		r.Body, r.Ref = nil, ref
 	case store.MessageDeleted:
 		k := bodyKey{r.RID, r.MsgID}

@@ -76,8 +76,11 @@ type Engine struct {
 	blockSz int
 	now     func() time.Time
 	store   store.Store
-	log     *slog.Logger
-	debug   bool // log client data (IDs, commands): only at --log-level debug (SPEC §11)
+	// lendBodies: the store copies SEND bodies in Append (store.BodyCopier),
+	// so the engine lends it the transmission's bytes; immutable.
+	lendBodies bool
+	log        *slog.Logger
+	debug      bool // log client data (IDs, commands): only at --log-level debug (SPEC §11)
 	// loadedAt is the Unix seconds at which Load began: the creation time of
 	// a queue whose QueueCreated record has none. Set once in New.
 	loadedAt int64
@@ -128,6 +131,9 @@ func New(o Options) (*Engine, error) {
 	}
 	if e.store == nil {
 		e.store = store.MemoryStore{}
+	}
+	if c, ok := e.store.(store.BodyCopier); ok {
+		e.lendBodies = c.CopiesBodies()
 	}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)

@@ -262,9 +262,10 @@ func endsBatch(t *codec.Transmission) bool {
 // the same order. Each batch takes two passes: parse up to codec.MaxBatch
 // transmissions within the budget, resolve each one's key as the single path
 // does and add its signature; then verify the batch and carry out each
-// command in order with its result. A batch that holds a bad signature falls
-// back to verifying each one alone, a cost that lands on the connection that
-// sent it, as a batch holds what one block of one connection holds.
+// command in order with its result. A batch holds what one block of one
+// connection holds, never more, so that whatever a batch costs lands on the
+// connection that sent it (codec.BatchVerifier now checks its entries one by
+// one, so a bad signature costs what it costs alone).
 func (s *Session) ProcessBatched(plain []byte, p *codec.Parser, b *Batch, w *Writer, budget *int) int {
 	total := len(plain)
 	for codec.More(plain) && *budget > 0 {
@@ -378,8 +379,8 @@ func (s *Session) resolve(t *codec.Transmission, a *auth) {
 // on the number of keys and the signature's length only (each mismatched
 // length costs the dummy verification of §7), never on which key signed or
 // whether one did. An empty set costs one dummy verification. These
-// verifications are not batched: all but one fail, which would make every
-// batch fall back to single verification.
+// verifications are not batched: all but one fail, which would make a batch
+// equation fall back to single verification every time.
 func creatorAuth(t *codec.Transmission, a *auth, lim *Limits) {
 	if lim.CreatorKeys == nil {
 		a.key, a.verify, a.deny = t.Key, true, true
@@ -883,7 +884,13 @@ func (s *Session) cmdSend(t *codec.Transmission, a *auth, w *Writer) {
 		s.refuse(t, quotaMaxStoredBytes, w)
 		return
 	}
-	body := append(make([]byte, 0, len(t.Body)), t.Body...) // the one allocation a SEND must make
+	// The stored copy of the body: the one allocation a SEND makes, unless
+	// the store copies it itself (store.BodyCopier), which t.Body, valid
+	// until the block is done, is lent to.
+	body := t.Body
+	if !s.e.lendBodies {
+		body = append(make([]byte, 0, len(t.Body)), t.Body...)
+	}
 	m.setBody(body)
 	ref, err := s.logged(store.Record{Kind: store.MessageStored, RID: q.rid, MsgID: m.id, Time: m.ts, Size: len(body), Body: body})
 	if err != nil {
@@ -892,10 +899,15 @@ func (s *Session) cmdSend(t *codec.Transmission, a *auth, w *Writer) {
 		s.internal(t, err, w)
 		return
 	}
-	if ref != 0 {
+	switch {
+	case ref != 0:
 		// The store keeps the body (it may keep this very copy, which the
 		// record lent it, so no second one is made); the message keeps the ref.
 		m.body, m.ref = nil, ref
+	case s.e.lendBodies:
+		// A copying store left the body to the engine after all: t.Body is
+		// only lent, so keep a copy.
+		m.setBody(append(make([]byte, 0, len(t.Body)), t.Body...))
 	}
 	q.msgs.push(m)
 	s.e.stats.messages.Add(1) // its bytes were reserved above

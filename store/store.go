@@ -157,6 +157,16 @@ type Store interface {
 	Close() error
 }
 
+// BodyCopier is implemented by a Store whose Append copies the Body of a
+// MessageStored record before it returns and keeps no reference to it, when
+// CopiesBodies reports true (the disk store: its body log copies the body
+// into its append buffer). The engine then lends Append the transmission's
+// own bytes, valid only for the call, instead of allocating a copy per SEND;
+// if such an Append returns ref 0 anyway, the engine copies the body then.
+type BodyCopier interface {
+	CopiesBodies() bool
+}
+
 // Notifier is told that records it appended are durable. Safe from any goroutine.
 type Notifier interface{ NotifyDurable() }
 

@@ -4,9 +4,8 @@
 // costs one verification of the same kind" can be asserted by counting, a
 // check that load on the machine cannot fail, rather than by timing alone.
 //
-// Ed25519 signatures that a codec.BatchVerifier checks in one equation are
-// not seen one by one; RSA entries of a batch, and every entry of a batch
-// that falls back, are (they go through Verify).
+// The entries of a codec.BatchVerifier are seen too: it verifies each one
+// through Verify.
 //
 // Nothing observes in production, where a verification costs one atomic
 // load more.
