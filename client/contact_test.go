@@ -1,0 +1,328 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/smprelay/smprelay/codec"
+	"github.com/smprelay/smprelay/internal/smptest"
+)
+
+// party is one side of a contact in a test: the running Contact, what it
+// showed, and its state as last saved (through JSON, as a CLI stores it).
+type party struct {
+	name string
+	c    *Contact
+
+	mu      sync.Mutex
+	got     []ContactMessage
+	notices []ContactNotice
+	saved   []byte
+	sizes   map[int]int // body length → how many bodies of that length the relays delivered
+	more    chan struct{}
+}
+
+func (p *party) opts(t *testing.T) ContactOptions {
+	return ContactOptions{
+		ConnOptions: func(Server) Options {
+			return Options{MinBackoff: 5 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, Timeout: 10 * time.Second}
+		},
+		RetryMin: 5 * time.Millisecond, RetryMax: 100 * time.Millisecond,
+		Save: func(st *ContactState) error {
+			b, err := json.Marshal(st)
+			if err != nil {
+				t.Errorf("%s: saving: %v", p.name, err)
+				return err
+			}
+			p.mu.Lock()
+			p.saved = b
+			p.mu.Unlock()
+			return nil
+		},
+		OnMessage: func(m ContactMessage) {
+			p.mu.Lock()
+			p.got = append(p.got, m)
+			p.mu.Unlock()
+			kickAll(p.more)
+		},
+		OnNotice: func(n ContactNotice) {
+			p.mu.Lock()
+			p.notices = append(p.notices, n)
+			p.mu.Unlock()
+		},
+		testDelivered: func(_ Server, m Message) {
+			p.mu.Lock()
+			p.sizes[len(m.Body)]++
+			p.mu.Unlock()
+		},
+	}
+}
+
+func kickAll(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// open runs st for the party, through a JSON round trip so that what runs
+// is what a state file would hold.
+func (p *party) open(t *testing.T, st *ContactState, opts ContactOptions) {
+	t.Helper()
+	b, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back ContactState
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	c, err := OpenContact(&back, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.c = c
+	t.Cleanup(func() { c.Close() })
+}
+
+func newParty(name string) *party {
+	return &party{name: name, sizes: map[int]int{}, more: make(chan struct{}, 1)}
+}
+
+// texts returns the texts shown so far.
+func (p *party) texts() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]string, len(p.got))
+	for i, m := range p.got {
+		out[i] = string(m.Text)
+	}
+	return out
+}
+
+// waitTexts waits until the party has shown n messages.
+func (p *party) waitTexts(t *testing.T, ctx context.Context, n int) {
+	t.Helper()
+	for len(p.texts()) < n {
+		select {
+		case <-p.more:
+		case <-ctx.Done():
+			t.Fatalf("%s showed %d of %d messages; status %+v; notices %v", p.name, len(p.texts()), n, p.c.Status(), p.noticeText())
+		}
+	}
+}
+
+func (p *party) noticeText() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []string
+	for _, n := range p.notices[max(0, len(p.notices)-20):] {
+		out = append(out, n.String())
+	}
+	return out
+}
+
+// settled reports a contact whose queues are all in use on exactly the
+// relays given, in each direction.
+func settled(relays ...Server) func(ContactStatus) bool {
+	return func(st ContactStatus) bool {
+		if len(st.Recv) != len(relays) || len(st.Send) != len(relays) {
+			return false
+		}
+		for _, q := range append(st.Recv, st.Send...) {
+			if q.Status != string(RecvActive) || !hasServer(relays, q.Relay) {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+func hasServer(list []Server, s Server) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func serverOf(s *smptest.Server) Server { return Server{Addr: s.Addr, Fingerprint: s.Fingerprint} }
+
+// newContactPair sets up a contact between alice and bob on relays[0]
+// (invitation, join, confirmation), then adds the other relays in band.
+func newContactPair(t *testing.T, relays []Server, optsOf func(*party) ContactOptions) (alice, bob *party) {
+	t.Helper()
+	ctx := guard(t)
+	alice, bob = newParty("alice"), newParty("bob")
+	ca := dial(t, relays[0].Addr, fastOptions(relays[0].Fingerprint))
+	stA, inv, err := CreateContact(ctx, ca, codec.KEMX25519)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb := dial(t, relays[0].Addr, fastOptions(relays[0].Fingerprint))
+	stB, err := JoinContact(ctx, &inv, cb, cb, codec.KEMX25519)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca.Close()
+	cb.Close()
+	alice.open(t, stA, optsOf(alice))
+	bob.open(t, stB, optsOf(bob))
+	for _, r := range relays[1:] {
+		if err := alice.c.AddRelay(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range []*party{alice, bob} {
+		if err := p.c.WaitFor(ctx, settled(relays...)); err != nil {
+			t.Fatalf("%s: %v: %+v; notices %v", p.name, err, p.c.Status(), p.noticeText())
+		}
+	}
+	return alice, bob
+}
+
+// exchange has alice and bob each send n messages, prefixed with their
+// names, concurrently, pacing themselves on a full backlog.
+func exchange(t *testing.T, ctx context.Context, alice, bob *party, from, n int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for _, p := range []*party{alice, bob} {
+		wg.Go(func() {
+			for i := from; i < from+n; i++ {
+				if _, err := p.c.SendWait(ctx, fmt.Appendf(nil, "%s %04d", p.name, i)); err != nil {
+					t.Errorf("%s: send %d: %v", p.name, i, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// checkShown fails unless p showed exactly the peer's messages 0 … n−1,
+// each once, in order.
+func checkShown(t *testing.T, p *party, peer string, n int) {
+	t.Helper()
+	got := p.texts()
+	if len(got) != n {
+		t.Fatalf("%s showed %d messages, want %d", p.name, len(got), n)
+	}
+	for i, s := range got {
+		if want := fmt.Sprintf("%s %04d", peer, i); s != want {
+			t.Fatalf("%s: message %d is %q, want %q", p.name, i, s, want)
+		}
+	}
+}
+
+// checkSizes fails unless every body the relays delivered to p has the same
+// length.
+func checkSizes(t *testing.T, p *party) {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.sizes) != 1 {
+		t.Fatalf("%s: the relays delivered bodies of several lengths: %v", p.name, p.sizes)
+	}
+}
+
+func TestContactHeader(t *testing.T) {
+	m, err := newContactMsg(18446744073709551615, KindText, []byte("hi\r\nthere"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := m.body()
+	if len(b)-len(m.Payload) > maxContactHeader {
+		t.Fatalf("header of %d bytes, maxContactHeader %d", len(b)-len(m.Payload), maxContactHeader)
+	}
+	back, err := parseContactBody(b)
+	if err != nil || back.Seq != m.Seq || !bytes.Equal(back.ID, m.ID) || back.Kind != KindText || string(back.Payload) != "hi\r\nthere" {
+		t.Fatalf("round trip: %+v, %v", back, err)
+	}
+	for _, bad := range []string{
+		"", "SMPC/1 1 AAAAAAAAAAA= TEXT", "SMPC/2 1 AAAAAAAAAAA= TEXT\r\n", "SMPC/1 0 AAAAAAAAAAA= TEXT\r\n",
+		"SMPC/1 01 AAAAAAAAAAA= TEXT\r\n", "SMPC/1 18446744073709551616 AAAAAAAAAAA= TEXT\r\n",
+		"SMPC/1 1 AAAA TEXT\r\n", "SMPC/1 1 AAAAAAAAAAA= text\r\n", "SMPC/1 1 AAAAAAAAAAA=  TEXT\r\n",
+		"SMPC/1 1 AAAAAAAAAAA= TEXT x\r\n", "SMPC/1 1 AAAAAAAAAAA=\r\n",
+	} {
+		if _, err := parseContactBody([]byte(bad)); err == nil {
+			t.Errorf("%q parsed", bad)
+		}
+	}
+	sid := bytes.Repeat([]byte{7}, 16)
+	r, mirror, uri, err := parseQNew(qnewPayload(sid, true, "smp://x"))
+	if err != nil || !bytes.Equal(r, sid) || !mirror || uri != "smp://x" {
+		t.Fatalf("QNEW round trip: %x %v %q %v", r, mirror, uri, err)
+	}
+	if r, _, _, err := parseQNew(qnewPayload(nil, false, "u")); err != nil || r != nil {
+		t.Fatalf("QNEW without a replaced queue: %x %v", r, err)
+	}
+	s2, k, err := parseQKey(qkeyPayload(sid, []byte{1, 2}))
+	if err != nil || !bytes.Equal(s2, sid) || !bytes.Equal(k, []byte{1, 2}) {
+		t.Fatalf("QKEY round trip: %v", err)
+	}
+}
+
+// TestContactThreeRelays: two people exchange 1,000 messages each way over
+// a contact on three relays, while one relay is killed (kill -9, for good)
+// and another is restarted on the same address and data. Each side shows
+// every message of the other once, in order; every body the relays
+// delivered has the same length.
+func TestContactThreeRelays(t *testing.T) {
+	const n = 1000
+	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()}
+	args := []string{"--key-type", "x25519", "--quota", "2000"}
+	var srvs []*smptest.Server
+	var relays []Server
+	for _, d := range dirs {
+		s := smptest.StartServerIn(t, d, args...)
+		srvs = append(srvs, s)
+		relays = append(relays, serverOf(s))
+	}
+	optsOf := func(p *party) ContactOptions {
+		o := p.opts(t)
+		o.MaxBacklog = 200
+		o.HoldDown = time.Minute
+		return o
+	}
+	alice, bob := newContactPair(t, relays, optsOf)
+	ctx := guard(t)
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		exchange(t, ctx, alice, bob, 0, n)
+	}()
+	// Kill one relay after a fifth, restart another after half.
+	alice.waitTexts(t, ctx, n/5)
+	srvs[1].Kill()
+	t.Logf("killed %s at %d", relays[1].Addr, len(alice.texts()))
+	alice.waitTexts(t, ctx, n/2)
+	if code := srvs[2].Stop(); code != 0 {
+		t.Fatalf("stopping %s: status %d", relays[2].Addr, code)
+	}
+	srvs[2] = smptest.StartServerIn(t, dirs[2], append(args, "--listen", relays[2].Addr)...)
+	t.Logf("restarted %s at %d", relays[2].Addr, len(alice.texts()))
+	<-done
+	t.Logf("all sent")
+	alice.waitTexts(t, ctx, n)
+	bob.waitTexts(t, ctx, n)
+	checkShown(t, alice, "bob", n)
+	checkShown(t, bob, "alice", n)
+	checkSizes(t, alice)
+	checkSizes(t, bob)
+	for _, p := range []*party{alice, bob} {
+		p.mu.Lock()
+		for _, nt := range p.notices {
+			if nt.Kind == NoticeMissing || (nt.Kind == NoticeDropped && nt.Drop != DropNone) {
+				t.Errorf("%s: %v", p.name, nt)
+			}
+		}
+		p.mu.Unlock()
+	}
+}
