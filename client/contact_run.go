@@ -50,9 +50,11 @@ type ContactOptions struct {
 	// OnNotice receives everything else worth telling the user; same rules
 	// as OnMessage.
 	OnNotice func(ContactNotice)
-	// MaxBacklog bounds Outbox: past it, a route that lags behind skips the
-	// oldest message if another route stored it; otherwise Send fails with
-	// ErrBacklog. Zero means DefaultMaxBacklog.
+	// MaxBacklog bounds Outbox: past it, a route whose relay is down or
+	// failing skips the oldest message if another route stored it;
+	// otherwise Send fails with ErrBacklog (SendWait waits). Control
+	// messages of rotation, a few per switch, are not refused. Zero means
+	// DefaultMaxBacklog.
 	MaxBacklog int
 	// RetryMin and RetryMax bound the wait between retries of a relay that
 	// is down or answers errors (doubling, no jitter needed: one contact).
@@ -143,8 +145,8 @@ type Contact struct {
 	busy    map[*ContactRecv]bool // a network step on it is running
 	workers map[*ContactRoute]chan struct{}
 	failing map[*ContactRoute]bool // its last attempt failed: it is being retried
-	changed chan struct{} // closed and replaced on every change
-	recheck *time.Timer   // runs drainLocked when a down relay's HoldDown ends
+	changed chan struct{}          // closed and replaced on every change
+	recheck *time.Timer            // runs drainLocked when a down relay's HoldDown ends
 }
 
 // relayLink is the Conn to one relay, dialed in the background.
@@ -290,7 +292,9 @@ func (s *Contact) enqueueLocked(kind ContactKind, payload []byte) (ContactMsg, e
 	if s.closed {
 		return ContactMsg{}, ErrContactClosed
 	}
-	if !s.trimLocked() {
+	// Control messages answer the peer's, one for one, and must not be
+	// lost to a full outbox: only TEXT waits for room.
+	if !s.trimLocked() && kind == KindText {
 		return ContactMsg{}, fmt.Errorf("%w: %d", ErrBacklog, len(s.st.Outbox))
 	}
 	m, err := newContactMsg(s.st.NextSeq, kind, payload)
