@@ -143,6 +143,10 @@ type Contact struct {
 	relays  map[Server]*relayLink
 	heads   map[*ContactRecv]*heldMsg
 	busy    map[*ContactRecv]bool // a network step on it is running
+	// early holds a message delivered while the confirmation before it is
+	// still being accepted (the ACK's answer brings it), to be judged once
+	// the queue is secured.
+	early map[*ContactRecv]Message
 	workers map[*ContactRoute]chan struct{}
 	failing map[*ContactRoute]bool // its last attempt failed: it is being retried
 	changed chan struct{}          // closed and replaced on every change
@@ -196,7 +200,7 @@ func OpenContact(st *ContactState, opts ContactOptions) (*Contact, error) {
 	}
 	st.NextSeq = max(st.NextSeq, 1)
 	s := &Contact{opts: opts, st: st, relays: map[Server]*relayLink{}, heads: map[*ContactRecv]*heldMsg{},
-		busy: map[*ContactRecv]bool{}, workers: map[*ContactRoute]chan struct{}{}, failing: map[*ContactRoute]bool{}, changed: make(chan struct{})}
+		busy: map[*ContactRecv]bool{}, early: map[*ContactRecv]Message{}, workers: map[*ContactRoute]chan struct{}{}, failing: map[*ContactRoute]bool{}, changed: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -613,10 +617,12 @@ func (s *Contact) messageLocked(r *relayLink, q *ContactRecv, m Message) []ackRe
 	one := []ackReq{{r, q.Queue}}
 	switch q.Status {
 	case RecvInvited:
-		if !s.busy[q] {
-			s.busy[q] = true
-			s.wg.Go(func() { s.accept(r, q, m) })
+		if s.busy[q] {
+			s.early[q] = m
+			return nil
 		}
+		s.busy[q] = true
+		s.wg.Go(func() { s.accept(r, q, m) })
 		return nil
 	case RecvActive, RecvEnding:
 	default:

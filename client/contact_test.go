@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smprelay/smprelay/client/e2e"
 	"github.com/smprelay/smprelay/codec"
 	"github.com/smprelay/smprelay/internal/smptest"
 )
@@ -474,4 +475,133 @@ func TestContactSwitchFromDeadRelay(t *testing.T) {
 	checkShown(t, alice, "bob", 40)
 	checkShown(t, bob, "alice", 40)
 	checkQuiet(t, alice, bob)
+}
+
+// TestContactForgedAndReplayed: a relay (or anyone who learned a queue's
+// IDs and even its encryption key) delivers forged, replayed and moved
+// messages to a contact. None is shown, the contact's order does not move,
+// and the conversation goes on with nothing lost or shown twice. Outsiders
+// who know a sender ID cannot even get a message stored.
+func TestContactForgedAndReplayed(t *testing.T) {
+	var relays []Server
+	for range 2 {
+		relays = append(relays, serverOf(smptest.StartServer(t, "--key-type", "x25519")))
+	}
+	a, b := relays[0], relays[1]
+	var mu sync.Mutex
+	seen := map[Server][]Message{} // what the relays delivered to bob
+	alice, bob := newContactPair(t, relays, func(p *party) ContactOptions {
+		o := p.opts(t)
+		if p.name == "bob" {
+			inner := o.testDelivered
+			o.testDelivered = func(s Server, m Message) {
+				inner(s, m)
+				mu.Lock()
+				seen[s] = append(seen[s], m)
+				mu.Unlock()
+			}
+		}
+		return o
+	})
+	ctx := guard(t)
+	exchange(t, ctx, alice, bob, 0, 10)
+	bob.waitTexts(t, ctx, 10)
+	alice.waitTexts(t, ctx, 10)
+
+	st, err := bob.c.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var qa, qb *RecipientQueue
+	for _, q := range st.Recv {
+		switch q.Server {
+		case a:
+			qa = q.Queue
+		case b:
+			qb = q.Queue
+		}
+	}
+	shown := bob.c.Status().Shown
+
+	// Outsiders who know the sender ID: the relay refuses.
+	out := dial(t, a.Addr, fastOptions(a.Fingerprint))
+	stranger, _ := GenerateSigningKey()
+	for _, sk := range []*codec.Signer{nil, stranger.Signer()} {
+		if err := out.Send(ctx, qa.SID, sk, []byte("hello")); !errors.Is(err, codec.ErrAuth) {
+			t.Fatalf("a stranger's SEND to a secured queue: %v, want ERR AUTH", err)
+		}
+	}
+
+	// What a hostile relay can deliver.
+	mu.Lock()
+	onA, onB := seen[a], seen[b]
+	mu.Unlock()
+	last := onA[len(onA)-1]
+	forge := func(seq uint64, kind ContactKind, text string) Message {
+		m := ContactMsg{Seq: seq, ID: make([]byte, contactMsgIDSize), Kind: kind, Payload: []byte(text)}
+		body := m.body()
+		h, err := e2e.Sign(stranger.Signer(), qa.SID, seq, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sealed, err := e2e.Seal(qa.EncryptionKey.Public(), out.MaxBody(), h.Bytes(), body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return Message{RID: qa.RID, ID: []byte("forged01"), Time: last.Time, Body: sealed}
+	}
+	lateKey, err := e2e.Seal(qa.EncryptionKey.Public(), out.MaxBody(), e2e.ConfirmationHeader(stranger.PublicSPKI()), ContactMsg{Seq: shown + 1, ID: make([]byte, 8), Kind: KindText}.body())
+	if err != nil {
+		t.Fatal(err)
+	}
+	injected := []struct {
+		name string
+		m    Message
+		want DropReason
+	}{
+		{"replay with a new ID", Message{RID: qa.RID, ID: []byte("replay01"), Time: last.Time, Body: onA[len(onA)-2].Body}, DropReplay},
+		{"the last message again", last, DropRedelivered},
+		{"moved from another queue", Message{RID: qa.RID, ID: []byte("moved001"), Time: last.Time, Body: onB[len(onB)-1].Body}, DropNotOpen},
+		{"forged next message", forge(shown+1, KindText, "forged"), DropBadSignature},
+		{"forged far-ahead message", forge(shown+1000, KindText, "ahead"), DropBadSignature},
+		{"forged control message", forge(shown+1, KindQEnd, sidText(qb.SID)), DropBadSignature},
+		{"forged confirmation", Message{RID: qa.RID, ID: []byte("latekey1"), Time: last.Time, Body: lateKey}, DropLateKey},
+	}
+	bob.c.mu.Lock()
+	link := bob.c.relays[a]
+	bob.c.mu.Unlock()
+	for _, in := range injected {
+		bob.mu.Lock()
+		before := len(bob.notices)
+		bob.mu.Unlock()
+		in.m.RID = qa.RID
+		bob.c.onEvent(link, Event{Kind: EventMessage, RID: qa.RID, Message: in.m})
+		bob.mu.Lock()
+		var drops []DropReason
+		for _, n := range bob.notices[before:] {
+			if n.Kind == NoticeDropped {
+				drops = append(drops, n.Drop)
+			}
+		}
+		bob.mu.Unlock()
+		switch {
+		case in.want == DropRedelivered && len(drops) != 0:
+			t.Errorf("%s: notices %v, want none", in.name, drops)
+		case in.want != DropRedelivered && (len(drops) != 1 || drops[0] != in.want):
+			t.Errorf("%s: dropped for %v, want %v", in.name, drops, in.want)
+		}
+		if st := bob.c.Status(); st.Shown != shown || len(bob.texts()) != 10 {
+			t.Fatalf("%s moved the contact: shown %d (was %d), %d texts", in.name, st.Shown, shown, len(bob.texts()))
+		}
+	}
+	// The relay's answers to the ACKs of injected messages are errors; the
+	// conversation goes on regardless.
+	exchange(t, ctx, alice, bob, 10, 10)
+	bob.waitTexts(t, ctx, 20)
+	alice.waitTexts(t, ctx, 20)
+	checkShown(t, bob, "alice", 20)
+	checkShown(t, alice, "bob", 20)
+	if st := bob.c.Status(); !settled(a, b)(st) {
+		t.Fatalf("bob's contact changed: %+v", st)
+	}
 }
