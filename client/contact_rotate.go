@@ -2,15 +2,11 @@ package client
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 
 	"github.com/smprelay/smprelay/codec"
 )
-
-func jsonMarshal(v any) ([]byte, error)   { return json.Marshal(v) }
-func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
 
 // Queue rotation (docs/contacts.md). Moving our queue X on relay A to relay
 // C, asking the peer to do the same (mirror):
