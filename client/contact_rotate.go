@@ -107,6 +107,12 @@ func (s *Contact) create(ctx context.Context, q *ContactRecv) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.busy, q)
+	if err != nil && s.ctx.Err() != nil {
+		// Closing: the entry stays RecvCreating, to be resumed by the next
+		// run (a NEW whose answer was lost leaves a queue on the relay that
+		// no state names; it holds nothing).
+		return fmt.Errorf("client: contact: creating a queue on %s: %w", q.Server.Addr, err)
+	}
 	if err != nil {
 		s.st.removeRecv(q)
 		_ = s.saveLocked()
