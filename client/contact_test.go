@@ -202,6 +202,19 @@ func exchange(t *testing.T, ctx context.Context, alice, bob *party, from, n int)
 	wg.Wait()
 }
 
+// talk has alice and bob each send messages from … from+n−1 (exchange), and
+// checks that each showed the other's 0 … from+n−1 once, in order, with no
+// message missing or dropped.
+func talk(t *testing.T, ctx context.Context, alice, bob *party, from, n int) {
+	t.Helper()
+	exchange(t, ctx, alice, bob, from, n)
+	alice.waitTexts(t, ctx, from+n)
+	bob.waitTexts(t, ctx, from+n)
+	checkShown(t, alice, "bob", from+n)
+	checkShown(t, bob, "alice", from+n)
+	checkQuiet(t, alice, bob)
+}
+
 // sendAll has p send n messages, prefixed with its name.
 func sendAll(t *testing.T, ctx context.Context, p *party, from, n int) {
 	t.Helper()
@@ -410,12 +423,7 @@ func TestContactSwitch(t *testing.T) {
 		t.Fatalf("stopping A: status %d", code)
 	}
 	<-done
-	exchange(t, ctx, alice, bob, n, n)
-	alice.waitTexts(t, ctx, 2*n)
-	bob.waitTexts(t, ctx, 2*n)
-	checkShown(t, alice, "bob", 2*n)
-	checkShown(t, bob, "alice", 2*n)
-	checkQuiet(t, alice, bob)
+	talk(t, ctx, alice, bob, n, n)
 	for _, p := range []*party{alice, bob} {
 		if st := p.c.Status(); !settled(b, c)(st) || st.Outbox != 0 && p.c.Flush(ctx) != nil {
 			t.Fatalf("%s after the switch: %+v", p.name, st)
@@ -449,12 +457,7 @@ func TestContactSwitchFromDeadRelay(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitSettled(t, ctx, []Server{b, c}, alice, bob)
-	exchange(t, ctx, alice, bob, 20, 20)
-	alice.waitTexts(t, ctx, 40)
-	bob.waitTexts(t, ctx, 40)
-	checkShown(t, alice, "bob", 40)
-	checkShown(t, bob, "alice", 40)
-	checkQuiet(t, alice, bob)
+	talk(t, ctx, alice, bob, 20, 20)
 }
 
 // TestContactForgedAndReplayed: a relay (or anyone who learned a queue's
@@ -629,10 +632,5 @@ func TestContactReopen(t *testing.T) {
 	alice.reopen(t, optsOf(alice))
 	bob.reopen(t, optsOf(bob))
 	waitSettled(t, ctx, []Server{b, c}, alice, bob)
-	exchange(t, ctx, alice, bob, 60, 20)
-	alice.waitTexts(t, ctx, 80)
-	bob.waitTexts(t, ctx, 80)
-	checkShown(t, alice, "bob", 80)
-	checkShown(t, bob, "alice", 80)
-	checkQuiet(t, alice, bob)
+	talk(t, ctx, alice, bob, 60, 20)
 }
