@@ -49,12 +49,24 @@ const quietWindow = time.Second
 type cliContact struct {
 	*client.Contact
 	name     string
+	unlock   func()
 	activity chan struct{} // a message or notice came; buffered 1
 
 	mu      sync.Mutex      // guards lastErr, shown, down
 	lastErr error           // the last error a notice carried
 	shown   int             // TEXT messages shown
 	down    map[string]bool // relays (by address) reported down and not back up
+}
+
+// Close stops the Contact, saving its state, and lets another command
+// open it.
+func (cc *cliContact) Close() error {
+	err := cc.Contact.Close()
+	if cc.unlock != nil {
+		cc.unlock()
+		cc.unlock = nil
+	}
+	return err
 }
 
 // isDown reports whether the relay at addr was reported down since it was
@@ -75,7 +87,25 @@ func (e *env) openMulti(name string, show func(client.ContactMessage), creator *
 	if ct.Multi == nil {
 		return nil, fmt.Errorf("%s is not a contact on several relays", name)
 	}
-	cc := &cliContact{name: name, activity: make(chan struct{}, 1), down: map[string]bool{}}
+	// One Contact per contact at a time: each saves its whole state, so two
+	// would undo each other's steps.
+	unlock, ok, err := tryLockFile(e.st.path + "." + name + ".lock")
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("another smp is running for %s (receive --follow or chat?): a contact on several relays "+
+			"is used by one smp at a time; 'smp chat %s' sends and receives at once", name, name)
+	}
+	if ct, err = e.contact(name); err != nil { // as it is now that it is ours
+		unlock()
+		return nil, err
+	}
+	if ct.Multi == nil {
+		unlock()
+		return nil, fmt.Errorf("%s is not a contact on several relays", name)
+	}
+	cc := &cliContact{name: name, unlock: unlock, activity: make(chan struct{}, 1), down: map[string]bool{}}
 	poke := func() {
 		select {
 		case cc.activity <- struct{}{}:
@@ -150,6 +180,7 @@ func (e *env) openMulti(name string, show func(client.ContactMessage), creator *
 	}
 	c, err := client.OpenContact(ct.Multi, opts)
 	if err != nil {
+		unlock()
 		return nil, err
 	}
 	cc.Contact = c
@@ -642,7 +673,13 @@ func talkMulti(e *env, name string) error {
 		return err
 	}
 	defer cc.Close()
-	e.notef("chatting with %s on %d relays: type a line and press Enter; end input (Ctrl-D) to stop", name, len(cc.Status().Recv))
+	n := 0
+	for _, r := range cc.Status().Send {
+		if r.Status == string(client.RouteActive) || r.Status == string(client.RouteJoining) {
+			n++
+		}
+	}
+	e.notef("chatting with %s, sending on %d relays: type a line and press Enter; end input (Ctrl-D) to stop", name, n)
 	lines := bufio.NewScanner(e.stdin)
 	lines.Buffer(make([]byte, 64<<10), 64<<10)
 	type line struct {
