@@ -29,11 +29,11 @@ type Report struct {
 	StorageMessages *StorageMessagesResult `json:"storageMessages,omitempty"`
 	StorageQueues   *StorageQueuesResult   `json:"storageQueues,omitempty"`
 	// Contacts is the contacts scenario (issue 17; make bench-contacts).
-	Contacts *ContactsResult `json:"contacts,omitempty"`
-	Goals           []Goal                 `json:"goals"`
-	Profiles        []string               `json:"serverProfileDirs,omitempty"`
-	Files           []string               `json:"files"`
-	LoadAvgEnd      float64                `json:"loadAverageAtEnd"`
+	Contacts   *ContactsResult `json:"contacts,omitempty"`
+	Goals      []Goal          `json:"goals"`
+	Profiles   []string        `json:"serverProfileDirs,omitempty"`
+	Files      []string        `json:"files"`
+	LoadAvgEnd float64         `json:"loadAverageAtEnd"`
 }
 
 // Goal is one of the issue's goals and where this run stands.
