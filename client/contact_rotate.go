@@ -147,12 +147,19 @@ func (s *Contact) accept(r *relayLink, q *ContactRecv, m Message) {
 	if err == nil {
 		info, err = cp.Accept(s.ctx, c, m)
 	}
+	var acks []ackReq
+	defer func() { s.ack(acks) }()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.busy, q)
+	early, ok := s.early[q]
+	delete(s.early, q)
 	if err != nil {
 		if s.ctx.Err() == nil {
 			s.notice(ContactNotice{Kind: NoticeDropped, Relay: r.srv, Drop: DropNotOpen, Text: "waiting for the confirmation", Err: err})
+		}
+		if ok {
+			acks = s.messageLocked(r, q, early)
 		}
 		return
 	}
@@ -169,6 +176,9 @@ func (s *Contact) accept(r *relayLink, q *ContactRecv, m Message) {
 	}
 	_ = s.saveLocked()
 	s.notice(ContactNotice{Kind: NoticeQueueAdded, Relay: r.srv, Text: "secured with the peer's confirmation"})
+	if ok {
+		acks = s.messageLocked(r, q, early)
+	}
 	s.changedLocked()
 }
 

@@ -50,9 +50,11 @@ type ContactOptions struct {
 	// OnNotice receives everything else worth telling the user; same rules
 	// as OnMessage.
 	OnNotice func(ContactNotice)
-	// MaxBacklog bounds Outbox: past it, a route that lags behind skips the
-	// oldest message if another route stored it; otherwise Send fails with
-	// ErrBacklog. Zero means DefaultMaxBacklog.
+	// MaxBacklog bounds Outbox: past it, a route whose relay is down or
+	// failing skips the oldest message if another route stored it;
+	// otherwise Send fails with ErrBacklog (SendWait waits). Control
+	// messages of rotation, a few per switch, are not refused. Zero means
+	// DefaultMaxBacklog.
 	MaxBacklog int
 	// RetryMin and RetryMax bound the wait between retries of a relay that
 	// is down or answers errors (doubling, no jitter needed: one contact).
@@ -141,10 +143,14 @@ type Contact struct {
 	relays  map[Server]*relayLink
 	heads   map[*ContactRecv]*heldMsg
 	busy    map[*ContactRecv]bool // a network step on it is running
+	// early holds a message delivered while the confirmation before it is
+	// still being accepted (the ACK's answer brings it), to be judged once
+	// the queue is secured.
+	early map[*ContactRecv]Message
 	workers map[*ContactRoute]chan struct{}
 	failing map[*ContactRoute]bool // its last attempt failed: it is being retried
-	changed chan struct{} // closed and replaced on every change
-	recheck *time.Timer   // runs drainLocked when a down relay's HoldDown ends
+	changed chan struct{}          // closed and replaced on every change
+	recheck *time.Timer            // runs drainLocked when a down relay's HoldDown ends
 }
 
 // relayLink is the Conn to one relay, dialed in the background.
@@ -194,7 +200,7 @@ func OpenContact(st *ContactState, opts ContactOptions) (*Contact, error) {
 	}
 	st.NextSeq = max(st.NextSeq, 1)
 	s := &Contact{opts: opts, st: st, relays: map[Server]*relayLink{}, heads: map[*ContactRecv]*heldMsg{},
-		busy: map[*ContactRecv]bool{}, workers: map[*ContactRoute]chan struct{}{}, failing: map[*ContactRoute]bool{}, changed: make(chan struct{})}
+		busy: map[*ContactRecv]bool{}, early: map[*ContactRecv]Message{}, workers: map[*ContactRoute]chan struct{}{}, failing: map[*ContactRoute]bool{}, changed: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -290,7 +296,9 @@ func (s *Contact) enqueueLocked(kind ContactKind, payload []byte) (ContactMsg, e
 	if s.closed {
 		return ContactMsg{}, ErrContactClosed
 	}
-	if !s.trimLocked() {
+	// Control messages answer the peer's, one for one, and must not be
+	// lost to a full outbox: only TEXT waits for room.
+	if !s.trimLocked() && kind == KindText {
 		return ContactMsg{}, fmt.Errorf("%w: %d", ErrBacklog, len(s.st.Outbox))
 	}
 	m, err := newContactMsg(s.st.NextSeq, kind, payload)
@@ -609,10 +617,12 @@ func (s *Contact) messageLocked(r *relayLink, q *ContactRecv, m Message) []ackRe
 	one := []ackReq{{r, q.Queue}}
 	switch q.Status {
 	case RecvInvited:
-		if !s.busy[q] {
-			s.busy[q] = true
-			s.wg.Go(func() { s.accept(r, q, m) })
+		if s.busy[q] {
+			s.early[q] = m
+			return nil
 		}
+		s.busy[q] = true
+		s.wg.Go(func() { s.accept(r, q, m) })
 		return nil
 	case RecvActive, RecvEnding:
 	default:

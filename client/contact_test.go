@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/smprelay/smprelay/client/e2e"
 	"github.com/smprelay/smprelay/codec"
 	"github.com/smprelay/smprelay/internal/smptest"
 )
@@ -179,12 +181,22 @@ func newContactPair(t *testing.T, relays []Server, optsOf func(*party) ContactOp
 			t.Fatal(err)
 		}
 	}
-	for _, p := range []*party{alice, bob} {
+	waitSettled(t, ctx, relays, alice, bob)
+	return alice, bob
+}
+
+// waitSettled waits until each party's queues are in use on exactly the
+// relays given.
+func waitSettled(t *testing.T, ctx context.Context, relays []Server, ps ...*party) {
+	t.Helper()
+	for _, p := range ps {
 		if err := p.c.WaitFor(ctx, settled(relays...)); err != nil {
-			t.Fatalf("%s: %v: %+v; notices %v", p.name, err, p.c.Status(), p.noticeText())
+			for _, q := range ps {
+				t.Logf("%s: %+v; notices %v", q.name, q.c.Status(), q.noticeText())
+			}
+			t.Fatalf("%s: %v", p.name, err)
 		}
 	}
-	return alice, bob
 }
 
 // exchange has alice and bob each send n messages, prefixed with their
@@ -324,5 +336,272 @@ func TestContactThreeRelays(t *testing.T) {
 			}
 		}
 		p.mu.Unlock()
+	}
+}
+
+// oldQueues returns the queues of p's state that are on relay srv.
+func oldQueues(t *testing.T, p *party, srv Server) []*RecipientQueue {
+	t.Helper()
+	st, err := p.c.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*RecipientQueue
+	for _, q := range st.Recv {
+		if q.Server == srv {
+			out = append(out, q.Queue)
+		}
+	}
+	if len(out) != 1 {
+		t.Fatalf("%s has %d queues on %s, want 1", p.name, len(out), srv.Addr)
+	}
+	return out
+}
+
+// checkDeleted fails unless relay srv has none of qs (SUB answers ERR AUTH).
+func checkDeleted(t *testing.T, srv Server, qs []*RecipientQueue) {
+	t.Helper()
+	c := dial(t, srv.Addr, fastOptions(srv.Fingerprint))
+	for _, q := range qs {
+		if _, err := q.Subscribe(guard(t), c); !errors.Is(err, codec.ErrAuth) {
+			t.Fatalf("SUB of an old queue on %s: %v, want ERR AUTH (deleted)", srv.Addr, err)
+		}
+	}
+	c.Close()
+}
+
+// checkQuiet fails on any notice of a missing or dropped message.
+func checkQuiet(t *testing.T, ps ...*party) {
+	t.Helper()
+	for _, p := range ps {
+		p.mu.Lock()
+		for _, nt := range p.notices {
+			if nt.Kind == NoticeMissing || nt.Kind == NoticeDropped {
+				t.Errorf("%s: %v", p.name, nt)
+			}
+		}
+		p.mu.Unlock()
+	}
+}
+
+// TestContactSwitch: a contact on relays A and B moves A's queue to C while
+// both sides are sending; once the switch is done, both sides' queues on A
+// are deleted, A is stopped for good, and the conversation goes on over B
+// and C with nothing lost or shown twice.
+func TestContactSwitch(t *testing.T) {
+	const n = 300
+	var relays []Server
+	var srvs []*smptest.Server
+	for range 3 {
+		s := smptest.StartServer(t, "--key-type", "x25519")
+		srvs = append(srvs, s)
+		relays = append(relays, serverOf(s))
+	}
+	a, b, c := relays[0], relays[1], relays[2]
+	// A short outbox paces the senders, so that the switch happens while
+	// messages flow.
+	alice, bob := newContactPair(t, []Server{a, b}, func(p *party) ContactOptions {
+		o := p.opts(t)
+		o.MaxBacklog = 16
+		return o
+	})
+	ctx := guard(t)
+	onA := append(oldQueues(t, alice, a), oldQueues(t, bob, a)...)
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		exchange(t, ctx, alice, bob, 0, n)
+	}()
+	alice.waitTexts(t, ctx, n/3)
+	if err := alice.c.Switch(ctx, a, c); err != nil {
+		t.Fatal(err)
+	}
+	waitSettled(t, ctx, []Server{b, c}, alice, bob)
+	t.Logf("switched at %d/%d", len(alice.texts()), len(bob.texts()))
+	checkDeleted(t, a, onA)
+	if code := srvs[0].Stop(); code != 0 {
+		t.Fatalf("stopping A: status %d", code)
+	}
+	<-done
+	exchange(t, ctx, alice, bob, n, n)
+	alice.waitTexts(t, ctx, 2*n)
+	bob.waitTexts(t, ctx, 2*n)
+	checkShown(t, alice, "bob", 2*n)
+	checkShown(t, bob, "alice", 2*n)
+	checkQuiet(t, alice, bob)
+	for _, p := range []*party{alice, bob} {
+		if st := p.c.Status(); !settled(b, c)(st) || st.Outbox != 0 && p.c.Flush(ctx) != nil {
+			t.Fatalf("%s after the switch: %+v", p.name, st)
+		}
+	}
+}
+
+// TestContactSwitchFromDeadRelay: relay A is killed first; the switch from A
+// to C still completes over B, and the queues on A are dropped from both
+// states.
+func TestContactSwitchFromDeadRelay(t *testing.T) {
+	var relays []Server
+	var srvs []*smptest.Server
+	for range 3 {
+		s := smptest.StartServer(t, "--key-type", "x25519")
+		srvs = append(srvs, s)
+		relays = append(relays, serverOf(s))
+	}
+	a, b, c := relays[0], relays[1], relays[2]
+	optsOf := func(p *party) ContactOptions {
+		o := p.opts(t)
+		inner := o.ConnOptions
+		o.ConnOptions = func(s Server) Options {
+			opts := inner(s)
+			opts.Timeout = time.Second // how long the DEL of a queue on the dead relay is tried
+			return opts
+		}
+		return o
+	}
+	alice, bob := newContactPair(t, []Server{a, b}, optsOf)
+	ctx := guard(t)
+	exchange(t, ctx, alice, bob, 0, 20)
+	alice.waitTexts(t, ctx, 20)
+	bob.waitTexts(t, ctx, 20)
+	srvs[0].Kill()
+	if err := alice.c.Switch(ctx, a, c); err != nil {
+		t.Fatal(err)
+	}
+	waitSettled(t, ctx, []Server{b, c}, alice, bob)
+	exchange(t, ctx, alice, bob, 20, 20)
+	alice.waitTexts(t, ctx, 40)
+	bob.waitTexts(t, ctx, 40)
+	checkShown(t, alice, "bob", 40)
+	checkShown(t, bob, "alice", 40)
+	checkQuiet(t, alice, bob)
+}
+
+// TestContactForgedAndReplayed: a relay (or anyone who learned a queue's
+// IDs and even its encryption key) delivers forged, replayed and moved
+// messages to a contact. None is shown, the contact's order does not move,
+// and the conversation goes on with nothing lost or shown twice. Outsiders
+// who know a sender ID cannot even get a message stored.
+func TestContactForgedAndReplayed(t *testing.T) {
+	var relays []Server
+	for range 2 {
+		relays = append(relays, serverOf(smptest.StartServer(t, "--key-type", "x25519")))
+	}
+	a, b := relays[0], relays[1]
+	var mu sync.Mutex
+	seen := map[Server][]Message{} // what the relays delivered to bob
+	alice, bob := newContactPair(t, relays, func(p *party) ContactOptions {
+		o := p.opts(t)
+		if p.name == "bob" {
+			inner := o.testDelivered
+			o.testDelivered = func(s Server, m Message) {
+				inner(s, m)
+				mu.Lock()
+				seen[s] = append(seen[s], m)
+				mu.Unlock()
+			}
+		}
+		return o
+	})
+	ctx := guard(t)
+	exchange(t, ctx, alice, bob, 0, 10)
+	bob.waitTexts(t, ctx, 10)
+	alice.waitTexts(t, ctx, 10)
+
+	st, err := bob.c.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var qa, qb *RecipientQueue
+	for _, q := range st.Recv {
+		switch q.Server {
+		case a:
+			qa = q.Queue
+		case b:
+			qb = q.Queue
+		}
+	}
+	shown := bob.c.Status().Shown
+
+	// Outsiders who know the sender ID: the relay refuses.
+	out := dial(t, a.Addr, fastOptions(a.Fingerprint))
+	stranger, _ := GenerateSigningKey()
+	for _, sk := range []*codec.Signer{nil, stranger.Signer()} {
+		if err := out.Send(ctx, qa.SID, sk, []byte("hello")); !errors.Is(err, codec.ErrAuth) {
+			t.Fatalf("a stranger's SEND to a secured queue: %v, want ERR AUTH", err)
+		}
+	}
+
+	// What a hostile relay can deliver.
+	mu.Lock()
+	onA, onB := seen[a], seen[b]
+	mu.Unlock()
+	last := onA[len(onA)-1]
+	forge := func(seq uint64, kind ContactKind, text string) Message {
+		m := ContactMsg{Seq: seq, ID: make([]byte, contactMsgIDSize), Kind: kind, Payload: []byte(text)}
+		body := m.body()
+		h, err := e2e.Sign(stranger.Signer(), qa.SID, seq, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sealed, err := e2e.Seal(qa.EncryptionKey.Public(), out.MaxBody(), h.Bytes(), body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return Message{RID: qa.RID, ID: []byte("forged01"), Time: last.Time, Body: sealed}
+	}
+	lateKey, err := e2e.Seal(qa.EncryptionKey.Public(), out.MaxBody(), e2e.ConfirmationHeader(stranger.PublicSPKI()), ContactMsg{Seq: shown + 1, ID: make([]byte, 8), Kind: KindText}.body())
+	if err != nil {
+		t.Fatal(err)
+	}
+	injected := []struct {
+		name string
+		m    Message
+		want DropReason
+	}{
+		{"replay with a new ID", Message{RID: qa.RID, ID: []byte("replay01"), Time: last.Time, Body: onA[len(onA)-2].Body}, DropReplay},
+		{"the last message again", last, DropRedelivered},
+		{"moved from another queue", Message{RID: qa.RID, ID: []byte("moved001"), Time: last.Time, Body: onB[len(onB)-1].Body}, DropNotOpen},
+		{"forged next message", forge(shown+1, KindText, "forged"), DropBadSignature},
+		{"forged far-ahead message", forge(shown+1000, KindText, "ahead"), DropBadSignature},
+		{"forged control message", forge(shown+1, KindQEnd, sidText(qb.SID)), DropBadSignature},
+		{"forged confirmation", Message{RID: qa.RID, ID: []byte("latekey1"), Time: last.Time, Body: lateKey}, DropLateKey},
+	}
+	bob.c.mu.Lock()
+	link := bob.c.relays[a]
+	bob.c.mu.Unlock()
+	for _, in := range injected {
+		bob.mu.Lock()
+		before := len(bob.notices)
+		bob.mu.Unlock()
+		in.m.RID = qa.RID
+		bob.c.onEvent(link, Event{Kind: EventMessage, RID: qa.RID, Message: in.m})
+		bob.mu.Lock()
+		var drops []DropReason
+		for _, n := range bob.notices[before:] {
+			if n.Kind == NoticeDropped {
+				drops = append(drops, n.Drop)
+			}
+		}
+		bob.mu.Unlock()
+		switch {
+		case in.want == DropRedelivered && len(drops) != 0:
+			t.Errorf("%s: notices %v, want none", in.name, drops)
+		case in.want != DropRedelivered && (len(drops) != 1 || drops[0] != in.want):
+			t.Errorf("%s: dropped for %v, want %v", in.name, drops, in.want)
+		}
+		if st := bob.c.Status(); st.Shown != shown || len(bob.texts()) != 10 {
+			t.Fatalf("%s moved the contact: shown %d (was %d), %d texts", in.name, st.Shown, shown, len(bob.texts()))
+		}
+	}
+	// The relay's answers to the ACKs of injected messages are errors; the
+	// conversation goes on regardless.
+	exchange(t, ctx, alice, bob, 10, 10)
+	bob.waitTexts(t, ctx, 20)
+	alice.waitTexts(t, ctx, 20)
+	checkShown(t, bob, "alice", 20)
+	checkShown(t, alice, "bob", 20)
+	if st := bob.c.Status(); !settled(a, b)(st) {
+		t.Fatalf("bob's contact changed: %+v", st)
 	}
 }
