@@ -77,7 +77,7 @@ func chat(e *env, name string, co *createOpts, join string) error {
 		}
 	}
 	if ct.Multi != nil {
-		if len(ct.Multi.Send) == 0 {
+		if len(ct.Multi.Send) == 0 && ct.PendingReply == "" {
 			return fmt.Errorf("%s's confirmation offered no queue for your answers: this is a one-way contact (use 'smp receive')", name)
 		}
 		return talkMulti(e, name)

@@ -80,6 +80,9 @@ func (cc *cliContact) isDown(addr string) bool {
 // openMulti runs name's Contact. show, when set, prints a TEXT message;
 // creator signs NEW on every relay.
 func (e *env) openMulti(name string, show func(client.ContactMessage), creator *client.SigningKey) (*cliContact, error) {
+	if err := e.finishReply(name); err != nil {
+		return nil, err
+	}
 	ct, err := e.contact(name)
 	if err != nil {
 		return nil, err
@@ -197,12 +200,14 @@ func (e *env) contactNotice(name string, n client.ContactNotice) {
 	}
 	switch n.Kind {
 	case client.NoticeDropped:
-		why := n.Text
-		switch n.Drop {
-		case client.DropNone:
+		var why string
+		switch {
+		case n.Drop == client.DropNone:
 			why = "not a message of a contact on several relays"
-		case client.DropReplay:
+		case n.Drop == client.DropReplay:
 			why = "a replay, or out of order"
+		case n.Text != "":
+			why = n.Text
 		default:
 			why = strings.TrimPrefix(dropNotice(name, &client.RecipientQueue{}, client.Received{Drop: n.Drop}), "dropped a message ")
 		}
@@ -323,14 +328,8 @@ func acceptMulti(e *env, name string, ct *Contact, wait bool) error {
 		}
 		return nil
 	}
-	sq, err := client.NewSenderQueue(&rinv)
-	if err != nil {
-		return err
-	}
-	err = e.once(sq.Server, func(ctx context.Context, c *client.Conn) error { return sq.Confirm(ctx, c, []byte(multiMarker)) })
-	if err != nil {
-		return fmt.Errorf("confirming %s's reply queue: %w", name, err)
-	}
+	// The secured queue is recorded before the reply queue is confirmed, so
+	// that a relay that fails now costs a retry, not the confirmation.
 	if err := e.st.update(func(s *State) error {
 		cur, err := s.contact(name)
 		if err != nil {
@@ -344,12 +343,49 @@ func acceptMulti(e *env, name string, ct *Contact, wait bool) error {
 				r.Queue, r.Status = q, client.RecvActive
 			}
 		}
-		cur.Multi.Send = append(cur.Multi.Send, &client.ContactRoute{Queue: sq, Status: client.RouteJoining, From: 1, Next: 1})
+		cur.PendingReply = rinv.URI()
 		return nil
 	}); err != nil {
 		return err
 	}
-	e.notef("secured the queue %s sends to, and confirmed the queue they offered for your answers on relay %s", name, sq.Server.Addr)
+	e.notef("secured the queue %s sends to: only the key in their confirmation can send to it now", name)
+	return e.finishReply(name)
+}
+
+// finishReply confirms the reply queue a joiner offered, with multiMarker,
+// and makes it the contact's first route; nothing when none is pending.
+func (e *env) finishReply(name string) error {
+	ct, err := e.contact(name)
+	if err != nil || ct.PendingReply == "" {
+		return err
+	}
+	rinv, err := codec.ParseInvitationURI(ct.PendingReply)
+	if err != nil {
+		return err
+	}
+	sq, err := client.NewSenderQueue(&rinv)
+	if err != nil {
+		return err
+	}
+	err = e.once(sq.Server, func(ctx context.Context, c *client.Conn) error { return sq.Confirm(ctx, c, []byte(multiMarker)) })
+	if err != nil {
+		return fmt.Errorf("confirming the queue %s offered for your answers (the next smp command for %s tries again): %w", name, name, err)
+	}
+	if err := e.st.update(func(s *State) error {
+		cur, err := s.contact(name)
+		if err != nil {
+			return err
+		}
+		if cur.Multi == nil || cur.PendingReply == "" {
+			return fmt.Errorf("contact %q changed meanwhile", name)
+		}
+		cur.Multi.Send = append(cur.Multi.Send, &client.ContactRoute{Queue: sq, Status: client.RouteJoining, From: 1, Next: 1})
+		cur.PendingReply = ""
+		return nil
+	}); err != nil {
+		return err
+	}
+	e.notef("confirmed the queue %s offered for your answers on relay %s", name, sq.Server.Addr)
 	return nil
 }
 
@@ -476,7 +512,7 @@ func invitedMulti(st *client.ContactState) bool {
 // waits, within --timeout, until one of them has stored it; relays that
 // have not get it from the next smp command that opens the contact.
 func sendMulti(e *env, name string, ct *Contact, msg []byte, retry bool) error {
-	if invitedMulti(ct.Multi) || len(ct.Multi.Send) == 0 {
+	if invitedMulti(ct.Multi) || (len(ct.Multi.Send) == 0 && ct.PendingReply == "") {
 		return fmt.Errorf("%s has not joined yet: run 'smp accept %s' once they have", name, name)
 	}
 	if retry && len(ct.Multi.Outbox) == 0 {
@@ -728,13 +764,20 @@ func talkMulti(e *env, name string) error {
 func switchFlags(fs *flag.FlagSet) func(*env, []string) error {
 	from := fs.String("from", "", "the contact's relay to leave, `HOST:PORT` (as 'smp list' shows it)")
 	to := fs.String("to", "", "the relay to move to: smp://FINGERPRINT@HOST:PORT, or HOST:PORT of one in $SMP_RELAYS")
-	return func(e *env, args []string) error { return runSwitch(e, args[0], *from, *to) }
+	creatorKey := creatorKeyFlag(fs)
+	return func(e *env, args []string) error {
+		creator, _, err := creatorKey()
+		if err != nil {
+			return err
+		}
+		return runSwitch(e, args[0], *from, *to, creator)
+	}
 }
 
 // runSwitch moves the contact's queue on one relay to another: a new queue
 // there, offered to the peer, who moves its own the same way; the old ones
 // are deleted once both sides have switched (docs/contacts.md, Rotation).
-func runSwitch(e *env, name, fromArg, toArg string) error {
+func runSwitch(e *env, name, fromArg, toArg string, creator *client.SigningKey) error {
 	if fromArg == "" || toArg == "" {
 		return errors.New("give both --from HOST:PORT and --to RELAY")
 	}
@@ -763,7 +806,7 @@ func runSwitch(e *env, name, fromArg, toArg string) error {
 	if err != nil {
 		return fmt.Errorf("--to: %w", err)
 	}
-	cc, err := e.openMulti(name, nil, nil)
+	cc, err := e.openMulti(name, nil, creator)
 	if err != nil {
 		return err
 	}

@@ -181,7 +181,7 @@ func TestMultiRelay(t *testing.T) {
 
 	inv := strings.TrimSpace(r.must(t, ctx, "--state", "alice.json", "create", "--relays", "2", "--kem", "x25519", "bob"))
 	r.must(t, ctx, "--state", "bob.json", "connect", "--reply", "alice", inv)
-	if errOut := stderr("--state", "alice.json", "accept", "bob"); !strings.Contains(errOut, "confirmed the queue they offered") {
+	if errOut := stderr("--state", "alice.json", "accept", "bob"); !strings.Contains(errOut, "confirmed the queue bob offered") {
 		t.Fatalf("alice's accept: %q", errOut)
 	}
 	if errOut := stderr("--state", "bob.json", "accept", "alice"); !strings.Contains(errOut, "on several relays") {

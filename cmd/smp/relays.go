@@ -102,7 +102,7 @@ func pickRelays(v string, conf []client.Server) ([]client.Server, error) {
 	switch {
 	case v == "" || v == "all":
 		if v == "all" && len(conf) == 0 {
-			return nil, errors.New("--relays all: no relays configured: set SMP_RELAYS to smp://FINGERPRINT@HOST:PORT, ...")
+			return nil, errors.New("--relays all: no relays configured: set SMP_RELAYS (smp://FINGERPRINT@HOST:PORT, separated by commas)")
 		}
 		return conf, nil
 	}

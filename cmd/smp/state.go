@@ -49,6 +49,11 @@ type Contact struct {
 	// 'smp create' and 'smp chat' make one when a relay list is configured
 	// (see relays.go). Nil for a seed contact, the only kind in version 1.
 	Multi *client.ContactState `json:"contact,omitempty"`
+	// PendingReply is the URI of the reply queue a joiner offered, while the
+	// creator's confirmation of it (with multiMarker) is still to be sent:
+	// set once the queue of the invitation is secured, so that a relay down
+	// then loses no step (finishReply).
+	PendingReply string `json:"pendingReply,omitempty"`
 }
 
 // Values of Contact.SendStatus.
