@@ -613,65 +613,26 @@ func accept(e *env, name string, wait, chat bool) error {
 	case q.Secured:
 		return fmt.Errorf("the queue %s sends to is already secured", name)
 	}
-	c, got, err := e.subscribe(q, wait)
+	body, aerr, err := e.confirmation(q, wait)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
-	if !got && !wait {
-		return errNoConfirmation
+	send := ct.Send
+	if err := e.setContact(name, q, send); err != nil {
+		return err
 	}
-	onLink := e.linkNotice(q.Server.Addr)
-	if !wait {
-		onLink = stopOnLoss
+	e.notef("secured the queue %s sends to: only the key in their confirmation can send to it now", name)
+	if aerr != nil {
+		return aerr
 	}
-	for {
-		m, err := e.nextMessage(c, q, wait, onLink)
-		if err != nil {
+	if string(body) == multiMarker && send != nil {
+		if err := e.joinedMulti(name, q); err != nil {
 			return err
 		}
-		ctx, cancel := e.step()
-		env, err := q.Open(m)
-		sk, ok := env.SenderKey()
-		if err != nil || !ok {
-			if err != nil {
-				e.notef("dropped a message that does not open with the queue's key (a forged or damaged confirmation)")
-			} else {
-				e.notef("dropped a message that is not a confirmation")
-			}
-			more, aerr := q.Ack(ctx, c)
-			cancel()
-			if aerr != nil {
-				return aerr
-			}
-			if !more && !wait {
-				return errNoConfirmation
-			}
-			continue
-		}
-		if err := q.Secure(ctx, c, sk); err != nil {
-			cancel()
-			return err
-		}
-		_, aerr := q.Ack(ctx, c)
-		cancel()
-		send := ct.Send
-		if err := e.setContact(name, q, send); err != nil {
-			return err
-		}
-		e.notef("secured the queue %s sends to: only the key in their confirmation can send to it now", name)
-		if aerr != nil {
-			return aerr
-		}
-		if string(env.Body) == multiMarker && send != nil {
-			if err := e.joinedMulti(name, q); err != nil {
-				return err
-			}
-			e.notef("%s's contact is on several relays: your messages go on each of them", name)
-			return nil
-		}
-		return acceptInfo(e, name, env.Body, send == nil, chat)
+		e.notef("%s's contact is on several relays: your messages go on each of them", name)
+		return nil
 	}
+	return acceptInfo(e, name, body, send == nil, chat)
 }
 
 // acceptInfo handles a confirmation's content. smp accept shows it as text

@@ -311,10 +311,17 @@ func acceptMulti(e *env, name string, ct *Contact, wait bool) error {
 		return fmt.Errorf("the queue %s sends to is already secured", name)
 	}
 	q := entry.Queue
-	body, err := e.confirmation(q, wait)
+	body, aerr, err := e.confirmation(q, wait)
 	if err != nil {
 		return err
 	}
+	// An ACK that failed brings the confirmation again, which the contact
+	// drops as a repeated one: record the secured queue first all the same.
+	defer func() {
+		if aerr != nil {
+			e.notef("acknowledging the confirmation failed (%s): the relay will deliver it again, and it will be dropped", describe(aerr, e.timeout))
+		}
+	}()
 	rinv, uerr := codec.ParseInvitationURI(string(body))
 	if uerr != nil {
 		// A joiner without a reply queue speaks the seed's format.
@@ -389,17 +396,18 @@ func (e *env) finishReply(name string) error {
 	return nil
 }
 
-// confirmation waits for the first confirmation that opens on q, secures q
-// with its key and returns its content; messages that do not open are
-// acknowledged and dropped with a notice. q is updated.
-func (e *env) confirmation(q *client.RecipientQueue, wait bool) ([]byte, error) {
+// confirmation waits for the first confirmation that opens on q and
+// secures q with its key (seed steps 4–5); messages that do not open are
+// acknowledged and dropped with a notice. With err nil, q is secured and
+// body is the confirmation's content; ackErr is the failure of its ACK.
+func (e *env) confirmation(q *client.RecipientQueue, wait bool) (body []byte, ackErr, err error) {
 	c, got, err := e.subscribe(q, wait)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer c.Close()
 	if !got && !wait {
-		return nil, errNoConfirmation
+		return nil, nil, errNoConfirmation
 	}
 	onLink := e.linkNotice(q.Server.Addr)
 	if !wait {
@@ -408,7 +416,7 @@ func (e *env) confirmation(q *client.RecipientQueue, wait bool) ([]byte, error) 
 	for {
 		m, err := e.nextMessage(c, q, wait, onLink)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		ctx, cancel := e.step()
 		env, err := q.Open(m)
@@ -422,19 +430,20 @@ func (e *env) confirmation(q *client.RecipientQueue, wait bool) ([]byte, error) 
 			more, aerr := q.Ack(ctx, c)
 			cancel()
 			if aerr != nil {
-				return nil, aerr
+				return nil, nil, aerr
 			}
 			if !more && !wait {
-				return nil, errNoConfirmation
+				return nil, nil, errNoConfirmation
 			}
 			continue
 		}
-		err = q.Secure(ctx, c, sk)
-		if err == nil {
-			_, err = q.Ack(ctx, c)
+		if err := q.Secure(ctx, c, sk); err != nil {
+			cancel()
+			return nil, nil, err
 		}
+		_, aerr := q.Ack(ctx, c)
 		cancel()
-		return env.Body, err
+		return env.Body, aerr, nil
 	}
 }
 
