@@ -137,16 +137,16 @@ type Contact struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu      sync.Mutex
-	st      *ContactState
-	closed  bool
-	relays  map[Server]*relayLink
-	heads   map[*ContactRecv]*heldMsg
-	busy    map[*ContactRecv]bool // a network step on it is running
+	mu     sync.Mutex
+	st     *ContactState
+	closed bool
+	relays map[Server]*relayLink
+	heads  map[*ContactRecv]*heldMsg
+	busy   map[*ContactRecv]bool // a network step on it is running
 	// early holds a message delivered while the confirmation before it is
 	// still being accepted (the ACK's answer brings it), to be judged once
 	// the queue is secured.
-	early map[*ContactRecv]Message
+	early   map[*ContactRecv]Message
 	workers map[*ContactRoute]chan struct{}
 	failing map[*ContactRoute]bool // its last attempt failed: it is being retried
 	changed chan struct{}          // closed and replaced on every change
@@ -818,6 +818,16 @@ func (s *Contact) runRoute(rt *ContactRoute, r *relayLink, k chan struct{}) {
 				return
 			}
 			continue
+		}
+		select {
+		case <-r.ready:
+		default:
+			// Never reached yet: the route counts as failing meanwhile,
+			// so that a full outbox does not wait for it.
+			s.mu.Lock()
+			s.failing[rt] = true
+			s.trimLocked()
+			s.mu.Unlock()
 		}
 		c, err := s.get(s.ctx, r)
 		if err != nil {

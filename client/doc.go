@@ -29,6 +29,20 @@
 //     DropReason for everything else, which the caller acknowledges and
 //     reports.
 //
+// # Contacts
+//
+// A Contact (CreateContact, JoinContact, OpenContact) is a duplex
+// conversation over queues on several relays in each direction, the
+// client-side redundancy of the seed: every message goes on every queue the
+// contact sends to, numbered by a contact-wide seq carried at the start of
+// clientBody (under e2eSig), and the receiver shows each number once, in
+// order, acting only on messages that passed Receive. A relay that is down
+// or answers errors is retried in the background; AddRelay and Switch add
+// or move queues with control messages inside the conversation, with no new
+// invitation. ContactState is the JSON-serialisable state; the Contact owns
+// it while it runs. docs/contacts.md has the envelope's ABNF, the rotation
+// steps, and what a relay can and cannot do.
+//
 // # Concurrency
 //
 // A Conn is safe for use by many goroutines. Each command gets a fresh
