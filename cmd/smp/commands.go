@@ -39,7 +39,15 @@ the queue unless --creator-key FILE (or SMP_CREATOR_KEY) names the private
 key its operator gave you: PEM, PKCS#8 ("BEGIN PRIVATE KEY"), as 'openssl
 genpkey -algorithm ed25519' writes it. It signs only the NEW sent to the
 relay of --server; other relays never see it. Leave it unset for other
-relays: they refuse a NEW signed by it.`},
+relays: they refuse a NEW signed by it.
+
+With a relay list (SMP_RELAYS, or --relays), create makes a contact on
+several relays: the invitation names a queue on the first, and a queue on
+each of the others is offered to NAME, inside the contact, once they have
+joined ('smp chat --join' or 'smp connect --reply'); they put theirs on the
+same relays. --relays all (the default) takes every relay of SMP_RELAYS,
+--relays N the first N, --relays R1,R2,... these (see 'smp help'). Then
+--creator-key signs the NEW on each of them, and --server is not used.`},
 		{name: "connect", args: "[flags] NAME INVITATION", minArgs: 2, maxArgs: 2, argsNames: "a contact name and an invitation",
 			short: "connect to an invitation and send the confirmation", flags: connectFlags, long: `
 Connect connects to the queue an invitation names (seed step 3): a new sender
@@ -144,7 +152,12 @@ then talk. Later runs of 'smp chat NAME' just talk.
 
 Messages are signed, numbered and checked as with send and receive: a
 notice on standard error says when one is dropped and why, and which are
-missing. A message an earlier send could not confirm is sent again first.`},
+missing. A message an earlier send could not confirm is sent again first.
+
+With a relay list (SMP_RELAYS, or --relays, as for create), the chat is a
+contact on several relays: each line goes on every relay, each message is
+shown once, in order, and the chat carries on while any relay is up. The
+joining side needs no relay list: it follows the creator.`},
 	}
 }
 
