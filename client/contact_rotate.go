@@ -2,15 +2,11 @@ package client
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 
 	"github.com/smprelay/smprelay/codec"
 )
-
-func jsonMarshal(v any) ([]byte, error)   { return json.Marshal(v) }
-func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
 
 // Queue rotation (docs/contacts.md). Moving our queue X on relay A to relay
 // C, asking the peer to do the same (mirror):
@@ -111,6 +107,12 @@ func (s *Contact) create(ctx context.Context, q *ContactRecv) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.busy, q)
+	if err != nil && s.ctx.Err() != nil {
+		// Closing: the entry stays RecvCreating, to be resumed by the next
+		// run (a NEW whose answer was lost leaves a queue on the relay that
+		// no state names; it holds nothing).
+		return fmt.Errorf("client: contact: creating a queue on %s: %w", q.Server.Addr, err)
+	}
 	if err != nil {
 		s.st.removeRecv(q)
 		_ = s.saveLocked()

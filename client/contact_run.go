@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -113,8 +114,38 @@ type ContactNotice struct {
 	Err      error
 }
 
+// String names the kind, for logs.
+func (k NoticeKind) String() string {
+	switch k {
+	case NoticeDropped:
+		return "dropped"
+	case NoticeMissing:
+		return "missing"
+	case NoticeRelayDown:
+		return "relay-down"
+	case NoticeRelayUp:
+		return "relay-up"
+	case NoticeQueueAdded:
+		return "queue-added"
+	case NoticeQueueRemoved:
+		return "queue-removed"
+	case NoticeBehind:
+		return "behind"
+	case NoticeError:
+		return "error"
+	}
+	return fmt.Sprintf("NoticeKind(%d)", uint8(k))
+}
+
+// String renders the notice for logs; it holds no message text.
 func (n ContactNotice) String() string {
-	s := fmt.Sprintf("notice %d %s %s", n.Kind, n.Relay.Addr, n.Text)
+	s := n.Kind.String() + " " + n.Relay.Addr
+	if n.Text != "" {
+		s += " " + n.Text
+	}
+	if n.Kind == NoticeDropped {
+		s += " (" + n.Drop.String() + ")"
+	}
 	if n.Kind == NoticeMissing {
 		s += fmt.Sprintf(" missing %d…%d", n.From, n.To)
 	}
@@ -133,9 +164,14 @@ func (n ContactNotice) String() string {
 // the network. Save, OnMessage and OnNotice run with mu held.
 type Contact struct {
 	opts   ContactOptions
-	ctx    context.Context
+	ctx    context.Context // cancelled by Close: stops waits, dials and retries
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	// opCtx carries the SENDs and ACKs in flight; Close cancels it only
+	// closeGrace after ctx, so that what is in flight usually ends with an
+	// answer that is recorded, and a clean exit sends nothing twice.
+	opCtx    context.Context
+	opCancel context.CancelFunc
+	wg       sync.WaitGroup
 
 	mu     sync.Mutex
 	st     *ContactState
@@ -202,6 +238,7 @@ func OpenContact(st *ContactState, opts ContactOptions) (*Contact, error) {
 	s := &Contact{opts: opts, st: st, relays: map[Server]*relayLink{}, heads: map[*ContactRecv]*heldMsg{},
 		busy: map[*ContactRecv]bool{}, early: map[*ContactRecv]Message{}, workers: map[*ContactRoute]chan struct{}{}, failing: map[*ContactRoute]bool{}, changed: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.opCtx, s.opCancel = context.WithCancel(context.Background())
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, r := range st.Recv {
@@ -226,7 +263,10 @@ func (s *Contact) Close() error {
 	s.closed = true
 	s.cancel()
 	s.mu.Unlock()
+	grace := time.AfterFunc(closeGrace, s.opCancel)
 	s.wg.Wait()
+	grace.Stop()
+	s.opCancel()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, r := range s.relays {
@@ -240,6 +280,9 @@ func (s *Contact) Close() error {
 	s.changedLocked()
 	return s.saveLocked()
 }
+
+// closeGrace is how long Close lets SENDs and ACKs in flight finish.
+const closeGrace = 2 * time.Second
 
 // Send queues text as our next message, saves the state, and returns its
 // cseq; it goes to every route in the background. Flush waits for it.
@@ -370,6 +413,44 @@ type QueueStatus struct {
 	Next   uint64 // for a route: the first cseq not yet stored on it
 }
 
+// Settled reports that no step of setting up or rotation is pending: every
+// queue in each direction is active (RecvActive, RouteActive), and there is
+// at least one each way.
+func (s ContactStatus) Settled() bool {
+	if len(s.Recv) == 0 || len(s.Send) == 0 {
+		return false
+	}
+	for _, q := range s.Recv {
+		if q.Status != string(RecvActive) {
+			return false
+		}
+	}
+	for _, q := range s.Send {
+		if q.Status != string(RouteActive) {
+			return false
+		}
+	}
+	return true
+}
+
+// On reports whether the contact is settled on exactly the relays given,
+// in each direction: the end of a switch or of adding relays.
+func (s ContactStatus) On(relays ...Server) bool {
+	if !s.Settled() || len(s.Recv) != len(relays) || len(s.Send) != len(relays) {
+		return false
+	}
+	for _, q := range append(s.Recv, s.Send...) {
+		found := false
+		for _, r := range relays {
+			found = found || r == q.Relay
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
 // Status returns a snapshot of the contact.
 func (s *Contact) Status() ContactStatus {
 	s.mu.Lock()
@@ -396,13 +477,13 @@ func (s *Contact) upLocked(srv Server) bool {
 // Snapshot returns a deep copy of the state, through its JSON form.
 func (s *Contact) Snapshot() (*ContactState, error) {
 	s.mu.Lock()
-	b, err := jsonMarshal(s.st)
+	b, err := json.Marshal(s.st)
 	s.mu.Unlock()
 	if err != nil {
 		return nil, err
 	}
 	var st ContactState
-	if err := jsonUnmarshal(b, &st); err != nil {
+	if err := json.Unmarshal(b, &st); err != nil {
 		return nil, err
 	}
 	return &st, nil
@@ -594,9 +675,9 @@ func (s *Contact) ack(acks []ackReq) {
 	}
 	for _, a := range acks {
 		s.wg.Go(func() {
-			c, err := s.get(s.ctx, a.relay)
+			c, err := s.get(s.opCtx, a.relay)
 			if err == nil {
-				_, err = a.q.Ack(s.ctx, c)
+				_, err = a.q.Ack(s.opCtx, c)
 			}
 			if err != nil && s.ctx.Err() == nil && !errors.Is(err, ErrConnLost) {
 				s.mu.Lock()
@@ -644,7 +725,7 @@ func (s *Contact) messageLocked(r *relayLink, q *ContactRecv, m Message) []ackRe
 		// Signed by the peer but not a contact message: skip it on this
 		// queue only.
 		q.Queue.LastSeq, q.Queue.LastMsgID = cp.LastSeq, cp.LastMsgID
-		s.notice(ContactNotice{Kind: NoticeDropped, Relay: r.srv, Drop: DropNone, Err: err})
+		s.notice(ContactNotice{Kind: NoticeDropped, Relay: r.srv, Drop: DropNone, Text: "signed by the peer but not a contact message", Err: err})
 		if s.saveLocked() != nil {
 			return nil
 		}
@@ -785,8 +866,10 @@ func (s *Contact) nextForLocked(rt *ContactRoute) (ContactMsg, bool) {
 	}
 	first := s.st.Outbox[0].Seq
 	if from < first {
-		// Trimmed while it lagged: skip to what is left.
+		// Trimmed while it failed: skip to what is left.
 		rt.Skipped += first - from
+		s.notice(ContactNotice{Kind: NoticeBehind, Relay: rt.Queue.Server,
+			Text: fmt.Sprintf("messages %d…%d skipped: the relay was failing while the outbox was full", from, first-1)})
 		rt.Next, from = first, first
 	}
 	i := from - first
@@ -835,14 +918,14 @@ func (s *Contact) runRoute(rt *ContactRoute, r *relayLink, k chan struct{}) {
 		}
 		if confirm {
 			cp := *sq
-			if err = cp.Confirm(s.ctx, c, nil); err == nil {
+			if err = cp.Confirm(s.opCtx, c, nil); err == nil {
 				s.mu.Lock()
 				sq.Confirmed = true
 				_ = s.saveLocked()
 				s.mu.Unlock()
 			}
 		} else {
-			err = sendOn(s.ctx, c, sq, m)
+			err = sendOn(s.opCtx, c, sq, m)
 		}
 		s.mu.Lock()
 		retry := s.sentLocked(rt, m, confirm, err)
@@ -936,13 +1019,6 @@ func (s *Contact) trimLocked() bool {
 		full := len(s.st.Outbox) >= s.opts.MaxBacklog
 		if !stored || (!all && (!full || live)) {
 			break
-		}
-		if !all {
-			for _, rt := range s.st.Send {
-				if rt.carries() && max(rt.Next, rt.From) <= oldest {
-					s.notice(ContactNotice{Kind: NoticeBehind, Relay: rt.Queue.Server, Text: fmt.Sprintf("message %d skipped: the relay is too far behind", oldest)})
-				}
-			}
 		}
 		s.st.Outbox = s.st.Outbox[1:]
 	}
