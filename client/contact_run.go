@@ -32,8 +32,11 @@ const (
 // ContactOptions configure a running Contact.
 type ContactOptions struct {
 	// ConnOptions returns the options of the Conn to a relay (Fingerprint
-	// is set from the Server); nil means the defaults. Set CreatorKey there
-	// for a relay that needs one.
+	// is set from the Server, OnEvent by the Contact, and the backoff from
+	// RetryMin/RetryMax unless MaxBackoff is set); nil means the defaults.
+	// Set CreatorKey there for a relay that needs one, and Proxy for Tor.
+	// Options.Timeout also bounds how long the DEL of a queue on an
+	// unreachable relay is tried before the queue is dropped.
 	ConnOptions func(Server) Options
 	// KEM is the kind of encryption key of queues the Contact creates;
 	// zero means x25519.
@@ -591,10 +594,22 @@ func (s *Contact) dial(r *relayLink) {
 	}
 	s.mu.Unlock()
 	for _, q := range subs {
-		if _, err := q.Queue.Subscribe(s.ctx, c); err != nil {
+		// Until a SUB succeeds the Conn does not renew it after a
+		// reconnection: retry one that failed for any reason but ERR AUTH.
+		for wait := s.opts.RetryMin; ; wait = min(2*wait, s.opts.RetryMax) {
+			_, err := q.Queue.Subscribe(s.ctx, c)
+			if err == nil {
+				break
+			}
 			s.mu.Lock()
 			s.subscriptionLostLocked(r, q.Queue.RID, err)
 			s.mu.Unlock()
+			if errors.Is(err, codec.ErrAuth) {
+				break
+			}
+			if !s.pause(wait) {
+				return
+			}
 		}
 	}
 	s.mu.Lock()
