@@ -16,6 +16,9 @@
 #                    e.g. BENCHFLAGS='--hostile-duration 4s --server-args "--fsync never"'
 #   make bench-wal   write-ahead log figures: compression, append rate per fsync mode,
 #                    the relay end to end per fsync mode, restart of 1M queues + 1M messages
+#   make bench-contacts  one contact (client.Contact) on 1, 2 and 3 relays, each its own smp-server
+#                    (issue 17; about 40 s on 2 cores): msg/s shown to the receiver, send -> shown
+#                    p50/p99, relay and client CPU per message; BENCHFLAGS='--contact-relays 1,2,3,4' adds points
 #   make bench-storage  issue 14's memory and restart bounds (a few minutes on 2 cores): RSS against
 #                    160,000 stored 7,168-byte messages in 256 queues and against 100,000 empty queues
 #                    (bytes per message and per queue, SVG charts), restart time against an empty
@@ -42,7 +45,7 @@ RACE := $(shell [ "$$($(GO) env CGO_ENABLED)" = 1 ] && command -v "$$($(GO) env 
 # Cycles of make crash-test (at least 20 for the figure docs/performance.md quotes).
 CRASH_CYCLES ?= 25
 
-.PHONY: all build install run test vet clean fuzz crash-test bench bench-quick bench-hostile bench-wal bench-storage
+.PHONY: all build install run test vet clean fuzz crash-test bench bench-quick bench-hostile bench-wal bench-storage bench-contacts
 
 all: build
 
@@ -86,6 +89,9 @@ bench-hostile:
 
 bench-storage:
 	$(GO) run ./bench --scenarios storage-messages,storage-queues $(BENCHFLAGS)
+
+bench-contacts:
+	$(GO) run ./bench --scenarios contacts $(BENCHFLAGS)
 
 bench-wal:
 	$(GO) test ./wal -run XXX -bench 'Compression|Append' -benchtime 2000x

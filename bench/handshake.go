@@ -87,7 +87,9 @@ func runHandshakes(ctx context.Context, srv *server, kem string, dialers int, d 
 	hp.OtherCores = max(0, other.Seconds()/hp.Seconds)
 	if count > 0 {
 		hp.ServerCPUPer = (u1.CPU - u0.CPU).Seconds() / float64(count) * 1e6
-		hp.ServerBound = float64(runtime.NumCPU()) * 1e6 / hp.ServerCPUPer
+		if hp.ServerCPUPer > 0 { // /proc counts 10 ms ticks: a few handshakes may read 0
+			hp.ServerBound = float64(runtime.NumCPU()) * 1e6 / hp.ServerCPUPer
+		}
 	}
 	return hp, nil
 }

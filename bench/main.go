@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/pkg/profile"
+	"github.com/smprelay/smprelay/client"
 	"github.com/smprelay/smprelay/codec"
 )
 
@@ -35,7 +36,7 @@ var allScenarios = []string{"crypto-limit", "relay-signed", "relay-unsigned", "h
 // knownScenarios adds the ones that run only when asked for: hostile
 // measures attacks, not capacity (make bench-hostile), and the storage
 // scenarios fill gigabytes for minutes (make bench-storage).
-var knownScenarios = append(slices.Clone(allScenarios), "hostile", "storage-messages", "storage-queues")
+var knownScenarios = append(slices.Clone(allScenarios), "hostile", "storage-messages", "storage-queues", "contacts")
 
 // defaultOut is where fresh runs go, relative to the directory make runs in
 // (the repository root). .gitignore lists it, so runs leave no untracked
@@ -97,6 +98,12 @@ type config struct {
 	storageMetrics       bool   // start the relays with --metrics-listen, for the cache counters and the Go heap
 	// hostileRebaseline measures the baseline again after each attack.
 	hostileRebaseline bool
+
+	// The contacts scenario (contacts.go).
+	contactRelays   []int         // relays of each point
+	contactDuration time.Duration // measured time of each point
+	contactWarmup   time.Duration // unmeasured time before it
+	contactWindow   int           // messages sent and not yet shown
 }
 
 const usageText = `bench drives the real smp-server over loopback and reports what one machine can serve,
@@ -124,6 +131,10 @@ Scenarios (--scenarios, comma-separated, in this order):
                     steps (bytes per stored message), then a restart on the same data directory (time to
                     listening against an empty relay's, RSS) and a cold read of every message (msg/s, cache
                     hit rate from the metrics endpoint); the relays get --store <--storage-store>
+  contacts          not in the default suite (make bench-contacts): one contact (client.Contact) on each of
+                    --contact-relays relay counts, each relay its own smp-server; Bob sends to Alice with
+                    --contact-window messages in flight for --contact-duration: msg/s shown, send -> shown
+                    p50/p99, relay CPU (all relays) and client CPU per message
   storage-queues    not in the default suite (make bench-storage): --storage-queue-count empty queues in steps
                     (bytes per queue), then a restart; --storage-queue-messages adds messages before it, e.g.
                     the large restart case: --storage-queue-count 1000000 --storage-queue-messages 4000000
@@ -195,6 +206,10 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fl.BoolVar(&c.storageMetrics, "storage-metrics", true, "storage scenarios: start the relays with --metrics-listen 127.0.0.1:0 for the cache hit rate and the Go heap")
 	fl.BoolVar(&c.hostileRebaseline, "hostile-rebaseline", false, "hostile: measure the baseline again after each attack, once the relay recovered "+
 		"(baselineAfter in the report), to tell an attack's effect from a machine that got busier meanwhile")
+	contactRelays := fl.String("contact-relays", "1,2,3", "contacts: relays of each point (each a separate smp-server)")
+	fl.DurationVar(&c.contactDuration, "contact-duration", 8*time.Second, "contacts: measured `time` of each point")
+	fl.DurationVar(&c.contactWarmup, "contact-warmup", 2*time.Second, "contacts: unmeasured `time` before each point")
+	fl.IntVar(&c.contactWindow, "contact-window", 8, "contacts: messages sent and not yet shown to the receiver")
 	if err := fl.Parse(args); err != nil {
 		return nil, err
 	}
@@ -206,7 +221,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	if c.quick {
 		quick := map[string]string{"duration": "2s", "warmup": "500ms", "crypto-time": "100ms", "pairs": "1,16",
 			"rsa-pairs": "16", "fsync-modes": "always,never", "kems": "x25519,mlkem768x25519",
-			"handshake-duration": "2s", "idle-steps": "500,2000", "idle-sample": "20", "hostile-duration": "2s"}
+			"handshake-duration": "2s", "idle-steps": "500,2000", "idle-sample": "20", "hostile-duration": "2s",
+			"contact-duration": "2s", "contact-warmup": "500ms"}
 		for name, v := range quick {
 			if !set[name] {
 				if err := fl.Set(name, v); err != nil {
@@ -242,6 +258,12 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	}
 	if c.idleSteps, err = intList("idle-steps", *idle, true); err != nil {
 		return nil, err
+	}
+	if c.contactRelays, err = intList("contact-relays", *contactRelays, false); err != nil {
+		return nil, err
+	}
+	if c.contactDuration <= 0 || c.contactWarmup < 0 || c.contactWindow < 1 || c.contactWindow > client.DefaultMaxBacklog {
+		return nil, fmt.Errorf("--contact-duration must be positive and --contact-window from 1 to %d", client.DefaultMaxBacklog)
 	}
 	c.keys, c.fsyncModes, c.kems = splitList(*keys), splitList(*fsyncModes), splitList(*kems)
 	for _, k := range c.keys {
@@ -410,6 +432,7 @@ func runSuite(ctx context.Context, c *config, args []string, stderr io.Writer) (
 		{"hostile", s.hostile},
 		{"storage-messages", s.storageMessages},
 		{"storage-queues", s.storageQueues},
+		{"contacts", s.contacts},
 	} {
 		if c.has(sc.name) {
 			if err := sc.run(); err != nil {
@@ -440,6 +463,10 @@ func newReport(c *config, args []string) *Report {
 			"messageQueues": c.storageMsgQueues, "queues": c.storageQueues, "queueSecure": c.storageQueueSecure,
 			"queueMessages": c.storageQueueMsgs, "queueBodyBytes": c.storageQueueBody, "steps": c.storageSteps, "connections": c.storageConns,
 			"inFlight": c.storageInflight, "emptyRestarts": c.storageEmptyRestarts, "metrics": c.storageMetrics}
+	}
+	if c.has("contacts") {
+		rep.Config["contacts"] = map[string]any{"relays": c.contactRelays, "duration": c.contactDuration.String(),
+			"warmup": c.contactWarmup.String(), "window": c.contactWindow}
 	}
 	return rep
 }
@@ -483,9 +510,9 @@ func (s *suite) cryptoCosts() error {
 		}
 		p.finish(fmt.Sprintf("signed cycle %.1f µs (Ed25519), limit %.0f msg/s", cc.cycle("signed-ed25519").NsPerOp/1e3, cc.cycle("signed-ed25519").LimitOps))
 		s.rep.Crypto = cc
-	} else if slices.ContainsFunc(c.scenarios, func(sc string) bool { return sc != "hostile" && !strings.HasPrefix(sc, "storage-") }) {
-		// The ratios need the costs: measure them quickly (hostile and the
-		// storage scenarios have none).
+	} else if slices.ContainsFunc(c.scenarios, func(sc string) bool { return sc != "hostile" && sc != "contacts" && !strings.HasPrefix(sc, "storage-") }) {
+		// The ratios need the costs: measure them quickly (hostile, contacts
+		// and the storage scenarios have none).
 		if cc, err := measureCrypto(c, min(c.cryptoTime, 200*time.Millisecond), newProgress("crypto costs (for the ratios)", 10)); err == nil {
 			s.rep.Crypto = cc
 		}

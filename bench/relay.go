@@ -472,7 +472,9 @@ func (ld *relayLoad) fill(pt *RelayPoint, w window) {
 	if n > 0 {
 		pt.ServerCPUPerMsg = pt.ServerCPUSec / float64(n) * 1e6
 		pt.LoadGenCPUPerMsg = (w.self1.CPU - w.self0.CPU).Seconds() / float64(n) * 1e6
-		pt.ServerBound = float64(runtime.NumCPU()) * 1e6 / pt.ServerCPUPerMsg
+		if pt.ServerCPUPerMsg > 0 { // /proc counts 10 ms ticks: a few messages may read 0
+			pt.ServerBound = float64(runtime.NumCPU()) * 1e6 / pt.ServerCPUPerMsg
+		}
 	}
 	pt.ServerRSS = w.u1.RSS
 	other := (w.busy1 - w.busy0) - (w.u1.CPU - w.u0.CPU) - (w.self1.CPU - w.self0.CPU)

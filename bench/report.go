@@ -28,10 +28,12 @@ type Report struct {
 	// make bench-storage).
 	StorageMessages *StorageMessagesResult `json:"storageMessages,omitempty"`
 	StorageQueues   *StorageQueuesResult   `json:"storageQueues,omitempty"`
-	Goals           []Goal                 `json:"goals"`
-	Profiles        []string               `json:"serverProfileDirs,omitempty"`
-	Files           []string               `json:"files"`
-	LoadAvgEnd      float64                `json:"loadAverageAtEnd"`
+	// Contacts is the contacts scenario (issue 17; make bench-contacts).
+	Contacts   *ContactsResult `json:"contacts,omitempty"`
+	Goals      []Goal          `json:"goals"`
+	Profiles   []string        `json:"serverProfileDirs,omitempty"`
+	Files      []string        `json:"files"`
+	LoadAvgEnd float64         `json:"loadAverageAtEnd"`
 }
 
 // Goal is one of the issue's goals and where this run stands.
@@ -315,6 +317,9 @@ func (r *Report) markdown() string {
 		b.WriteString(r.Hostile.markdown())
 	}
 	b.WriteString(r.storageMarkdown())
+	if r.Contacts != nil {
+		b.WriteString(r.Contacts.markdown())
+	}
 	if len(r.Files) > 0 {
 		b.WriteString("Files: ")
 		for i, f := range r.Files {

@@ -23,7 +23,7 @@ import (
 // accepted.
 
 func chatFlags(fs *flag.FlagSet) func(*env, []string) error {
-	co := &createOpts{server: serverFlags(fs), creatorKey: creatorKeyFlag(fs), kem: kemFlag(fs), quietNotice: true}
+	co := &createOpts{relays: relaysFlag(fs), server: serverFlags(fs), creatorKey: creatorKeyFlag(fs), kem: kemFlag(fs), quietNotice: true}
 	co.qr = fs.Bool("qr", false, "show the invitation as a QR code (default: when standard output is a terminal)")
 	co.qrSet = func() bool {
 		set := false
@@ -67,6 +67,21 @@ func chat(e *env, name string, co *createOpts, join string) error {
 		return err
 	}
 	ct = s.Contacts[name]
+	if ct.Multi != nil && invitedMulti(ct.Multi) {
+		e.notef("waiting for %s's confirmation", name)
+		if err := accept(e, name, true, true); err != nil {
+			return err
+		}
+		if ct, err = e.contact(name); err != nil {
+			return err
+		}
+	}
+	if ct.Multi != nil {
+		if len(ct.Multi.Send) == 0 && ct.PendingReply == "" {
+			return fmt.Errorf("%s's confirmation offered no queue for your answers: this is a one-way contact (use 'smp receive')", name)
+		}
+		return talkMulti(e, name)
+	}
 	if ct.Recv == nil {
 		return fmt.Errorf("%s is a contact you only send to: use 'smp send'", name)
 	}
@@ -79,6 +94,9 @@ func chat(e *env, name string, co *createOpts, join string) error {
 			return err
 		}
 		ct = s.Contacts[name]
+		if ct.Multi != nil {
+			return talkMulti(e, name) // the creator's contact is on several relays
+		}
 	}
 	if ct.Send == nil {
 		return fmt.Errorf("%s's confirmation offered no queue for your answers: this is a one-way contact (use 'smp receive')", name)

@@ -39,7 +39,15 @@ the queue unless --creator-key FILE (or SMP_CREATOR_KEY) names the private
 key its operator gave you: PEM, PKCS#8 ("BEGIN PRIVATE KEY"), as 'openssl
 genpkey -algorithm ed25519' writes it. It signs only the NEW sent to the
 relay of --server; other relays never see it. Leave it unset for other
-relays: they refuse a NEW signed by it.`},
+relays: they refuse a NEW signed by it.
+
+With a relay list (SMP_RELAYS, or --relays), create makes a contact on
+several relays: the invitation names a queue on the first, and a queue on
+each of the others is offered to NAME, inside the contact, once they have
+joined ('smp chat --join' or 'smp connect --reply'); they put theirs on the
+same relays. --relays all (the default) takes every relay of SMP_RELAYS,
+--relays N the first N, --relays R1,R2,... these (see 'smp help'). Then
+--creator-key signs the NEW on each of them, and --server is not used.`},
 		{name: "connect", args: "[flags] NAME INVITATION", minArgs: 2, maxArgs: 2, argsNames: "a contact name and an invitation",
 			short: "connect to an invitation and send the confirmation", flags: connectFlags, long: `
 Connect connects to the queue an invitation names (seed step 3): a new sender
@@ -116,6 +124,19 @@ owner can delete).`},
 			short: "list the local queues", flags: noFlags(runList), long: `
 List prints one line per queue in the state file: the contact's name, whether
 you receive on it or send to it, its status and its server.`},
+		{name: "switch", args: "NAME --from HOST:PORT --to RELAY", minArgs: 1, maxArgs: 1, argsNames: "one contact name",
+			short: "move a contact from one relay to another", flags: switchFlags, long: `
+Switch moves a contact on several relays off the relay --from (HOST:PORT, as
+'smp list' shows it) to the relay --to (smp://FINGERPRINT@HOST:PORT, or the
+HOST:PORT of a relay in SMP_RELAYS): it creates a queue on --to for NAME to
+send to and asks NAME, in a message on every relay, to move their queue the
+same way. The move completes as both of you run smp (receive, chat, send):
+NAME's smp answers, this side secures the new queue, each side sends on the
+new queues and stops using the old ones, which are then deleted. --from may
+be unreachable. 'smp list' shows where each queue stands.
+
+Only a contact created with a relay list (SMP_RELAYS or --relays) can
+switch; a seed contact is on one queue each way.`},
 		{name: "chat", args: "[flags] NAME", minArgs: 1, maxArgs: 1, argsNames: "one contact name",
 			short: "set up queues both ways in one flow and talk", flags: chatFlags, long: `
 Chat talks with NAME both ways, over two simplex queues (the seed's duplex
@@ -131,7 +152,12 @@ then talk. Later runs of 'smp chat NAME' just talk.
 
 Messages are signed, numbered and checked as with send and receive: a
 notice on standard error says when one is dropped and why, and which are
-missing. A message an earlier send could not confirm is sent again first.`},
+missing. A message an earlier send could not confirm is sent again first.
+
+With a relay list (SMP_RELAYS, or --relays, as for create), the chat is a
+contact on several relays: each line goes on every relay, each message is
+shown once, in order, and the chat carries on while any relay is up. The
+joining side needs no relay list: it follows the creator.`},
 	}
 }
 
@@ -325,6 +351,7 @@ func (e *env) setContact(name string, recv *client.RecipientQueue, send *client.
 // ---- create ----
 
 type createOpts struct {
+	relays      func() ([]client.Server, error) // nil, nil: a seed contact on server
 	server      func() (client.Server, error)
 	creatorKey  func() (*client.SigningKey, string, error)
 	kem         *string
@@ -336,7 +363,7 @@ type createOpts struct {
 }
 
 func createFlags(fs *flag.FlagSet) func(*env, []string) error {
-	o := &createOpts{server: serverFlags(fs), creatorKey: creatorKeyFlag(fs), kem: kemFlag(fs)}
+	o := &createOpts{relays: relaysFlag(fs), server: serverFlags(fs), creatorKey: creatorKeyFlag(fs), kem: kemFlag(fs)}
 	o.qr = fs.Bool("qr", false, "show the invitation as a QR code (default: when standard output is a terminal)")
 	o.qrSet = func() bool {
 		set := false
@@ -356,9 +383,15 @@ func create(e *env, name string, o *createOpts) (*client.RecipientQueue, error) 
 	if err := checkName(name); err != nil {
 		return nil, err
 	}
-	srv, err := o.server()
+	relays, err := o.relays()
 	if err != nil {
 		return nil, err
+	}
+	var srv client.Server
+	if len(relays) == 0 {
+		if srv, err = o.server(); err != nil {
+			return nil, err
+		}
 	}
 	kem, err := codec.ParseKEMType(*o.kem)
 	if err != nil {
@@ -374,6 +407,9 @@ func create(e *env, name string, o *createOpts) (*client.RecipientQueue, error) 
 	}
 	if s.Contacts[name] != nil {
 		return nil, fmt.Errorf("contact %q already exists", name)
+	}
+	if len(relays) > 0 {
+		return nil, createMulti(e, name, o, relays, kem, creator, from)
 	}
 	c, err := e.dialCreator(srv, creator)
 	if err != nil {
@@ -580,6 +616,9 @@ func accept(e *env, name string, wait, chat bool) error {
 	if err != nil {
 		return err
 	}
+	if ct.Multi != nil {
+		return acceptMulti(e, name, ct, wait)
+	}
 	q := ct.Recv
 	switch {
 	case q == nil:
@@ -587,58 +626,26 @@ func accept(e *env, name string, wait, chat bool) error {
 	case q.Secured:
 		return fmt.Errorf("the queue %s sends to is already secured", name)
 	}
-	c, got, err := e.subscribe(q, wait)
+	body, aerr, err := e.confirmation(q, wait)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
-	if !got && !wait {
-		return errNoConfirmation
+	send := ct.Send
+	if err := e.setContact(name, q, send); err != nil {
+		return err
 	}
-	onLink := e.linkNotice(q.Server.Addr)
-	if !wait {
-		onLink = stopOnLoss
+	e.notef("secured the queue %s sends to: only the key in their confirmation can send to it now", name)
+	if aerr != nil {
+		return aerr
 	}
-	for {
-		m, err := e.nextMessage(c, q, wait, onLink)
-		if err != nil {
+	if string(body) == multiMarker && send != nil {
+		if err := e.joinedMulti(name, q); err != nil {
 			return err
 		}
-		ctx, cancel := e.step()
-		env, err := q.Open(m)
-		sk, ok := env.SenderKey()
-		if err != nil || !ok {
-			if err != nil {
-				e.notef("dropped a message that does not open with the queue's key (a forged or damaged confirmation)")
-			} else {
-				e.notef("dropped a message that is not a confirmation")
-			}
-			more, aerr := q.Ack(ctx, c)
-			cancel()
-			if aerr != nil {
-				return aerr
-			}
-			if !more && !wait {
-				return errNoConfirmation
-			}
-			continue
-		}
-		if err := q.Secure(ctx, c, sk); err != nil {
-			cancel()
-			return err
-		}
-		_, aerr := q.Ack(ctx, c)
-		cancel()
-		send := ct.Send
-		if err := e.setContact(name, q, send); err != nil {
-			return err
-		}
-		e.notef("secured the queue %s sends to: only the key in their confirmation can send to it now", name)
-		if aerr != nil {
-			return aerr
-		}
-		return acceptInfo(e, name, env.Body, send == nil, chat)
+		e.notef("%s's contact is on several relays: your messages go on each of them", name)
+		return nil
 	}
+	return acceptInfo(e, name, body, send == nil, chat)
 }
 
 // acceptInfo handles a confirmation's content. smp accept shows it as text
@@ -794,6 +801,9 @@ func runSend(e *env, args []string, retry bool) error {
 	if err != nil {
 		return err
 	}
+	if ct.Multi != nil {
+		return sendMulti(e, name, ct, msg, retry)
+	}
 	sq := ct.Send
 	if sq == nil {
 		return fmt.Errorf("you have no queue to send to %s: connect to their invitation first", name)
@@ -821,6 +831,9 @@ func receive(e *env, name string, follow bool) error {
 	ct, err := e.contact(name)
 	if err != nil {
 		return err
+	}
+	if ct.Multi != nil {
+		return receiveMulti(e, name, ct, follow)
 	}
 	q := ct.Recv
 	switch {
@@ -932,6 +945,9 @@ func runSuspend(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if ct.Multi != nil {
+		return suspendMulti(e, name, ct)
+	}
 	q := ct.Recv
 	if q == nil {
 		return fmt.Errorf("you have no queue that %s sends to (only a queue's owner can suspend it)", name)
@@ -951,6 +967,11 @@ func runDelete(e *env, args []string) error {
 	ct, err := e.contact(name)
 	if err != nil {
 		return err
+	}
+	if ct.Multi != nil {
+		if err := deleteMulti(e, name, ct); err != nil {
+			return err
+		}
 	}
 	if q := ct.Recv; q != nil {
 		switch err := e.once(q.Server, q.Delete); {
@@ -981,6 +1002,10 @@ func runList(e *env, _ []string) error {
 	fmt.Fprintln(tw, "NAME\tQUEUE\tSTATUS\tKEY\tSERVER")
 	for _, name := range s.names() {
 		ct := s.Contacts[name]
+		if ct.Multi != nil {
+			listMulti(tw, name, ct.Multi)
+			continue
+		}
 		if q := ct.Recv; q != nil {
 			status := "waiting for confirmation"
 			switch {

@@ -44,6 +44,7 @@ The commands are:
 	delete     delete a queue you receive on, forget one you send to
 	list       list the local queues
 	chat       set up queues both ways in one flow and talk
+	switch     move a contact from one relay to another
 
 Use "smp help <command>" for more about a command.
 
@@ -57,9 +58,29 @@ Global flags:
 	                     relay names are left to the proxy, never looked up
 	                     here. A .onion relay needs it.
 
+Relays:
+
+	With a relay list, create and chat make a contact on several relays:
+	every message goes on a queue on each, and is shown once, in order, so
+	the contact carries on while any of them is up ('smp switch' moves it
+	off one). A relay is smp://FINGERPRINT@HOST:PORT, FINGERPRINT as
+	'smp-server fingerprint' prints it. The list is SMP_RELAYS; --relays
+	on create and chat chooses from it:
+
+	  --relays all        every relay in SMP_RELAYS (the default when set)
+	  --relays N          the first N of them
+	  --relays R1,R2,...  these relays (smp://… or the HOST:PORT of one in
+	                      SMP_RELAYS)
+
+	Without a relay list, create and chat use the one relay of --server
+	(SMP_SERVER): one queue each way, as the seed describes. The side that
+	joins ('chat --join', 'connect --reply') follows the creator's choice.
+
 Environment:
 
 	SMP_STATE        the state file
+	SMP_RELAYS       relays for create and chat: smp://FINGERPRINT@HOST:PORT,
+	                 separated by commas or spaces
 	SMP_SERVER       server for create and chat, HOST:PORT
 	SMP_FINGERPRINT  fingerprint of that server's transport key, as
 	                 'smp-server fingerprint' prints it (also in the server's

@@ -16,8 +16,14 @@ import (
 )
 
 // stateVersion is the format of the state file; a file of another version is
-// refused rather than misread.
-const stateVersion = 1
+// refused rather than misread. Version 2 added Contact.Multi (issue 17); a
+// version 1 file is read as it is — each of its contacts is a seed contact
+// (one Recv, one Send), which version 2 keeps unchanged — and written back as
+// version 2 on the next change.
+const (
+	stateVersion    = 2
+	oldStateVersion = 1
+)
 
 // State is everything smp keeps between runs: for each contact (a name the
 // user chose), the queue it receives on and the queue it sends to, with
@@ -38,6 +44,16 @@ type Contact struct {
 	// (state files from before it, too) while only the confirmation is
 	// known to have arrived, then sendSecured or sendRefused.
 	SendStatus string `json:"sendStatus,omitempty"`
+	// Multi, when set, makes this a contact on several relays
+	// (client.ContactState, docs/contacts.md) and Recv and Send are unused:
+	// 'smp create' and 'smp chat' make one when a relay list is configured
+	// (see relays.go). Nil for a seed contact, the only kind in version 1.
+	Multi *client.ContactState `json:"contact,omitempty"`
+	// PendingReply is the URI of the reply queue a joiner offered, while the
+	// creator's confirmation of it (with multiMarker) is still to be sent:
+	// set once the queue of the invitation is secured, so that a relay down
+	// then loses no step (finishReply).
+	PendingReply string `json:"pendingReply,omitempty"`
 }
 
 // Values of Contact.SendStatus.
@@ -110,8 +126,12 @@ func (st store) load() (*State, error) {
 	if err := json.Unmarshal(b, &s); err != nil {
 		return nil, fmt.Errorf("state file %s: %w", st.path, err)
 	}
-	if s.Version != stateVersion {
-		return nil, fmt.Errorf("state file %s: version %d, this smp reads %d", st.path, s.Version, stateVersion)
+	switch s.Version {
+	case stateVersion:
+	case oldStateVersion:
+		s.Version = stateVersion // its contacts are seed contacts, kept as they are
+	default:
+		return nil, fmt.Errorf("state file %s: version %d, this smp reads %d and %d", st.path, s.Version, oldStateVersion, stateVersion)
 	}
 	if s.Contacts == nil {
 		s.Contacts = map[string]*Contact{}
