@@ -29,6 +29,13 @@ import (
 // it on, so a queue's seqs rise with the contact's order and a message sent
 // again after a failure is the same on the wire.
 
+// ContactConfirmation is the body of the creator's confirmation of the
+// queue a joiner offered (docs/contacts.md, "Setting up"). SPEC §9's
+// invitation cannot say which kind of conversation it opens, so this is
+// how a joiner such as smp tells a contact in this format from a
+// one-queue conversation, whose creator confirms with an empty body.
+const ContactConfirmation = "SMPC/1 contact"
+
 // ContactKind is what a contact message carries.
 type ContactKind string
 

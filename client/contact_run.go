@@ -933,7 +933,7 @@ func (s *Contact) runRoute(rt *ContactRoute, r *relayLink, k chan struct{}) {
 		}
 		if confirm {
 			cp := *sq
-			if err = cp.Confirm(s.opCtx, c, nil); err == nil {
+			if err = cp.Confirm(s.opCtx, c, []byte(ContactConfirmation)); err == nil {
 				s.mu.Lock()
 				sq.Confirmed = true
 				_ = s.saveLocked()

@@ -35,9 +35,9 @@ import (
 // invitation's relay.
 
 // multiMarker is the content of the creator's confirmation of the reply
-// queue of a contact on several relays. An application convention of smp,
-// like the duplex one in chat.go, invisible to the relays.
-const multiMarker = "SMPC/1 contact"
+// queue of a contact on several relays: the library's convention, which a
+// client.Contact sends too, invisible to the relays.
+const multiMarker = client.ContactConfirmation
 
 // quietWindow is how long 'smp receive' without --follow waits for another
 // message after the last one before it ends: a relay delivers a queue's
