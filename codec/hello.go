@@ -206,11 +206,21 @@ func DeriveKeys(secret, dh, random *[32]byte, ch []byte, sh ...[]byte) (SessionK
 	return k, nil
 }
 
-// x25519 computes the shared secret of priv and the peer's share. An
-// all-zero result (a low-order share) is an error (SPEC §3.2); crypto/ecdh
-// reports it, and the check here does not rely on that.
+// x25519 computes the shared secret of priv and the peer's 32-byte share. An
+// all-zero result (a low-order share) is an error (SPEC §3.2). The relay's
+// own keys (X25519Key) take a path that allocates nothing; any other
+// ecdh.KeyExchanger goes through crypto/ecdh's types.
 func x25519(priv ecdh.KeyExchanger, peer []byte) ([32]byte, error) {
 	var out [32]byte
+	if len(peer) != ShareSize {
+		return out, fmt.Errorf("%w: share of %d bytes", ErrHello, len(peer))
+	}
+	if k, ok := priv.(*X25519Key); ok {
+		if !k.shared(&out, peer) {
+			return out, fmt.Errorf("%w: all-zero shared secret", ErrHello)
+		}
+		return out, nil
+	}
 	pub, err := ecdh.X25519().NewPublicKey(peer)
 	if err != nil {
 		return out, fmt.Errorf("%w: share: %v", ErrHello, err)

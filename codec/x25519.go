@@ -72,16 +72,23 @@ func (k *X25519Key) ECDH(remote *ecdh.PublicKey) ([]byte, error) {
 	if remote == nil || remote.Curve() != ecdh.X25519() {
 		return nil, errors.New("codec: X25519: public key of another curve")
 	}
-	var peer, out circlx.Key
-	copy(peer[:], remote.Bytes())
-	circlx.Shared(&out, &k.scalar, &peer)
+	out := make([]byte, circlx.Size)
+	if !k.shared((*[circlx.Size]byte)(out), remote.Bytes()) {
+		return nil, errLowOrder
+	}
+	return out, nil
+}
+
+// shared sets out to the shared secret with the 32-byte encoding peer and
+// reports whether it is not all zero. It does not allocate.
+func (k *X25519Key) shared(out *[circlx.Size]byte, peer []byte) bool {
+	var p circlx.Key
+	copy(p[:], peer)
+	circlx.Shared((*circlx.Key)(out), &k.scalar, &p)
 	// circl reports low order from a list of encodings; the all-zero test is
 	// the definition (RFC 7748 §6.1) and what crypto/ecdh checks.
 	var zero circlx.Key
-	if subtle.ConstantTimeCompare(out[:], zero[:]) == 1 {
-		return nil, errLowOrder
-	}
-	return out[:], nil
+	return subtle.ConstantTimeCompare(out[:], zero[:]) == 0
 }
 
 // Erase zeroes the scalar. Every later ECDH fails or yields garbage, so the
