@@ -496,6 +496,10 @@ func TestCorruption(t *testing.T) {
 		}
 		return out
 	}
+	lastSegment := func(t *testing.T, dir string) string {
+		segs := segments(t, dir)
+		return segs[len(segs)-1]
+	}
 	tests := []struct {
 		name   string
 		damage damage
@@ -597,8 +601,16 @@ func TestCorruption(t *testing.T) {
 				w.run(5)
 				waitDurable(t, l, w.n, w.last)
 			}
+			// A segment of its own for the tail's three small groups (about
+			// 90 bytes each, far from SegmentBytes): had the last groups
+			// above filled a segment, the writer would rotate after them at
+			// any moment, and the last segment could hold fewer groups than
+			// the rows need, or none.
+			if err := l.call(&request{kind: reqRotate}); err != nil {
+				t.Fatal(err)
+			}
 			var tails []store.Record
-			for range 3 { // the last segment holds a few small groups, whatever rotated before
+			for range 3 {
 				r := store.Record{Kind: store.MessageStored, RID: w.pick(), MsgID: randMsgID(), Size: 4, Body: []byte("tail")}
 				tails = append(tails, r)
 				lsn := m.record(t, l, r, w.n)
@@ -606,6 +618,9 @@ func TestCorruption(t *testing.T) {
 			}
 			if err := l.Close(); err != nil {
 				t.Fatal(err)
+			}
+			if n := len(scanFrames(t, lastSegment(t, dir))); n != 6 {
+				t.Fatalf("the last segment holds %d frames, want the tail's 3 groups", n)
 			}
 			if n := len(segments(t, dir)); n < 3 {
 				t.Fatalf("want at least 3 segments, have %d", n)
