@@ -213,7 +213,10 @@
 // one stays for the eraser, which zeroes it in the buffer) and hands the
 // eraser the extent it checked there, so that the eraser need not read the
 // record's header back from the file (a pread(2) per acknowledged message
-// before). This tail replaced offering every appended body to the cache: a
+// before). A buffer is cleared when it is reused (leaving the tail, or, with
+// no tail, once written), so a body deleted after its buffer left the tail
+// does not stay in the spare capacity. This tail replaced offering every
+// appended body to the cache: a
 // Set per SEND (an allocation, and a hand-off to ristretto's goroutine), a
 // Get per delivery and a Del per ACK.
 //

@@ -83,6 +83,11 @@ func (l *Log) forgetLocked(p pendingDelete) int64 {
 		return 0
 	}
 	b, ok := l.memLocked(s, off)
+	if !ok && s == l.cur && off >= l.bufOff {
+		// Without a tail, Read leaves the written part of the buffer to the
+		// file, but the copy is there until the buffer is reused.
+		b, ok = l.buf[off-l.bufOff:], true
+	}
 	if !ok || len(b) == 0 || (s == l.cur && off >= l.bufOff+int64(l.bufDone)) {
 		return 0
 	}

@@ -1,7 +1,9 @@
 package bodylog
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -477,4 +479,56 @@ func TestDeleteMessageChecksIDs(t *testing.T) {
 		assertPresent(t, files, b)
 		readT(t, l, b)
 	})
+}
+
+// TestDeletedBodyLeavesMemory: a deleted body leaves the log's memory at
+// Delete (SPEC §8), wherever its written copy was: in the append buffer of a
+// log without a cache, or in an append buffer that left the tail and is being
+// reused, whose spare capacity still held it.
+func TestDeletedBodyLeavesMemory(t *testing.T) {
+	inMemory := func(l *Log, body []byte) bool {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if bytes.Contains(l.buf[:cap(l.buf)], body) {
+			return true
+		}
+		for _, c := range l.tail {
+			if bytes.Contains(c.b[:cap(c.b)], body) {
+				return true
+			}
+		}
+		return false
+	}
+	r := rand.New(rand.NewPCG(8, 8))
+	for _, cache := range []int64{0, 1 << 20} {
+		t.Run(fmt.Sprint("cache ", cache), func(t *testing.T) {
+			l := openT(t, t.TempDir(), Options{CacheBytes: cache})
+			defer l.Close()
+			// Far enough into a buffer that the appends below, which end
+			// as soon as it is reused, do not overwrite m.
+			for {
+				l.mu.Lock()
+				n := len(l.buf)
+				l.mu.Unlock()
+				if n >= 64<<10 {
+					break
+				}
+				appendT(t, l, newMsg(r, 7168))
+			}
+			m := newMsg(r, 7168)
+			appendT(t, l, m)
+			if err := l.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			if cache > 0 {
+				for hasTail(l, m) { // until m's buffer left the tail
+					appendT(t, l, newMsg(r, 7168))
+				}
+			}
+			l.DeleteMessage(m.rid, m.id, m.ref)
+			if inMemory(l, m.body) {
+				t.Fatal("the deleted body is still in the log's buffers")
+			}
+		})
+	}
 }
