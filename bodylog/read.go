@@ -206,6 +206,9 @@ func (l *Log) setKeepTail(on bool) {
 	l.mu.Lock()
 	l.keepTail = on
 	if !on {
+		for _, c := range l.tail {
+			clear(c.b[:cap(c.b)]) // garbage holding bodies that may be deleted later (SPEC §8)
+		}
 		clear(l.tail)
 		l.tail = nil
 	}
