@@ -187,8 +187,8 @@ func charge(a *auth, budget *int) {
 }
 
 // Batch is the scratch space of ProcessBatched: one per worker (one event
-// loop at a time), never one per connection, as the verifier's scratch grows
-// to about 200 KB. A batch holds what one connection sent and nothing else.
+// loop at a time), never one per connection (its arena is a block's size). A
+// batch holds what one connection sent and nothing else.
 type Batch struct {
 	bv    codec.BatchVerifier
 	items []batchItem // the transmissions of the current batch, at most codec.MaxBatch
