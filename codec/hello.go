@@ -2,7 +2,6 @@ package codec
 
 import (
 	"crypto/ecdh"
-	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -186,23 +185,21 @@ func DeriveKeys(secret, dh, random *[32]byte, ch []byte, sh ...[]byte) (SessionK
 		th.Write(p)
 	}
 	th.Write(ch)
-	info := make([]byte, 0, len(KeyScheduleInfo)+sha256.Size)
-	info = append(info, KeyScheduleInfo...)
+	var infoBuf [len(KeyScheduleInfo) + sha256.Size]byte
+	info := append(infoBuf[:0], KeyScheduleInfo...)
 	info = th.Sum(info)
 	var ikm [64]byte
 	copy(ikm[:32], secret[:])
 	copy(ikm[32:], dh[:])
-	okm, err := hkdf.Key(sha256.New, ikm[:], random[:], string(info), okmSize)
+	var okm [okmSize]byte
+	hkdfSHA256(okm[:], ikm[:], random[:], info)
 	clear(ikm[:])
-	if err != nil {
-		return SessionKeys{}, fmt.Errorf("codec: key schedule: %w", err)
-	}
 	var k SessionKeys
 	copy(k.C2SKey[:], okm[0:32])
 	copy(k.C2SNonce[:], okm[32:44])
 	copy(k.S2CKey[:], okm[44:76])
 	copy(k.S2CNonce[:], okm[76:88])
-	clear(okm)
+	clear(okm[:])
 	return k, nil
 }
 

@@ -274,6 +274,10 @@ type KEMPrivateKey struct {
 	rsa  *rsa.PrivateKey // set for KEMRSA
 	hpke hpke.PrivateKey // set for the HPKE kinds: serialised by MarshalBinary
 	open hpke.PrivateKey // the same key with its X25519 half an X25519Key: what Open uses
+	// x25519 opens what is sealed to a KEMX25519 key with TransportInfo, the
+	// server's every client hello, without crypto/hpke (hpkex25519.go); nil
+	// for the other kinds.
+	x25519 *hpkeX25519Opener
 }
 
 // GenerateKEMKey generates a key of type t; RSA keys have 2048 bits.
@@ -310,35 +314,42 @@ func newRSAKEMKey(rk *rsa.PrivateKey) (*KEMPrivateKey, error) {
 func newHPKEKEMKey(t KEMType, hk hpke.PrivateKey) (*KEMPrivateKey, error) {
 	hp := hk.PublicKey()
 	pub := &KEMPublicKey{typed: append([]byte{byte(t)}, hp.Bytes()...), hpke: hp}
-	open, err := fastX25519Half(t, hk)
+	open, xk, err := fastX25519Half(t, hk)
 	if err != nil {
 		return nil, err
 	}
-	return &KEMPrivateKey{pub: pub, hpke: hk, open: open}, nil
+	k := &KEMPrivateKey{pub: pub, hpke: hk, open: open}
+	if t == KEMX25519 && xk != nil {
+		k.x25519 = newHPKEX25519Opener(xk, []byte(TransportInfo))
+	}
+	return k, nil
 }
 
 // fastX25519Half rebuilds hk with its X25519 part an X25519Key, the faster
 // multiplication (see there), for opening; crypto/hpke keeps the rest. The
-// rebuilt key must have hk's public key, or hk is used as it is.
-func fastX25519Half(t KEMType, hk hpke.PrivateKey) (hpke.PrivateKey, error) {
+// rebuilt key must have hk's public key, or hk is used as it is. For
+// KEMX25519 it also returns that X25519Key when it is in use.
+func fastX25519Half(t KEMType, hk hpke.PrivateKey) (hpke.PrivateKey, *X25519Key, error) {
 	b, err := hk.Bytes()
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v: %v", ErrKEMKey, t, err)
+		return nil, nil, fmt.Errorf("%w: %v: %v", ErrKEMKey, t, err)
 	}
 	seed := bytes.Clone(b) // the hybrid key returns its own seed, not a copy
 	defer clear(seed)
 	var fast hpke.PrivateKey
+	var x25519Key *X25519Key
 	switch t {
 	case KEMX25519:
 		// RFC 9180 SerializePrivateKey of DHKEM(X25519) is the scalar.
 		xk, err := NewX25519Key(seed)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrKEMKey, err)
+			return nil, nil, fmt.Errorf("%w: %v", ErrKEMKey, err)
 		}
 		fast, err = hpke.NewDHKEMPrivateKey(xk)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrKEMKey, err)
+			return nil, nil, fmt.Errorf("%w: %v", ErrKEMKey, err)
 		}
+		x25519Key = xk
 	case KEMMLKEM768X25519:
 		// crypto/hpke's MLKEM768X25519 NewPrivateKey (draft-ietf-hpke-pq,
 		// X-Wing's expansion): SHAKE256(seed) gives the 64-byte ML-KEM seed,
@@ -353,23 +364,23 @@ func fastX25519Half(t KEMType, hk hpke.PrivateKey) (hpke.PrivateKey, error) {
 		_, _ = x.Read(scalar[:])
 		dk, err := mlkem.NewDecapsulationKey768(pqSeed[:])
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrKEMKey, err)
+			return nil, nil, fmt.Errorf("%w: %v", ErrKEMKey, err)
 		}
 		xk, err := NewX25519Key(scalar[:])
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrKEMKey, err)
+			return nil, nil, fmt.Errorf("%w: %v", ErrKEMKey, err)
 		}
 		fast, err = hpke.NewHybridPrivateKey(dk, xk)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrKEMKey, err)
+			return nil, nil, fmt.Errorf("%w: %v", ErrKEMKey, err)
 		}
 	default:
-		return hk, nil
+		return hk, nil, nil
 	}
 	if !bytes.Equal(fast.PublicKey().Bytes(), hk.PublicKey().Bytes()) {
-		return hk, nil
+		return hk, nil, nil
 	}
-	return fast, nil
+	return fast, x25519Key, nil
 }
 
 // Public returns the public half.
@@ -387,6 +398,8 @@ func (k *KEMPrivateKey) Open(info, sealed []byte) ([]byte, error) {
 	)
 	if k.rsa != nil {
 		out, err = rsa.DecryptOAEP(sha256.New(), nil, k.rsa, sealed, info)
+	} else if k.x25519 != nil && bytes.Equal(info, k.x25519.info) {
+		out, err = k.x25519.open(sealed)
 	} else {
 		out, err = hpke.Open(k.open, hpkeKDF(), hpkeAEAD(), info, sealed)
 	}
