@@ -1,9 +1,6 @@
 package codec
 
-import (
-	"bytes"
-	"encoding/base64"
-)
+import "bytes"
 
 // Cmd names a command or server transmission (SPEC §5).
 type Cmd uint8
@@ -360,23 +357,10 @@ func presence(t *Transmission, signed bool) Error {
 	return ErrNone
 }
 
-// decode decodes strict, padded standard base64 into the scratch space. Go's
-// decoder skips CR and LF, so the alphabet is checked here first.
+// decode decodes strict, padded standard base64 into the scratch space.
 func (p *Parser) decode(s []byte) ([]byte, bool) {
-	if len(s)%4 != 0 {
-		return nil, false
-	}
-	text := s
-	for i := 0; i < 2 && len(text) > 0 && text[len(text)-1] == '='; i++ {
-		text = text[:len(text)-1]
-	}
-	for _, c := range text {
-		if !isB64(c) {
-			return nil, false
-		}
-	}
 	start := len(p.scratch)
-	need := base64.StdEncoding.DecodedLen(len(s))
+	need := len(s) / 4 * 3
 	if cap(p.scratch)-start < need {
 		// Only reachable with a scratch smaller than the block; grow rather than fail.
 		grown := make([]byte, start, 2*cap(p.scratch)+need)
@@ -384,8 +368,8 @@ func (p *Parser) decode(s []byte) ([]byte, bool) {
 		p.scratch = grown
 	}
 	dst := p.scratch[start : start+need]
-	n, err := base64.StdEncoding.Strict().Decode(dst, s)
-	if err != nil {
+	n, ok := decodeB64(dst, s)
+	if !ok {
 		return nil, false
 	}
 	p.scratch = p.scratch[:start+n]
