@@ -81,19 +81,7 @@ func TestHPKEX25519OpenRejects(t *testing.T) {
 // transport's info, also after a MarshalBinary round trip, and crypto/hpke
 // for any other info, and both open what the public key sealed.
 func TestKEMOpenUsesOwnHPKE(t *testing.T) {
-	k, err := GenerateKEMKey(KEMX25519)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := k.MarshalBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	k2, err := ParseKEMPrivateKey(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, key := range []*KEMPrivateKey{k, k2} {
+	for _, key := range keyAndReparsed(t, KEMX25519) {
 		if key.x25519 == nil || !bytes.Equal(key.x25519.info, []byte(TransportInfo)) {
 			t.Fatal("the key has no opener for the transport info")
 		}

@@ -116,19 +116,7 @@ func TestX25519Erase(t *testing.T) {
 func TestKEMOpensWithX25519Key(t *testing.T) {
 	for _, kt := range []KEMType{KEMX25519, KEMMLKEM768X25519} {
 		t.Run(kt.String(), func(t *testing.T) {
-			k, err := GenerateKEMKey(kt)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, err := k.MarshalBinary()
-			if err != nil {
-				t.Fatal(err)
-			}
-			k2, err := ParseKEMPrivateKey(b)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, key := range []*KEMPrivateKey{k, k2} {
+			for _, key := range keyAndReparsed(t, kt) {
 				if key.open == key.hpke {
 					t.Fatal("Open uses crypto/ecdh's X25519: the rebuilt key's public key differed")
 				}
@@ -143,4 +131,23 @@ func TestKEMOpensWithX25519Key(t *testing.T) {
 			}
 		})
 	}
+}
+
+// keyAndReparsed returns a new key of type kt and the key MarshalBinary and
+// ParseKEMPrivateKey make of it, for tests that hold both to the same.
+func keyAndReparsed(t *testing.T, kt KEMType) []*KEMPrivateKey {
+	t.Helper()
+	k, err := GenerateKEMKey(kt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := k.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	k2, err := ParseKEMPrivateKey(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []*KEMPrivateKey{k, k2}
 }
