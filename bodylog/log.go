@@ -36,6 +36,12 @@ type Options struct {
 	// acknowledged bodies at once (3,000 at half of peak) took the relay's
 	// p99 SEND→MSG from under 2 ms to 10 ms on one core.
 	EraseInterval time.Duration
+	// WritebackHints makes Flush ask the kernel to start writing the
+	// current segment back after each writebackHintBytes written, so that
+	// a Sync that comes long after the writes (the owner's --fsync
+	// interval) finds little left to write. Off: only fsync and the
+	// kernel's own flusher write the bodies back.
+	WritebackHints bool
 	// Logger receives the log's rare events (rotation failures, erasure
 	// problems, what Retain did); nil discards. It never sees queue or
 	// message IDs (SPEC §8).
@@ -171,6 +177,7 @@ type Log struct {
 	nextNum  uint64          // number the next segment gets
 	rotated  []*segment      // segments sealed since the last Sync, not yet fsynced by it
 	dirDirty bool            // a segment was created since the last Sync's SyncDir
+	unhinted int64           // bytes written since the last writeback hint (Flush)
 	syncGen  uint64          // Syncs started since Open
 	pending  []pendingDelete // Deletes not yet handed to the eraser, in call order
 	aged     int             // pending[:aged] were already pending at the eraser's last run

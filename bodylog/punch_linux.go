@@ -41,3 +41,21 @@ func canErase(f vfs.File) bool {
 	_, isWriterAt := f.(io.WriterAt)
 	return isConn || isWriterAt
 }
+
+// startWriteback asks the kernel to start writing f's dirty pages back
+// (sync_file_range(2) with SYNC_FILE_RANGE_WRITE over the whole file): it
+// makes nothing durable and waits for no write to finish, so a failure only
+// leaves the work to the next fsync and is ignored.
+func startWriteback(f vfs.File) {
+	sc, ok := f.(syscall.Conn)
+	if !ok {
+		return
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) {
+		_ = unix.SyncFileRange(int(fd), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+	})
+}

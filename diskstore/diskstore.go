@@ -94,6 +94,10 @@ func Open(data string, o Options) (*Store, error) {
 	}
 	b, err := bodylog.Open(filepath.Join(data, BodiesDir), bodylog.Options{
 		FS: fsys, SegmentBytes: o.BodySegmentBytes, CacheBytes: o.CacheBytes, Logger: log,
+		// --fsync interval fsyncs 100 ms of bodies at once: start writing
+		// them back as they come, so that the fsync is short (bodylog's
+		// writebackHintBytes). always fsyncs each group; never opted out.
+		WritebackHints: o.Log.Sync == wal.SyncInterval,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("diskstore: %w", err)
