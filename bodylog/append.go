@@ -126,12 +126,13 @@ func (l *Log) Flush() error {
 // writebackHintBytes is how much Flush lets the body log write before it
 // asks the kernel to start writing the current segment back (Linux's
 // sync_file_range, SYNC_FILE_RANGE_WRITE) when Options.WritebackHints is
-// set, the way RocksDB's bytes_per_sync does. Without it the dirty pages of a whole fsync interval (3–4 MB at
-// half of peak in --fsync interval) wait for the fsync, which then takes
-// several milliseconds, and on a relay pinned to one core the event loop
-// can wait behind it (docs/performance.md, "Why the relay idles"); with
-// it the fsync finds most of them written. Outside the lock: the hint can
-// wait for the disk's queue.
+// set, as RocksDB's bytes_per_sync does. Without it the dirty pages of a
+// whole fsync interval (3–4 MB at half of peak in --fsync interval) wait
+// for the fsync, which then takes several milliseconds, and on a relay
+// pinned to one core the event loop can wait behind it
+// (docs/performance.md, "Why the relay idles"); with it the fsync finds
+// most of them written. Outside the lock: the hint can wait for the
+// disk's queue.
 const writebackHintBytes = 1 << 20
 
 // writeback is startWriteback; a test counts the hints through it.

@@ -179,7 +179,7 @@ func (k *SessionKeys) Clear() { *k = SessionKeys{} }
 // it), in parts that are hashed in order, and ch the client hello exactly as
 // sent (sealedLen ‖ sealed ‖ clientShare). The intermediate secrets are
 // cleared before it returns.
-func DeriveKeys(secret, dh, random *[32]byte, ch []byte, sh ...[]byte) (SessionKeys, error) {
+func DeriveKeys(secret, dh, random *[32]byte, ch []byte, sh ...[]byte) SessionKeys {
 	th := sha256.New()
 	for _, p := range sh {
 		th.Write(p)
@@ -200,7 +200,7 @@ func DeriveKeys(secret, dh, random *[32]byte, ch []byte, sh ...[]byte) (SessionK
 	copy(k.S2CKey[:], okm[44:76])
 	copy(k.S2CNonce[:], okm[76:88])
 	clear(okm[:])
-	return k, nil
+	return k
 }
 
 // x25519 computes the shared secret of priv and the peer's 32-byte share. An
@@ -279,11 +279,7 @@ func ClientHandshake(sh []byte, h *ServerHello, server *KEMPublicKey) (ch []byte
 	binary.BigEndian.PutUint16(ch, uint16(len(sealed)))
 	ch = append(ch, sealed...)
 	ch = append(ch, priv.PublicKey().Bytes()...)
-	keys, err = DeriveKeys(&hello.Secret, &dh, &h.Random, ch, sh)
-	if err != nil {
-		return nil, keys, err
-	}
-	return ch, keys, nil
+	return ch, DeriveKeys(&hello.Secret, &dh, &h.Random, ch, sh), nil
 }
 
 // ClientHelloLen returns the length of the whole client hello (sealedLen ‖
@@ -329,5 +325,5 @@ func ServerHandshake(priv *KEMPrivateKey, share ecdh.KeyExchanger, blockSize uin
 	if err != nil {
 		return SessionKeys{}, err
 	}
-	return DeriveKeys(&h.Secret, &dh, random, ch, sh...)
+	return DeriveKeys(&h.Secret, &dh, random, ch, sh...), nil
 }

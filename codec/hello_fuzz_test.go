@@ -214,7 +214,7 @@ func FuzzClientHello(f *testing.F) {
 				}
 				continue
 			}
-			want, _ := DeriveKeys(&h.Secret, &dh, &fzRandom, ch, sh)
+			want := DeriveKeys(&h.Secret, &dh, &fzRandom, ch, sh)
 			if err != nil || k != want {
 				t.Fatalf("%v: ServerHandshake = %x, %v; want %x", priv.Public().Type(), k, err, want)
 			}
@@ -287,7 +287,7 @@ func FuzzServerHandshake(f *testing.F) {
 			if err != nil {
 				t.Fatalf("passed with share % x: %v", ch[size-32:], err)
 			}
-			if want, _ := DeriveKeys(&hello.Secret, (*[32]byte)(dh), &fzRandom, ch, sh); k != want {
+			if want := DeriveKeys(&hello.Secret, (*[32]byte)(dh), &fzRandom, ch, sh); k != want {
 				t.Fatalf("keys %x, want %x", k, want)
 			}
 			if r, err := ServerHandshake(priv, fzShare, DefaultBlockSize, &fzAltRandom, in, altSH); err != nil || keysOverlap(r, k) {

@@ -275,16 +275,16 @@ func TestVectorKeySchedule(t *testing.T) {
 		C2SKey: [32]byte(unhex(t, vC2SKey)), C2SNonce: [12]byte(unhex(t, vC2SNonce)),
 		S2CKey: [32]byte(unhex(t, vS2CKey)), S2CNonce: [12]byte(unhex(t, vS2CNonce)),
 	}
-	keys, err := DeriveKeys(&secret, &dh, &random, ch, sh)
-	if err != nil || keys != want {
-		t.Fatalf("DeriveKeys = %x, %v\nwant %x", keys, err, want)
+	keys := DeriveKeys(&secret, &dh, &random, ch, sh)
+	if keys != want {
+		t.Fatalf("DeriveKeys = %x\nwant %x", keys, want)
 	}
 	// SH in the parts a server sends: they are hashed in order.
-	keys, err = DeriveKeys(&secret, &dh, &random, ch, h.AppendPrefix(nil), random[:], h.Share[:])
-	if err != nil || keys != want {
-		t.Fatalf("DeriveKeys of SH in parts = %x, %v", keys, err)
+	keys = DeriveKeys(&secret, &dh, &random, ch, h.AppendPrefix(nil), random[:], h.Share[:])
+	if keys != want {
+		t.Fatalf("DeriveKeys of SH in parts = %x", keys)
 	}
-	keys, _ = DeriveKeys(&secret, &dh, &random, ch, sh[:1], nil, sh[1:])
+	keys = DeriveKeys(&secret, &dh, &random, ch, sh[:1], nil, sh[1:])
 	if keys != want {
 		t.Fatal("DeriveKeys of SH split after byte 1 differs")
 	}
@@ -292,17 +292,16 @@ func TestVectorKeySchedule(t *testing.T) {
 		t.Fatal("DeriveKeys modified its inputs")
 	}
 	// Every input matters.
-	for name, k := range map[string]func() (SessionKeys, error){
-		"secret": func() (SessionKeys, error) { s := fill32(4); return DeriveKeys(&s, &dh, &random, ch, sh) },
-		"dh":     func() (SessionKeys, error) { d := dh; d[31] ^= 1; return DeriveKeys(&secret, &d, &random, ch, sh) },
-		"random": func() (SessionKeys, error) { r := fill32(3); return DeriveKeys(&secret, &dh, &r, ch, sh) },
-		"CH":     func() (SessionKeys, error) { return DeriveKeys(&secret, &dh, &random, ch[:119], sh) },
-		"SH":     func() (SessionKeys, error) { return DeriveKeys(&secret, &dh, &random, ch, sh[:106]) },
-		"order":  func() (SessionKeys, error) { return DeriveKeys(&secret, &dh, &random, sh, ch) },
+	for name, k := range map[string]func() SessionKeys{
+		"secret": func() SessionKeys { s := fill32(4); return DeriveKeys(&s, &dh, &random, ch, sh) },
+		"dh":     func() SessionKeys { d := dh; d[31] ^= 1; return DeriveKeys(&secret, &d, &random, ch, sh) },
+		"random": func() SessionKeys { r := fill32(3); return DeriveKeys(&secret, &dh, &r, ch, sh) },
+		"CH":     func() SessionKeys { return DeriveKeys(&secret, &dh, &random, ch[:119], sh) },
+		"SH":     func() SessionKeys { return DeriveKeys(&secret, &dh, &random, ch, sh[:106]) },
+		"order":  func() SessionKeys { return DeriveKeys(&secret, &dh, &random, sh, ch) },
 	} {
-		got, err := k()
-		if err != nil || keysOverlap(got, want) {
-			t.Errorf("changed %s: keys %x, %v", name, got, err)
+		if got := k(); keysOverlap(got, want) {
+			t.Errorf("changed %s: keys %x", name, got)
 		}
 	}
 
@@ -315,7 +314,7 @@ func TestVectorKeySchedule(t *testing.T) {
 	}
 	real := binary.BigEndian.AppendUint16(nil, uint16(len(sealed)))
 	real = append(append(real, sealed...), alice.PublicKey().Bytes()...)
-	wantReal, _ := DeriveKeys(&secret, &dh, &random, real, sh)
+	wantReal := DeriveKeys(&secret, &dh, &random, real, sh)
 	got, err := ServerHandshake(server, bob, 8192, &random, real, sh)
 	if err != nil || got != wantReal {
 		t.Fatalf("ServerHandshake of the vector sealed for real = %x, %v", got, err)
@@ -422,7 +421,7 @@ func TestHandshake(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want, _ := DeriveKeys(&hello.Secret, (*[32]byte)(dh), &s.hello.Random, ch, s.sh); ck != want {
+			if want := DeriveKeys(&hello.Secret, (*[32]byte)(dh), &s.hello.Random, ch, s.sh); ck != want {
 				t.Fatal("client keys are not DeriveKeys of its hello")
 			}
 
