@@ -487,6 +487,22 @@ func TestContactForgedAndReplayed(t *testing.T) {
 	exchange(t, ctx, alice, bob, 0, 10)
 	bob.waitTexts(t, ctx, 10)
 	alice.waitTexts(t, ctx, 10)
+	// Each text is shown from whichever relay brings it first; the other
+	// relay's copy may come later. Wait for every copy, so that "the last
+	// message" below is the last each queue delivered, not one overtaken
+	// by a copy arriving while the test runs.
+	if err := bob.c.WaitFor(ctx, func(st ContactStatus) bool {
+		bob.c.mu.Lock()
+		defer bob.c.mu.Unlock()
+		for _, q := range bob.c.st.Recv {
+			if q.Queue.LastSeq != st.Shown {
+				return false
+			}
+		}
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
 
 	st, err := bob.c.Snapshot()
 	if err != nil {
@@ -516,7 +532,18 @@ func TestContactForgedAndReplayed(t *testing.T) {
 	mu.Lock()
 	onA, onB := seen[a], seen[b]
 	mu.Unlock()
-	last := onA[len(onA)-1]
+	// The message qa holds as its last: what a relay repeating itself
+	// would deliver again (a relay also repeats older ones after a
+	// reconnection, which are replays).
+	var last Message
+	for _, m := range onA {
+		if bytes.Equal(m.ID, qa.LastMsgID) {
+			last = m
+		}
+	}
+	if last.ID == nil {
+		t.Fatalf("relay A never delivered qa's last message %x", qa.LastMsgID)
+	}
 	forge := func(seq uint64, kind ContactKind, text string) Message {
 		m := ContactMsg{Seq: seq, ID: make([]byte, contactMsgIDSize), Kind: kind, Payload: []byte(text)}
 		body := m.body()
