@@ -15,24 +15,30 @@ import (
 // FALLOC_FL_PUNCH_HOLE). ok is false, with no error, when f has no file
 // descriptor or its file system cannot punch holes: the caller writes zeros.
 func punchHole(f vfs.File, off, n int64) (ok bool, err error) {
-	sc, isConn := f.(syscall.Conn)
-	if !isConn {
-		return false, nil
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false, nil
-	}
 	var perr error
-	if err := rc.Control(func(fd uintptr) {
-		perr = unix.Fallocate(int(fd), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
-	}); err != nil {
+	if !withFD(f, func(fd int) {
+		perr = unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
+	}) {
 		return false, nil
 	}
 	if errors.Is(perr, unix.EOPNOTSUPP) || errors.Is(perr, unix.ENOSYS) {
 		return false, nil
 	}
 	return perr == nil, perr
+}
+
+// withFD runs fn with f's file descriptor and reports whether it could: f
+// is not an os.File (a test's file system), or is closed, when it cannot.
+func withFD(f vfs.File, fn func(fd int)) bool {
+	sc, ok := f.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	return rc.Control(func(fd uintptr) { fn(int(fd)) }) == nil
 }
 
 // canErase reports whether dead records of f can be erased in place.
@@ -47,15 +53,5 @@ func canErase(f vfs.File) bool {
 // makes nothing durable and waits for no write to finish, so a failure only
 // leaves the work to the next fsync and is ignored.
 func startWriteback(f vfs.File) {
-	sc, ok := f.(syscall.Conn)
-	if !ok {
-		return
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return
-	}
-	_ = rc.Control(func(fd uintptr) {
-		_ = unix.SyncFileRange(int(fd), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
-	})
+	withFD(f, func(fd int) { _ = unix.SyncFileRange(fd, 0, 0, unix.SYNC_FILE_RANGE_WRITE) })
 }

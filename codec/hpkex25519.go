@@ -70,7 +70,7 @@ func newHPKEX25519Opener(sk *X25519Key, info []byte) *hpkeX25519Opener {
 	return o
 }
 
-// labeledExpand sets out to LabeledExpand(prk, label, info, len(out)) for
+// hpkeLabeledExpand sets out to LabeledExpand(prk, label, info, len(out)) for
 // len(out) ≤ 32 under suite.
 func hpkeLabeledExpand(out []byte, suite, prk []byte, label string, info ...[]byte) {
 	var l [2]byte
