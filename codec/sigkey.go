@@ -68,10 +68,9 @@ type VerifyKey struct {
 
 // keyExtra is what a VerifyKey needs beyond an Ed25519 key's 32 bytes.
 type keyExtra struct {
-	spki   []byte         // the DER it was parsed from; nil for dummy keys
-	rsa    *rsa.PublicKey // for SigRSA
-	n      []byte         // for SigRSA: the modulus, big-endian, sigLen bytes
-	sigLen int            // for SigRSA
+	spki   []byte // the DER it was parsed from; nil for dummy keys
+	rsa    rsaKey // for SigRSA: the modulus decoded once (rsapss.go)
+	sigLen int    // for SigRSA: the modulus's size in bytes
 }
 
 // edSPKIPrefix is the DER of an Ed25519 SubjectPublicKeyInfo before the 32
@@ -109,7 +108,10 @@ func ParseVerifyKey(spkiDER []byte) (*VerifyKey, error) {
 		if err := checkRSAPublic(p); err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrSigKey, err)
 		}
-		k := newRSAVerifyKey(p)
+		k, err := newRSAVerifyKey(p)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrSigKey, err)
+		}
 		k.x.spki = bytes.Clone(spkiDER)
 		return k, nil
 	}
@@ -171,26 +173,18 @@ func (k *VerifyKey) Verify(signed, sig []byte) bool {
 		return verifyEd25519(k, signed, sig)
 	case SigRSA:
 		digest := sha256.Sum256(signed)
-		if bytes.Compare(sig, k.x.n) >= 0 {
-			// crypto/rsa rejects a signature not below the modulus before any
-			// exponentiation. Spend that work anyway on a value that is below it
-			// (top byte cleared; the modulus's top byte is not zero), so the cost of a
-			// failure does not depend on where sig falls against this key's
-			// modulus, which a dummy key's differs from (SPEC §7).
-			var buf [maxRSABits / 8]byte
-			low := buf[:len(sig)]
-			copy(low, sig)
-			low[0] = 0
-			_ = rsa.VerifyPSS(k.x.rsa, crypto.SHA256, digest[:], low, pssOptions)
-			return false
-		}
-		return rsa.VerifyPSS(k.x.rsa, crypto.SHA256, digest[:], sig, pssOptions) == nil
+		return k.x.rsa.verifyPSS(&digest, sig)
 	}
 	return false
 }
 
-func newRSAVerifyKey(p *rsa.PublicKey) *VerifyKey {
-	return &VerifyKey{alg: SigRSA, x: &keyExtra{rsa: p, sigLen: p.Size(), n: p.N.FillBytes(make([]byte, p.Size()))}}
+// newRSAVerifyKey builds the key of p, which checkRSAPublic accepted.
+func newRSAVerifyKey(p *rsa.PublicKey) (*VerifyKey, error) {
+	rk, err := newRSAKey(p.N)
+	if err != nil {
+		return nil, err
+	}
+	return &VerifyKey{alg: SigRSA, x: &keyExtra{rsa: rk, sigLen: p.Size()}}, nil
 }
 
 // VerifyTimingSafe verifies sig over signed with k. When k is nil or
@@ -280,8 +274,11 @@ func dummyRSA(n int) *VerifyKey {
 		rand.Read(b) // never fails (Go 1.24+); zeros would still be fixed below
 		b[0] |= 0x80 // exactly n*8 bits
 		b[n-1] |= 1  // odd, as crypto/rsa requires
-		pub := &rsa.PublicKey{N: new(big.Int).SetBytes(b), E: rsaExp}
-		dummyRSAKeys[i] = newRSAVerifyKey(pub)
+		k, err := newRSAVerifyKey(&rsa.PublicKey{N: new(big.Int).SetBytes(b), E: rsaExp})
+		if err != nil {
+			panic("codec: dummy RSA key: " + err.Error()) // an odd modulus always decodes
+		}
+		dummyRSAKeys[i] = k
 	})
 	return dummyRSAKeys[i]
 }

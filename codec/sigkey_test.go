@@ -13,6 +13,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"math/big"
 	"slices"
 	"sync"
 	"testing"
@@ -282,14 +283,18 @@ func TestDummyRSAKeys(t *testing.T) {
 		if k != dummyRSA(n) {
 			t.Errorf("%d: dummy rebuilt", n)
 		}
-		if k.x.rsa.N.BitLen() != n*8 || k.x.rsa.N.Bit(0) != 1 || k.x.rsa.E != 65537 || k.SigLen() != n {
-			t.Errorf("%d: bad dummy: %d bits, e=%d", n, k.x.rsa.N.BitLen(), k.x.rsa.E)
+		pub := &rsa.PublicKey{N: new(big.Int).SetBytes(k.x.rsa.m.Nat().Bytes(k.x.rsa.m)), E: rsaExp}
+		if pub.N.BitLen() != n*8 || pub.N.Bit(0) != 1 || k.x.rsa.emBits != n*8-1 || k.SigLen() != n {
+			t.Errorf("%d: bad dummy: %d bits, emBits %d", n, pub.N.BitLen(), k.x.rsa.emBits)
 		}
 		sig := make([]byte, n)
 		rand.Read(sig)
 		sig[0] &= 0x3f // below N, so verification reaches the exponentiation
-		if err := rsa.VerifyPSS(k.x.rsa, crypto.SHA256, digest[:], sig, pssOptions); err != rsa.ErrVerification {
+		if err := rsa.VerifyPSS(pub, crypto.SHA256, digest[:], sig, pssOptions); err != rsa.ErrVerification {
 			t.Errorf("%d: VerifyPSS error = %v, want rsa.ErrVerification", n, err)
+		}
+		if k.x.rsa.verifyPSS(&digest, sig) {
+			t.Errorf("%d: a random signature verifies under the dummy", n)
 		}
 	}
 	if d := dummyEd25519(); d != dummyEd25519() || len(d.ed) != 32 { // one key, made once
