@@ -48,9 +48,13 @@ func newRSAKey(n *big.Int) (rsaKey, error) {
 }
 
 // verifyPSS reports whether sig is an RSASSA-PSS signature of digest (a
-// SHA-256 hash) under k with SPEC §2's parameters. sig must be k's size in
-// bytes (VerifyKey.Verify checks).
+// SHA-256 hash) under k with SPEC §2's parameters. A signature that is not
+// k's size in bytes is false at once, as in crypto/rsa (VerifyKey.Verify
+// checks the length first).
 func (k rsaKey) verifyPSS(digest *[sha256.Size]byte, sig []byte) bool {
+	if len(sig) != k.m.Size() {
+		return false
+	}
 	s, err := bigmod.NewNat().SetBytes(sig, k.m)
 	if err != nil {
 		// sig is not below N, which crypto/rsa too rejects before any
@@ -63,7 +67,7 @@ func (k rsaKey) verifyPSS(digest *[sha256.Size]byte, sig []byte) bool {
 		copy(low, sig)
 		low[0] = 0
 		if s, err = bigmod.NewNat().SetBytes(low, k.m); err != nil {
-			return false // sig is not N's size: no key of SPEC §2 gets here
+			return false // cannot happen: low is below N
 		}
 		k.open(digest, s)
 		return false

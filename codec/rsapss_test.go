@@ -187,3 +187,20 @@ func BenchmarkRSAVerify(b *testing.B) {
 		}
 	})
 }
+
+// TestRSAVerifyWrongLength checks that a signature longer or shorter than
+// the modulus is refused, not padded or cut, on the path below
+// VerifyKey.Verify's own length check too.
+func TestRSAVerifyWrongLength(t *testing.T) {
+	k := pssKeys(t)[0]
+	digest := sha256.Sum256([]byte("x"))
+	sig, err := rsa.SignPSS(rand.Reader, k.priv, crypto.SHA256, digest[:], pssOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range [][]byte{nil, sig[1:], append([]byte{0}, sig...), make([]byte, maxRSABits/8+1)} {
+		if k.vk.x.rsa.verifyPSS(&digest, bad) {
+			t.Errorf("a %d-byte signature verifies under a %d-byte key", len(bad), len(sig))
+		}
+	}
+}
