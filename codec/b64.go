@@ -22,6 +22,9 @@ var b64Val = func() (t [256]byte) {
 	return t
 }()
 
+// isB64 reports whether c is in the standard base64 alphabet ('=' is not).
+func isB64(c byte) bool { return b64Val[c] != b64Invalid }
+
 // decodeB64 decodes strict, padded standard base64 (SPEC §2) into dst, which
 // must hold len(s)/4*3 bytes, and returns the decoded length. It accepts
 // exactly what base64.StdEncoding.Strict() accepts from input without CR or

@@ -376,10 +376,6 @@ func (p *Parser) decode(s []byte) ([]byte, bool) {
 	return dst[:n:n], true
 }
 
-func isB64(c byte) bool {
-	return c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '+' || c == '/'
-}
-
 // validCorrID: *64(%x21-7E).
 func validCorrID(s []byte) bool {
 	if len(s) > MaxCorrID {
