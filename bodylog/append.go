@@ -178,6 +178,9 @@ func (l *Log) sync() error {
 	l.mu.Unlock()
 
 	for _, s := range todo {
+		if !s.unsynced.Swap(false) {
+			continue // nothing written or erased since its last fsync
+		}
 		if err := s.f.Sync(); err != nil {
 			if s.removed.Load() {
 				continue // every record in it was erased: nothing to make durable
@@ -203,6 +206,7 @@ func (l *Log) flushLocked() error {
 	if _, err := l.cur.f.Write(l.buf[l.bufDone:]); err != nil {
 		return l.failLocked(failAt(l.cur.path, l.bufOff+int64(l.bufDone), "write", err))
 	}
+	l.cur.unsynced.Store(true)
 	l.unhinted += int64(len(l.buf) - l.bufDone)
 	l.bufDone = len(l.buf)
 	l.cur.flushed.Store(l.bufOff + int64(l.bufDone))
@@ -257,6 +261,7 @@ func (l *Log) newSegmentLocked() error {
 		return l.failLocked(failAt(path, 0, "creating the segment", err))
 	}
 	s := &segment{num: n, path: path, f: f}
+	s.unsynced.Store(true)
 	s.counted.Store(true)
 	s.size.Store(segmentHeaderSize)
 	h := segmentHeader(n)

@@ -142,7 +142,9 @@
 // fsyncs; Flush writes the buffer, and fsyncs the directory when a segment
 // was created since its last fsync; Sync writes the buffer and fsyncs the
 // current segment, the segments sealed since the last Sync, and the
-// directory when a segment was created since then. The owner's modes carry
+// directory when a segment was created since then. A segment not written
+// nor erased since its last fsync is not fsynced again: nothing in it is
+// waiting to be made durable. The owner's modes carry
 // over unchanged: every write of a group is preceded by Flush (a kill -9
 // then loses no body the owner's written records name, and a power cut no
 // segment they name), and every fsync the owner makes by Sync. A write or

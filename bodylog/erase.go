@@ -419,6 +419,7 @@ func (l *Log) eraseRange(s *segment, from, to int64, onlyNonZero bool) error {
 			return l.fail(failAt(s.path, from, "punching a hole", err))
 		}
 		if ok {
+			s.unsynced.Store(true)
 			l.stats.erasedBytes.Add(uint64(to - from))
 			return nil
 		}
@@ -448,6 +449,7 @@ func (l *Log) eraseRange(s *segment, from, to int64, onlyNonZero bool) error {
 		if _, err := wa.WriteAt(zeroChunk[:n], off); err != nil {
 			return l.fail(failAt(s.path, off, "writing zeros", err))
 		}
+		s.unsynced.Store(true)
 		l.stats.erasedBytes.Add(uint64(n))
 		off += n
 	}

@@ -532,3 +532,42 @@ func TestDeletedBodyLeavesMemory(t *testing.T) {
 		})
 	}
 }
+
+// TestSyncSkipsUnchanged: Sync fsyncs the current segment only when it was
+// written or erased since its last fsync, so that a group that appended no
+// body costs its writer no fsync, while an append or an erasure in the
+// segment is made durable by the next Sync.
+func TestSyncSkipsUnchanged(t *testing.T) {
+	eraseModes(t, func(t *testing.T, o Options) {
+		l := openT(t, t.TempDir(), o)
+		defer l.Close()
+		r := rand.New(rand.NewPCG(8, 8))
+		syncs := func() uint64 { return l.Stats().Syncs }
+		sync := func(what string, fsyncs uint64) {
+			t.Helper()
+			before := syncs()
+			if err := l.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			if got := syncs() - before; got != fsyncs {
+				t.Fatalf("%s: Sync made %d fsyncs, want %d", what, got, fsyncs)
+			}
+		}
+		a := newMsg(r, 300)
+		appendT(t, l, a)
+		sync("after an append", 1)
+		sync("with nothing new", 0)
+		l.DeleteMessage(a.rid, a.id, a.ref)
+		for range syncsBeforeErase {
+			sync("after a Delete, before its erasure", 0)
+		}
+		if err := l.eraseDue(); err != nil {
+			t.Fatal(err)
+		}
+		if l.Stats().Erased != 1 {
+			t.Fatalf("%d erased, want 1", l.Stats().Erased)
+		}
+		sync("after an erasure in the current segment", 1)
+		sync("with nothing new after the erasure", 0)
+	})
+}

@@ -141,6 +141,15 @@ type segment struct {
 	// removed: the eraser deleted the file (nothing in it was live); set
 	// before the file is closed.
 	removed atomic.Bool
+	// unsynced: the file changed since Sync last fsynced it. Set after each
+	// write (flushLocked) and each erasure (eraseRange), cleared by Sync
+	// just before its fsync, so that a change made before the clear is
+	// covered by that fsync and one made after it sets the flag again. Sync
+	// skips the fsync of a segment without it: in a group commit whose
+	// records append no body (ACK, DEL) there is nothing to make durable,
+	// and a blocking fsync would only hold a one-core relay's processor
+	// (docs/performance.md, "Why the relay idles").
+	unsynced atomic.Bool
 }
 
 // pendingDelete is a Delete the eraser has not applied yet.
