@@ -291,3 +291,79 @@ func (l *Log) failLocked(err error) error {
 	}
 	return l.failErr
 }
+
+// PrepareSync is Sync for a caller that makes the fsyncs itself, without
+// blocking (the owner's writer through io_uring, see wal.Log.AttachSyncs):
+// it writes the append buffer, and returns the descriptors of the segments
+// to fsync — those Sync would fsync — and finish, which the caller must call
+// once with their results (nil for each that succeeded, in order). finish
+// fails the log as Sync does on a failed fsync, fsyncs the directory when a
+// segment was created (rare, blocking) and returns what Sync would have
+// returned. Sync's lock is held from PrepareSync to finish. dirAfter says
+// that finish fsyncs the directory: the bodies are durable only once finish
+// returned, not once the fsyncs did. ok is false
+// when a segment's file has no descriptor (another vfs.FS): the caller
+// uses Sync then; nothing was done.
+func (l *Log) PrepareSync() (fds []int, finish func(errs []error) error, dirAfter, ok bool, err error) {
+	l.mu.Lock()
+	closed := l.closed
+	l.mu.Unlock()
+	if closed {
+		return nil, nil, false, true, ErrClosed
+	}
+	l.syncMu.Lock()
+	l.mu.Lock()
+	var all []int // a descriptor for each of rotated, then cur
+	for _, s := range append(l.rotated, l.cur) {
+		if !withFD(s.f, func(fd int) { all = append(all, fd) }) {
+			l.mu.Unlock()
+			l.syncMu.Unlock()
+			return nil, nil, false, false, nil
+		}
+	}
+	if l.failErr != nil {
+		err := l.failErr
+		l.mu.Unlock()
+		l.syncMu.Unlock()
+		return nil, nil, false, true, err
+	}
+	l.syncGen++
+	if err := l.flushLocked(); err != nil {
+		l.mu.Unlock()
+		l.syncMu.Unlock()
+		return nil, nil, false, true, err
+	}
+	todo := append(l.rotated, l.cur)
+	l.rotated = nil
+	dir := l.dirDirty
+	l.dirDirty = false
+	l.mu.Unlock()
+
+	segs := todo[:0]
+	for i, s := range todo {
+		if !s.unsynced.Swap(false) {
+			continue // nothing written or erased since its last fsync
+		}
+		fds = append(fds, all[i])
+		segs = append(segs, s)
+	}
+	finish = func(errs []error) error {
+		defer l.syncMu.Unlock()
+		for i, s := range segs {
+			if err := errs[i]; err != nil {
+				if s.removed.Load() {
+					continue // every record in it was erased: nothing to make durable
+				}
+				return l.fail(failAt(s.path, s.flushed.Load(), "fsync", err))
+			}
+			l.stats.syncs.Add(1)
+		}
+		if dir {
+			if err := l.fs.SyncDir(l.dir); err != nil {
+				return l.fail(failAt(l.dir, 0, "fsync of the directory", err))
+			}
+		}
+		return nil
+	}
+	return fds, finish, dir, true, nil
+}

@@ -69,6 +69,27 @@ type Server struct {
 	lim        atomic.Pointer[ConnLimits]
 	limChanged chan struct{}
 	draining   atomic.Bool // set once by Drain; read by every loop
+
+	companions []*companion // AddCompanion's, enrolled by ServeListener; set before it
+}
+
+// companion is a descriptor some other part of the relay wants polled by an
+// event loop (AddCompanion); it is the gnet context of its connection.
+type companion struct {
+	nc       net.Conn
+	readable func() // called by the loop after it discarded what arrived
+	closed   func() // called once the loop stops polling it
+}
+
+// AddCompanion has ServeListener enroll nc into an event loop, which calls
+// readable, after discarding what arrived, whenever nc is readable, and
+// closed once it stops polling nc (the server stopped). It lets a part of the
+// relay that must not import this package be woken by the loop itself, not
+// by Go's netpoller, which a loop holding a one-core relay's processor
+// leaves to sysmon (the store's asynchronous fsyncs, wal.Log.AttachSyncs).
+// Call it before ServeListener.
+func (s *Server) AddCompanion(nc net.Conn, readable, closed func()) {
+	s.companions = append(s.companions, &companion{nc: nc, readable: readable, closed: closed})
 }
 
 // NewServer returns a Server for the engine and key in o.
@@ -283,6 +304,12 @@ func (s *Server) ServeListener(ln net.Listener, ready func(net.Addr)) error {
 	if err != nil {
 		return fmt.Errorf("transport: starting the event loops: %w", err)
 	}
+	for _, c := range s.companions {
+		if _, err := cli.EnrollContext(c.nc, c); err != nil {
+			c.closed()
+			s.log.Warn("a companion descriptor could not join an event loop", "err", err)
+		}
+	}
 	a := &acceptor{s: s, ln: ln, cli: cli, mx: &s.mx.loops[0]}
 	if a.reserve, err = os.Open(os.DevNull); err != nil {
 		_ = cli.Stop()
@@ -390,6 +417,9 @@ type handler struct {
 }
 
 func (h *handler) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
+	if _, ok := gc.Context().(*companion); ok {
+		return nil, gnet.None
+	}
 	c, ok := gc.Context().(*conn)
 	if !ok {
 		return nil, gnet.Close // not from the acceptor: cannot happen
@@ -441,6 +471,10 @@ func (h *handler) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 
 func (h *handler) OnClose(gc gnet.Conn, _ error) gnet.Action {
 	defer h.contain("closing")
+	if c, ok := gc.Context().(*companion); ok {
+		c.closed()
+		return gnet.None
+	}
 	if c, ok := gc.Context().(*conn); ok {
 		gc.SetContext(nil)
 		h.s.conns.remove(c)
@@ -472,6 +506,11 @@ func (h *handler) contain(what string) {
 // whole blocks, and pushes from other connections (after a Wake). A panic is
 // contained to this connection, which is closed.
 func (h *handler) OnTraffic(gc gnet.Conn) (action gnet.Action) {
+	if c, ok := gc.Context().(*companion); ok {
+		_, _ = gc.Discard(-1)
+		c.readable()
+		return gnet.None
+	}
 	c, ok := gc.Context().(*conn)
 	if !ok {
 		return gnet.Close

@@ -126,6 +126,8 @@ type Log struct {
 
 	w writer // owned by the writer goroutine once Load has started it
 
+	async atomic.Pointer[asyncSync] // set by AttachSyncs: the writer fsyncs through io_uring
+
 	mx logStats // fsync and group histograms (metrics.go), observed by the writer
 
 	stats struct { // counters behind Stats
@@ -328,6 +330,9 @@ func (l *Log) Close() error {
 	if loaded {
 		err = l.call(&request{kind: reqClose})
 		<-l.done
+		if a := l.async.Load(); a != nil {
+			a.close()
+		}
 		if err == nil && l.opts.Sync != SyncAlways {
 			// Everything is fsynced: the next recovery may be strict again.
 			if rerr := l.removeFiles([]string{unsyncedName}); rerr != nil {

@@ -1,6 +1,7 @@
 package wal
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -24,9 +25,13 @@ type writer struct {
 	seen    map[store.Notifier]struct{} // dedupes a group's notifiers; emptied after each group
 	dirty   bool                        // written since the last fsync
 	written uint64                      // LSN of the last record written to a segment
-	base    uint64                      // number of the snapshot the log starts from (0: none)
-	snapRaw int64                       // record bytes of that snapshot
-	segRaw  map[uint64]int64            // record bytes of each segment numbered base or more
+	// groupWaiters are the notifiers of the group being synced, for the
+	// asynchronous fsyncs' reaper; notified says it already notified them.
+	groupWaiters []store.Notifier
+	notified     bool
+	base         uint64           // number of the snapshot the log starts from (0: none)
+	snapRaw      int64            // record bytes of that snapshot
+	segRaw       map[uint64]int64 // record bytes of each segment numbered base or more
 }
 
 // reqKind is what a request asks of the writer.
@@ -177,11 +182,19 @@ func (l *Log) flush(forceSync, notify bool) error {
 		l.stats.logBytes.Add(raw)
 	}
 	if l.opts.Sync == SyncAlways || forceSync {
-		if err := l.sync(); err != nil {
+		if notify {
+			l.w.groupWaiters = ws
+		}
+		err := l.sync()
+		l.w.groupWaiters = nil
+		if err != nil {
+			l.w.notified = false
 			return err
 		}
 	}
-	if notify && len(ws) > 0 {
+	notified := l.w.notified
+	l.w.notified = false
+	if notify && len(ws) > 0 && !notified {
 		for _, n := range ws {
 			if _, dup := l.w.seen[n]; dup {
 				continue
@@ -219,6 +232,19 @@ func (l *Log) sync() error {
 		return failed
 	}
 	start := time.Now()
+	if a := l.async.Load(); a != nil {
+		err := l.syncAsync(a)
+		if !errors.Is(err, errNoDescriptor) {
+			l.mx.fsync.Observe(int64(time.Since(start)))
+			l.stats.syncs.Add(1)
+			if err != nil {
+				return l.fail(err)
+			}
+			l.w.dirty = false
+			l.durable.Store(l.w.written)
+			return nil
+		}
+	}
 	var bodies chan error
 	if b := l.opts.Bodies; b != nil {
 		// The bodies' fsync runs beside the log's, not before it: one

@@ -342,6 +342,15 @@ func (d *daemon) open() bool {
 		st.Close()
 		return false
 	}
+	// SMP_FSYNC_URING=0 keeps the blocking fsyncs (for A/B measurements).
+	if as, ok := st.(syncAttacher); ok && os.Getenv("SMP_FSYNC_URING") != "0" {
+		nc, readable, detach, err := as.AttachSyncs()
+		if err != nil {
+			log.Info("fsyncs block the writer: no io_uring", "err", err)
+		} else {
+			srv.AddCompanion(nc, readable, detach)
+		}
+	}
 	d.store, d.e, d.srv = st, e, srv
 	// Replay decoded every record of the log, which is garbage now: collect
 	// it and give the memory back at once, so that the relay's RSS from the
@@ -783,6 +792,12 @@ func openStore(c *config, log *slog.Logger) (store.Store, error) {
 		return nil, err
 	}
 	return l, nil
+}
+
+// syncAttacher is a store whose writer can fsync through io_uring, woken by
+// an event loop (wal.Log.AttachSyncs).
+type syncAttacher interface {
+	AttachSyncs() (nc net.Conn, readable, detach func(), err error)
 }
 
 // cacheSizer is a store with a body cache whose bound reloads live.

@@ -1,0 +1,253 @@
+package wal
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/smprelay/smprelay/internal/uring"
+	"github.com/smprelay/smprelay/store"
+	"golang.org/x/sys/unix"
+)
+
+// Asynchronous fsyncs (AttachSyncs). On a relay pinned to one core the
+// writer's blocking fsync(2) keeps the only processor (P) in a system call
+// until Go's sysmon takes it back, and the event loop, runnable meanwhile,
+// waits: the core idles (docs/performance.md, "Why the relay idles"). With
+// AttachSyncs the writer hands the group's fsyncs (the segment's and the
+// body keeper's) to io_uring, each hard-linked to a one-byte write to a
+// socket pair whose other end the caller polls in its event loop; the
+// loop's readable callback reaps the completions and wakes the writer, which
+// waits on a channel meanwhile and so holds no P. Durability is published
+// exactly as before: once every fsync of the group has succeeded.
+
+// asyncWaitCheck is how long the writer waits for the loop to reap before
+// it reaps itself: a safety net for a loop that is gone or stuck, not the
+// normal path.
+const asyncWaitCheck = 50 * time.Millisecond
+
+// wakeTag is the user data of the linked writes; fsyncs carry their index.
+const wakeTag = ^uint64(0)
+
+// asyncSync is the writer's io_uring and the state the reaper shares with
+// it. ring's submission side and fds belong to the writer goroutine; the
+// rest is guarded by mu, which the reaper (the loop's readable callback, or
+// the writer after asyncWaitCheck) holds while it reaps.
+type asyncSync struct {
+	ring   *uring.Ring
+	wakeFD int           // the socket end the linked writes go to
+	done   chan struct{} // capacity 1: every fsync of the group completed
+	gone   chan struct{} // closed by detach: nobody polls the other end any more
+	once   sync.Once
+	timer  *time.Timer // the writer's asyncWaitCheck; writer's
+	fds    []int       // the group's descriptors; writer's
+	errs   []error     // their results as errors; writer's
+
+	mu     sync.Mutex
+	expect int     // fsyncs of the group in flight (0: none)
+	res    []int32 // their results, by index
+	seen   int     // completions reaped of them
+	// When every fsync succeeded and canPublish, the reaper itself stores
+	// lsn as durable and notifies waiters (published), so that the replies
+	// go out from the loop at once instead of after the writer next gets
+	// the processor, which on one core is when the loop runs out of work.
+	log        *Log
+	canPublish bool
+	published  bool
+	lsn        uint64
+	waiters    []store.Notifier
+	seenN      map[store.Notifier]struct{}
+}
+
+// AttachSyncs switches the writer to fsyncs by io_uring. The caller polls
+// conn in an event loop and calls readable (from that loop) whenever conn
+// is readable, after discarding what it read; it calls detach once it stops
+// polling (the loop closes). It returns an error wrapping
+// uring.ErrUnavailable when the kernel has no io_uring (or forbids it):
+// the writer keeps its blocking fsyncs then. Only a log whose files and
+// body keeper have descriptors uses it (otherwise each group falls back).
+func (l *Log) AttachSyncs() (conn net.Conn, readable, detach func(), err error) {
+	ring, err := uring.New(64)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		ring.Close()
+		return nil, nil, nil, fmt.Errorf("wal: a socket pair for fsync completions: %w", err)
+	}
+	f := os.NewFile(uintptr(sp[1]), "wal-fsync-completions")
+	conn, err = net.FileConn(f) // a duplicate
+	f.Close()
+	if err != nil {
+		ring.Close()
+		unix.Close(sp[0])
+		return nil, nil, nil, fmt.Errorf("wal: a conn for fsync completions: %w", err)
+	}
+	a := &asyncSync{
+		ring: ring, wakeFD: sp[0],
+		done: make(chan struct{}, 1), gone: make(chan struct{}),
+		timer: time.NewTimer(time.Hour),
+		log:   l, seenN: make(map[store.Notifier]struct{}),
+	}
+	a.timer.Stop()
+	l.async.Store(a)
+	return conn, a.reap, func() { a.once.Do(func() { close(a.gone) }) }, nil
+}
+
+// reap takes the ready completions and wakes the writer once the group's
+// fsyncs are all in.
+func (a *asyncSync) reap() {
+	a.mu.Lock()
+	a.ring.Reap(func(ud uint64, res int32) {
+		if ud == wakeTag || int(ud) >= len(a.res) {
+			return
+		}
+		a.res[ud] = res
+		a.seen++
+	})
+	if a.expect > 0 && a.seen == a.expect {
+		a.expect, a.seen = 0, 0
+		if a.canPublish && !slices.ContainsFunc(a.res, func(r int32) bool { return r < 0 }) {
+			a.log.durable.Store(a.lsn)
+			for _, n := range a.waiters {
+				if _, dup := a.seenN[n]; dup {
+					continue
+				}
+				a.seenN[n] = struct{}{}
+				n.NotifyDurable()
+			}
+			clear(a.seenN)
+			a.published = true
+		}
+		select {
+		case a.done <- struct{}{}:
+		default:
+		}
+	}
+	a.mu.Unlock()
+}
+
+// close releases the ring and the writer's end; after the writer stopped.
+func (a *asyncSync) close() {
+	a.ring.Close()
+	unix.Close(a.wakeFD)
+}
+
+// errNoDescriptor: a file without a descriptor; the writer syncs blocking.
+var errNoDescriptor = errors.New("wal: no descriptor")
+
+// syncAsync fsyncs the segment and the bodies through a. It returns
+// errNoDescriptor, having done nothing, when one of them has no
+// descriptor; otherwise what sync's blocking path would return before
+// failing the log.
+func (l *Log) syncAsync(a *asyncSync) error {
+	walFD := -1
+	if sc, ok := l.w.f.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			_ = rc.Control(func(fd uintptr) { walFD = int(fd) })
+		}
+	}
+	if walFD < 0 {
+		return errNoDescriptor
+	}
+	a.fds = a.fds[:0]
+	var finish func([]error) error
+	publish := true // the reaper may publish the group as durable
+	if b := l.opts.Bodies; b != nil {
+		pb, ok := b.(interface {
+			PrepareSync() ([]int, func([]error) error, bool, bool, error)
+		})
+		if !ok {
+			return errNoDescriptor
+		}
+		fds, fin, dirAfter, ok, err := pb.PrepareSync()
+		if !ok {
+			return errNoDescriptor
+		}
+		if err != nil {
+			return fmt.Errorf("syncing message bodies: %w", err)
+		}
+		a.fds, finish = append(a.fds, fds...), fin
+		publish = !dirAfter
+	}
+	nb := len(a.fds)
+	a.fds = append(a.fds, walFD)
+	a.errs = append(a.errs[:0], make([]error, len(a.fds))...)
+	errs := a.errs
+	if 2*len(a.fds) > a.ring.Entries() {
+		// More sealed body segments than the ring takes at once (never
+		// at the relay's segment sizes): blocking, as without the ring.
+		for i, fd := range a.fds {
+			if err := unix.Fsync(fd); err != nil {
+				errs[i] = err
+			}
+		}
+	} else {
+		a.mu.Lock()
+		a.res = append(a.res[:0], make([]int32, len(a.fds))...) // no allocation once grown
+		a.expect, a.seen = len(a.fds), 0
+		a.canPublish, a.published = publish, false
+		a.lsn, a.waiters = l.w.written, l.w.groupWaiters
+		a.mu.Unlock()
+		for i, fd := range a.fds {
+			a.ring.FsyncThenWake(fd, uint64(i), a.wakeFD, wakeTag)
+		}
+		if err := a.ring.Submit(); err != nil {
+			// Nothing was queued in the kernel for certain: fail as an fsync would.
+			for i := range errs {
+				errs[i] = err
+			}
+		} else {
+			a.wait()
+			a.mu.Lock()
+			for i, r := range a.res {
+				if r < 0 {
+					errs[i] = syscall.Errno(-r)
+				}
+			}
+			l.w.notified = a.published
+			a.waiters = nil
+			a.mu.Unlock()
+		}
+	}
+	var err error
+	if finish != nil {
+		if berr := finish(errs[:nb]); berr != nil {
+			err = fmt.Errorf("syncing message bodies: %w", berr)
+		}
+	}
+	if werr := errs[nb]; werr != nil && err == nil {
+		err = &os.PathError{Op: "sync", Path: l.w.path, Err: werr}
+	}
+	return err
+}
+
+// wait returns once the group's fsyncs have completed: when the loop's reap
+// says so, or after the writer reaped them itself because the loop is gone
+// or slow.
+func (a *asyncSync) wait() {
+	a.timer.Reset(asyncWaitCheck)
+	defer a.timer.Stop()
+	for {
+		select {
+		case <-a.done:
+			return
+		case <-a.timer.C:
+			a.timer.Reset(asyncWaitCheck)
+		case <-a.gone:
+			_ = a.ring.Wait() // nobody else reaps: blocking is all there is
+		}
+		a.reap()
+		select {
+		case <-a.done:
+			return
+		default:
+		}
+	}
+}
