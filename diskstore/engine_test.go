@@ -28,11 +28,21 @@ const bigBlock = codec.MaxBlockSize
 
 func TestEngineRestart(t *testing.T) {
 	for _, mode := range syncModes {
-		t.Run(mode.String(), func(t *testing.T) { testEngineRestart(t, mode) })
+		t.Run(mode.String(), func(t *testing.T) { testEngineRestart(t, mode, noAsyncSyncs) })
 	}
 }
 
-func testEngineRestart(t *testing.T, mode wal.SyncMode) {
+// TestEngineRestartAsyncSyncs is TestEngineRestart with the log's fsyncs by
+// io_uring (wal.Log.AttachSyncs): completions reaped by a goroutine that
+// plays the event loop, and with nobody reaping them (the writer's own
+// fallback).
+func TestEngineRestartAsyncSyncs(t *testing.T) {
+	for _, async := range []asyncSyncs{asyncPolled, asyncUnpolled} {
+		t.Run(fmt.Sprint(async), func(t *testing.T) { testEngineRestart(t, wal.SyncAlways, async) })
+	}
+}
+
+func testEngineRestart(t *testing.T, mode wal.SyncMode, async asyncSyncs) {
 	data := t.TempDir()
 	rng := rand.New(rand.NewPCG(uint64(mode), 14))
 	// The clock moves on by 7 s at each reading, so each message has its own
@@ -41,6 +51,7 @@ func testEngineRestart(t *testing.T, mode wal.SyncMode) {
 	opts := diskstore.Options{Log: wal.Options{Sync: mode}, CacheBytes: 16 << 20}
 	eopts := engine.Options{BlockSize: bigBlock, Now: clk.Now, Limits: engine.Limits{MessageTTL: 24 * time.Hour}}
 	e, s := startEngine(t, data, opts, eopts)
+	reaped := attachSyncs(t, s, async)
 	r, snd := newSess(t, e), newSess(t, e)
 	maxBody := codec.MaxBody(bigBlock)
 
@@ -97,6 +108,9 @@ func testEngineRestart(t *testing.T, mode wal.SyncMode) {
 	if st, bs := s.StoreStats(), s.BodyStats(); bs.LiveBytes <= int64(2*maxBody) || st.BodyFiles == 0 {
 		t.Fatalf("the body log holds %d live bytes in %d files: the bodies are not in it", bs.LiveBytes, st.BodyFiles)
 	}
+	if async == asyncPolled && reaped.Load() == 0 {
+		t.Fatal("the log fsynced by io_uring, and the loop never reaped a completion")
+	}
 	r.Close()
 	snd.Close()
 	if err := s.Close(); err != nil {
@@ -109,6 +123,7 @@ func testEngineRestart(t *testing.T, mode wal.SyncMode) {
 	var created map[[16]byte]int64
 	for round := range 2 {
 		e, s = startEngine(t, data, opts, eopts)
+		attachSyncs(t, s, async)
 		if got := enginetest.State(t, e, enginetest.StoredBody(s)); got != before {
 			t.Fatalf("restart %d: the state differs\n got %s\nwant %s", round, got, before)
 		}
@@ -129,6 +144,7 @@ func testEngineRestart(t *testing.T, mode wal.SyncMode) {
 	// msgId and timestamp, then the rest in order, every body read from the
 	// body log (a miss of its empty cache each), none from memory.
 	e, s = startEngine(t, data, opts, eopts)
+	attachSyncs(t, s, async)
 	defer s.Close()
 	r, snd = newSess(t, e), newSess(t, e)
 	atStart := s.BodyStats()

@@ -7,12 +7,14 @@ package diskstore_test
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"log/slog"
 	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,6 +23,7 @@ import (
 	"github.com/smprelay/smprelay/engine"
 	"github.com/smprelay/smprelay/internal/sessiontest"
 	"github.com/smprelay/smprelay/internal/smptest"
+	"github.com/smprelay/smprelay/internal/uring"
 	"github.com/smprelay/smprelay/internal/vfs"
 	"github.com/smprelay/smprelay/internal/waltest"
 	"github.com/smprelay/smprelay/store"
@@ -176,6 +179,60 @@ func startEngine(t testing.TB, data string, o diskstore.Options, eo engine.Optio
 		t.Fatalf("engine.New on the disk store: %v", err)
 	}
 	return e, s
+}
+
+// asyncSyncs is how a test runs the log's fsyncs.
+type asyncSyncs int
+
+const (
+	noAsyncSyncs  asyncSyncs = iota // blocking, by the writer
+	asyncPolled                     // by io_uring, reaped by a goroutine that plays the event loop
+	asyncUnpolled                   // by io_uring, nobody polls: the writer reaps them itself
+)
+
+func (a asyncSyncs) String() string {
+	return [...]string{"blocking", "polled", "unpolled"}[a]
+}
+
+// attachSyncs switches s to fsyncs by io_uring as a says, and returns how
+// many times the playing loop reaped. It skips the test where the kernel
+// has no io_uring. The goroutine stops when the test ends.
+func attachSyncs(t testing.TB, s *diskstore.Store, a asyncSyncs) *atomic.Int64 {
+	t.Helper()
+	var reaped atomic.Int64
+	if a == noAsyncSyncs {
+		return &reaped
+	}
+	nc, readable, detach, err := s.AttachSyncs()
+	if errors.Is(err, uring.ErrUnavailable) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a == asyncUnpolled {
+		detach()
+		nc.Close()
+		return &reaped
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer detach()
+		buf := make([]byte, 64)
+		for {
+			if _, err := nc.Read(buf); err != nil {
+				return
+			}
+			readable()
+			reaped.Add(1)
+		}
+	}()
+	t.Cleanup(func() {
+		nc.Close()
+		<-done
+	})
+	return &reaped
 }
 
 // syncModes are the log's fsync modes, each test runs in all of them.

@@ -62,6 +62,7 @@ type asyncSync struct {
 	lsn        uint64
 	waiters    []store.Notifier
 	seenN      map[store.Notifier]struct{}
+	closed     bool // Close released the ring
 }
 
 // AttachSyncs switches the writer to fsyncs by io_uring. The caller polls
@@ -104,6 +105,10 @@ func (l *Log) AttachSyncs() (conn net.Conn, readable, detach func(), err error) 
 // fsyncs are all in.
 func (a *asyncSync) reap() {
 	a.mu.Lock()
+	if a.closed {
+		a.mu.Unlock()
+		return // the ring is unmapped: a late wake-up after Close
+	}
 	a.ring.Reap(func(ud uint64, res int32) {
 		if ud == wakeTag || int(ud) >= len(a.res) {
 			return
@@ -135,6 +140,9 @@ func (a *asyncSync) reap() {
 
 // close releases the ring and the writer's end; after the writer stopped.
 func (a *asyncSync) close() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.closed = true
 	a.ring.Close()
 	unix.Close(a.wakeFD)
 }

@@ -201,4 +201,15 @@
 // alone observes the fsync and group histograms behind Metrics and
 // Histograms; Stats, StoreStats, Histograms and Metrics read atomics (and the
 // failure under mu) and may be called from any goroutine.
+//
+// With AttachSyncs (async.go) the writer does not block in fsync(2): it
+// submits the group's fsyncs (the segment's, and the body keeper's from its
+// PrepareSync) to io_uring, each hard-linked to a one-byte write to a socket
+// pair, and waits on a channel. The caller's event loop polls the other end
+// and calls the reaper, which takes the completions under asyncSync.mu and,
+// when every fsync of the group succeeded and no blocking directory fsync is
+// left, stores the durable LSN and notifies the group itself, then wakes the
+// writer. Any failure is left to the writer, which fails the log as after a
+// blocking fsync; Durable never covers a group with a failed fsync. A
+// writer left waiting (no loop polls, or it stopped) reaps the ring itself.
 package wal
