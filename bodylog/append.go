@@ -3,6 +3,7 @@ package bodylog
 import (
 	"fmt"
 	"os"
+	"syscall"
 
 	"github.com/smprelay/smprelay/store"
 )
@@ -161,27 +162,49 @@ func (l *Log) syncDir() error {
 func (l *Log) sync() error {
 	l.syncMu.Lock()
 	defer l.syncMu.Unlock()
+	segs, dir, err := l.beginSync()
+	if err != nil {
+		return err
+	}
+	return l.endSync(segs, func(i int) error { return segs[i].f.Sync() }, dir)
+}
+
+// beginSync starts a Sync round; the caller holds syncMu. It writes the
+// append buffer and returns the segments to fsync (the current one and those
+// sealed since the last round, less those not written nor erased since
+// their last fsync) and whether the directory needs one.
+func (l *Log) beginSync() (segs []*segment, dir bool, err error) {
 	l.mu.Lock()
 	if l.failErr != nil {
 		l.mu.Unlock()
-		return l.failErr
+		return nil, false, l.failErr
 	}
 	l.syncGen++
 	if err := l.flushLocked(); err != nil {
 		l.mu.Unlock()
-		return err
+		return nil, false, err
 	}
 	todo := append(l.rotated, l.cur)
 	l.rotated = nil
-	dir := l.dirDirty
+	dir = l.dirDirty
 	l.dirDirty = false
 	l.mu.Unlock()
 
+	segs = todo[:0]
 	for _, s := range todo {
-		if !s.unsynced.Swap(false) {
-			continue // nothing written or erased since its last fsync
+		if s.unsynced.Swap(false) {
+			segs = append(segs, s)
 		}
-		if err := s.f.Sync(); err != nil {
+	}
+	return segs, dir, nil
+}
+
+// endSync ends a Sync round begun by beginSync: fsynced(i) is the result of
+// the fsync of segs[i], asked in order until one fails; then the directory's
+// fsync when dir. A failure fails the log.
+func (l *Log) endSync(segs []*segment, fsynced func(i int) error, dir bool) error {
+	for i, s := range segs {
+		if err := fsynced(i); err != nil {
 			if s.removed.Load() {
 				continue // every record in it was erased: nothing to make durable
 			}
@@ -307,63 +330,29 @@ func (l *Log) failLocked(err error) error {
 func (l *Log) PrepareSync() (fds []int, finish func(errs []error) error, dirAfter, ok bool, err error) {
 	l.mu.Lock()
 	closed := l.closed
+	// Every segment comes from the same vfs.FS: the current one tells.
+	_, hasFD := l.cur.f.(syscall.Conn)
 	l.mu.Unlock()
 	if closed {
 		return nil, nil, false, true, ErrClosed
 	}
+	if !hasFD {
+		return nil, nil, false, false, nil
+	}
 	l.syncMu.Lock()
-	l.mu.Lock()
-	var all []int // a descriptor for each of rotated, then cur
-	for _, s := range append(l.rotated, l.cur) {
-		if !withFD(s.f, func(fd int) { all = append(all, fd) }) {
-			l.mu.Unlock()
-			l.syncMu.Unlock()
-			return nil, nil, false, false, nil
-		}
-	}
-	if l.failErr != nil {
-		err := l.failErr
-		l.mu.Unlock()
+	segs, dir, err := l.beginSync()
+	if err != nil {
 		l.syncMu.Unlock()
 		return nil, nil, false, true, err
 	}
-	l.syncGen++
-	if err := l.flushLocked(); err != nil {
-		l.mu.Unlock()
-		l.syncMu.Unlock()
-		return nil, nil, false, true, err
-	}
-	todo := append(l.rotated, l.cur)
-	l.rotated = nil
-	dir := l.dirDirty
-	l.dirDirty = false
-	l.mu.Unlock()
-
-	segs := todo[:0]
-	for i, s := range todo {
-		if !s.unsynced.Swap(false) {
-			continue // nothing written or erased since its last fsync
-		}
-		fds = append(fds, all[i])
-		segs = append(segs, s)
+	for _, s := range segs {
+		fd := -1 // a sealed segment the eraser closed meanwhile: its fsync fails, and it was removed
+		withFD(s.f, func(d int) { fd = d })
+		fds = append(fds, fd)
 	}
 	finish = func(errs []error) error {
 		defer l.syncMu.Unlock()
-		for i, s := range segs {
-			if err := errs[i]; err != nil {
-				if s.removed.Load() {
-					continue // every record in it was erased: nothing to make durable
-				}
-				return l.fail(failAt(s.path, s.flushed.Load(), "fsync", err))
-			}
-			l.stats.syncs.Add(1)
-		}
-		if dir {
-			if err := l.fs.SyncDir(l.dir); err != nil {
-				return l.fail(failAt(l.dir, 0, "fsync of the directory", err))
-			}
-		}
-		return nil
+		return l.endSync(segs, func(i int) error { return errs[i] }, dir)
 	}
 	return fds, finish, dir, true, nil
 }

@@ -82,6 +82,12 @@ func (l *Log) AttachSyncs() (conn net.Conn, readable, detach func(), err error) 
 		ring.Close()
 		return nil, nil, nil, fmt.Errorf("wal: a socket pair for fsync completions: %w", err)
 	}
+	if err := selfTest(ring, sp); err != nil {
+		ring.Close()
+		unix.Close(sp[0])
+		unix.Close(sp[1])
+		return nil, nil, nil, err
+	}
 	f := os.NewFile(uintptr(sp[1]), "wal-fsync-completions")
 	conn, err = net.FileConn(f) // a duplicate
 	f.Close()
@@ -99,6 +105,34 @@ func (l *Log) AttachSyncs() (conn net.Conn, readable, detach func(), err error) 
 	a.timer.Stop()
 	l.async.Store(a)
 	return conn, a.reap, func() { a.once.Do(func() { close(a.gone) }) }, nil
+}
+
+// selfTest submits one fsync-then-wake (of the socket, which fails) and
+// checks that the linked write ran and its byte arrived: a kernel without
+// IORING_OP_WRITE (before 5.6) or hard links (5.5) would otherwise leave
+// every group to the writer's asyncWaitCheck.
+func selfTest(ring *uring.Ring, sp [2]int) error {
+	ring.FsyncThenWake(sp[0], 0, sp[0], wakeTag)
+	if err := ring.Submit(); err != nil {
+		return fmt.Errorf("%w: %w", uring.ErrUnavailable, err)
+	}
+	wrote := int32(0)
+	for seen := 0; seen < 2; {
+		if err := ring.Wait(); err != nil {
+			return fmt.Errorf("%w: %w", uring.ErrUnavailable, err)
+		}
+		ring.Reap(func(ud uint64, res int32) {
+			seen++
+			if ud == wakeTag {
+				wrote = res
+			}
+		})
+	}
+	var b [1]byte
+	if n, err := unix.Read(sp[1], b[:]); wrote != 1 || n != 1 || err != nil {
+		return fmt.Errorf("%w: the linked write did not arrive (result %d)", uring.ErrUnavailable, wrote)
+	}
+	return nil
 }
 
 // reap takes the ready completions and wakes the writer once the group's
