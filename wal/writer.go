@@ -232,19 +232,26 @@ func (l *Log) sync() error {
 		return failed
 	}
 	start := time.Now()
+	err := errNoDescriptor
 	if a := l.async.Load(); a != nil {
-		err := l.syncAsync(a)
-		if !errors.Is(err, errNoDescriptor) {
-			l.mx.fsync.Observe(int64(time.Since(start)))
-			l.stats.syncs.Add(1)
-			if err != nil {
-				return l.fail(err)
-			}
-			l.w.dirty = false
-			l.durable.Store(l.w.written)
-			return nil
-		}
+		err = l.syncAsync(a)
 	}
+	if errors.Is(err, errNoDescriptor) {
+		err = l.syncBlocking()
+	}
+	l.mx.fsync.Observe(int64(time.Since(start)))
+	l.stats.syncs.Add(1)
+	if err != nil {
+		return l.fail(err)
+	}
+	l.w.dirty = false
+	l.durable.Store(l.w.written)
+	return nil
+}
+
+// syncBlocking fsyncs the segment, and the bodies beside it, in blocking
+// system calls.
+func (l *Log) syncBlocking() error {
 	var bodies chan error
 	if b := l.opts.Bodies; b != nil {
 		// The bodies' fsync runs beside the log's, not before it: one
@@ -261,14 +268,7 @@ func (l *Log) sync() error {
 			err = fmt.Errorf("syncing message bodies: %w", berr)
 		}
 	}
-	l.mx.fsync.Observe(int64(time.Since(start)))
-	l.stats.syncs.Add(1)
-	if err != nil {
-		return l.fail(err)
-	}
-	l.w.dirty = false
-	l.durable.Store(l.w.written)
-	return nil
+	return err
 }
 
 // rotate fsyncs and closes the segment and starts the next one, whose first
