@@ -215,24 +215,7 @@ func attachSyncs(t testing.TB, s *diskstore.Store, a asyncSyncs) *atomic.Int64 {
 		nc.Close()
 		return &reaped
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		defer detach()
-		buf := make([]byte, 64)
-		for {
-			if _, err := nc.Read(buf); err != nil {
-				return
-			}
-			readable()
-			reaped.Add(1)
-		}
-	}()
-	t.Cleanup(func() {
-		nc.Close()
-		<-done
-	})
-	return &reaped
+	return waltest.PollSyncs(t, nc, readable, detach)
 }
 
 // syncModes are the log's fsync modes, each test runs in all of them.

@@ -202,8 +202,9 @@
 // Histograms; Stats, StoreStats, Histograms and Metrics read atomics (and the
 // failure under mu) and may be called from any goroutine.
 //
-// With AttachSyncs (async.go) the writer does not block in fsync(2): it
-// submits the group's fsyncs (the segment's, and the body keeper's from its
+// With AttachSyncs (async.go) the writer does not block in fsync(2) for a
+// group of Options.AsyncMinRecords records or more (fewer still block: see
+// async.go for why): it submits the group's fsyncs (the segment's, and the body keeper's from its
 // PrepareSync) to io_uring, each hard-linked to a one-byte write to a socket
 // pair, and waits on a channel. The caller's event loop polls the other end
 // and calls the reaper, which takes the completions under asyncSync.mu and,

@@ -24,7 +24,10 @@ type writer struct {
 	waiters []store.Notifier            // spare for Log.waiters
 	seen    map[store.Notifier]struct{} // dedupes a group's notifiers; emptied after each group
 	dirty   bool                        // written since the last fsync
-	written uint64                      // LSN of the last record written to a segment
+	// unsynced counts the records written since the last fsync: sync
+	// hands only Options.AsyncMinRecords or more to io_uring.
+	unsynced int
+	written  uint64 // LSN of the last record written to a segment
 	// groupWaiters are the notifiers of the group being synced, for the
 	// asynchronous fsyncs' reaper; notified says it already notified them.
 	groupWaiters []store.Notifier
@@ -173,6 +176,7 @@ func (l *Log) flush(forceSync, notify bool) error {
 		}
 		l.w.written = first + uint64(len(recs)) - 1
 		l.w.dirty = true
+		l.w.unsynced += len(recs)
 		l.w.segRaw[l.w.num] += raw
 		l.stats.records.Add(uint64(len(recs)))
 		l.stats.groups.Add(1)
@@ -233,8 +237,10 @@ func (l *Log) sync() error {
 	}
 	start := time.Now()
 	err := errNoDescriptor
-	if a := l.async.Load(); a != nil {
-		err = l.syncAsync(a)
+	if a := l.async.Load(); a != nil && l.w.unsynced >= l.opts.AsyncMinRecords {
+		if err = l.syncAsync(a); !errors.Is(err, errNoDescriptor) {
+			l.stats.asyncSyncs.Add(1)
+		}
 	}
 	if errors.Is(err, errNoDescriptor) {
 		err = l.syncBlocking()
@@ -244,7 +250,7 @@ func (l *Log) sync() error {
 	if err != nil {
 		return l.fail(err)
 	}
-	l.w.dirty = false
+	l.w.dirty, l.w.unsynced = false, 0
 	l.durable.Store(l.w.written)
 	return nil
 }

@@ -342,8 +342,7 @@ func (d *daemon) open() bool {
 		st.Close()
 		return false
 	}
-	// SMP_FSYNC_URING=0 keeps the blocking fsyncs (for A/B measurements).
-	if as, ok := st.(syncAttacher); ok && os.Getenv("SMP_FSYNC_URING") != "0" {
+	if as, ok := st.(syncAttacher); ok && c.fsyncIOUring != "off" {
 		nc, readable, detach, err := as.AttachSyncs()
 		if err != nil {
 			log.Info("fsyncs block the writer: no io_uring", "err", err)

@@ -29,6 +29,7 @@ type config struct {
 	blockSize        int
 	fsync            string
 	fsyncInterval    time.Duration
+	fsyncIOUring     string
 	store            string
 	cacheSize        int64 // the disk store's body cache, bytes
 	quota            int
@@ -204,6 +205,10 @@ var options = []option{
 		"          anything the kernel had not written back", false, func(c *config) *string { return &c.fsync }),
 	durOpt("fsync-interval", wal.DefaultSyncInterval, "how often fsync interval fsyncs the log", false,
 		func(c *config) *time.Duration { return &c.fsyncInterval }),
+	enumOpt("fsync-io-uring", "auto", []string{"auto", "off"}, "how the disk and wal stores fsync a large group of records:\n"+
+		"auto  through io_uring where the kernel allows it, so that the event loop goes on\n"+
+		"      meanwhile (small groups, and kernels without io_uring, fsync in place)\n"+
+		"off   always in place", false, func(c *config) *string { return &c.fsyncIOUring }),
 	enumOpt("key-type", "mlkem768x25519", []string{"mlkem768x25519", "x25519", "rsa"},
 		"transport key kind when the key is created (an existing key is kept)", false,
 		func(c *config) *string { return &c.keyType }),

@@ -8,6 +8,9 @@
 // header, frames, compression) and does not import package wal, so that
 // wal's own tests can use it and so that it does not share the decoder it
 // checks.
+//
+// PollSyncs (poll.go) plays the relay's event loop for a log whose fsyncs go
+// through io_uring, for the tests of wal and of the disk store.
 package waltest
 
 import (
