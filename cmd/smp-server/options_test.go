@@ -154,6 +154,7 @@ var badValues = map[string][]string{
 	"listen":         {"5223", "host", "h:99999", "h:port"},
 	"store":          {"tape", "WAL"},
 	"fsync":          {"sometimes"},
+	"fsync-io-uring": {"on", "OFF", ""},
 	"key-type":       {"ed25519"},
 	"metrics-listen": {"a:b:c", "99999", "host"},
 	"log-level":      {"trace"},
