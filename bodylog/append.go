@@ -5,6 +5,7 @@ import (
 	"os"
 	"syscall"
 
+	"github.com/smprelay/smprelay/internal/vfs"
 	"github.com/smprelay/smprelay/store"
 )
 
@@ -347,7 +348,7 @@ func (l *Log) PrepareSync() (fds []int, finish func(errs []error) error, dirAfte
 	}
 	for _, s := range segs {
 		fd := -1 // a sealed segment the eraser closed meanwhile: its fsync fails, and it was removed
-		withFD(s.f, func(d int) { fd = d })
+		vfs.WithFD(s.f, func(d int) { fd = d })
 		fds = append(fds, fd)
 	}
 	finish = func(errs []error) error {

@@ -16,7 +16,7 @@ import (
 // descriptor or its file system cannot punch holes: the caller writes zeros.
 func punchHole(f vfs.File, off, n int64) (ok bool, err error) {
 	var perr error
-	if !withFD(f, func(fd int) {
+	if !vfs.WithFD(f, func(fd int) {
 		perr = unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
 	}) {
 		return false, nil
@@ -25,20 +25,6 @@ func punchHole(f vfs.File, off, n int64) (ok bool, err error) {
 		return false, nil
 	}
 	return perr == nil, perr
-}
-
-// withFD runs fn with f's file descriptor and reports whether it could: f
-// is not an os.File (a test's file system), or is closed, when it cannot.
-func withFD(f vfs.File, fn func(fd int)) bool {
-	sc, ok := f.(syscall.Conn)
-	if !ok {
-		return false
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	return rc.Control(func(fd uintptr) { fn(int(fd)) }) == nil
 }
 
 // canErase reports whether dead records of f can be erased in place.
@@ -53,5 +39,5 @@ func canErase(f vfs.File) bool {
 // makes nothing durable and waits for no write to finish, so a failure only
 // leaves the work to the next fsync and is ignored.
 func startWriteback(f vfs.File) {
-	withFD(f, func(fd int) { _ = unix.SyncFileRange(fd, 0, 0, unix.SYNC_FILE_RANGE_WRITE) })
+	vfs.WithFD(f, func(fd int) { _ = unix.SyncFileRange(fd, 0, 0, unix.SYNC_FILE_RANGE_WRITE) })
 }

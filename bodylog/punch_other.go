@@ -20,7 +20,3 @@ func canErase(f vfs.File) bool {
 // startWriteback is sync_file_range(2)'s hint on Linux; elsewhere the next
 // fsync does all the writing.
 func startWriteback(vfs.File) {}
-
-// withFD finds no descriptor outside Linux: PrepareSync leaves the fsyncs to
-// Sync.
-func withFD(vfs.File, func(fd int)) bool { return false }

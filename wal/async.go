@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/smprelay/smprelay/internal/uring"
+	"github.com/smprelay/smprelay/internal/vfs"
 	"github.com/smprelay/smprelay/store"
 	"golang.org/x/sys/unix"
 )
@@ -87,7 +88,7 @@ func (l *Log) AttachSyncs() (conn net.Conn, readable, detach func(), err error) 
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	sp, err := socketPair()
 	if err != nil {
 		ring.Close()
 		return nil, nil, nil, fmt.Errorf("wal: a socket pair for fsync completions: %w", err)
@@ -115,6 +116,32 @@ func (l *Log) AttachSyncs() (conn net.Conn, readable, detach func(), err error) 
 	a.timer.Stop()
 	l.async.Store(a)
 	return conn, a.reap, func() { a.once.Do(func() { close(a.gone) }) }, nil
+}
+
+// socketPair makes a non-blocking, close-on-exec Unix socket pair. The
+// flags are set after socketpair(2), not in its type (SOCK_CLOEXEC and
+// SOCK_NONBLOCK are Linux's), so that the package builds elsewhere too;
+// syscall.ForkLock keeps a concurrent fork from inheriting the pair before
+// close-on-exec is set, as package net does where it must.
+func socketPair() ([2]int, error) {
+	syscall.ForkLock.RLock()
+	sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+	if err == nil {
+		unix.CloseOnExec(sp[0])
+		unix.CloseOnExec(sp[1])
+	}
+	syscall.ForkLock.RUnlock()
+	if err != nil {
+		return sp, err
+	}
+	for _, fd := range sp {
+		if err := unix.SetNonblock(fd, true); err != nil {
+			unix.Close(sp[0])
+			unix.Close(sp[1])
+			return sp, err
+		}
+	}
+	return sp, nil
 }
 
 // selfTest submits one fsync-then-wake (of the socket, which fails) and
@@ -200,12 +227,7 @@ var errNoDescriptor = errors.New("wal: no descriptor")
 // failing the log.
 func (l *Log) syncAsync(a *asyncSync) error {
 	walFD := -1
-	if sc, ok := l.w.f.(syscall.Conn); ok {
-		if rc, err := sc.SyscallConn(); err == nil {
-			_ = rc.Control(func(fd uintptr) { walFD = int(fd) })
-		}
-	}
-	if walFD < 0 {
+	if !vfs.WithFD(l.w.f, func(fd int) { walFD = fd }) {
 		return errNoDescriptor
 	}
 	a.fds = a.fds[:0]

@@ -16,6 +16,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"syscall"
 )
 
 // File is an open file.
@@ -106,4 +107,19 @@ func ReadFile(fsys FS, name string, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("reading %s: %w", name, err)
 	}
 	return b, nil
+}
+
+// WithFD runs fn with f's operating-system file descriptor and reports
+// whether it could: not when f is not an *os.File (a test's file system,
+// such as crashfs) or is closed. The descriptor is valid only inside fn.
+func WithFD(f File, fn func(fd int)) bool {
+	sc, ok := f.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	return rc.Control(func(fd uintptr) { fn(int(fd)) }) == nil
 }
